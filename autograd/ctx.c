@@ -1,0 +1,262 @@
+/* The step context: a bump arena for step tensors, the tape, backward. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+
+#define ARENA_ALIGN 64
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t size, used;
+    unsigned char *mem;
+} chunk;
+
+struct qat_ctx {
+    chunk *head;          /* current chunk (newest first) */
+    size_t reserved;      /* bytes over all chunks */
+    size_t peak;          /* bytes used in the largest step so far */
+    qat_tape_entry *tape;
+    int tape_len, tape_cap;
+    int grad_enabled;
+    int training;
+};
+
+static chunk *chunk_new(size_t size)
+{
+    chunk *c = malloc(sizeof *c);
+    if (!c) return NULL;
+    c->mem = aligned_alloc(ARENA_ALIGN, (size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+    if (!c->mem) {
+        free(c);
+        return NULL;
+    }
+    c->size = size;
+    c->used = 0;
+    c->next = NULL;
+    return c;
+}
+
+qat_ctx *qat_ctx_create(size_t arena_bytes)
+{
+    qat_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return qat_error_null(QAT_ERR_NOMEM, "qat_ctx_create: out of memory");
+    if (arena_bytes == 0) arena_bytes = (size_t)64 << 20;
+    ctx->head = chunk_new(arena_bytes);
+    if (!ctx->head) {
+        free(ctx);
+        return qat_error_null(QAT_ERR_NOMEM, "qat_ctx_create: cannot reserve %zu bytes", arena_bytes);
+    }
+    ctx->reserved = arena_bytes;
+    ctx->grad_enabled = 1;
+    ctx->training = 1;
+    qat_get_num_threads(); /* settle the thread configuration once */
+    return ctx;
+}
+
+static void chunks_free(chunk *c)
+{
+    while (c) {
+        chunk *n = c->next;
+        free(c->mem);
+        free(c);
+        c = n;
+    }
+}
+
+void qat_ctx_free(qat_ctx *ctx)
+{
+    if (!ctx) return;
+    chunks_free(ctx->head);
+    free(ctx->tape);
+    free(ctx);
+}
+
+size_t qat_ctx_arena_used(const qat_ctx *ctx)
+{
+    size_t u = 0;
+    for (const chunk *c = ctx->head; c; c = c->next) u += c->used;
+    return u;
+}
+
+size_t qat_ctx_arena_reserved(const qat_ctx *ctx) { return ctx->reserved; }
+
+void qat_ctx_reset(qat_ctx *ctx)
+{
+    size_t used = qat_ctx_arena_used(ctx);
+    if (used > ctx->peak) ctx->peak = used;
+    if (ctx->head->next) {
+        /* The step outgrew the first chunk: replace all chunks by one that
+         * holds the whole step, so later steps never allocate. */
+        size_t want = ctx->peak + ctx->peak / 8;
+        chunk *c = chunk_new(want);
+        if (c) {
+            chunks_free(ctx->head);
+            ctx->head = c;
+            ctx->reserved = want;
+        } else { /* keep the chunks we have; still correct, just chunked */
+            for (chunk *k = ctx->head; k; k = k->next) k->used = 0;
+        }
+    }
+    ctx->head->used = 0;
+    ctx->tape_len = 0;
+}
+
+void qat_ctx_set_grad(qat_ctx *ctx, int enabled) { ctx->grad_enabled = enabled != 0; }
+int qat_ctx_grad_enabled(const qat_ctx *ctx) { return ctx->grad_enabled; }
+void qat_ctx_set_training(qat_ctx *ctx, int training) { ctx->training = training != 0; }
+int qat_ctx_training(const qat_ctx *ctx) { return ctx->training; }
+
+void *qat_arena_alloc(qat_ctx *ctx, size_t bytes)
+{
+    bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    if (bytes == 0) bytes = ARENA_ALIGN;
+    chunk *c = ctx->head;
+    if (c->used + bytes > c->size) {
+        size_t size = c->size > bytes ? c->size : bytes;
+        chunk *n = chunk_new(size);
+        if (!n) return qat_error_null(QAT_ERR_NOMEM, "arena: cannot allocate %zu bytes", bytes);
+        n->next = c;
+        ctx->head = n;
+        ctx->reserved += size;
+        c = n;
+    }
+    void *p = c->mem + c->used;
+    c->used += bytes;
+    return p;
+}
+
+static int check_shape(int ndim, const int *shape)
+{
+    if (ndim < 0 || ndim > QAT_MAX_DIMS) return 0;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] <= 0) return 0;
+    return 1;
+}
+
+static void set_shape(qat_tensor *t, int ndim, const int *shape)
+{
+    t->ndim = ndim;
+    for (int i = 0; i < QAT_MAX_DIMS; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    t->numel = qat_shape_numel(ndim, shape);
+}
+
+qat_tensor *qat_new(qat_ctx *ctx, int ndim, const int *shape)
+{
+    if (!check_shape(ndim, shape))
+        return qat_error_null(QAT_ERR_ARG, "qat_new: invalid shape (ndim %d)", ndim);
+    qat_tensor *t = qat_arena_alloc(ctx, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    set_shape(t, ndim, shape);
+    t->data = qat_arena_alloc(ctx, t->numel * sizeof(float));
+    return t->data ? t : NULL;
+}
+
+qat_tensor *qat_from(qat_ctx *ctx, int ndim, const int *shape, const float *data)
+{
+    qat_tensor *t = qat_new(ctx, ndim, shape);
+    if (t && data) memcpy(t->data, data, t->numel * sizeof(float));
+    return t;
+}
+
+qat_tensor *qat_new_leaf(qat_ctx *ctx, int ndim, const int *shape, const float *data)
+{
+    qat_tensor *t = qat_from(ctx, ndim, shape, data);
+    if (t) t->requires_grad = 1;
+    return t;
+}
+
+qat_tensor *qat_tensor_create(int ndim, const int *shape, int requires_grad)
+{
+    if (!check_shape(ndim, shape))
+        return qat_error_null(QAT_ERR_ARG, "qat_tensor_create: invalid shape (ndim %d)", ndim);
+    qat_tensor *t = calloc(1, sizeof *t);
+    if (!t) return qat_error_null(QAT_ERR_NOMEM, "qat_tensor_create: out of memory");
+    set_shape(t, ndim, shape);
+    t->persistent = 1;
+    t->requires_grad = requires_grad != 0;
+    t->data = calloc(t->numel, sizeof(float));
+    if (requires_grad) t->grad = calloc(t->numel, sizeof(float));
+    if (!t->data || (requires_grad && !t->grad)) {
+        qat_tensor_free(t);
+        return qat_error_null(QAT_ERR_NOMEM, "qat_tensor_create: out of memory");
+    }
+    return t;
+}
+
+void qat_tensor_free(qat_tensor *t)
+{
+    if (!t) return;
+    if (t->persistent) {
+        free(t->data);
+        free(t->grad);
+        free(t);
+    }
+}
+
+void qat_tensor_zero_grad(qat_tensor *t)
+{
+    if (t && t->grad) memset(t->grad, 0, t->numel * sizeof(float));
+}
+
+/* ---- tape ---- */
+
+int qat_needs_grad(const qat_ctx *ctx, int n, qat_tensor *const *in)
+{
+    if (!ctx->grad_enabled) return 0;
+    for (int i = 0; i < n; i++)
+        if (in[i] && in[i]->requires_grad) return 1;
+    return 0;
+}
+
+int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn, qat_tensor *out,
+                    int n_in, qat_tensor *const *in, void *saved)
+{
+    if (n_in > 4) return qat_error(QAT_ERR_ARG, "%s: at most 4 inputs on the tape", name);
+    if (ctx->tape_len == ctx->tape_cap) {
+        int cap = ctx->tape_cap ? 2 * ctx->tape_cap : 256;
+        qat_tape_entry *t = realloc(ctx->tape, (size_t)cap * sizeof *t);
+        if (!t) return qat_error(QAT_ERR_NOMEM, "%s: tape out of memory", name);
+        ctx->tape = t;
+        ctx->tape_cap = cap;
+    }
+    qat_tape_entry *e = &ctx->tape[ctx->tape_len++];
+    memset(e, 0, sizeof *e);
+    e->name = name;
+    e->backward = fn;
+    e->out = out;
+    for (int i = 0; i < n_in; i++) e->in[i] = in[i];
+    e->saved = saved;
+    out->requires_grad = 1;
+    return QAT_OK;
+}
+
+float *qat_grad(qat_ctx *ctx, qat_tensor *t)
+{
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) {
+        t->grad = qat_arena_alloc(ctx, t->numel * sizeof(float));
+        if (t->grad) memset(t->grad, 0, t->numel * sizeof(float));
+    }
+    return t->grad;
+}
+
+int qat_backward(qat_ctx *ctx, qat_tensor *loss)
+{
+    if (!loss) return qat_error(QAT_ERR_ARG, "backward: loss is NULL (an op before it failed: %s)",
+                                qat_last_error());
+    if (loss->numel != 1) return qat_error(QAT_ERR_SHAPE, "backward: loss must be a scalar, has %zu elements", loss->numel);
+    if (!loss->requires_grad) return qat_error(QAT_ERR_STATE, "backward: loss does not depend on anything that requires a gradient");
+    float *g = qat_grad(ctx, loss);
+    if (!g) return QAT_ERR_NOMEM;
+    g[0] += 1.0f;
+    for (int i = ctx->tape_len - 1; i >= 0; i--) {
+        qat_tape_entry *e = &ctx->tape[i];
+        if (!e->out->grad) continue; /* nothing flows back through this op */
+        if (!e->backward)
+            return qat_error(QAT_ERR_UNSUPPORTED, "backward: op '%s' has no backward", e->name);
+        e->backward(ctx, e);
+    }
+    return QAT_OK;
+}

@@ -1,0 +1,342 @@
+/* Elementwise, linear, shape and loss ops; forward and backward side by side. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+
+#define PAR_MIN 32768 /* elements below which a loop stays serial */
+
+static int same_shape(const qat_tensor *a, const qat_tensor *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+static qat_tensor *shape_error(const char *op, const char *what, const qat_tensor *a,
+                               const qat_tensor *b)
+{
+    char sa[64], sb[64];
+    return qat_error_null(QAT_ERR_SHAPE, "%s: %s (%s vs %s)", op, what, qat_shape_str(a, sa, sizeof sa),
+                          qat_shape_str(b, sb, sizeof sb));
+}
+
+/* ---- linear / matmul ---- */
+
+/* saved: nothing; in = {x, w, b} */
+static void linear_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    qat_tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *y = e->out;
+    int N = x->shape[0], K = x->shape[1], M = w->shape[0];
+    const float *dy = y->grad; /* dy is (N,M) */
+    float *dx = qat_grad(ctx, x), *dw = qat_grad(ctx, w), *db = b ? qat_grad(ctx, b) : NULL;
+    if (dx) qat_sgemm(0, 0, N, K, M, 1.0f, dy, M, w->data, K, 1.0f, dx, K); /* dx += dy W */
+    if (dw) qat_sgemm(1, 0, M, K, N, 1.0f, dy, M, x->data, K, 1.0f, dw, K); /* dW += dy^T x */
+    if (db)
+        for (int n = 0; n < N; n++)
+            for (int m = 0; m < M; m++) db[m] += dy[(size_t)n * M + m];
+}
+
+qat_tensor *qat_linear(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b)
+{
+    if (!x || !w) return NULL;
+    if (x->ndim != 2 || w->ndim != 2 || x->shape[1] != w->shape[1])
+        return shape_error("linear", "x must be [N,K] and weight [M,K]", x, w);
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return shape_error("linear", "bias must be [M]", b, w);
+    int N = x->shape[0], K = x->shape[1], M = w->shape[0];
+    qat_tensor *y = qat_new(ctx, 2, (int[]){N, M});
+    if (!y) return NULL;
+    if (b)
+        for (int n = 0; n < N; n++) memcpy(y->data + (size_t)n * M, b->data, (size_t)M * sizeof(float));
+    qat_sgemm(0, 1, N, M, K, 1.0f, x->data, K, w->data, K, b ? 1.0f : 0.0f, y->data, M);
+    qat_tensor *in[3] = {x, w, b};
+    if (qat_needs_grad(ctx, 3, in) &&
+        qat_tape_record(ctx, "linear", linear_backward, y, 3, in, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+static void matmul_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    qat_tensor *a = e->in[0], *b = e->in[1], *y = e->out;
+    int N = a->shape[0], K = a->shape[1], M = b->shape[1];
+    float *da = qat_grad(ctx, a), *db = qat_grad(ctx, b);
+    if (da) qat_sgemm(0, 1, N, K, M, 1.0f, y->grad, M, b->data, M, 1.0f, da, K); /* dA += dY B^T */
+    if (db) qat_sgemm(1, 0, K, M, N, 1.0f, a->data, K, y->grad, M, 1.0f, db, M); /* dB += A^T dY */
+}
+
+qat_tensor *qat_matmul(qat_ctx *ctx, qat_tensor *a, qat_tensor *b)
+{
+    if (!a || !b) return NULL;
+    if (a->ndim != 2 || b->ndim != 2 || a->shape[1] != b->shape[0])
+        return shape_error("matmul", "inner dimensions differ", a, b);
+    int N = a->shape[0], K = a->shape[1], M = b->shape[1];
+    qat_tensor *y = qat_new(ctx, 2, (int[]){N, M});
+    if (!y) return NULL;
+    qat_sgemm(0, 0, N, M, K, 1.0f, a->data, K, b->data, M, 0.0f, y->data, M);
+    qat_tensor *in[2] = {a, b};
+    if (qat_needs_grad(ctx, 2, in) &&
+        qat_tape_record(ctx, "matmul", matmul_backward, y, 2, in, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+/* ---- bias add (broadcast along dim 1) ---- */
+
+static void bias_add_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    qat_tensor *x = e->in[0], *b = e->in[1], *y = e->out;
+    int N = x->shape[0], C = x->shape[1];
+    size_t inner = x->numel / ((size_t)N * C);
+    float *dx = qat_grad(ctx, x), *db = qat_grad(ctx, b);
+    if (dx)
+        for (size_t i = 0; i < x->numel; i++) dx[i] += y->grad[i];
+    if (db)
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) {
+                const float *g = y->grad + ((size_t)n * C + c) * inner;
+                float s = 0;
+                for (size_t i = 0; i < inner; i++) s += g[i];
+                db[c] += s;
+            }
+}
+
+qat_tensor *qat_bias_add(qat_ctx *ctx, qat_tensor *x, qat_tensor *b)
+{
+    if (!x || !b) return NULL;
+    if (x->ndim < 2 || b->ndim != 1 || b->shape[0] != x->shape[1])
+        return shape_error("bias_add", "bias must be [C] for x [N,C,...]", x, b);
+    qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
+    if (!y) return NULL;
+    int N = x->shape[0], C = x->shape[1];
+    size_t inner = x->numel / ((size_t)N * C);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            size_t o = ((size_t)n * C + c) * inner;
+            for (size_t i = 0; i < inner; i++) y->data[o + i] = x->data[o + i] + b->data[c];
+        }
+    qat_tensor *in[2] = {x, b};
+    if (qat_needs_grad(ctx, 2, in) &&
+        qat_tape_record(ctx, "bias_add", bias_add_backward, y, 2, in, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+/* ---- add, mul, relu ---- */
+
+static void add_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    const float *dy = e->out->grad;
+    size_t n = e->out->numel;
+    for (int k = 0; k < 2; k++) {
+        float *d = qat_grad(ctx, e->in[k]);
+        if (!d) continue;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) d[i] += dy[i];
+    }
+}
+
+qat_tensor *qat_add(qat_ctx *ctx, qat_tensor *a, qat_tensor *b)
+{
+    if (!a || !b) return NULL;
+    if (!same_shape(a, b)) return shape_error("add", "shapes differ", a, b);
+    qat_tensor *y = qat_new(ctx, a->ndim, a->shape);
+    if (!y) return NULL;
+    size_t n = a->numel;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) y->data[i] = a->data[i] + b->data[i];
+    qat_tensor *in[2] = {a, b};
+    if (qat_needs_grad(ctx, 2, in) &&
+        qat_tape_record(ctx, "add", add_backward, y, 2, in, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+static void mul_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    qat_tensor *a = e->in[0], *b = e->in[1];
+    const float *dy = e->out->grad;
+    float *da = qat_grad(ctx, a), *db = qat_grad(ctx, b);
+    size_t n = a->numel;
+    for (size_t i = 0; i < n; i++) {
+        if (da) da[i] += dy[i] * b->data[i];
+        if (db) db[i] += dy[i] * a->data[i];
+    }
+}
+
+qat_tensor *qat_mul(qat_ctx *ctx, qat_tensor *a, qat_tensor *b)
+{
+    if (!a || !b) return NULL;
+    if (!same_shape(a, b)) return shape_error("mul", "shapes differ", a, b);
+    qat_tensor *y = qat_new(ctx, a->ndim, a->shape);
+    if (!y) return NULL;
+    for (size_t i = 0; i < a->numel; i++) y->data[i] = a->data[i] * b->data[i];
+    qat_tensor *in[2] = {a, b};
+    if (qat_needs_grad(ctx, 2, in) &&
+        qat_tape_record(ctx, "mul", mul_backward, y, 2, in, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+static void relu_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    float *dx = qat_grad(ctx, e->in[0]);
+    if (!dx) return;
+    const float *y = e->out->data, *dy = e->out->grad;
+    size_t n = e->out->numel;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++)
+        if (y[i] > 0.0f) dx[i] += dy[i];
+}
+
+qat_tensor *qat_relu(qat_ctx *ctx, qat_tensor *x)
+{
+    if (!x) return NULL;
+    qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
+    if (!y) return NULL;
+    size_t n = x->numel;
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+    for (size_t i = 0; i < n; i++) y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    if (qat_needs_grad(ctx, 1, &x) &&
+        qat_tape_record(ctx, "relu", relu_backward, y, 1, &x, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+/* ---- reshape, flatten, sum ---- */
+
+static void reshape_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    float *dx = qat_grad(ctx, e->in[0]);
+    if (!dx) return;
+    const float *dy = e->out->grad;
+    for (size_t i = 0; i < e->out->numel; i++) dx[i] += dy[i];
+}
+
+qat_tensor *qat_reshape(qat_ctx *ctx, qat_tensor *x, int ndim, const int *shape)
+{
+    if (!x) return NULL;
+    if (ndim < 0 || ndim > QAT_MAX_DIMS)
+        return qat_error_null(QAT_ERR_ARG, "reshape: ndim %d out of range", ndim);
+    if (qat_shape_numel(ndim, shape) != x->numel)
+        return qat_error_null(QAT_ERR_SHAPE, "reshape: %zu elements cannot become %zu",
+                              x->numel, qat_shape_numel(ndim, shape));
+    qat_tensor *y = qat_arena_alloc(ctx, sizeof *y);
+    if (!y) return NULL;
+    memset(y, 0, sizeof *y);
+    y->ndim = ndim;
+    for (int i = 0; i < QAT_MAX_DIMS; i++) y->shape[i] = i < ndim ? shape[i] : 1;
+    y->numel = x->numel;
+    y->data = x->data; /* a view: same values, its own gradient */
+    if (qat_needs_grad(ctx, 1, &x) &&
+        qat_tape_record(ctx, "reshape", reshape_backward, y, 1, &x, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+qat_tensor *qat_flatten(qat_ctx *ctx, qat_tensor *x)
+{
+    if (!x) return NULL;
+    if (x->ndim < 1) return qat_error_null(QAT_ERR_SHAPE, "flatten: scalar input");
+    int n = x->shape[0];
+    return qat_reshape(ctx, x, 2, (int[]){n, (int)(x->numel / (size_t)n)});
+}
+
+static void sum_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    float *dx = qat_grad(ctx, e->in[0]);
+    if (!dx) return;
+    float g = e->out->grad[0];
+    for (size_t i = 0; i < e->in[0]->numel; i++) dx[i] += g;
+}
+
+qat_tensor *qat_sum(qat_ctx *ctx, qat_tensor *x)
+{
+    if (!x) return NULL;
+    qat_tensor *y = qat_new(ctx, 0, NULL);
+    if (!y) return NULL;
+    double s = 0;
+    for (size_t i = 0; i < x->numel; i++) s += x->data[i];
+    y->data[0] = (float)s;
+    if (qat_needs_grad(ctx, 1, &x) &&
+        qat_tape_record(ctx, "sum", sum_backward, y, 1, &x, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+/* ---- softmax cross-entropy ---- */
+
+typedef struct {
+    float *prob;            /* (N,C) softmax */
+    const uint8_t *labels;  /* caller's array, copied into the arena */
+} ce_saved;
+
+static void ce_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    qat_tensor *x = e->in[0];
+    const ce_saved *s = e->saved;
+    float *dx = qat_grad(ctx, x);
+    if (!dx) return;
+    int N = x->shape[0], C = x->shape[1];
+    float g = e->out->grad[0] / (float)N;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            float p = s->prob[(size_t)n * C + c] - (c == s->labels[n] ? 1.0f : 0.0f);
+            dx[(size_t)n * C + c] += g * p;
+        }
+}
+
+qat_tensor *qat_cross_entropy(qat_ctx *ctx, qat_tensor *logits, const uint8_t *labels)
+{
+    if (!logits) return NULL;
+    if (!labels) return qat_error_null(QAT_ERR_ARG, "cross_entropy: labels is NULL");
+    if (logits->ndim != 2)
+        return qat_error_null(QAT_ERR_SHAPE, "cross_entropy: logits must be [N,C], has %d dims", logits->ndim);
+    int N = logits->shape[0], C = logits->shape[1];
+    for (int n = 0; n < N; n++)
+        if (labels[n] >= C)
+            return qat_error_null(QAT_ERR_ARG, "cross_entropy: label %d of row %d is not below %d classes",
+                                  labels[n], n, C);
+    qat_tensor *y = qat_new(ctx, 0, NULL);
+    ce_saved *s = qat_arena_alloc(ctx, sizeof *s);
+    float *prob = qat_arena_alloc(ctx, logits->numel * sizeof(float));
+    uint8_t *lab = qat_arena_alloc(ctx, (size_t)N);
+    if (!y || !s || !prob || !lab) return NULL;
+    memcpy(lab, labels, (size_t)N);
+    double loss = 0;
+    for (int n = 0; n < N; n++) {
+        const float *x = logits->data + (size_t)n * C;
+        float *p = prob + (size_t)n * C;
+        float mx = x[0];
+        for (int c = 1; c < C; c++) mx = x[c] > mx ? x[c] : mx;
+        double z = 0;
+        for (int c = 0; c < C; c++) z += exp((double)x[c] - mx);
+        double lz = log(z) + mx;
+        for (int c = 0; c < C; c++) p[c] = (float)exp((double)x[c] - lz);
+        loss += lz - x[labels[n]];
+    }
+    y->data[0] = (float)(loss / N);
+    s->prob = prob;
+    s->labels = lab;
+    if (qat_needs_grad(ctx, 1, &logits) &&
+        qat_tape_record(ctx, "cross_entropy", ce_backward, y, 1, &logits, s) != QAT_OK)
+        return NULL;
+    return y;
+}
+
+int qat_count_correct(const qat_tensor *logits, const uint8_t *labels)
+{
+    if (!logits || !labels || logits->ndim != 2) return 0;
+    int N = logits->shape[0], C = logits->shape[1], ok = 0;
+    for (int n = 0; n < N; n++) {
+        const float *x = logits->data + (size_t)n * C;
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (x[c] > x[best]) best = c;
+        ok += best == labels[n];
+    }
+    return ok;
+}

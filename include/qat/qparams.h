@@ -1,0 +1,47 @@
+/* qat/qparams.h: quantization schemes and parameters (scale, zero point).
+ * The rules are docs/QUANT.md's; the rounding helpers they use live in
+ * runtime/rounding.h so that fake-quant, convert and the runtime agree. */
+#ifndef QAT_QPARAMS_H
+#define QAT_QPARAMS_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qat_qscheme {
+    int bits;        /* 2..8, or 16 for experiments */
+    int symmetric;   /* 1: symmetric (zero point fixed), 0: affine */
+    int is_signed;   /* 1: [-2^(b-1), 2^(b-1)-1], 0: [0, 2^b-1] */
+    int narrow;      /* signed only: [-(2^(b-1)-1), 2^(b-1)-1] */
+    int per_channel; /* 0: per tensor, 1: one (scale, zp) per index of axis */
+    int axis;        /* channel axis for per_channel (0 for conv/linear weights) */
+} qat_qscheme;
+
+/* Presets of the int8 deployment spec, at b bits: weights per-channel
+ * symmetric narrow signed; activations per-tensor affine signed. */
+QAT_API qat_qscheme qat_qscheme_weight(int bits);
+QAT_API qat_qscheme qat_qscheme_activation(int bits);
+
+/* QAT_OK, or QAT_ERR_ARG with a message for an invalid scheme. */
+QAT_API int qat_qscheme_check(const qat_qscheme *s);
+/* Integer range of the scheme. */
+QAT_API void qat_qscheme_range(const qat_qscheme *s, int32_t *qmin, int32_t *qmax);
+
+/* Smallest scale ever produced (PyTorch's float32 eps). */
+#define QAT_SCALE_EPS 1.1920928955078125e-07f
+
+/* (scale, zero point) from an observed range, widened to contain 0 first:
+ * symmetric signed z = 0, s = max(|min|,|max|) / ((qmax-qmin)/2);
+ * symmetric unsigned z = (qmin+qmax+1)/2; affine s = (max-min)/(qmax-qmin),
+ * z = clamp(qmin - round_half_even(min/s), qmin, qmax). s >= QAT_SCALE_EPS.
+ * min > max (nothing observed) gives s = 1, z = 0 (or the symmetric z).
+ * Returns QAT_ERR_ARG for an invalid scheme or a NaN bound. */
+QAT_API int qat_qparams_from_minmax(const qat_qscheme *s, float min, float max,
+                                    float *scale, int32_t *zero_point);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

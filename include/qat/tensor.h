@@ -1,0 +1,147 @@
+/* qat/tensor.h: tensors, the per-step context (arena + tape), and the
+ * differentiable ops.
+ *
+ * A step tensor lives in the context's arena: ops allocate their output
+ * there, nobody frees it, qat_ctx_reset() ends the step. Parameters are
+ * persistent tensors (qat_tensor_create) that own their data and gradient.
+ * Every op that runs with gradients enabled on an input that requires them
+ * records one tape entry; qat_backward() walks the tape in reverse and
+ * *adds* into gradients. Parameter gradients accumulate across backward
+ * calls until the caller zeroes them (qat_tensor_zero_grad / the optimizer).
+ *
+ * Ops given a NULL input return NULL without a new error, so a training
+ * script can check once, at the loss. Shape errors set qat_last_error() and
+ * return NULL. Layout is NCHW, float32. */
+#ifndef QAT_TENSOR_H
+#define QAT_TENSOR_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QAT_MAX_DIMS 4
+
+typedef struct qat_tensor {
+    float *data;     /* numel values, row-major */
+    float *grad;     /* numel values or NULL (step tensors: allocated in backward) */
+    int ndim;        /* 0 (scalar) .. 4 */
+    int shape[QAT_MAX_DIMS];
+    size_t numel;
+    int requires_grad;
+    int persistent;  /* owned by qat_tensor_create, freed by qat_tensor_free */
+} qat_tensor;
+
+/* ---- persistent tensors (parameters, buffers) ---- */
+
+/* Allocates a zero-filled tensor; with requires_grad also a zeroed gradient.
+ * Returns NULL (QAT_ERR_ARG / QAT_ERR_NOMEM) on bad shape or no memory. */
+QAT_API qat_tensor *qat_tensor_create(int ndim, const int *shape, int requires_grad);
+QAT_API void qat_tensor_free(qat_tensor *t); /* NULL is a no-op */
+QAT_API void qat_tensor_zero_grad(qat_tensor *t);
+
+/* ---- the step context ---- */
+
+typedef struct qat_ctx qat_ctx;
+
+/* arena_bytes: initial arena size (0 = 64 MiB); it grows as needed and
+ * settles after the first step, so the training loop does not allocate. */
+QAT_API qat_ctx *qat_ctx_create(size_t arena_bytes);
+QAT_API void qat_ctx_free(qat_ctx *ctx);
+/* Ends the step: every step tensor and tape entry is gone. */
+QAT_API void qat_ctx_reset(qat_ctx *ctx);
+/* Gradient recording on (default) or off (evaluation). */
+QAT_API void qat_ctx_set_grad(qat_ctx *ctx, int enabled);
+QAT_API int qat_ctx_grad_enabled(const qat_ctx *ctx);
+/* Training mode (default on): BN uses batch statistics and updates its
+ * running averages. Off: running statistics. */
+QAT_API void qat_ctx_set_training(qat_ctx *ctx, int training);
+QAT_API int qat_ctx_training(const qat_ctx *ctx);
+/* Bytes of arena in use now / reserved. */
+QAT_API size_t qat_ctx_arena_used(const qat_ctx *ctx);
+QAT_API size_t qat_ctx_arena_reserved(const qat_ctx *ctx);
+
+/* Uninitialised step tensor of the given shape. */
+QAT_API qat_tensor *qat_new(qat_ctx *ctx, int ndim, const int *shape);
+/* Step tensor holding a copy of data (numel floats). */
+QAT_API qat_tensor *qat_from(qat_ctx *ctx, int ndim, const int *shape, const float *data);
+/* Step tensor that must receive a gradient (for tests and input gradients). */
+QAT_API qat_tensor *qat_new_leaf(qat_ctx *ctx, int ndim, const int *shape, const float *data);
+/* Raw arena memory, 64-byte aligned, valid until reset. */
+QAT_API void *qat_arena_alloc(qat_ctx *ctx, size_t bytes);
+
+/* Backward from a scalar (numel 1) loss: d loss / d loss = 1.
+ * Returns QAT_OK, or an error if loss is NULL / not scalar / an op on the
+ * tape has no backward. */
+QAT_API int qat_backward(qat_ctx *ctx, qat_tensor *loss);
+
+/* ---- ops ---- */
+
+/* y[N,M] = x[N,K] w[M,K]^T + b[M] (b may be NULL) */
+QAT_API qat_tensor *qat_linear(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b);
+/* y[N,M] = a[N,K] b[K,M] */
+QAT_API qat_tensor *qat_matmul(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
+/* y = x + b broadcast along dim 1: x is [N,C] or [N,C,H,W], b is [C] */
+QAT_API qat_tensor *qat_bias_add(qat_ctx *ctx, qat_tensor *x, qat_tensor *b);
+/* elementwise, same shapes (residual add is qat_add) */
+QAT_API qat_tensor *qat_add(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
+QAT_API qat_tensor *qat_mul(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
+QAT_API qat_tensor *qat_relu(qat_ctx *ctx, qat_tensor *x);
+/* x[N,C,H,W], w[OC,C,KH,KW], b[OC] or NULL -> [N,OC,OH,OW],
+ * OH = (H + 2 pad - KH) / stride + 1 */
+QAT_API qat_tensor *qat_conv2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b,
+                               int stride, int pad);
+/* k x k windows, given stride, no padding -> [N,C,(H-k)/s+1,(W-k)/s+1] */
+QAT_API qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride);
+QAT_API qat_tensor *qat_avgpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride);
+/* [N,C,H,W] -> [N,C] */
+QAT_API qat_tensor *qat_global_avgpool(qat_ctx *ctx, qat_tensor *x);
+/* Batch norm over (N,H,W) per channel. Training mode: batch statistics
+ * (biased variance for normalising), running_mean/var updated with the
+ * unbiased variance: r = (1-momentum) r + momentum batch (PyTorch).
+ * Evaluation mode: running statistics. running_* are [C] buffers. */
+QAT_API qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
+                                    qat_tensor *beta, qat_tensor *running_mean,
+                                    qat_tensor *running_var, float momentum, float eps);
+/* Same data, new shape (numel must match). */
+QAT_API qat_tensor *qat_reshape(qat_ctx *ctx, qat_tensor *x, int ndim, const int *shape);
+/* [N, ...] -> [N, rest] */
+QAT_API qat_tensor *qat_flatten(qat_ctx *ctx, qat_tensor *x);
+/* Sum of all elements -> scalar. */
+QAT_API qat_tensor *qat_sum(qat_ctx *ctx, qat_tensor *x);
+/* Mean over the batch of softmax cross-entropy; logits [N,C], labels in
+ * [0,C). Numerically stable (log-sum-exp). -> scalar */
+QAT_API qat_tensor *qat_cross_entropy(qat_ctx *ctx, qat_tensor *logits, const uint8_t *labels);
+/* Number of rows whose argmax (first maximum) equals the label. No tape. */
+QAT_API int qat_count_correct(const qat_tensor *logits, const uint8_t *labels);
+
+/* ---- extending: custom ops ----
+ * An op computes its output, then (if qat_needs_grad says so) records a
+ * backward closure. backward reads out->grad and adds into the inputs'
+ * gradients obtained with qat_grad(). */
+typedef struct qat_tape_entry qat_tape_entry;
+typedef void (*qat_backward_fn)(qat_ctx *ctx, const qat_tape_entry *e);
+struct qat_tape_entry {
+    const char *name;
+    qat_backward_fn backward;
+    qat_tensor *out;
+    qat_tensor *in[4];
+    void *saved; /* arena memory the op saved for backward */
+};
+
+/* True when gradients are enabled and any of the n inputs requires them. */
+QAT_API int qat_needs_grad(const qat_ctx *ctx, int n, qat_tensor *const *in);
+/* Records a tape entry and marks out as requiring grad. saved may be NULL.
+ * Returns QAT_OK or QAT_ERR_NOMEM. */
+QAT_API int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn,
+                            qat_tensor *out, int n_in, qat_tensor *const *in,
+                            void *saved);
+/* The gradient buffer of t, allocated zero-filled in the arena on first use;
+ * NULL if t does not require a gradient. */
+QAT_API float *qat_grad(qat_ctx *ctx, qat_tensor *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

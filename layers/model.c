@@ -1,0 +1,544 @@
+/* Models as graphs of layers: builders, parameters, forward. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+#include "qat/model.h"
+
+struct qat_model {
+    qat_layer *layers;
+    int n, cap;
+    char prefix[QAT_NAME_MAX];
+    int prefix_count;
+    char arch[32];
+    qat_named_tensor *params, *buffers;
+    int n_params, n_buffers;
+    int status; /* first builder failure, passed through */
+};
+
+static const char *const type_names[QAT_LAYER_COUNT] = {
+    [QAT_LAYER_INPUT] = "input",
+    [QAT_LAYER_CONV2D] = "conv2d",
+    [QAT_LAYER_LINEAR] = "linear",
+    [QAT_LAYER_BATCHNORM2D] = "batchnorm2d",
+    [QAT_LAYER_RELU] = "relu",
+    [QAT_LAYER_MAXPOOL2D] = "maxpool2d",
+    [QAT_LAYER_AVGPOOL2D] = "avgpool2d",
+    [QAT_LAYER_GLOBAL_AVGPOOL] = "global_avgpool",
+    [QAT_LAYER_FLATTEN] = "flatten",
+    [QAT_LAYER_ADD] = "add",
+};
+_Static_assert(QAT_LAYER_COUNT == 10, "type_names must list every layer type");
+
+const char *qat_layer_type_name(qat_layer_type t)
+{
+    return ((unsigned)t < QAT_LAYER_COUNT) ? type_names[t] : NULL;
+}
+
+int qat_layer_type_from_name(const char *name)
+{
+    for (int i = 0; i < QAT_LAYER_COUNT; i++)
+        if (name && strcmp(name, type_names[i]) == 0) return i;
+    return -1;
+}
+
+qat_model *qat_model_create(int c, int h, int w)
+{
+    if (c <= 0 || h <= 0 || w <= 0)
+        return qat_error_null(QAT_ERR_ARG, "qat_model_create: input shape (%d,%d,%d) invalid", c, h, w);
+    qat_model *m = calloc(1, sizeof *m);
+    if (!m) return qat_error_null(QAT_ERR_NOMEM, "qat_model_create: out of memory");
+    m->cap = 16;
+    m->layers = calloc((size_t)m->cap, sizeof *m->layers);
+    if (!m->layers) {
+        free(m);
+        return qat_error_null(QAT_ERR_NOMEM, "qat_model_create: out of memory");
+    }
+    qat_layer *in = &m->layers[m->n++];
+    in->type = QAT_LAYER_INPUT;
+    snprintf(in->name, sizeof in->name, "input");
+    in->out_ndim = 3;
+    in->out_shape[0] = c;
+    in->out_shape[1] = h;
+    in->out_shape[2] = w;
+    snprintf(m->arch, sizeof m->arch, "custom");
+    return m;
+}
+
+void qat_model_free(qat_model *m)
+{
+    if (!m) return;
+    for (int i = 0; i < m->n; i++) {
+        qat_layer *l = &m->layers[i];
+        qat_tensor_free(l->weight);
+        qat_tensor_free(l->bias);
+        qat_tensor_free(l->running_mean);
+        qat_tensor_free(l->running_var);
+    }
+    free(m->layers);
+    free(m->params);
+    free(m->buffers);
+    free(m);
+}
+
+void qat_model_set_prefix(qat_model *m, const char *prefix)
+{
+    snprintf(m->prefix, sizeof m->prefix, "%s", prefix ? prefix : "");
+    m->prefix_count = 0;
+}
+
+const char *qat_model_arch(const qat_model *m) { return m->arch; }
+void qat_model_set_arch(qat_model *m, const char *arch) { snprintf(m->arch, sizeof m->arch, "%s", arch); }
+int qat_model_num_layers(const qat_model *m) { return m->n; }
+qat_layer *qat_model_layer(qat_model *m, int i) { return (i >= 0 && i < m->n) ? &m->layers[i] : NULL; }
+const qat_layer *qat_model_layer_c(const qat_model *m, int i)
+{
+    return (i >= 0 && i < m->n) ? &m->layers[i] : NULL;
+}
+
+int qat_model_find(const qat_model *m, const char *name)
+{
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->layers[i].name, name) == 0) return i;
+    return -1;
+}
+
+static int fail(qat_model *m, int status)
+{
+    if (!m->status) m->status = status;
+    return status;
+}
+
+/* Appends a layer reading `in` (checked), named `name` or automatically. */
+static qat_layer *append(qat_model *m, const char *op, const char *name, qat_layer_type type,
+                         int n_inputs, int in0, int in1, int *index)
+{
+    if (m->status) return NULL;
+    int ins[2] = {in0, in1};
+    for (int i = 0; i < n_inputs; i++)
+        if (ins[i] < 0 || ins[i] >= m->n) {
+            fail(m, qat_error(QAT_ERR_ARG, "%s: input layer %d does not exist (model has %d layers)", op,
+                              ins[i], m->n));
+            return NULL;
+        }
+    char buf[QAT_NAME_MAX + 16];
+    if (!name) {
+        if (m->prefix[0])
+            snprintf(buf, sizeof buf, "%s.%d", m->prefix, m->prefix_count);
+        else
+            snprintf(buf, sizeof buf, "%d", m->n - 1);
+        name = buf;
+    }
+    if (strlen(name) >= QAT_NAME_MAX || !name[0]) {
+        fail(m, qat_error(QAT_ERR_ARG, "%s: layer name '%s' empty or too long", op, name));
+        return NULL;
+    }
+    if (qat_model_find(m, name) >= 0) {
+        fail(m, qat_error(QAT_ERR_ARG, "%s: a layer named '%s' exists already", op, name));
+        return NULL;
+    }
+    if (m->n == m->cap) {
+        qat_layer *l = realloc(m->layers, (size_t)m->cap * 2 * sizeof *l);
+        if (!l) {
+            fail(m, qat_error(QAT_ERR_NOMEM, "%s: out of memory", op));
+            return NULL;
+        }
+        m->layers = l;
+        m->cap *= 2;
+    }
+    m->prefix_count++;
+    qat_layer *l = &m->layers[m->n];
+    memset(l, 0, sizeof *l);
+    l->type = type;
+    memcpy(l->name, name, strlen(name) + 1);
+    l->n_inputs = n_inputs;
+    l->inputs[0] = in0;
+    l->inputs[1] = n_inputs > 1 ? in1 : -1;
+    *index = m->n++;
+    /* the parameter lists are rebuilt lazily */
+    free(m->params);
+    free(m->buffers);
+    m->params = m->buffers = NULL;
+    return l;
+}
+
+static const qat_layer *input_of(qat_model *m, const qat_layer *l, int k)
+{
+    return &m->layers[l->inputs[k]];
+}
+
+static int need_image(qat_model *m, const char *op, const qat_layer *src)
+{
+    if (src->out_ndim != 3)
+        return fail(m, qat_error(QAT_ERR_SHAPE, "%s: input '%s' is not an image (C,H,W)", op, src->name));
+    return 0;
+}
+
+int qat_model_conv2d(qat_model *m, const char *name, int in, int out_ch, int kernel, int stride,
+                     int pad, int bias)
+{
+    int idx;
+    if (out_ch <= 0 || kernel <= 0 || stride <= 0 || pad < 0)
+        return fail(m, qat_error(QAT_ERR_ARG, "conv2d: out_ch %d, kernel %d, stride %d, pad %d invalid",
+                                 out_ch, kernel, stride, pad));
+    qat_layer *l = append(m, "conv2d", name, QAT_LAYER_CONV2D, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    if (need_image(m, "conv2d", src)) return (m->n--, m->status);
+    int C = src->out_shape[0], H = src->out_shape[1], W = src->out_shape[2];
+    if (H + 2 * pad < kernel || W + 2 * pad < kernel) {
+        m->n--;
+        return fail(m, qat_error(QAT_ERR_SHAPE, "conv2d '%s': kernel %d larger than padded input %dx%d",
+                                 l->name, kernel, H + 2 * pad, W + 2 * pad));
+    }
+    l->in_ch = C;
+    l->out_ch = out_ch;
+    l->kernel = kernel;
+    l->stride = stride;
+    l->pad = pad;
+    l->has_bias = bias != 0;
+    l->out_ndim = 3;
+    l->out_shape[0] = out_ch;
+    l->out_shape[1] = (H + 2 * pad - kernel) / stride + 1;
+    l->out_shape[2] = (W + 2 * pad - kernel) / stride + 1;
+    l->weight = qat_tensor_create(4, (int[]){out_ch, C, kernel, kernel}, 1);
+    if (bias) l->bias = qat_tensor_create(1, (int[]){out_ch}, 1);
+    if (!l->weight || (bias && !l->bias)) return fail(m, QAT_ERR_NOMEM);
+    return idx;
+}
+
+int qat_model_linear(qat_model *m, const char *name, int in, int out_features, int bias)
+{
+    int idx;
+    if (out_features <= 0)
+        return fail(m, qat_error(QAT_ERR_ARG, "linear: out_features %d invalid", out_features));
+    qat_layer *l = append(m, "linear", name, QAT_LAYER_LINEAR, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    if (src->out_ndim != 1) {
+        m->n--;
+        return fail(m, qat_error(QAT_ERR_SHAPE, "linear '%s': input '%s' is not flat (add a flatten layer)",
+                                 l->name, src->name));
+    }
+    l->in_ch = src->out_shape[0];
+    l->out_ch = out_features;
+    l->has_bias = bias != 0;
+    l->out_ndim = 1;
+    l->out_shape[0] = out_features;
+    l->weight = qat_tensor_create(2, (int[]){out_features, l->in_ch}, 1);
+    if (bias) l->bias = qat_tensor_create(1, (int[]){out_features}, 1);
+    if (!l->weight || (bias && !l->bias)) return fail(m, QAT_ERR_NOMEM);
+    return idx;
+}
+
+int qat_model_batchnorm2d(qat_model *m, const char *name, int in)
+{
+    int idx;
+    qat_layer *l = append(m, "batchnorm2d", name, QAT_LAYER_BATCHNORM2D, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    if (need_image(m, "batchnorm2d", src)) return (m->n--, m->status);
+    int C = src->out_shape[0];
+    l->in_ch = l->out_ch = C;
+    l->bn_eps = 1e-5f;
+    l->bn_momentum = 0.1f;
+    l->out_ndim = 3;
+    memcpy(l->out_shape, src->out_shape, sizeof l->out_shape);
+    l->weight = qat_tensor_create(1, &C, 1);
+    l->bias = qat_tensor_create(1, &C, 1);
+    l->running_mean = qat_tensor_create(1, &C, 0);
+    l->running_var = qat_tensor_create(1, &C, 0);
+    if (!l->weight || !l->bias || !l->running_mean || !l->running_var) return fail(m, QAT_ERR_NOMEM);
+    for (int c = 0; c < C; c++) {
+        l->weight->data[c] = 1.0f;
+        l->running_var->data[c] = 1.0f;
+    }
+    return idx;
+}
+
+static int same_shape_layer(qat_model *m, const char *op, const char *name, qat_layer_type type,
+                            int in)
+{
+    int idx;
+    qat_layer *l = append(m, op, name, type, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    l->out_ndim = src->out_ndim;
+    memcpy(l->out_shape, src->out_shape, sizeof l->out_shape);
+    return idx;
+}
+
+int qat_model_relu(qat_model *m, const char *name, int in)
+{
+    return same_shape_layer(m, "relu", name, QAT_LAYER_RELU, in);
+}
+
+static int pool_layer(qat_model *m, const char *op, const char *name, qat_layer_type type, int in,
+                      int kernel, int stride)
+{
+    int idx;
+    if (kernel <= 0 || stride <= 0)
+        return fail(m, qat_error(QAT_ERR_ARG, "%s: kernel %d / stride %d invalid", op, kernel, stride));
+    qat_layer *l = append(m, op, name, type, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    if (need_image(m, op, src)) return (m->n--, m->status);
+    if (src->out_shape[1] < kernel || src->out_shape[2] < kernel) {
+        m->n--;
+        return fail(m, qat_error(QAT_ERR_SHAPE, "%s: kernel %d larger than input %dx%d", op, kernel,
+                                 src->out_shape[1], src->out_shape[2]));
+    }
+    l->kernel = kernel;
+    l->stride = stride;
+    l->in_ch = l->out_ch = src->out_shape[0];
+    l->out_ndim = 3;
+    l->out_shape[0] = src->out_shape[0];
+    l->out_shape[1] = (src->out_shape[1] - kernel) / stride + 1;
+    l->out_shape[2] = (src->out_shape[2] - kernel) / stride + 1;
+    return idx;
+}
+
+int qat_model_maxpool2d(qat_model *m, const char *name, int in, int kernel, int stride)
+{
+    return pool_layer(m, "maxpool2d", name, QAT_LAYER_MAXPOOL2D, in, kernel, stride);
+}
+
+int qat_model_avgpool2d(qat_model *m, const char *name, int in, int kernel, int stride)
+{
+    return pool_layer(m, "avgpool2d", name, QAT_LAYER_AVGPOOL2D, in, kernel, stride);
+}
+
+int qat_model_global_avgpool(qat_model *m, const char *name, int in)
+{
+    int idx;
+    qat_layer *l = append(m, "global_avgpool", name, QAT_LAYER_GLOBAL_AVGPOOL, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    if (need_image(m, "global_avgpool", src)) return (m->n--, m->status);
+    l->in_ch = l->out_ch = src->out_shape[0];
+    l->out_ndim = 1;
+    l->out_shape[0] = src->out_shape[0];
+    return idx;
+}
+
+int qat_model_flatten(qat_model *m, const char *name, int in)
+{
+    int idx;
+    qat_layer *l = append(m, "flatten", name, QAT_LAYER_FLATTEN, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    int n = 1;
+    for (int i = 0; i < src->out_ndim; i++) n *= src->out_shape[i];
+    l->out_ndim = 1;
+    l->out_shape[0] = n;
+    return idx;
+}
+
+int qat_model_add(qat_model *m, const char *name, int a, int b)
+{
+    int idx;
+    qat_layer *l = append(m, "add", name, QAT_LAYER_ADD, 2, a, b, &idx);
+    if (!l) return m->status;
+    const qat_layer *la = input_of(m, l, 0), *lb = input_of(m, l, 1);
+    if (la->out_ndim != lb->out_ndim || memcmp(la->out_shape, lb->out_shape, sizeof la->out_shape)) {
+        m->n--;
+        return fail(m, qat_error(QAT_ERR_SHAPE, "add: '%s' and '%s' have different shapes", la->name, lb->name));
+    }
+    l->out_ndim = la->out_ndim;
+    memcpy(l->out_shape, la->out_shape, sizeof l->out_shape);
+    return idx;
+}
+
+int qat_model_basic_block(qat_model *m, const char *prefix, int in, int out_ch, int stride)
+{
+    char n[2 * QAT_NAME_MAX];
+#define NM(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
+    if (m->status) return m->status;
+    if (in < 0 || in >= m->n) return fail(m, qat_error(QAT_ERR_ARG, "basic_block: input %d does not exist", in));
+    int cin = m->layers[in].out_shape[0];
+    int x = qat_model_conv2d(m, NM("conv1"), in, out_ch, 3, stride, 1, 0);
+    x = qat_model_batchnorm2d(m, NM("bn1"), x);
+    x = qat_model_relu(m, NM("relu1"), x);
+    x = qat_model_conv2d(m, NM("conv2"), x, out_ch, 3, 1, 1, 0);
+    x = qat_model_batchnorm2d(m, NM("bn2"), x);
+    int sc = in;
+    if (stride != 1 || cin != out_ch) {
+        sc = qat_model_conv2d(m, NM("shortcut.0"), in, out_ch, 1, stride, 0, 0);
+        sc = qat_model_batchnorm2d(m, NM("shortcut.1"), sc);
+    }
+    x = qat_model_add(m, NM("add"), x, sc);
+    x = qat_model_relu(m, NM("relu2"), x);
+#undef NM
+    return x;
+}
+
+/* ---- parameters ---- */
+
+static int build_lists(qat_model *m)
+{
+    if (m->params) return QAT_OK;
+    int np = 0, nb = 0;
+    for (int i = 0; i < m->n; i++) {
+        const qat_layer *l = &m->layers[i];
+        np += (l->weight != NULL) + (l->bias != NULL);
+        nb += (l->running_mean != NULL) + (l->running_var != NULL);
+    }
+    m->params = calloc((size_t)np + 1, sizeof *m->params);
+    m->buffers = calloc((size_t)nb + 1, sizeof *m->buffers);
+    if (!m->params || !m->buffers) {
+        free(m->params);
+        free(m->buffers);
+        m->params = m->buffers = NULL;
+        return qat_error(QAT_ERR_NOMEM, "model: out of memory listing parameters");
+    }
+    np = nb = 0;
+    for (int i = 0; i < m->n; i++) {
+        const qat_layer *l = &m->layers[i];
+        int bn = l->type == QAT_LAYER_BATCHNORM2D;
+        if (l->weight)
+            m->params[np++] = (qat_named_tensor){.t = l->weight, .no_decay = bn, .layer = i};
+        if (l->weight) snprintf(m->params[np - 1].name, sizeof m->params[0].name, "%s.weight", l->name);
+        if (l->bias) {
+            m->params[np] = (qat_named_tensor){.t = l->bias, .no_decay = 1, .layer = i};
+            snprintf(m->params[np++].name, sizeof m->params[0].name, "%s.bias", l->name);
+        }
+        if (l->running_mean) {
+            m->buffers[nb] = (qat_named_tensor){.t = l->running_mean, .no_decay = 1, .layer = i};
+            snprintf(m->buffers[nb++].name, sizeof m->buffers[0].name, "%s.running_mean", l->name);
+            m->buffers[nb] = (qat_named_tensor){.t = l->running_var, .no_decay = 1, .layer = i};
+            snprintf(m->buffers[nb++].name, sizeof m->buffers[0].name, "%s.running_var", l->name);
+        }
+    }
+    m->n_params = np;
+    m->n_buffers = nb;
+    return QAT_OK;
+}
+
+int qat_model_num_params(const qat_model *m)
+{
+    return build_lists((qat_model *)m) == QAT_OK ? m->n_params : 0;
+}
+
+const qat_named_tensor *qat_model_params(const qat_model *m)
+{
+    return build_lists((qat_model *)m) == QAT_OK ? m->params : NULL;
+}
+
+int qat_model_num_buffers(const qat_model *m)
+{
+    return build_lists((qat_model *)m) == QAT_OK ? m->n_buffers : 0;
+}
+
+const qat_named_tensor *qat_model_buffers(const qat_model *m)
+{
+    return build_lists((qat_model *)m) == QAT_OK ? m->buffers : NULL;
+}
+
+size_t qat_model_param_count(const qat_model *m)
+{
+    size_t n = 0;
+    int np = qat_model_num_params(m);
+    const qat_named_tensor *p = qat_model_params(m);
+    for (int i = 0; i < np; i++) n += p[i].t->numel;
+    return n;
+}
+
+void qat_model_zero_grad(qat_model *m)
+{
+    int np = qat_model_num_params(m);
+    const qat_named_tensor *p = qat_model_params(m);
+    for (int i = 0; i < np; i++) qat_tensor_zero_grad(p[i].t);
+}
+
+int qat_model_init(qat_model *m, uint64_t seed)
+{
+    if (m->status) return m->status;
+    qat_rng r;
+    qat_rng_seed(&r, seed);
+    for (int i = 0; i < m->n; i++) {
+        qat_layer *l = &m->layers[i];
+        if (l->type == QAT_LAYER_CONV2D || l->type == QAT_LAYER_LINEAR) {
+            size_t fan_in = l->weight->numel / (size_t)l->weight->shape[0];
+            float bound = 1.0f / sqrtf((float)fan_in);
+            for (size_t k = 0; k < l->weight->numel; k++)
+                l->weight->data[k] = bound * (2.0f * qat_rng_uniform(&r) - 1.0f);
+            if (l->bias)
+                for (size_t k = 0; k < l->bias->numel; k++)
+                    l->bias->data[k] = bound * (2.0f * qat_rng_uniform(&r) - 1.0f);
+        } else if (l->type == QAT_LAYER_BATCHNORM2D) {
+            for (int c = 0; c < l->out_ch; c++) {
+                l->weight->data[c] = 1.0f;
+                l->bias->data[c] = 0.0f;
+                l->running_mean->data[c] = 0.0f;
+                l->running_var->data[c] = 1.0f;
+            }
+            l->num_batches_tracked = 0;
+        }
+    }
+    return QAT_OK;
+}
+
+/* ---- forward ---- */
+
+qat_tensor *qat_layer_forward(qat_ctx *ctx, qat_layer *l, qat_tensor *const *in)
+{
+    qat_tensor *x = in[0];
+    switch (l->type) {
+    case QAT_LAYER_INPUT:
+        return x;
+    case QAT_LAYER_CONV2D:
+        return qat_conv2d(ctx, x, l->weight, l->bias, l->stride, l->pad);
+    case QAT_LAYER_LINEAR:
+        return qat_linear(ctx, x, l->weight, l->bias);
+    case QAT_LAYER_BATCHNORM2D:
+        if (qat_ctx_training(ctx)) l->num_batches_tracked++;
+        return qat_batchnorm2d(ctx, x, l->weight, l->bias, l->running_mean, l->running_var,
+                               l->bn_momentum, l->bn_eps);
+    case QAT_LAYER_RELU:
+        return qat_relu(ctx, x);
+    case QAT_LAYER_MAXPOOL2D:
+        return qat_maxpool2d(ctx, x, l->kernel, l->stride);
+    case QAT_LAYER_AVGPOOL2D:
+        return qat_avgpool2d(ctx, x, l->kernel, l->stride);
+    case QAT_LAYER_GLOBAL_AVGPOOL:
+        return qat_global_avgpool(ctx, x);
+    case QAT_LAYER_FLATTEN:
+        return qat_flatten(ctx, x);
+    case QAT_LAYER_ADD:
+        return qat_add(ctx, x, in[1]);
+    case QAT_LAYER_COUNT:
+        break;
+    }
+    return qat_error_null(QAT_ERR_UNSUPPORTED, "layer '%s': unknown type %d", l->name, (int)l->type);
+}
+
+qat_tensor **qat_model_forward_all(qat_ctx *ctx, qat_model *m, qat_tensor *x)
+{
+    if (!x) return NULL;
+    if (m->status) return qat_error_null(m->status, "model: building it failed earlier (%s)", qat_status_str(m->status));
+    const qat_layer *in = &m->layers[0];
+    if (x->ndim != 4 || x->shape[1] != in->out_shape[0] || x->shape[2] != in->out_shape[1] ||
+        x->shape[3] != in->out_shape[2]) {
+        char s[64];
+        return qat_error_null(QAT_ERR_SHAPE, "model: input %s, expected [N,%d,%d,%d]", qat_shape_str(x, s, sizeof s),
+                              in->out_shape[0], in->out_shape[1], in->out_shape[2]);
+    }
+    qat_tensor **out = qat_arena_alloc(ctx, (size_t)m->n * sizeof *out);
+    if (!out) return NULL;
+    out[0] = x;
+    for (int i = 1; i < m->n; i++) {
+        qat_layer *l = &m->layers[i];
+        qat_tensor *ins[2] = {out[l->inputs[0]], l->n_inputs > 1 ? out[l->inputs[1]] : NULL};
+        out[i] = qat_layer_forward(ctx, l, ins);
+        if (!out[i]) return NULL;
+    }
+    return out;
+}
+
+qat_tensor *qat_model_forward(qat_ctx *ctx, qat_model *m, qat_tensor *x)
+{
+    qat_tensor **all = qat_model_forward_all(ctx, m, x);
+    return all ? all[m->n - 1] : NULL;
+}
