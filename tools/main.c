@@ -1,0 +1,32 @@
+/* qat: train, quantize, compare and export models (see `qat help`). */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/commands.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *help;
+} commands[] = {
+    {"train", cmd_train, "train a model (float recipe; --quant for QAT)"},
+};
+
+static int help(FILE *f)
+{
+    fprintf(f, "usage: qat COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nEvery command takes --data DIR --threads N --seed S --json; `qat COMMAND --help` for more.\n");
+    return f == stdout ? 0 : 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) return help(stderr);
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return help(stdout);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "qat: unknown command '%s'\n", argv[1]);
+    return help(stderr);
+}
