@@ -7,9 +7,9 @@
  * arguments. (ATen's vectorised kernels may fuse a multiply-add, e.g. in
  * lerp; we never do, -ffp-contract=off, so agreement with PyTorch is to
  * the last bit of some elements, not bitwise.) */
+#include <assert.h>
 #include <limits.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +20,8 @@
  * fork/join would cost more than the loop. */
 #define OPTIM_PAR_MIN 32768
 
-#define STATE_NAME_MAX (QAT_NAME_MAX + 16 + 16)
+/* "exp_avg_sq/" + a parameter name (terminated within its field) */
+#define STATE_NAME_MAX (sizeof(((qat_named_tensor *)0)->name) + 16)
 
 typedef struct optim_param {
     qat_named_tensor p;   /* copy of the caller's entry */
@@ -176,6 +177,16 @@ static void free_param_state(optim_param *p)
     p->buf[0] = p->buf[1] = NULL;
 }
 
+/* dst = prefix "/" name; check_params guarantees name fits its field */
+static void state_name(char *dst, const char *prefix, const char *name)
+{
+    size_t a = strlen(prefix), b = strlen(name);
+    assert(a + 1 + b < STATE_NAME_MAX);
+    memcpy(dst, prefix, a);
+    dst[a] = '/';
+    memcpy(dst + a + 1, name, b + 1);
+}
+
 static int append_params(qat_optim *o, const qat_named_tensor *params, int n,
                          double lr_scale, double wd)
 {
@@ -214,8 +225,7 @@ static int append_params(qat_optim *o, const qat_named_tensor *params, int n,
                 return qat_error(QAT_ERR_NOMEM, "%s: out of memory for the state of %s",
                                  kind_names[o->opts.kind], p->p.name);
             }
-            snprintf(p->state_name[b], sizeof p->state_name[b], "%s/%s", buf_names[kind][b],
-                     p->p.name);
+            state_name(p->state_name[b], buf_names[kind][b], p->p.name);
         }
         o->steps[o->n + i] = 0;
     }
