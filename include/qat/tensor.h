@@ -104,6 +104,11 @@ QAT_API qat_tensor *qat_global_avgpool(qat_ctx *ctx, qat_tensor *x);
 QAT_API qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
                                     qat_tensor *beta, qat_tensor *running_mean,
                                     qat_tensor *running_var, float momentum, float eps);
+/* y = x * s[c] (divide 0) or x / s[c] (divide 1), where c indexes axis
+ * `axis` of x and s is [x->shape[axis]]. Gradients flow to x and s.
+ * (BN folding: W * gamma/sigma per output channel, y / sf per channel.) */
+QAT_API qat_tensor *qat_channel_mul(qat_ctx *ctx, qat_tensor *x, qat_tensor *s, int axis,
+                                    int divide);
 /* Same data, new shape (numel must match). */
 QAT_API qat_tensor *qat_reshape(qat_ctx *ctx, qat_tensor *x, int ndim, const int *shape);
 /* [N, ...] -> [N, rest] */
