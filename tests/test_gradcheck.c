@@ -35,7 +35,7 @@ struct gc_spec {
     int kind[GC_MAX_IN]; /* GC_LEAF: step leaf; GC_PARAM: persistent, grad; GC_CONST: no grad */
     float lo[GC_MAX_IN], hi[GC_MAX_IN];
     /* op configuration */
-    int stride, pad, k, training, rs_ndim, rs_shape[4];
+    int stride, pad, k, training, rs_ndim, rs_shape[4]; /* channel_mul: k axis, training divide */
     const uint8_t *labels;
     /* checker settings */
     double h, atol, rtol;
@@ -266,6 +266,10 @@ static qat_tensor *f_mul_self(qat_ctx *c, qat_tensor **in, const gc_spec *s)
     (void)s;
     return qat_mul(c, in[0], in[0]);
 }
+static qat_tensor *f_channel_mul(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    return qat_channel_mul(c, in[0], in[1], s->k, s->training);
+}
 static qat_tensor *f_relu(qat_ctx *c, qat_tensor **in, const gc_spec *s)
 {
     (void)s;
@@ -465,7 +469,27 @@ START_TEST(test_add_mul)
 }
 END_TEST
 
-/* Above the size where add/relu loops run in parallel. */
+/* channel_mul: every axis, multiply (k = axis, training = divide) */
+START_TEST(test_channel_mul)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 2300 + (uint64_t)_i);
+    int nd = rnd(&r, 1, 4), d[4];
+    for (int k = 0; k < 4; k++) d[k] = rnd(&r, 1, 4);
+    int axis = _i % nd;
+    gc_spec s = spec("channel_mul", f_channel_mul, 2400 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -1, 1, nd, d[0], d[1], d[2], d[3]);
+    set_in(&s, 1, GC_PARAM, 0.5f, 2.0f, 1, d[axis], 0, 0, 0);
+    s.k = axis;
+    s.training = 0;
+    gc_assert(&s);
+    s.name = "channel_div";
+    s.training = 1;
+    gc_assert(&s);
+}
+END_TEST
+
+/* Above the size where add/relu/channel_mul loops run in parallel. */
 START_TEST(test_add_relu_large)
 {
     gc_spec s = spec("add-large", f_add, 9);
@@ -475,6 +499,12 @@ START_TEST(test_add_relu_large)
     s = spec("relu-large", f_relu, 10);
     set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 32, 40);
     s.relu_kink = 1;
+    gc_assert(&s);
+    s = spec("channel_div-large", f_channel_mul, 11);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 32, 40);
+    set_in(&s, 1, GC_PARAM, 0.5f, 2.0f, 1, 8, 0, 0, 0);
+    s.k = 1;
+    s.training = 1;
     gc_assert(&s);
 }
 END_TEST
@@ -688,6 +718,7 @@ static Suite *gradcheck_suite(void)
     tcase_add_loop_test(tc, test_bias_add, 0, 4);
     tcase_add_loop_test(tc, test_add_mul, 0, 4);
     tcase_add_test(tc, test_add_relu_large);
+    tcase_add_loop_test(tc, test_channel_mul, 0, 8);
     tcase_add_loop_test(tc, test_relu, 0, 4);
     tcase_add_loop_test(tc, test_conv2d, 0, (int)(sizeof conv_cfgs / sizeof conv_cfgs[0]));
     tcase_add_loop_test(tc, test_maxpool, 0, (int)(sizeof pool_cfgs / sizeof pool_cfgs[0]));
