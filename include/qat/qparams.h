@@ -26,7 +26,7 @@ QAT_API qat_qscheme qat_qscheme_activation(int bits);
 
 /* QAT_OK, or QAT_ERR_ARG with a message for an invalid scheme. */
 QAT_API int qat_qscheme_check(const qat_qscheme *s);
-/* Integer range of the scheme. */
+/* Integer range of the scheme (qmin = qmax = 0 if bits is not 2..16). */
 QAT_API void qat_qscheme_range(const qat_qscheme *s, int32_t *qmin, int32_t *qmax);
 
 /* Smallest scale ever produced (PyTorch's float32 eps). */
@@ -36,10 +36,20 @@ QAT_API void qat_qscheme_range(const qat_qscheme *s, int32_t *qmin, int32_t *qma
  * symmetric signed z = 0, s = max(|min|,|max|) / ((qmax-qmin)/2);
  * symmetric unsigned z = (qmin+qmax+1)/2; affine s = (max-min)/(qmax-qmin),
  * z = clamp(qmin - round_half_even(min/s), qmin, qmax). s >= QAT_SCALE_EPS.
- * min > max (nothing observed) gives s = 1, z = 0 (or the symmetric z).
- * Returns QAT_ERR_ARG for an invalid scheme or a NaN bound. */
+ * min > max (nothing observed, e.g. the +inf/-inf initial state) gives
+ * s = 1, z = 0 (or the symmetric z). Returns QAT_ERR_ARG for an invalid
+ * scheme, a NaN bound, an infinite bound (with min <= max) or a range too
+ * wide for a float32 scale (max - min overflows). */
 QAT_API int qat_qparams_from_minmax(const qat_qscheme *s, float min, float max,
                                     float *scale, int32_t *zero_point);
+
+/* Per-channel form: qat_qparams_from_minmax for each of n channels with the
+ * same scheme. mins, maxs, scales, zero_points have n entries. Stops at the
+ * first bad channel and names it in qat_last_error() ("channel 3: ...");
+ * channels before it are written. Returns QAT_OK or QAT_ERR_ARG. */
+QAT_API int qat_qparams_from_minmax_n(const qat_qscheme *s, const float *mins,
+                                      const float *maxs, int n, float *scales,
+                                      int32_t *zero_points);
 
 #ifdef __cplusplus
 }
