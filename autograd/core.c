@@ -28,7 +28,11 @@ void qat_clear_error(void) { last_error[0] = '\0'; }
 
 static void set_error(const char *fmt, va_list ap)
 {
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    /* Format into a scratch buffer first: the arguments may point into
+     * last_error itself (a message that quotes the previous error). */
+    char buf[sizeof last_error];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    memcpy(last_error, buf, sizeof buf);
 }
 
 int qat_error(int status, const char *fmt, ...)
