@@ -248,6 +248,12 @@ int qat_backward(qat_ctx *ctx, qat_tensor *loss)
                                 qat_last_error());
     if (loss->numel != 1) return qat_error(QAT_ERR_SHAPE, "backward: loss must be a scalar, has %zu elements", loss->numel);
     if (!loss->requires_grad) return qat_error(QAT_ERR_STATE, "backward: loss does not depend on anything that requires a gradient");
+    /* Intermediate gradients belong to one pass: a second backward in the
+     * same step (another loss, or the same one again) must not push the
+     * first pass's gradients through the graph again. Parameters and leaves
+     * keep accumulating. */
+    for (int i = 0; i < ctx->tape_len; i++)
+        if (!ctx->tape[i].out->persistent) ctx->tape[i].out->grad = NULL;
     float *g = qat_grad(ctx, loss);
     if (!g) return QAT_ERR_NOMEM;
     g[0] += 1.0f;
