@@ -235,7 +235,13 @@ int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn, qat_tens
 float *qat_grad(qat_ctx *ctx, qat_tensor *t)
 {
     if (!t || !t->requires_grad) return NULL;
-    if (!t->grad) {
+    if (!t->grad && t->persistent) {
+        /* created without a gradient, requires_grad switched on later: the
+         * gradient outlives the step, so the tensor owns it (freed by
+         * qat_tensor_free) */
+        t->grad = calloc(t->numel, sizeof(float));
+        if (!t->grad) qat_error(QAT_ERR_NOMEM, "gradient: out of memory");
+    } else if (!t->grad) {
         t->grad = qat_arena_alloc(ctx, t->numel * sizeof(float));
         if (t->grad) memset(t->grad, 0, t->numel * sizeof(float));
     }
