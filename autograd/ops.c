@@ -221,6 +221,9 @@ qat_tensor *qat_reshape(qat_ctx *ctx, qat_tensor *x, int ndim, const int *shape)
     if (!x) return NULL;
     if (ndim < 0 || ndim > QAT_MAX_DIMS)
         return qat_error_null(QAT_ERR_ARG, "reshape: ndim %d out of range", ndim);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] <= 0)
+            return qat_error_null(QAT_ERR_ARG, "reshape: dimension %d is %d, must be positive", i, shape[i]);
     if (qat_shape_numel(ndim, shape) != x->numel)
         return qat_error_null(QAT_ERR_SHAPE, "reshape: %zu elements cannot become %zu",
                               x->numel, qat_shape_numel(ndim, shape));
