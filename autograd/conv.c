@@ -70,8 +70,10 @@ static void conv_backward(qat_ctx *ctx, const qat_tape_entry *e)
     /* contiguous static chunks of samples per thread: deterministic sums */
 #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num();
-        int per = (d->N + nt - 1) / nt, n0 = t * per, n1 = n0 + per < d->N ? n0 + per : d->N;
+        /* split over the threads actually running: a nested region (the
+         * caller's own parallel loop) may get fewer than nt */
+        int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        int per = (d->N + nth - 1) / nth, n0 = t * per, n1 = n0 + per < d->N ? n0 + per : d->N;
         float *col = cols + (size_t)t * colsz;
         for (int n = n0; n < n1; n++) {
             const float *dy = y->grad + (size_t)n * d->OC * ohw; /* (OC, OH*OW) */
