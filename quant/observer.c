@@ -446,6 +446,29 @@ int qat_observer_observe_channels(qat_observer *obs, const float *x, size_t oute
     return QAT_OK;
 }
 
+int qat_observer_observe_axis(qat_observer *obs, const float *x, int ndim, const int *shape,
+                              int axis)
+{
+    if (!obs) return qat_error(QAT_ERR_ARG, "observer_observe_axis: observer is NULL");
+    if (ndim < 1 || !shape)
+        return qat_error(QAT_ERR_ARG, "observer_observe_axis: ndim is %d (shape %s)", ndim,
+                         shape ? "given" : "NULL");
+    if (axis < 0 || axis >= ndim)
+        return qat_error(QAT_ERR_ARG, "observer_observe_axis: axis %d, expected 0..%d", axis,
+                         ndim - 1);
+    size_t outer = 1, inner = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0)
+            return qat_error(QAT_ERR_ARG, "observer_observe_axis: shape[%d] is %d", d, shape[d]);
+        size_t *p = d < axis ? &outer : &inner;
+        if (d == axis) continue;
+        if (shape[d] != 0 && *p > SIZE_MAX / (size_t)shape[d])
+            return qat_error(QAT_ERR_ARG, "observer_observe_axis: size overflows");
+        *p *= (size_t)shape[d];
+    }
+    return qat_observer_observe_channels(obs, x, outer, (size_t)shape[axis], inner);
+}
+
 /* ---- ranges and qparams ---- */
 
 int qat_observer_range(const qat_observer *obs, const qat_qscheme *scheme,

@@ -251,6 +251,19 @@ START_TEST(test_per_channel)
     ck_assert_float_eq_tol(mx[1], 5.04f, 1e-6f);  /* 5 + 0.01*(9-5) */
     qat_observer_free(obs);
 
+    /* the same through a shape and an axis: [2, 3, 2] on axis 1, and
+     * channels last [2, 3] on axis 1 */
+    obs = qat_observer_create(&o);
+    const int shape[3] = {2, 3, 2}, shape2[2] = {2, 3};
+    ck_ok(qat_observer_observe_axis(obs, x, 3, shape, 1));
+    ck_ok(qat_observer_observe_axis(obs, x2, 2, shape2, 1));
+    qat_observer_minmax(obs, mn, mx);
+    ck_assert_float_eq_tol(mn[0], -1.05f, 1e-6f);
+    ck_assert_float_eq_tol(mx[1], 5.04f, 1e-6f);
+    ck_assert_err(qat_observer_observe_axis(obs, x, 3, shape, 3), QAT_ERR_ARG, "axis 3");
+    ck_assert_err(qat_observer_observe_axis(obs, x, 3, shape, 0), QAT_ERR_SHAPE, "2 channels");
+    qat_observer_free(obs);
+
     /* a per-tensor observer given (outer, C, inner) sees all the values */
     obs = make(QAT_OBSERVER_MINMAX);
     ck_ok(qat_observer_observe_channels(obs, x, 2, 3, 2));

@@ -168,6 +168,13 @@ QAT_API int qat_observer_observe(qat_observer *obs, const float *x, size_t n);
 QAT_API int qat_observer_observe_channels(qat_observer *obs, const float *x, size_t outer,
                                           size_t channels, size_t inner);
 
+/* observe_channels for a row-major array of ndim dimensions with the
+ * channel axis `axis` (0 <= axis < ndim): outer = prod(shape[0..axis)),
+ * channels = shape[axis], inner = prod(shape[axis+1..ndim)). Per-tensor
+ * kinds accept any axis. QAT_ERR_ARG for a bad ndim/axis/negative size. */
+QAT_API int qat_observer_observe_axis(qat_observer *obs, const float *x, int ndim,
+                                      const int *shape, int axis);
+
 /* Enables (1) or freezes (0) the observer: a frozen observer keeps its
  * state and ignores observe calls. */
 QAT_API void qat_observer_set_enabled(qat_observer *obs, int enabled);
@@ -193,7 +200,8 @@ QAT_API void qat_observer_minmax(const qat_observer *obs, float *mins, float *ma
  * the given method and percentile (ignored unless PERCENTILE). Methods other
  * than MINMAX need a HISTOGRAM observer (else QAT_ERR_UNSUPPORTED). The
  * scheme fixes the number of levels and symmetric/affine; it must be
- * per-channel exactly when the observer is (else QAT_ERR_ARG). Nothing
+ * per-channel exactly when the observer is (else QAT_ERR_ARG); its axis is
+ * not used (the layout was given to observe_channels/observe_axis). Nothing
  * observed gives lo = +inf, hi = -inf. */
 QAT_API int qat_observer_range(const qat_observer *obs, const qat_qscheme *scheme,
                                qat_calib_method method, double percentile, float *lo,
