@@ -28,5 +28,10 @@
 #include "qat/core.h"
 #include "qat/tensor.h"
 #include "qat/model.h"
+#include "qat/data.h"
+#include "qat/optim.h"
+#include "qat/qparams.h"
+#include "qat/observer.h"
+#include "qat/quant.h"
 
 #endif

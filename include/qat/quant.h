@@ -1,0 +1,200 @@
+/* qat/quant.h: quantization-aware models (QAT and PTQ).
+ *
+ * qat_qmodel_prepare() takes a float model and groups its layers into
+ * quantization units, the places where the int8 graph requantizes:
+ *
+ *   | unit      | layers                                  | quantizers           |
+ *   | input     | the network input                       | activation           |
+ *   | conv      | conv2d or linear (+ batchnorm) (+ relu) | weight, bias grid,   |
+ *   |           |                                         | activation (after    |
+ *   |           |                                         | the relu)            |
+ *   | add       | residual add (+ relu)                   | activation           |
+ *   | pool      | global average pool, average pool       | activation           |
+ *
+ * Max-pool, flatten and a ReLU that follows a unit's output keep their
+ * input's quantization parameters (they are exact on the grid). The last
+ * unit's activation quantizer quantizes the logits.
+ *
+ * The qmodel borrows the float model: its parameters are trained in place
+ * (QAT) and must outlive the qmodel. Learnable scales (LSQ) are parameters
+ * owned by the qmodel; list them with qat_qmodel_params() and give them to
+ * the optimizer.
+ *
+ * BN folding (PyTorch's scheme, docs/QUANT.md): while BN trains, the weight
+ * is quantized as W*gamma/sigma_running, the conv output is divided back by
+ * gamma/sigma_running and BN runs with batch statistics; once BN is frozen
+ * (and always in evaluation mode) the forward is conv(x, fq(W_fold)) +
+ * fq_bias(b_fold): the very computation the int8 export reproduces. */
+#ifndef QAT_QUANT_H
+#define QAT_QUANT_H
+
+#include "model.h"
+#include "observer.h"
+#include "qparams.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How activation ranges are found. */
+typedef enum {
+    QAT_CALIBRATOR_MINMAX = 0, /* running min/max */
+    QAT_CALIBRATOR_EMA,        /* moving-average min/max, constant 0.01 */
+    QAT_CALIBRATOR_KL,         /* histogram + KL divergence (TensorRT entropy) */
+    QAT_CALIBRATOR_PERCENTILE, /* histogram, 99.99th percentile */
+    QAT_CALIBRATOR_MSE,        /* histogram, minimum quantization MSE */
+    QAT_CALIBRATOR_COUNT
+} qat_calibrator;
+
+/* "minmax", "ema", "kl", "percentile", "mse" */
+QAT_API const char *qat_calibrator_name(qat_calibrator c);
+/* inverse; -1 if unknown */
+QAT_API int qat_calibrator_from_name(const char *name);
+
+/* Quantization of one unit. */
+typedef struct qat_unit_config {
+    int quantize;       /* 0: the unit stays float (mixed precision "float") */
+    qat_qscheme weight; /* default: per-channel symmetric narrow, qat_qscheme_weight(bits) */
+    qat_qscheme act;    /* default: per-tensor affine, qat_qscheme_activation(bits) */
+    int lsq_weight;     /* learnable weight scales (default: weight bits <= 4) */
+    int lsq_act;        /* learnable activation scale and zero point (default: act bits <= 4) */
+    qat_calibrator calib; /* activation observer (default EMA) */
+} qat_unit_config;
+
+/* Parses "wXaY" (X, Y in 2..8 or 16) or "float" into *out with the default
+ * schemes. QAT_ERR_ARG with a message for anything else. */
+QAT_API int qat_unit_config_parse(const char *spec, qat_unit_config *out);
+
+#define QAT_MAX_OVERRIDES 64
+
+/* A whole-model configuration: one default and per-unit overrides. */
+typedef struct qat_qconfig {
+    qat_unit_config base;
+    int n_overrides;
+    struct {
+        char name[QAT_NAME_MAX]; /* a unit name as qat_qmodel_unit lists it */
+        qat_unit_config cfg;
+    } overrides[QAT_MAX_OVERRIDES];
+} qat_qconfig;
+
+/* c = spec for every unit, no overrides. */
+QAT_API int qat_qconfig_init(qat_qconfig *c, const char *spec);
+/* Adds "NAME=SPEC" (SPEC as qat_unit_config_parse). */
+QAT_API int qat_qconfig_add_override(qat_qconfig *c, const char *name_eq_spec);
+/* Sets every unit's activation calibrator (base and overrides). */
+QAT_API void qat_qconfig_set_calibrator(qat_qconfig *c, qat_calibrator cal);
+
+/* One quantizer: a scheme, its current parameters, how they are found. */
+typedef struct qat_quantizer {
+    qat_qscheme scheme;
+    int32_t qmin, qmax;
+    int n;                 /* parameters: 1 per tensor, or channels */
+    float *scale;          /* [n] current scale */
+    int32_t *zero_point;   /* [n] current zero point */
+    qat_observer *obs;     /* NULL for learnable-only */
+    qat_tensor *lsq_scale; /* [n] learnable scale, or NULL */
+    qat_tensor *lsq_zp;    /* [n] learnable float zero point (affine LSQ), or NULL */
+    int observe;           /* observer updates enabled */
+    int fake_quant;        /* fake-quantization enabled */
+    int initialized;       /* parameters have been set at least once */
+} qat_quantizer;
+
+typedef enum {
+    QAT_UNIT_INPUT = 0,
+    QAT_UNIT_CONV, /* conv2d or linear head */
+    QAT_UNIT_ADD,
+    QAT_UNIT_POOL, /* global or plain average pool */
+    QAT_UNIT_KIND_COUNT
+} qat_unit_kind;
+
+QAT_API const char *qat_unit_kind_name(qat_unit_kind k);
+
+typedef struct qat_qunit {
+    qat_unit_kind kind;
+    char name[QAT_NAME_MAX]; /* = the head layer's name ("input" for the input) */
+    int head;                /* layer index: conv/linear, add, pool, or 0 */
+    int bn;                  /* folded batchnorm layer, or -1 */
+    int relu;                /* fused relu layer, or -1 */
+    int last;                /* layer whose output is the unit's output */
+    int in_unit[2];          /* units whose activation quantizers feed this one (-1: none) */
+    qat_unit_config cfg;
+    qat_quantizer weight;    /* conv units with cfg.quantize */
+    qat_quantizer act;       /* every unit with cfg.quantize */
+    int bn_frozen;           /* folded form also in training */
+} qat_qunit;
+
+typedef struct qat_qmodel qat_qmodel;
+
+/* Groups m's layers into units and attaches quantizers per cfg. Fails with
+ * QAT_ERR_UNSUPPORTED naming the layer for a graph it cannot quantize (a
+ * batchnorm that does not follow a conv, ...). m must outlive the qmodel. */
+QAT_API qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg);
+QAT_API void qat_qmodel_free(qat_qmodel *qm);
+QAT_API qat_model *qat_qmodel_float(qat_qmodel *qm);
+QAT_API const qat_qconfig *qat_qmodel_config(const qat_qmodel *qm);
+
+QAT_API int qat_qmodel_num_units(const qat_qmodel *qm);
+QAT_API qat_qunit *qat_qmodel_unit(qat_qmodel *qm, int i);
+/* Index of the unit named name, or -1. */
+QAT_API int qat_qmodel_find_unit(const qat_qmodel *qm, const char *name);
+/* The unit whose activation quantizer gives layer i's output its grid
+ * (following max-pool/flatten/relu back to a unit), or -1 (float). */
+QAT_API int qat_qmodel_layer_unit(const qat_qmodel *qm, int layer);
+
+/* Learnable quantization parameters (LSQ scales and zero points), named
+ * "<unit>.weight_scale", "<unit>.act_scale", "<unit>.act_zero_point". */
+QAT_API int qat_qmodel_num_params(const qat_qmodel *qm);
+QAT_API const qat_named_tensor *qat_qmodel_params(const qat_qmodel *qm);
+/* Keeps learnable scales >= QAT_SCALE_EPS and zero points in range; call
+ * after each optimizer step. */
+QAT_API void qat_qmodel_clamp_params(qat_qmodel *qm);
+
+/* Forward with fake-quant, as the int8 model would compute. */
+QAT_API qat_tensor *qat_qmodel_forward(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x);
+/* Every layer's output (arena array of qat_model_num_layers tensors). */
+QAT_API qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x);
+
+/* Switches (apply to every unit). */
+QAT_API void qat_qmodel_freeze_bn(qat_qmodel *qm, int frozen);
+QAT_API void qat_qmodel_set_observers(qat_qmodel *qm, int enabled);
+QAT_API void qat_qmodel_set_fake_quant(qat_qmodel *qm, int enabled);
+/* Per unit: fake-quant on/off (the unit then runs float). */
+QAT_API int qat_qmodel_set_unit_fake_quant(qat_qmodel *qm, const char *unit, int enabled);
+
+/* One calibration batch: evaluation mode (BN running statistics), no
+ * gradient, activation observers updating. Fake-quant stays as set (PTQ
+ * calibrates with it off, qat_qmodel_set_fake_quant(qm, 0)). */
+QAT_API int qat_qmodel_calibrate(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x);
+/* PTQ: after running calibration batches with observers on and fake-quant
+ * off, fixes every quantizer's parameters from its observer (the
+ * configured calibrator), then turns observers off and fake-quant on. */
+QAT_API int qat_qmodel_finalize(qat_qmodel *qm);
+/* Recomputes parameters of activation quantizers from their observers
+ * with another calibrator (histogram observers only: kl, percentile, mse,
+ * minmax), without observing again. */
+QAT_API int qat_qmodel_recalibrate(qat_qmodel *qm, qat_calibrator cal);
+
+/* ---- per-layer error metrics ---- */
+
+typedef struct qat_layer_error {
+    char name[QAT_NAME_MAX]; /* unit name */
+    int layer;               /* the unit's output layer */
+    double cosine;           /* cosine similarity float vs quantized */
+    double sqnr_db;          /* 10 log10(sum f^2 / sum (f-q)^2); inf if equal */
+    double mse;
+} qat_layer_error;
+
+/* Float model vs quantized model on the same batch x [N,C,H,W]: one entry
+ * per unit with quantization, in order. out has room for
+ * qat_qmodel_num_units(qm) entries; returns the count or a negative
+ * status. Evaluation mode, no gradient. */
+QAT_API int qat_qmodel_layer_errors(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x,
+                                    qat_layer_error *out);
+/* The three metrics for two arrays. */
+QAT_API void qat_error_metrics(const float *ref, const float *q, size_t n, double *cosine,
+                               double *sqnr_db, double *mse);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,26 @@
+/* Private pieces of quant/ shared between its files. */
+#ifndef QAT_QUANT_INTERNAL_H
+#define QAT_QUANT_INTERNAL_H
+
+#include "qat/quant.h"
+
+/* Fake-quantizes x with q on the tape (per tensor, or per channel along
+ * q->scheme.axis). Observes x first when q->observe and `observe` say so
+ * (the observer then fixes the parameters, unless q is learnable and
+ * already initialised). Returns x itself when fake-quant is off. */
+qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe);
+/* b on the int32 grid s_in * s_w[c]; straight-through gradient to b. */
+qat_tensor *qat_fq_bias(qat_ctx *ctx, qat_tensor *b, float s_in, const float *s_w);
+
+/* The scales the quantizer applies now (learnable ones if any), [q->n]. */
+const float *qat_quantizer_scales(const qat_quantizer *q);
+/* The integer zero points it applies now, into zp [q->n]. */
+void qat_quantizer_zero_points(const qat_quantizer *q, int32_t *zp);
+/* Sets scale/zp from the observer (calibrator cal, or the observer's own
+ * method when cal < 0), marks initialised, seeds learnable parameters. */
+int qat_quantizer_from_observer(qat_quantizer *q, int cal);
+int qat_quantizer_init(qat_quantizer *q, const qat_qscheme *s, int n, int lsq,
+                       const qat_observer_opts *obs);
+void qat_quantizer_free(qat_quantizer *q);
+
+#endif

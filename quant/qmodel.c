@@ -1,0 +1,613 @@
+/* Quantization units over a float model: prepare, forward, switches,
+ * calibration and per-layer error metrics. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+#include "quant/internal.h"
+
+struct qat_qmodel {
+    qat_model *m;
+    qat_qconfig cfg;
+    qat_qunit *units;
+    int n_units;
+    int *layer_owner; /* unit that computes layer i, or -1 */
+    int *layer_unit;  /* unit whose activation grid layer i's output is on, or -1 */
+    qat_named_tensor *params;
+    int n_params;
+    int calibrating;
+};
+
+static const char *const calib_names[QAT_CALIBRATOR_COUNT] = {
+    [QAT_CALIBRATOR_MINMAX] = "minmax", [QAT_CALIBRATOR_EMA] = "ema", [QAT_CALIBRATOR_KL] = "kl",
+    [QAT_CALIBRATOR_PERCENTILE] = "percentile", [QAT_CALIBRATOR_MSE] = "mse"};
+_Static_assert(QAT_CALIBRATOR_COUNT == 5, "calib_names must list every calibrator");
+
+const char *qat_calibrator_name(qat_calibrator c)
+{
+    return (unsigned)c < QAT_CALIBRATOR_COUNT ? calib_names[c] : NULL;
+}
+
+int qat_calibrator_from_name(const char *name)
+{
+    for (int i = 0; i < QAT_CALIBRATOR_COUNT; i++)
+        if (name && !strcmp(name, calib_names[i])) return i;
+    return -1;
+}
+
+static const char *const unit_names[QAT_UNIT_KIND_COUNT] = {
+    [QAT_UNIT_INPUT] = "input", [QAT_UNIT_CONV] = "conv", [QAT_UNIT_ADD] = "add", [QAT_UNIT_POOL] = "pool"};
+
+const char *qat_unit_kind_name(qat_unit_kind k)
+{
+    return (unsigned)k < QAT_UNIT_KIND_COUNT ? unit_names[k] : NULL;
+}
+
+/* ---- configuration ---- */
+
+static int parse_bits(const char *s, int *bits, const char **end)
+{
+    char *e;
+    long v = strtol(s, &e, 10);
+    if (e == s) return -1;
+    *bits = (int)v;
+    *end = e;
+    return ((v >= 2 && v <= 8) || v == 16) ? 0 : -1;
+}
+
+int qat_unit_config_parse(const char *spec, qat_unit_config *out)
+{
+    memset(out, 0, sizeof *out);
+    out->calib = QAT_CALIBRATOR_EMA;
+    if (!spec) return qat_error(QAT_ERR_ARG, "quantization spec is NULL");
+    if (!strcmp(spec, "float")) return QAT_OK;
+    int wb, ab;
+    const char *p = spec;
+    if (*p != 'w' || parse_bits(p + 1, &wb, &p) || *p != 'a' || parse_bits(p + 1, &ab, &p) || *p)
+        return qat_error(QAT_ERR_ARG,
+                         "quantization spec '%s': expected wXaY (X, Y bits in 2..8 or 16, e.g. w8a8) or 'float'", spec);
+    out->quantize = 1;
+    out->weight = qat_qscheme_weight(wb);
+    out->act = qat_qscheme_activation(ab);
+    out->lsq_weight = wb <= 4;
+    out->lsq_act = ab <= 4;
+    return QAT_OK;
+}
+
+int qat_qconfig_init(qat_qconfig *c, const char *spec)
+{
+    memset(c, 0, sizeof *c);
+    return qat_unit_config_parse(spec, &c->base);
+}
+
+int qat_qconfig_add_override(qat_qconfig *c, const char *name_eq_spec)
+{
+    const char *eq = name_eq_spec ? strchr(name_eq_spec, '=') : NULL;
+    if (!eq || eq == name_eq_spec)
+        return qat_error(QAT_ERR_ARG, "override '%s': expected NAME=SPEC (e.g. features.0=w8a8)",
+                         name_eq_spec ? name_eq_spec : "(null)");
+    size_t len = (size_t)(eq - name_eq_spec);
+    if (len >= QAT_NAME_MAX) return qat_error(QAT_ERR_ARG, "override '%s': name too long", name_eq_spec);
+    if (c->n_overrides == QAT_MAX_OVERRIDES)
+        return qat_error(QAT_ERR_ARG, "override '%s': at most %d overrides", name_eq_spec, QAT_MAX_OVERRIDES);
+    qat_unit_config u;
+    int rc = qat_unit_config_parse(eq + 1, &u);
+    if (rc) return rc;
+    u.calib = c->base.calib;
+    int k = c->n_overrides++;
+    memcpy(c->overrides[k].name, name_eq_spec, len);
+    c->overrides[k].name[len] = '\0';
+    c->overrides[k].cfg = u;
+    return QAT_OK;
+}
+
+void qat_qconfig_set_calibrator(qat_qconfig *c, qat_calibrator cal)
+{
+    c->base.calib = cal;
+    for (int i = 0; i < c->n_overrides; i++) c->overrides[i].cfg.calib = cal;
+}
+
+static qat_observer_opts act_observer(qat_calibrator cal)
+{
+    qat_observer_opts o;
+    switch (cal) {
+    case QAT_CALIBRATOR_MINMAX:
+        return qat_observer_opts_defaults(QAT_OBSERVER_MINMAX);
+    case QAT_CALIBRATOR_KL:
+    case QAT_CALIBRATOR_PERCENTILE:
+    case QAT_CALIBRATOR_MSE:
+        o = qat_observer_opts_defaults(QAT_OBSERVER_HISTOGRAM);
+        o.calib = cal == QAT_CALIBRATOR_KL ? QAT_CALIB_KL
+                  : cal == QAT_CALIBRATOR_PERCENTILE ? QAT_CALIB_PERCENTILE : QAT_CALIB_MSE;
+        return o;
+    default:
+        return qat_observer_opts_defaults(QAT_OBSERVER_EMA);
+    }
+}
+
+/* ---- prepare ---- */
+
+static void free_units(qat_qmodel *qm)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_quantizer_free(&qm->units[u].weight);
+        qat_quantizer_free(&qm->units[u].act);
+    }
+}
+
+void qat_qmodel_free(qat_qmodel *qm)
+{
+    if (!qm) return;
+    free_units(qm);
+    free(qm->units);
+    free(qm->layer_owner);
+    free(qm->layer_unit);
+    free(qm->params);
+    free(qm);
+}
+
+qat_model *qat_qmodel_float(qat_qmodel *qm) { return qm->m; }
+const qat_qconfig *qat_qmodel_config(const qat_qmodel *qm) { return &qm->cfg; }
+int qat_qmodel_num_units(const qat_qmodel *qm) { return qm->n_units; }
+qat_qunit *qat_qmodel_unit(qat_qmodel *qm, int i) { return (i >= 0 && i < qm->n_units) ? &qm->units[i] : NULL; }
+int qat_qmodel_layer_unit(const qat_qmodel *qm, int layer)
+{
+    return (layer >= 0 && layer < qat_model_num_layers(qm->m)) ? qm->layer_unit[layer] : -1;
+}
+
+int qat_qmodel_find_unit(const qat_qmodel *qm, const char *name)
+{
+    for (int u = 0; u < qm->n_units; u++)
+        if (!strcmp(qm->units[u].name, name)) return u;
+    return -1;
+}
+
+/* The single consumer of layer i if it has exactly one, else -1. */
+static int sole_consumer(const qat_model *m, int i)
+{
+    int found = -1, n = qat_model_num_layers(m);
+    for (int j = i + 1; j < n; j++) {
+        const qat_layer *l = qat_model_layer_c(m, j);
+        for (int k = 0; k < l->n_inputs; k++)
+            if (l->inputs[k] == i) {
+                if (found >= 0) return -1;
+                found = j;
+            }
+    }
+    return found;
+}
+
+static int absorb(qat_qmodel *qm, int u, int layer, qat_layer_type type)
+{
+    if (layer < 0 || qm->layer_owner[layer] >= 0) return -1;
+    if (qat_model_layer(qm->m, layer)->type != type) return -1;
+    qm->layer_owner[layer] = u;
+    return layer;
+}
+
+static int setup_quantizers(qat_qmodel *qm, qat_qunit *un)
+{
+    int rc;
+    if (!un->cfg.quantize) return QAT_OK;
+    qat_observer_opts ao = act_observer(un->cfg.calib);
+    qat_qscheme as = un->cfg.act;
+    as.per_channel = 0;
+    if ((rc = qat_quantizer_init(&un->act, &as, 1, un->cfg.lsq_act, &ao))) return rc;
+    if (un->kind == QAT_UNIT_CONV) {
+        const qat_layer *l = qat_model_layer_c(qm->m, un->head);
+        qat_qscheme ws = un->cfg.weight;
+        ws.axis = 0;
+        int oc = l->out_ch;
+        qat_observer_opts wo;
+        if (ws.per_channel) {
+            wo = qat_observer_opts_defaults(QAT_OBSERVER_PER_CHANNEL_MINMAX);
+            wo.channels = oc;
+        } else {
+            wo = qat_observer_opts_defaults(QAT_OBSERVER_MINMAX);
+        }
+        wo.memoryless = 1;
+        if ((rc = qat_quantizer_init(&un->weight, &ws, ws.per_channel ? oc : 1, un->cfg.lsq_weight, &wo)))
+            return rc;
+    }
+    return QAT_OK;
+}
+
+static int build_params(qat_qmodel *qm)
+{
+    int n = 0;
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        n += (un->weight.lsq_scale != NULL) + (un->act.lsq_scale != NULL) + (un->act.lsq_zp != NULL);
+    }
+    qm->params = calloc((size_t)n + 1, sizeof *qm->params);
+    if (!qm->params) return qat_error(QAT_ERR_NOMEM, "qmodel: out of memory");
+    n = 0;
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        struct {
+            qat_tensor *t;
+            const char *suffix;
+        } list[3] = {{un->weight.lsq_scale, "weight_scale"}, {un->act.lsq_scale, "act_scale"},
+                     {un->act.lsq_zp, "act_zero_point"}};
+        for (int k = 0; k < 3; k++) {
+            if (!list[k].t) continue;
+            qat_named_tensor *p = &qm->params[n++];
+            p->t = list[k].t;
+            p->no_decay = 1;
+            p->layer = un->head;
+            snprintf(p->name, sizeof p->name, "%.*s.%s", QAT_NAME_MAX - 1, un->name, list[k].suffix);
+        }
+    }
+    qm->n_params = n;
+    return QAT_OK;
+}
+
+qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
+{
+    if (!m || !cfg) return qat_error_null(QAT_ERR_ARG, "qmodel_prepare: NULL model or config");
+    int nl = qat_model_num_layers(m);
+    qat_qmodel *qm = calloc(1, sizeof *qm);
+    if (!qm) return qat_error_null(QAT_ERR_NOMEM, "qmodel_prepare: out of memory");
+    qm->m = m;
+    qm->cfg = *cfg;
+    qm->units = calloc((size_t)nl, sizeof *qm->units);
+    qm->layer_owner = malloc((size_t)nl * sizeof(int));
+    qm->layer_unit = malloc((size_t)nl * sizeof(int));
+    if (!qm->units || !qm->layer_owner || !qm->layer_unit) {
+        qat_qmodel_free(qm);
+        return qat_error_null(QAT_ERR_NOMEM, "qmodel_prepare: out of memory");
+    }
+    for (int i = 0; i < nl; i++) qm->layer_owner[i] = qm->layer_unit[i] = -1;
+
+    for (int i = 0; i < nl; i++) {
+        const qat_layer *l = qat_model_layer_c(m, i);
+        if (qm->layer_owner[i] >= 0) continue;
+        qat_unit_kind kind;
+        switch (l->type) {
+        case QAT_LAYER_INPUT:
+            kind = QAT_UNIT_INPUT;
+            break;
+        case QAT_LAYER_CONV2D:
+        case QAT_LAYER_LINEAR:
+            kind = QAT_UNIT_CONV;
+            break;
+        case QAT_LAYER_ADD:
+            kind = QAT_UNIT_ADD;
+            break;
+        case QAT_LAYER_GLOBAL_AVGPOOL:
+        case QAT_LAYER_AVGPOOL2D:
+            kind = QAT_UNIT_POOL;
+            break;
+        case QAT_LAYER_BATCHNORM2D:
+            qat_qmodel_free(qm);
+            return qat_error_null(QAT_ERR_UNSUPPORTED,
+                                  "qmodel_prepare: batchnorm '%s' does not directly follow a conv2d whose only "
+                                  "consumer it is, so it cannot be folded",
+                                  l->name);
+        default: /* relu, max-pool, flatten: on their input's grid */
+            qm->layer_unit[i] = qm->layer_unit[l->inputs[0]];
+            continue;
+        }
+        int u = qm->n_units++;
+        qat_qunit *un = &qm->units[u];
+        un->kind = kind;
+        memcpy(un->name, l->name, sizeof un->name);
+        un->head = i;
+        un->bn = un->relu = -1;
+        qm->layer_owner[i] = u;
+        int cur = i;
+        if (kind == QAT_UNIT_CONV && l->type == QAT_LAYER_CONV2D) {
+            int b = absorb(qm, u, sole_consumer(m, cur), QAT_LAYER_BATCHNORM2D);
+            if (b >= 0) un->bn = cur = b;
+        }
+        if (kind == QAT_UNIT_CONV || kind == QAT_UNIT_ADD) {
+            int r = absorb(qm, u, sole_consumer(m, cur), QAT_LAYER_RELU);
+            if (r >= 0) un->relu = cur = r;
+        }
+        un->last = cur;
+        for (int k = 0; k < 2; k++)
+            un->in_unit[k] = k < l->n_inputs ? qm->layer_unit[l->inputs[k]] : -1;
+        /* configuration: an override by name, else the base */
+        un->cfg = cfg->base;
+        for (int k = 0; k < cfg->n_overrides; k++)
+            if (!strcmp(cfg->overrides[k].name, un->name)) un->cfg = cfg->overrides[k].cfg;
+        if (setup_quantizers(qm, un)) {
+            qat_qmodel_free(qm);
+            return NULL;
+        }
+        if (un->cfg.quantize) qm->layer_unit[cur] = u;
+    }
+    for (int k = 0; k < cfg->n_overrides; k++)
+        if (qat_qmodel_find_unit(qm, cfg->overrides[k].name) < 0) {
+            char names[512] = "";
+            size_t off = 0;
+            for (int u = 0; u < qm->n_units && off < sizeof names - 70; u++)
+                off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", u ? ", " : "", qm->units[u].name);
+            qat_error(QAT_ERR_ARG, "override '%s': no such unit (units: %s)", cfg->overrides[k].name, names);
+            qat_qmodel_free(qm);
+            return NULL;
+        }
+    if (build_params(qm)) {
+        qat_qmodel_free(qm);
+        return NULL;
+    }
+    return qm;
+}
+
+int qat_qmodel_num_params(const qat_qmodel *qm) { return qm->n_params; }
+const qat_named_tensor *qat_qmodel_params(const qat_qmodel *qm) { return qm->params; }
+
+void qat_qmodel_clamp_params(qat_qmodel *qm)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_quantizer *qs[2] = {&qm->units[u].weight, &qm->units[u].act};
+        for (int k = 0; k < 2; k++) {
+            qat_quantizer *q = qs[k];
+            if (q->lsq_scale)
+                for (int c = 0; c < q->n; c++) {
+                    float *s = &q->lsq_scale->data[c];
+                    if (!(*s >= QAT_SCALE_EPS)) *s = QAT_SCALE_EPS;
+                    q->scale[c] = *s;
+                }
+            if (q->lsq_zp)
+                for (int c = 0; c < q->n; c++) {
+                    float *z = &q->lsq_zp->data[c];
+                    if (!(*z >= (float)q->qmin)) *z = (float)q->qmin;
+                    if (*z > (float)q->qmax) *z = (float)q->qmax;
+                }
+            if (q->lsq_scale) qat_quantizer_zero_points(q, q->zero_point);
+        }
+    }
+}
+
+/* ---- switches ---- */
+
+void qat_qmodel_freeze_bn(qat_qmodel *qm, int frozen)
+{
+    for (int u = 0; u < qm->n_units; u++) qm->units[u].bn_frozen = frozen != 0;
+}
+
+void qat_qmodel_set_observers(qat_qmodel *qm, int enabled)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qm->units[u].weight.observe = enabled != 0;
+        qm->units[u].act.observe = enabled != 0;
+    }
+}
+
+void qat_qmodel_set_fake_quant(qat_qmodel *qm, int enabled)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qm->units[u].weight.fake_quant = enabled != 0;
+        qm->units[u].act.fake_quant = enabled != 0;
+    }
+}
+
+int qat_qmodel_set_unit_fake_quant(qat_qmodel *qm, const char *unit, int enabled)
+{
+    int u = qat_qmodel_find_unit(qm, unit);
+    if (u < 0) return qat_error(QAT_ERR_ARG, "no quantization unit named '%s'", unit);
+    qm->units[u].weight.fake_quant = enabled != 0;
+    qm->units[u].act.fake_quant = enabled != 0;
+    return QAT_OK;
+}
+
+static int finalize_with(qat_qmodel *qm, int cal)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        if (!un->cfg.quantize) continue;
+        int rc;
+        if (un->weight.n && (rc = qat_quantizer_from_observer(&un->weight, -1))) return rc;
+        if (cal >= 0 && qat_observer_options(un->act.obs)->kind != QAT_OBSERVER_HISTOGRAM) continue;
+        un->act.initialized = 0; /* recompute even if set during calibration */
+        if ((rc = qat_quantizer_from_observer(&un->act, cal))) return rc;
+        if (!un->act.initialized)
+            return qat_error(QAT_ERR_STATE, "unit '%s': its activation observer saw no data", un->name);
+    }
+    return QAT_OK;
+}
+
+int qat_qmodel_finalize(qat_qmodel *qm)
+{
+    int rc = finalize_with(qm, -1);
+    if (rc) return rc;
+    qat_qmodel_set_observers(qm, 0);
+    qat_qmodel_set_fake_quant(qm, 1);
+    return QAT_OK;
+}
+
+int qat_qmodel_recalibrate(qat_qmodel *qm, qat_calibrator cal)
+{
+    int method = cal == QAT_CALIBRATOR_KL           ? QAT_CALIB_KL
+                 : cal == QAT_CALIBRATOR_PERCENTILE ? QAT_CALIB_PERCENTILE
+                 : cal == QAT_CALIBRATOR_MSE        ? QAT_CALIB_MSE
+                 : cal == QAT_CALIBRATOR_MINMAX     ? QAT_CALIB_MINMAX
+                                                    : -1;
+    if (method < 0) return qat_error(QAT_ERR_ARG, "recalibrate: '%s' needs its own observer", qat_calibrator_name(cal));
+    return finalize_with(qm, method);
+}
+
+/* ---- forward ---- */
+
+static qat_tensor *const_vec(qat_ctx *ctx, int n)
+{
+    return qat_new(ctx, 1, &n);
+}
+
+/* conv/linear (+BN) (+ReLU) with fake-quant; sets out[] of every layer
+ * of the unit. */
+static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    qat_tensor *x = out[l->inputs[0]], *y;
+    int is_conv = l->type == QAT_LAYER_CONV2D;
+    int training = qat_ctx_training(ctx);
+    qat_quantizer *wq = &un->weight;
+    /* the input's grid, for the bias */
+    float s_in = 0;
+    if (un->in_unit[0] >= 0) {
+        const qat_quantizer *iq = &qm->units[un->in_unit[0]].act;
+        if (iq->fake_quant && iq->initialized) s_in = qat_quantizer_scales(iq)[0];
+    }
+#define CONV(w, b) (is_conv ? qat_conv2d(ctx, x, w, b, l->stride, l->pad) : qat_linear(ctx, x, w, b))
+    if (un->bn < 0) {
+        qat_tensor *w = qat_fq(ctx, l->weight, wq, 1);
+        qat_tensor *b = l->bias;
+        if (b && wq->fake_quant && s_in > 0 && w) b = qat_fq_bias(ctx, b, s_in, qat_quantizer_scales(wq));
+        y = out[un->head] = CONV(w, b);
+    } else {
+        qat_layer *bn = qat_model_layer(qm->m, un->bn);
+        int C = l->out_ch;
+        qat_tensor *invstd = const_vec(ctx, C);
+        if (!invstd) return NULL;
+        for (int c = 0; c < C; c++) invstd->data[c] = 1.0f / sqrtf(bn->running_var->data[c] + bn->bn_eps);
+        qat_tensor *sf = qat_channel_mul(ctx, bn->weight, invstd, 0, 0); /* gamma / sigma */
+        qat_tensor *wf = qat_channel_mul(ctx, l->weight, sf, 0, 0);     /* W_fold */
+        qat_tensor *w = qat_fq(ctx, wf, wq, 1);
+        if (training && !un->bn_frozen) {
+            /* PyTorch's _forward_approximate: batch statistics correct the
+             * output while BN trains */
+            y = CONV(w, NULL);
+            y = qat_channel_mul(ctx, y, sf, 1, 1);
+            if (l->bias) y = qat_bias_add(ctx, y, l->bias);
+            out[un->head] = y;
+            if (y) bn->num_batches_tracked++;
+            y = qat_batchnorm2d(ctx, y, bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->bn_momentum,
+                                bn->bn_eps);
+        } else {
+            /* folded: b_fold = beta + sf * (b - mean) */
+            qat_tensor *t = const_vec(ctx, C);
+            if (!t) return NULL;
+            for (int c = 0; c < C; c++) t->data[c] = -bn->running_mean->data[c];
+            if (l->bias) t = qat_add(ctx, l->bias, t);
+            qat_tensor *bf = qat_add(ctx, bn->bias, qat_mul(ctx, sf, t));
+            if (bf && w && wq->fake_quant && s_in > 0) bf = qat_fq_bias(ctx, bf, s_in, qat_quantizer_scales(wq));
+            y = out[un->head] = CONV(w, bf);
+        }
+        out[un->bn] = y;
+    }
+#undef CONV
+    if (un->relu >= 0) y = out[un->relu] = qat_relu(ctx, y);
+    return y;
+}
+
+qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
+{
+    if (!x) return NULL;
+    qat_model *m = qm->m;
+    int nl = qat_model_num_layers(m);
+    const qat_layer *in = qat_model_layer_c(m, 0);
+    if (x->ndim != 4 || x->shape[1] != in->out_shape[0] || x->shape[2] != in->out_shape[1] ||
+        x->shape[3] != in->out_shape[2]) {
+        char s[64];
+        return qat_error_null(QAT_ERR_SHAPE, "qmodel: input %s, expected [N,%d,%d,%d]", qat_shape_str(x, s, sizeof s),
+                              in->out_shape[0], in->out_shape[1], in->out_shape[2]);
+    }
+    int observe_act = qat_ctx_training(ctx) || qm->calibrating;
+    qat_tensor **out = qat_arena_alloc(ctx, (size_t)nl * sizeof *out);
+    if (!out) return NULL;
+    memset(out, 0, (size_t)nl * sizeof *out);
+    out[0] = x;
+    for (int i = 0; i < nl; i++) {
+        int u = qm->layer_owner[i];
+        qat_layer *l = qat_model_layer(m, i);
+        if (u < 0) { /* a float layer that keeps its input's grid */
+            qat_tensor *ins[2] = {out[l->inputs[0]], l->n_inputs > 1 ? out[l->inputs[1]] : NULL};
+            if (!(out[i] = qat_layer_forward(ctx, l, ins))) return NULL;
+            continue;
+        }
+        qat_qunit *un = &qm->units[u];
+        if (un->head != i) continue; /* computed with its unit */
+        qat_tensor *y;
+        if (!un->cfg.quantize) {
+            for (int k = un->head; k <= un->last; k++) {
+                if (qm->layer_owner[k] != u) continue;
+                qat_layer *lk = qat_model_layer(m, k);
+                qat_tensor *ins[2] = {out[lk->inputs[0]], lk->n_inputs > 1 ? out[lk->inputs[1]] : NULL};
+                if (!(out[k] = qat_layer_forward(ctx, lk, ins))) return NULL;
+            }
+            continue;
+        }
+        switch (un->kind) {
+        case QAT_UNIT_INPUT:
+            y = x;
+            break;
+        case QAT_UNIT_CONV:
+            y = conv_unit(ctx, qm, un, out);
+            break;
+        case QAT_UNIT_ADD:
+            y = out[i] = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]]);
+            if (un->relu >= 0) y = out[un->relu] = qat_relu(ctx, y);
+            break;
+        default: {
+            qat_tensor *ins[1] = {out[l->inputs[0]]};
+            y = out[i] = qat_layer_forward(ctx, l, ins);
+            break;
+        }
+        }
+        if (!y) return NULL;
+        if (!(out[un->last] = qat_fq(ctx, y, &un->act, observe_act))) return NULL;
+    }
+    return out;
+}
+
+qat_tensor *qat_qmodel_forward(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
+{
+    qat_tensor **all = qat_qmodel_forward_all(ctx, qm, x);
+    return all ? all[qat_model_num_layers(qm->m) - 1] : NULL;
+}
+
+int qat_qmodel_calibrate(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
+{
+    int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    qm->calibrating = 1;
+    qat_tensor *y = qat_qmodel_forward(ctx, qm, x);
+    qm->calibrating = 0;
+    qat_ctx_set_training(ctx, tr);
+    qat_ctx_set_grad(ctx, gr);
+    return y ? QAT_OK : (x ? QAT_ERR_STATE : QAT_ERR_ARG);
+}
+
+/* ---- metrics ---- */
+
+void qat_error_metrics(const float *ref, const float *q, size_t n, double *cosine, double *sqnr_db, double *mse)
+{
+    double rr = 0, qq = 0, rq = 0, ee = 0;
+    for (size_t i = 0; i < n; i++) {
+        double a = ref[i], b = q[i], d = a - b;
+        rr += a * a;
+        qq += b * b;
+        rq += a * b;
+        ee += d * d;
+    }
+    if (cosine) *cosine = (rr > 0 && qq > 0) ? rq / sqrt(rr * qq) : (rr == qq ? 1.0 : 0.0);
+    if (sqnr_db) *sqnr_db = ee > 0 ? 10.0 * log10(rr / ee) : INFINITY;
+    if (mse) *mse = n ? ee / (double)n : 0;
+}
+
+int qat_qmodel_layer_errors(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x, qat_layer_error *out)
+{
+    int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    qat_tensor **f = qat_model_forward_all(ctx, qm->m, x);
+    qat_tensor **q = f ? qat_qmodel_forward_all(ctx, qm, x) : NULL;
+    qat_ctx_set_training(ctx, tr);
+    qat_ctx_set_grad(ctx, gr);
+    if (!q) return QAT_ERR_STATE;
+    int n = 0;
+    for (int u = 0; u < qm->n_units; u++) {
+        const qat_qunit *un = &qm->units[u];
+        if (!un->cfg.quantize) continue;
+        qat_layer_error *e = &out[n++];
+        memcpy(e->name, un->name, sizeof e->name);
+        e->layer = un->last;
+        qat_error_metrics(f[un->last]->data, q[un->last]->data, f[un->last]->numel, &e->cosine, &e->sqnr_db, &e->mse);
+    }
+    return n;
+}
