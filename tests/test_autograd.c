@@ -214,6 +214,50 @@ START_TEST(test_no_grad)
 }
 END_TEST
 
+/* The extension API: qat_needs_grad, qat_tape_record, qat_grad. */
+START_TEST(test_custom_op_api)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    float d[2] = {1, 2};
+    qat_tensor *c = qat_from(ctx, 1, (int[]){2}, d), *l = qat_new_leaf(ctx, 1, (int[]){2}, d);
+    qat_tensor *none[2] = {c, NULL}, *some[2] = {c, l};
+    ck_assert_int_eq(qat_needs_grad(ctx, 2, none), 0);
+    ck_assert_int_eq(qat_needs_grad(ctx, 2, some), 1);
+    qat_ctx_set_grad(ctx, 0);
+    ck_assert_int_eq(qat_needs_grad(ctx, 2, some), 0);
+    qat_ctx_set_grad(ctx, 1);
+    ck_assert_ptr_null(qat_grad(ctx, c));
+    ck_assert_ptr_null(qat_grad(ctx, NULL));
+    float *g = qat_grad(ctx, l);
+    ck_assert_ptr_nonnull(g);
+    ck_assert(g[0] == 0.0f && g[1] == 0.0f);
+    ck_assert_ptr_eq(qat_grad(ctx, l), g); /* allocated once */
+    /* an op recorded without a backward: a clear error, not a crash */
+    qat_tensor *y = qat_new(ctx, 0, NULL);
+    y->data[0] = 3;
+    ck_assert_int_eq(qat_tape_record(ctx, "mystery", NULL, y, 1, &l, NULL), QAT_OK);
+    ck_assert_int_eq(y->requires_grad, 1);
+    ck_assert_int_eq(qat_backward(ctx, y), QAT_ERR_UNSUPPORTED);
+    ASSERT_ERR_HAS("op 'mystery' has no backward");
+    /* a long tape (grows past its first allocation) */
+    qat_ctx_reset(ctx);
+    l = qat_new_leaf(ctx, 1, (int[]){2}, d); /* {1, 2} */
+    c = qat_from(ctx, 1, (int[]){2}, d);
+    qat_tensor *m = qat_from(ctx, 1, (int[]){2}, (float[]){1, -1});
+    qat_tensor *z = l;
+    for (int i = 0; i < 1000; i++) z = qat_mul(ctx, qat_add(ctx, z, c), m); /* 2000 entries */
+    ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, z)), QAT_OK);
+    ck_assert_float_eq(z->data[0], 1001.0f);
+    ck_assert_float_eq(z->data[1], 2.0f); /* -(z+2): 2, -4, 2, ... */
+    ck_assert_float_eq(l->grad[0], 1.0f);
+    ck_assert_float_eq(l->grad[1], 1.0f); /* (-1)^1000 */
+    qat_tensor *five[5] = {l, l, l, l, l};
+    ck_assert_int_eq(qat_tape_record(ctx, "wide", NULL, y, 5, five, NULL), QAT_ERR_ARG);
+    ASSERT_ERR_HAS("wide: at most 4 inputs");
+    qat_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(test_null_propagation)
 {
     qat_ctx *ctx = qat_ctx_create(0);
@@ -703,6 +747,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_grad_accumulates);
     tcase_add_test(tc, test_unfrozen_param_grad);
     tcase_add_test(tc, test_no_grad);
+    tcase_add_test(tc, test_custom_op_api);
     tcase_add_test(tc, test_null_propagation);
     tcase_add_test(tc, test_shape_errors);
     suite_add_tcase(s, tc);
