@@ -489,7 +489,10 @@ START_TEST(test_channel_mul)
 }
 END_TEST
 
-/* Above the size where add/relu/channel_mul loops run in parallel. */
+static void bn_spec(gc_spec *s, int ndim, int N, int C, int H, int W);
+
+/* Above the size where the add/relu/channel_mul/maxpool/BN loops run in
+ * parallel. */
 START_TEST(test_add_relu_large)
 {
     gc_spec s = spec("add-large", f_add, 9);
@@ -499,6 +502,21 @@ START_TEST(test_add_relu_large)
     s = spec("relu-large", f_relu, 10);
     set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 32, 40);
     s.relu_kink = 1;
+    gc_assert(&s);
+    s = spec("maxpool-large", f_maxpool, 12);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 64, 80);
+    s.k = 2;
+    s.stride = 2;
+    s.h = 1e-3;
+    s.detect_kinks = 1;
+    gc_assert(&s);
+    s = spec("batchnorm2d-train-large", f_bn, 13);
+    bn_spec(&s, 4, 4, 8, 32, 40);
+    s.training = 1;
+    /* each value moves the statistics of 5120 outputs, whose float rounding
+     * then changes: a larger step keeps that noise below the tolerance */
+    s.h = 2e-2;
+    s.rtol = 5e-3;
     gc_assert(&s);
     s = spec("channel_div-large", f_channel_mul, 11);
     set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 32, 40);
