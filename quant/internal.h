@@ -23,4 +23,12 @@ int qat_quantizer_init(qat_quantizer *q, const qat_qscheme *s, int n, int lsq,
                        const qat_observer_opts *obs);
 void qat_quantizer_free(qat_quantizer *q);
 
+/* The unit's weight and bias with BN folded (running statistics), computed
+ * on the tape by the same ops the fake-quant forward uses: W*gamma/sigma
+ * and beta + gamma/sigma*(b - mean). Without BN: the layer's own tensors
+ * (b may be NULL). */
+int qat_qunit_fold(qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un, qat_tensor **w, qat_tensor **b);
+/* Scale of the activation grid feeding a unit (0 if not quantized). */
+float qat_qunit_input_scale(qat_qmodel *qm, const qat_qunit *un);
+
 #endif

@@ -437,6 +437,49 @@ static qat_tensor *const_vec(qat_ctx *ctx, int n)
     return qat_new(ctx, 1, &n);
 }
 
+/* gamma / sigma_running of a unit's BN, on the tape. */
+static qat_tensor *bn_factor(qat_ctx *ctx, const qat_layer *bn)
+{
+    int C = bn->out_ch;
+    qat_tensor *invstd = const_vec(ctx, C);
+    if (!invstd) return NULL;
+    for (int c = 0; c < C; c++) invstd->data[c] = 1.0f / sqrtf(bn->running_var->data[c] + bn->bn_eps);
+    return qat_channel_mul(ctx, bn->weight, invstd, 0, 0);
+}
+
+/* b_fold = beta + sf * (b - mean) */
+static qat_tensor *fold_bias(qat_ctx *ctx, const qat_layer *l, const qat_layer *bn, qat_tensor *sf)
+{
+    int C = l->out_ch;
+    qat_tensor *t = const_vec(ctx, C);
+    if (!t || !sf) return NULL;
+    for (int c = 0; c < C; c++) t->data[c] = -bn->running_mean->data[c];
+    if (l->bias) t = qat_add(ctx, l->bias, t);
+    return qat_add(ctx, bn->bias, qat_mul(ctx, sf, t));
+}
+
+int qat_qunit_fold(qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un, qat_tensor **w, qat_tensor **b)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    if (un->bn < 0) {
+        *w = l->weight;
+        *b = l->bias;
+        return QAT_OK;
+    }
+    const qat_layer *bn = qat_model_layer_c(qm->m, un->bn);
+    qat_tensor *sf = bn_factor(ctx, bn);
+    *w = qat_channel_mul(ctx, l->weight, sf, 0, 0);
+    *b = fold_bias(ctx, l, bn, sf);
+    return (*w && *b) ? QAT_OK : QAT_ERR_NOMEM;
+}
+
+float qat_qunit_input_scale(qat_qmodel *qm, const qat_qunit *un)
+{
+    if (un->in_unit[0] < 0) return 0;
+    const qat_quantizer *iq = &qm->units[un->in_unit[0]].act;
+    return (iq->fake_quant && iq->initialized) ? qat_quantizer_scales(iq)[0] : 0;
+}
+
 /* conv/linear (+BN) (+ReLU) with fake-quant; sets out[] of every layer
  * of the unit. */
 static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out)
@@ -444,50 +487,31 @@ static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_te
     qat_layer *l = qat_model_layer(qm->m, un->head);
     qat_tensor *x = out[l->inputs[0]], *y;
     int is_conv = l->type == QAT_LAYER_CONV2D;
-    int training = qat_ctx_training(ctx);
     qat_quantizer *wq = &un->weight;
-    /* the input's grid, for the bias */
-    float s_in = 0;
-    if (un->in_unit[0] >= 0) {
-        const qat_quantizer *iq = &qm->units[un->in_unit[0]].act;
-        if (iq->fake_quant && iq->initialized) s_in = qat_quantizer_scales(iq)[0];
-    }
+    float s_in = qat_qunit_input_scale(qm, un); /* the input's grid, for the bias */
 #define CONV(w, b) (is_conv ? qat_conv2d(ctx, x, w, b, l->stride, l->pad) : qat_linear(ctx, x, w, b))
-    if (un->bn < 0) {
-        qat_tensor *w = qat_fq(ctx, l->weight, wq, 1);
-        qat_tensor *b = l->bias;
-        if (b && wq->fake_quant && s_in > 0 && w) b = qat_fq_bias(ctx, b, s_in, qat_quantizer_scales(wq));
-        y = out[un->head] = CONV(w, b);
-    } else {
+    if (un->bn >= 0 && qat_ctx_training(ctx) && !un->bn_frozen) {
+        /* PyTorch's _forward_approximate: batch statistics correct the
+         * output while BN trains */
         qat_layer *bn = qat_model_layer(qm->m, un->bn);
-        int C = l->out_ch;
-        qat_tensor *invstd = const_vec(ctx, C);
-        if (!invstd) return NULL;
-        for (int c = 0; c < C; c++) invstd->data[c] = 1.0f / sqrtf(bn->running_var->data[c] + bn->bn_eps);
-        qat_tensor *sf = qat_channel_mul(ctx, bn->weight, invstd, 0, 0); /* gamma / sigma */
-        qat_tensor *wf = qat_channel_mul(ctx, l->weight, sf, 0, 0);     /* W_fold */
-        qat_tensor *w = qat_fq(ctx, wf, wq, 1);
-        if (training && !un->bn_frozen) {
-            /* PyTorch's _forward_approximate: batch statistics correct the
-             * output while BN trains */
-            y = CONV(w, NULL);
-            y = qat_channel_mul(ctx, y, sf, 1, 1);
-            if (l->bias) y = qat_bias_add(ctx, y, l->bias);
-            out[un->head] = y;
-            if (y) bn->num_batches_tracked++;
-            y = qat_batchnorm2d(ctx, y, bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->bn_momentum,
-                                bn->bn_eps);
-        } else {
-            /* folded: b_fold = beta + sf * (b - mean) */
-            qat_tensor *t = const_vec(ctx, C);
-            if (!t) return NULL;
-            for (int c = 0; c < C; c++) t->data[c] = -bn->running_mean->data[c];
-            if (l->bias) t = qat_add(ctx, l->bias, t);
-            qat_tensor *bf = qat_add(ctx, bn->bias, qat_mul(ctx, sf, t));
-            if (bf && w && wq->fake_quant && s_in > 0) bf = qat_fq_bias(ctx, bf, s_in, qat_quantizer_scales(wq));
-            y = out[un->head] = CONV(w, bf);
-        }
+        qat_tensor *sf = bn_factor(ctx, bn);
+        qat_tensor *w = qat_fq(ctx, qat_channel_mul(ctx, l->weight, sf, 0, 0), wq, 1);
+        y = CONV(w, NULL);
+        y = qat_channel_mul(ctx, y, sf, 1, 1);
+        if (l->bias) y = qat_bias_add(ctx, y, l->bias);
+        out[un->head] = y;
+        if (y) bn->num_batches_tracked++;
+        y = qat_batchnorm2d(ctx, y, bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->bn_momentum,
+                            bn->bn_eps);
         out[un->bn] = y;
+    } else {
+        /* the folded form: exactly what the int8 export computes */
+        qat_tensor *wf, *bf;
+        if (qat_qunit_fold(ctx, qm, un, &wf, &bf)) return NULL;
+        qat_tensor *w = qat_fq(ctx, wf, wq, 1);
+        if (bf && w && wq->fake_quant && s_in > 0) bf = qat_fq_bias(ctx, bf, s_in, qat_quantizer_scales(wq));
+        y = out[un->head] = CONV(w, bf);
+        if (un->bn >= 0) out[un->bn] = y;
     }
 #undef CONV
     if (un->relu >= 0) y = out[un->relu] = qat_relu(ctx, y);

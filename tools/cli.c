@@ -177,7 +177,49 @@ void cli_data_free(cli_data *d)
     memset(d, 0, sizeof *d);
 }
 
-double cli_evaluate(qat_ctx *ctx, qat_model *m, const qat_dataset *ds, int batch)
+qat_tensor *cli_forward(qat_ctx *ctx, qat_model *m, qat_qmodel *qm, qat_tensor *x)
+{
+    return qm ? qat_qmodel_forward(ctx, qm, x) : qat_model_forward(ctx, m, x);
+}
+
+int cli_qconfig(qat_qconfig *cfg, const char *spec, char **overrides, int n_overrides)
+{
+    if (qat_qconfig_init(cfg, spec)) return cli_fail_lib("--quant");
+    for (int i = 0; i < n_overrides; i++)
+        if (qat_qconfig_add_override(cfg, overrides[i])) return cli_fail_lib("--override");
+    return 0;
+}
+
+int cli_calibrate(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int n, uint64_t seed, int batch)
+{
+    if (n > ds->n) n = ds->n;
+    qat_rng r;
+    qat_rng_seed(&r, seed);
+    int *perm = malloc((size_t)ds->n * sizeof *perm);
+    if (!perm) return cli_fail("calibration: out of memory");
+    for (int i = 0; i < ds->n; i++) perm[i] = i;
+    for (int i = 0; i < n; i++) { /* partial Fisher-Yates: the first n of a permutation */
+        int j = i + (int)qat_rng_below(&r, (uint32_t)(ds->n - i));
+        int t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    qat_qmodel_set_fake_quant(qm, 0);
+    qat_qmodel_set_observers(qm, 1);
+    int rc = 0;
+    for (int s = 0; s < n && !rc; s += batch) {
+        int b = n - s < batch ? n - s : batch;
+        qat_tensor *x = qat_new(ctx, 4, (int[]){b, ds->c, ds->h, ds->w});
+        if (!x || qat_dataset_normalize_into(ds, perm + s, b, x->data) || qat_qmodel_calibrate(ctx, qm, x))
+            rc = cli_fail_lib("calibration");
+        qat_ctx_reset(ctx);
+    }
+    free(perm);
+    if (!rc && qat_qmodel_finalize(qm)) rc = cli_fail_lib("calibration");
+    return rc;
+}
+
+double cli_evaluate(qat_ctx *ctx, qat_model *m, qat_qmodel *qm, const qat_dataset *ds, int batch)
 {
     if (!ds || ds->n == 0) return 0;
     int was_training = qat_ctx_training(ctx), had_grad = qat_ctx_grad_enabled(ctx);
@@ -194,7 +236,7 @@ double cli_evaluate(qat_ctx *ctx, qat_model *m, const qat_dataset *ds, int batch
         }
         for (int k = 0; k < n; k++) idx[k] = s + k;
         qat_dataset_normalize_into(ds, idx, n, x->data);
-        qat_tensor *y = qat_model_forward(ctx, m, x);
+        qat_tensor *y = cli_forward(ctx, m, qm, x);
         if (!y) {
             correct = -1;
             qat_ctx_reset(ctx);

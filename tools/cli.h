@@ -7,6 +7,7 @@
 
 #include "qat.h"
 #include "qat/data.h"
+#include "qat/quant.h"
 
 /* Options every command takes. */
 typedef struct cli_common {
@@ -46,8 +47,16 @@ typedef struct cli_data {
 int cli_load_data(const cli_common *c, cli_data *d, int need_train, int need_test);
 void cli_data_free(cli_data *d);
 
-/* Accuracy of the float model (eval mode, no grad) on a dataset. */
-double cli_evaluate(qat_ctx *ctx, qat_model *m, const qat_dataset *ds, int batch);
+/* Accuracy (eval mode, no grad) on a dataset of the float model m, or of
+ * the fake-quant model qm when qm is not NULL. -1 on error. */
+double cli_evaluate(qat_ctx *ctx, qat_model *m, qat_qmodel *qm, const qat_dataset *ds, int batch);
+/* The forward of either. */
+qat_tensor *cli_forward(qat_ctx *ctx, qat_model *m, qat_qmodel *qm, qat_tensor *x);
+/* Runs PTQ calibration of qm over the first n images of a seeded
+ * permutation of ds (fake-quant off, observers on), then finalizes. */
+int cli_calibrate(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int n, uint64_t seed, int batch);
+/* Builds a qconfig from a spec ("w8a8") and "NAME=SPEC" overrides. */
+int cli_qconfig(qat_qconfig *cfg, const char *spec, char **overrides, int n_overrides);
 
 /* ---- JSON writer (to a FILE) ---- */
 typedef struct json_w {

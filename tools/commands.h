@@ -3,5 +3,11 @@
 #define QAT_TOOLS_COMMANDS_H
 
 int cmd_train(int argc, char **argv);
+int cmd_ptq(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+
+/* size of a file in bytes, -1 if it cannot be read */
+long cli_file_bytes(const char *path);
 
 #endif

@@ -9,7 +9,10 @@ static const struct {
     int (*run)(int, char **);
     const char *help;
 } commands[] = {
-    {"train", cmd_train, "train a model (float recipe; --quant for QAT)"},
+    {"train", cmd_train, "train a model (float recipe; --from F --quant Q for QAT)"},
+    {"ptq", cmd_ptq, "post-training quantization of a float checkpoint"},
+    {"export", cmd_export, "write the int8 model of a QAT/PTQ checkpoint"},
+    {"eval", cmd_eval, "accuracy of a checkpoint (float or fake-quant); --layers for per-layer error"},
 };
 
 static int help(FILE *f)

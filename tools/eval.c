@@ -1,0 +1,127 @@
+/* qat eval: accuracy of a float or QAT/PTQ checkpoint; per-layer error. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qat/qio.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: qat eval FILE [--layers] [--layers-images N] [--data DIR] [--limit-test N]\n"
+                    "                [--threads T] [--json]\n"
+                    "FILE: a float checkpoint (float accuracy) or a QAT/PTQ checkpoint (fake-quant accuracy).\n"
+                    "--layers: per-layer cosine / SQNR / MSE between the float and the quantized activations.\n");
+    return 2;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    cli_common c;
+    cli_common_defaults(&c);
+    c.val = 0;
+    const char *file = NULL;
+    int layers = 0, layer_images = 256;
+    for (int i = 1; i < argc; i++) {
+        int r = cli_common_parse(&c, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *v;
+        if (!strcmp(argv[i], "--layers")) {
+            layers = 1;
+        } else if (!strcmp(argv[i], "--layers-images")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i], v, &layer_images) || layer_images < 1)
+                return usage();
+        } else if (argv[i][0] == '-') {
+            cli_fail("eval: unknown option '%s'", argv[i]);
+            return usage();
+        } else if (!file) {
+            file = argv[i];
+        } else {
+            cli_fail("eval: one file expected ('%s' is extra)", argv[i]);
+            return usage();
+        }
+    }
+    if (!file) return usage();
+    qat_set_num_threads(c.threads);
+    double t0 = cli_now();
+    qat_file_info info;
+    if (qat_checkpoint_info(file, &info)) return cli_fail_lib(file);
+    int rc = 0;
+    cli_data d = {0};
+    qat_model *m = NULL;
+    qat_qmodel *qm = NULL;
+    qat_ctx *ctx = NULL;
+    qat_layer_error *errs = NULL;
+    int n_err = 0;
+    int is_q = !strcmp(info.format, QAT_FORMAT_QAT_CHECKPOINT);
+    if (is_q) {
+        if (!(qm = qat_qmodel_load(file, &m, NULL, NULL))) return cli_fail_lib(file);
+    } else if (!(m = qat_model_load(file))) {
+        return cli_fail_lib(file);
+    }
+    if (cli_load_data(&c, &d, 0, 1) || !(ctx = qat_ctx_create(0))) {
+        rc = 1;
+        goto done;
+    }
+    double acc = cli_evaluate(ctx, m, qm, d.test, 500);
+    if (acc < 0) {
+        rc = cli_fail_lib("eval");
+        goto done;
+    }
+    if (layers && !qm) cli_log("--layers: %s is a float checkpoint; nothing is quantized", file);
+    if (layers && qm) {
+        int nb = layer_images < d.test->n ? layer_images : d.test->n;
+        qat_tensor *x = qat_new(ctx, 4, (int[]){nb, d.test->c, d.test->h, d.test->w});
+        errs = calloc((size_t)qat_qmodel_num_units(qm), sizeof *errs);
+        if (!x || !errs || qat_dataset_normalize_into(d.test, NULL, nb, x->data) ||
+            (n_err = qat_qmodel_layer_errors(ctx, qm, x, errs)) < 0) {
+            rc = cli_fail_lib("eval --layers");
+            goto done;
+        }
+        qat_ctx_reset(ctx);
+    }
+    if (c.json) {
+        json_w j;
+        json_begin(&j, stdout);
+        json_obj(&j, NULL);
+        json_str(&j, "command", "eval");
+        json_str(&j, "file", file);
+        json_str(&j, "format", info.format);
+        json_str(&j, "model", qat_model_arch(m));
+        json_num(&j, "test_accuracy", acc);
+        json_int(&j, "test_images", d.test->n);
+        json_int(&j, "file_bytes", cli_file_bytes(file));
+        if (layers && qm) {
+            json_arr(&j, "layers");
+            for (int k = 0; k < n_err; k++) {
+                json_obj(&j, NULL);
+                json_str(&j, "name", errs[k].name);
+                json_num(&j, "cosine", errs[k].cosine);
+                json_num(&j, "sqnr_db", errs[k].sqnr_db);
+                json_num(&j, "mse", errs[k].mse);
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
+        }
+        json_num(&j, "seconds", cli_now() - t0);
+        json_obj_end(&j);
+        json_end(&j);
+    } else {
+        printf("%s (%s, %s): test accuracy %.4f on %d images\n", file, info.format, qat_model_arch(m), acc,
+               d.test->n);
+        if (layers && qm) {
+            printf("%-24s %10s %10s %12s\n", "layer", "cosine", "SQNR dB", "MSE");
+            for (int k = 0; k < n_err; k++)
+                printf("%-24s %10.6f %10.2f %12.4g\n", errs[k].name, errs[k].cosine, errs[k].sqnr_db, errs[k].mse);
+        }
+    }
+done:
+    free(errs);
+    qat_ctx_free(ctx);
+    qat_qmodel_free(qm);
+    qat_model_free(m);
+    cli_data_free(&d);
+    return rc;
+}

@@ -1,0 +1,124 @@
+/* qat ptq: post-training quantization of a float checkpoint. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "qat/qio.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: qat ptq --from float.h5 --quant w8a8 [--calib minmax|ema|kl|percentile|mse]\n"
+                    "               [--calib-size N] [--override NAME=SPEC ...] [--out ptq.h5]\n"
+                    "               [--data DIR] [--val N] [--seed S] [--threads T] [--json]\n");
+    return 2;
+}
+
+long cli_file_bytes(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) ? -1 : (long)sb.st_size;
+}
+
+int cmd_ptq(int argc, char **argv)
+{
+    cli_common c;
+    cli_common_defaults(&c);
+    const char *from = NULL, *spec = NULL, *out = NULL, *calib = "minmax";
+    char *overrides[64];
+    int n_over = 0, calib_size = 1024;
+    for (int i = 1; i < argc; i++) {
+        int r = cli_common_parse(&c, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--from")) {
+            if (!(from = cli_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--quant")) {
+            if (!(spec = cli_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--out")) {
+            if (!(out = cli_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--calib")) {
+            if (!(calib = cli_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--calib-size")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, &calib_size) || calib_size < 1) return usage();
+        } else if (!strcmp(a, "--override")) {
+            if (!(v = cli_value(argc, argv, &i)) || n_over == 64) return usage();
+            overrides[n_over++] = (char *)v;
+        } else {
+            cli_fail("ptq: unknown option '%s'", a);
+            return usage();
+        }
+    }
+    if (!from || !spec) {
+        cli_fail("ptq: --from and --quant are required");
+        return usage();
+    }
+    int cal = qat_calibrator_from_name(calib);
+    if (cal < 0) return cli_fail("--calib '%s': expected minmax, ema, kl, percentile or mse", calib), 2;
+    qat_set_num_threads(c.threads);
+    double t0 = cli_now();
+    int rc = 0;
+    cli_data d = {0};
+    qat_model *m = NULL;
+    qat_qmodel *qm = NULL;
+    qat_ctx *ctx = NULL;
+    char out_buf[256];
+    qat_qconfig cfg;
+    if (cli_load_data(&c, &d, 1, 1)) return 1;
+    if (!(m = qat_model_load(from))) {
+        rc = cli_fail_lib(from);
+        goto done;
+    }
+    if ((rc = cli_qconfig(&cfg, spec, overrides, n_over))) goto done;
+    qat_qconfig_set_calibrator(&cfg, (qat_calibrator)cal);
+    if (!(qm = qat_qmodel_prepare(m, &cfg)) || !(ctx = qat_ctx_create(0))) {
+        rc = cli_fail_lib("ptq");
+        goto done;
+    }
+    double float_acc = cli_evaluate(ctx, m, NULL, d.test, 500);
+    if ((rc = cli_calibrate(ctx, qm, d.train, calib_size, c.seed + 777, 256))) goto done;
+    double val_acc = d.val ? cli_evaluate(ctx, m, qm, d.val, 500) : 0;
+    double test_acc = cli_evaluate(ctx, m, qm, d.test, 500);
+    if (!out) {
+        snprintf(out_buf, sizeof out_buf, "%s-ptq-%s-%s.h5", qat_model_arch(m), spec, calib);
+        out = out_buf;
+    }
+    qat_qrecipe qr = {0};
+    snprintf(qr.method, sizeof qr.method, "ptq");
+    snprintf(qr.spec, sizeof qr.spec, "%s", spec);
+    snprintf(qr.calib, sizeof qr.calib, "%s", calib);
+    qr.calib_size = calib_size;
+    if (qat_qcheckpoint_save(out, qm, NULL, NULL, &qr)) {
+        rc = cli_fail_lib(out);
+        goto done;
+    }
+    if (c.json) {
+        json_w j;
+        json_begin(&j, stdout);
+        json_obj(&j, NULL);
+        json_str(&j, "command", "ptq");
+        json_str(&j, "model", qat_model_arch(m));
+        json_str(&j, "quant", spec);
+        json_str(&j, "calibrator", calib);
+        json_int(&j, "calib_size", calib_size);
+        json_num(&j, "float_test_accuracy", float_acc);
+        json_num(&j, "val_accuracy", val_acc);
+        json_num(&j, "test_accuracy", test_acc);
+        json_str(&j, "out", out);
+        json_int(&j, "file_bytes", cli_file_bytes(out));
+        json_num(&j, "seconds", cli_now() - t0);
+        json_obj_end(&j);
+        json_end(&j);
+    } else {
+        printf("%s PTQ %s (%s, %d images): test accuracy %.4f (float %.4f), val %.4f -> %s\n", qat_model_arch(m),
+               spec, calib, calib_size, test_acc, float_acc, val_acc, out);
+    }
+done:
+    qat_ctx_free(ctx);
+    qat_qmodel_free(qm);
+    qat_model_free(m);
+    cli_data_free(&d);
+    return rc;
+}
