@@ -8,6 +8,9 @@
 #include "io/io_internal.h"
 
 static const char *const float_kinds[] = {QAT_FORMAT_FLOAT_CHECKPOINT, NULL};
+/* Kinds whose /optim section is the float checkpoint's: QAT/PTQ
+ * checkpoints (qat/qio.h) store their optimizer the same way. */
+static const char *const optim_kinds[] = {QAT_FORMAT_FLOAT_CHECKPOINT, "qat-checkpoint", NULL};
 
 typedef struct save_ctx {
     const qat_model *m;
@@ -33,12 +36,12 @@ int qat_checkpoint_save(const char *path, const qat_model *m, qat_optim *o, cons
     return qat_h5_save_atomic(path, write_checkpoint, &c);
 }
 
-/* Opens a float checkpoint and checks its kind and version. */
-static hid_t open_checkpoint(const char *path)
+/* Opens a checkpoint and checks its kind (one of kinds) and version. */
+static hid_t open_checkpoint(const char *path, const char *const *kinds)
 {
     hid_t f = qat_h5_open_read(path);
     if (f < 0) return f;
-    int rc = qat_h5_read_format(f, float_kinds, QAT_FORMAT_VERSION, NULL, 0, NULL);
+    int rc = qat_h5_read_format(f, kinds, QAT_FORMAT_VERSION, NULL, 0, NULL);
     if (rc) {
         H5Fclose(f);
         return rc;
@@ -77,7 +80,7 @@ int qat_checkpoint_load(const char *path, qat_model *m, qat_optim *o, qat_train_
     memset(&os, 0, sizeof os);
     qat_train_state_init(&ts);
     int rc;
-    hid_t f = open_checkpoint(path);
+    hid_t f = open_checkpoint(path, float_kinds);
     if (f < 0) {
         rc = (int)f;
         goto done;
@@ -117,7 +120,7 @@ qat_model *qat_model_load(const char *path)
     qat_io_model_stage ms;
     memset(&ms, 0, sizeof ms);
     char arch[QAT_NAME_MAX] = "custom";
-    hid_t f = open_checkpoint(path);
+    hid_t f = open_checkpoint(path, float_kinds);
     int rc = f < 0 ? (int)f : QAT_OK;
     if (!rc && qat_h5_attr_exists(f, "arch") == 1) rc = qat_h5_attr_read_str(f, "arch", arch, sizeof arch);
     if (!rc) rc = qat_io_read_graph(f, "/model", &g);
@@ -150,7 +153,7 @@ qat_optim *qat_optim_load(const char *path, const qat_named_tensor *params, int 
     qat_io_optim_stage os;
     memset(&os, 0, sizeof os);
     qat_optim_options opts;
-    hid_t f = open_checkpoint(path);
+    hid_t f = open_checkpoint(path, optim_kinds);
     int rc = f < 0 ? (int)f : QAT_OK;
     if (!rc) rc = need_section(f, path, "/optim", "optimizer state");
     if (!rc) rc = qat_io_read_optim_options(f, "/optim", &opts);

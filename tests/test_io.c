@@ -685,33 +685,52 @@ START_TEST(test_truncated_and_missing)
 }
 END_TEST
 
+/* Rewrites the root qat_format as a fixed-length string. */
+static void set_format(const char *path, const char *kind)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, strlen(kind));
+    hid_t sp = H5Screate(H5S_SCALAR);
+    H5Adelete(f, "qat_format");
+    hid_t a = H5Acreate2(f, "qat_format", st, sp, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(H5Awrite(a, st, kind), 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(st);
+    H5Fclose(f);
+}
+
 START_TEST(test_wrong_kind_and_version)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s", tu_tmp_path("kind.h5"));
     qat_model *m = qat_model_build("mlp", 1);
-    ck_assert_int_eq(qat_checkpoint_save(path, m, NULL, NULL), QAT_OK);
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t st = H5Tcopy(H5T_C_S1);
-    H5Tset_size(st, 10);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    H5Adelete(f, "qat_format");
-    hid_t a = H5Acreate2(f, "qat_format", st, sp, H5P_DEFAULT, H5P_DEFAULT);
-    H5Awrite(a, st, "int8-model");
-    H5Aclose(a);
-    H5Sclose(sp);
-    H5Tclose(st);
-    H5Fclose(f);
+    qat_optim *o = make_optim(m, QAT_OPTIM_SGD);
+    ck_assert_int_eq(qat_checkpoint_save(path, m, o, NULL), QAT_OK);
+    set_format(path, "int8-model");
     ck_assert_int_eq(qat_checkpoint_load(path, m, NULL, NULL), QAT_ERR_FORMAT);
     assert_error_contains("kind.h5: is a 'int8-model' file, expected 'float-checkpoint'");
+    ck_assert_ptr_null(qat_optim_load(path, qat_model_params(m), qat_model_num_params(m)));
+    assert_error_contains("kind.h5: is a 'int8-model' file, expected 'float-checkpoint' or 'qat-checkpoint'");
     qat_file_info info;
     ck_assert_int_eq(qat_checkpoint_info(path, &info), QAT_OK);
     ck_assert_str_eq(info.format, "int8-model"); /* fixed-length strings read too */
 
+    /* a QAT checkpoint stores its optimizer like a float one */
+    set_format(path, "qat-checkpoint");
+    qat_optim *o2 = qat_optim_load(path, qat_model_params(m), qat_model_num_params(m));
+    ck_assert_msg(o2 != NULL, "%s", qat_last_error());
+    qat_optim_free(o2);
+    ck_assert_ptr_null(qat_model_load(path));
+    assert_error_contains("is a 'qat-checkpoint' file, expected 'float-checkpoint'");
+    qat_optim_free(o);
+
     ck_assert_int_eq(qat_checkpoint_save(path, m, NULL, NULL), QAT_OK);
-    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     int v = 99;
-    a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
     H5Awrite(a, H5T_NATIVE_INT, &v);
     H5Aclose(a);
     H5Fclose(f);

@@ -128,10 +128,12 @@ QAT_API int qat_checkpoint_load(const char *path, qat_model *m, qat_optim *o,
  * name, and loads its parameters and BN statistics. NULL on failure. */
 QAT_API qat_model *qat_model_load(const char *path);
 
-/* Creates the optimizer stored in a float checkpoint (kind, options,
- * groups, schedule, state) over params[0..n-1], which must be the stored
+/* Creates the optimizer stored in a checkpoint (kind, options, groups,
+ * schedule, state) over params[0..n-1], which must be the stored
  * parameters (same names and order, same sizes; e.g. qat_model_params of
- * the loaded model). NULL on failure. */
+ * the loaded model, followed by any parameters added later such as
+ * learnable quantizer scales). Reads float and QAT/PTQ checkpoints (they
+ * store the optimizer alike). NULL on failure. */
 QAT_API qat_optim *qat_optim_load(const char *path, const qat_named_tensor *params, int n);
 
 /* What a qat file is, without loading it (for `qat eval FILE`,
