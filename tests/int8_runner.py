@@ -1,0 +1,385 @@
+#!/usr/bin/python3
+"""Independent runner for qat's int8 model files (`qat export`).
+
+Written only from docs/FORMAT-int8.md, with h5py and numpy and nothing from
+the qat project, to check that the format is specified precisely enough for
+a third party to reproduce the runtime's int8 logits bit for bit.
+
+Usage: int8_runner.py MODEL.int8.h5 INPUT OUT.npy
+
+INPUT is an IDX file (raw or gzip-compressed, uint8 images [N, H, W]) or a
+.npy file: uint8 pixels [N, C, H, W] or [N, H, W], or float32 normalised
+inputs [N, C, H, W] (or [N, H, W] when C = 1).  OUT.npy receives the int8
+logits [N, classes].
+"""
+
+import gzip
+import struct
+import sys
+
+import h5py
+import numpy as np
+
+BATCH = 500  # images per batch: bounds the im2col memory
+
+
+class FormatError(Exception):
+    """The model or input file does not match the specification."""
+
+
+# --------------------------------------------------------------------------
+# Reading attributes
+# --------------------------------------------------------------------------
+
+def _str(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.shape in ((), (1,)):
+        return _str(value.reshape(-1)[0])
+    return str(value)
+
+
+def _scalar(value, what):
+    a = np.asarray(value)
+    if a.size != 1:
+        raise FormatError("%s: expected a scalar, got shape %s" % (what, a.shape))
+    return a.reshape(-1)[0]
+
+
+class Op:
+    """One op group: its attributes and datasets, read into numpy."""
+
+    def __init__(self, index, group):
+        self.index = index
+        self.group = group
+        self.where = "op %s" % group.name
+        self.type = _str(self.attr("type"))
+        self.name = _str(group.attrs.get("name", ""))
+        self.inputs = [int(v) for v in np.asarray(self.attr("inputs")).reshape(-1)]
+        self.out_shape = tuple(int(v) for v in np.asarray(self.attr("out_shape")).reshape(-1))
+        self.out_scale = np.float32(_scalar(self.attr("out_scale"), self.where + " out_scale"))
+        self.out_zero_point = self.int_attr("out_zero_point")
+        if not -128 <= self.out_zero_point <= 127:
+            raise FormatError("%s: out_zero_point %d not in [-128, 127]"
+                              % (self.where, self.out_zero_point))
+        for i in self.inputs:
+            if not 0 <= i < index:
+                raise FormatError("%s: input %d is not an earlier op" % (self.where, i))
+
+    def attr(self, key):
+        if key not in self.group.attrs:
+            raise FormatError("%s: missing attribute '%s'" % (self.where, key))
+        return self.group.attrs[key]
+
+    def int_attr(self, key):
+        return int(_scalar(self.attr(key), "%s %s" % (self.where, key)))
+
+    def int_array_attr(self, key, n):
+        a = np.asarray(self.attr(key)).reshape(-1).astype(np.int64)
+        if a.size != n:
+            raise FormatError("%s: attribute '%s' has %d values, expected %d"
+                              % (self.where, key, a.size, n))
+        return a
+
+    def dataset(self, key, dtype, shape=None):
+        if key not in self.group:
+            raise FormatError("%s: missing dataset '%s'" % (self.where, key))
+        d = self.group[key]
+        if d.dtype != np.dtype(dtype):
+            raise FormatError("%s: dataset '%s' is %s, expected %s"
+                              % (self.where, key, d.dtype, np.dtype(dtype)))
+        a = d[()]
+        if shape is not None and tuple(a.shape) != tuple(shape):
+            raise FormatError("%s: dataset '%s' has shape %s, expected %s"
+                              % (self.where, key, a.shape, tuple(shape)))
+        return a
+
+
+def load_model(path):
+    f = h5py.File(path, "r")
+    fmt = _str(f.attrs.get("qat_format", ""))
+    if fmt != "int8-model":
+        raise FormatError("%s: qat_format '%s', expected 'int8-model'" % (path, fmt))
+    version = int(_scalar(f.attrs.get("format_version", -1), "format_version"))
+    if version != 1:
+        raise FormatError("%s: format_version %d, expected 1" % (path, version))
+    num_ops = int(_scalar(f.attrs["num_ops"], "num_ops"))
+    if "ops" not in f:
+        raise FormatError("%s: no group /ops" % path)
+    groups = f["ops"]
+    names = sorted(groups.keys(), key=lambda k: int(k))
+    if [int(k) for k in names] != list(range(num_ops)):
+        raise FormatError("%s: /ops holds %s, expected %d ops numbered 0..%d"
+                          % (path, names, num_ops, num_ops - 1))
+    ops = [Op(i, groups[k]) for i, k in enumerate(names)]
+    if num_ops < 1 or ops[0].type != "input":
+        raise FormatError("%s: op 0 is not the input op" % path)
+    return f, ops
+
+
+# --------------------------------------------------------------------------
+# Integer arithmetic
+# --------------------------------------------------------------------------
+
+def requant(acc, m, s):
+    """requant(acc, m, s), elementwise with broadcasting, int64 arithmetic."""
+    acc = np.asarray(acc, dtype=np.int64)
+    m = np.asarray(m, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64)
+    if np.any((m != 0) & ((m < (1 << 30)) | (m >= (1 << 31)))):
+        raise FormatError("multiplier outside [2^30, 2^31) and not 0")
+    if np.any((s < -31) | (s > 30)):
+        raise FormatError("shift outside [-31, 30]")
+    if np.any(np.abs(acc) >= (1 << 31)):
+        raise FormatError("accumulator does not fit in 31 bits + sign")
+    t = 31 - s
+    r = (acc * m + (np.int64(1) << (t - 1))) >> t
+    return np.where(m == 0, np.int64(0), r)
+
+
+def clamp(v, lo, hi):
+    return np.minimum(np.maximum(v, lo), hi)
+
+
+def windows(x, kh, kw, stride, oh, ow):
+    """[B, C, H, W] -> view [B, C, OH, OW, KH, KW] of the stride-spaced windows."""
+    w = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    w = w[:, :, ::stride, ::stride]
+    if w.shape[2] < oh or w.shape[3] < ow:
+        raise FormatError("out_shape larger than the input allows")
+    return w[:, :, :oh, :ow]
+
+
+# --------------------------------------------------------------------------
+# Ops
+# --------------------------------------------------------------------------
+
+def quantize_float(x, op):
+    """Quantize normalised float32 inputs with the input op's formula."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        inv = np.float32(np.float32(1) / op.out_scale)
+        y = (x * inv).astype(np.float32)
+        r = np.rint(y).astype(np.float64)          # round half to even
+    if np.any(np.isnan(r)):
+        raise FormatError("NaN in the float input")
+    q = clamp(np.float64(op.out_zero_point) + r, -128.0, 127.0)
+    return q.astype(np.int8)
+
+
+def check_lut(op, lut):
+    """Recompute the lut from mean/std; warn (stderr) on any difference."""
+    mean = np.float32(_scalar(op.attr("mean"), op.where + " mean"))
+    std = np.float32(_scalar(op.attr("std"), op.where + " std"))
+    p = np.arange(256, dtype=np.float32)
+    x = ((p / np.float32(255)).astype(np.float32) - mean).astype(np.float32)
+    x = (x / std).astype(np.float32)
+    ref = quantize_float(x, op)
+    bad = np.nonzero(ref != lut)[0]
+    if bad.size:
+        sys.stderr.write("int8_runner: warning: %s lut differs from the formula at %d "
+                         "pixel values (first p=%d: lut %d, formula %d)\n"
+                         % (op.where, bad.size, bad[0], lut[bad[0]], ref[bad[0]]))
+
+
+def run_conv2d(op, x):
+    c, h, w = x.shape[1:]
+    oc, oh, ow = op.out_shape
+    weight = op.dataset("weight", np.int8)
+    if weight.ndim != 4 or weight.shape[0] != oc or weight.shape[1] != c:
+        raise FormatError("%s: weight shape %s does not fit input %s, output %s"
+                          % (op.where, weight.shape, x.shape[1:], op.out_shape))
+    kh, kw = weight.shape[2:]
+    stride, pad = op.int_attr("stride"), op.int_attr("pad")
+    if oh != (h + 2 * pad - kh) // stride + 1 or ow != (w + 2 * pad - kw) // stride + 1:
+        raise FormatError("%s: out_shape %s inconsistent with stride/pad/kernel"
+                          % (op.where, op.out_shape))
+    bias = op.dataset("bias", np.int32, (oc,)).astype(np.int64)
+    mult = op.dataset("multiplier", np.int32, (oc,)).astype(np.int64)
+    shift = op.dataset("shift", np.int32, (oc,)).astype(np.int64)
+    zin = op.int_attr("in_zero_point")
+    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
+    wmat = weight.reshape(oc, -1).astype(np.int64).T          # [IC*KH*KW, OC]
+    out = np.empty((x.shape[0], oc, oh, ow), dtype=np.int8)
+    for b0 in range(0, x.shape[0], BATCH):
+        xb = x[b0:b0 + BATCH].astype(np.int64) - zin
+        # padding with the input zero point == padding (x - zin) with 0
+        xb = np.pad(xb, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        cols = windows(xb, kh, kw, stride, oh, ow)               # [B,C,OH,OW,KH,KW]
+        cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(-1, oh, ow, c * kh * kw)
+        acc = np.matmul(cols, wmat) + bias                       # [B,OH,OW,OC]
+        y = requant(acc, mult, shift) + op.out_zero_point
+        out[b0:b0 + BATCH] = clamp(y, lo, hi).transpose(0, 3, 1, 2)
+    return out
+
+
+def run_linear(op, x):
+    x = x.reshape(x.shape[0], -1)
+    (nout,) = op.out_shape
+    weight = op.dataset("weight", np.int8, (nout, x.shape[1]))
+    bias = op.dataset("bias", np.int32, (nout,)).astype(np.int64)
+    mult = op.dataset("multiplier", np.int32, (nout,)).astype(np.int64)
+    shift = op.dataset("shift", np.int32, (nout,)).astype(np.int64)
+    zin = op.int_attr("in_zero_point")
+    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
+    acc = np.matmul(x.astype(np.int64) - zin, weight.astype(np.int64).T) + bias
+    return clamp(requant(acc, mult, shift) + op.out_zero_point, lo, hi).astype(np.int8)
+
+
+def run_add(op, a, b):
+    if a.shape != b.shape:
+        raise FormatError("%s: inputs of shapes %s and %s" % (op.where, a.shape, b.shape))
+    m = op.int_array_attr("multiplier", 2)
+    z = op.int_array_attr("in_zero_point", 2)
+    t = op.int_attr("add_shift")
+    if not 1 <= t <= 62:
+        raise FormatError("%s: add_shift %d not in [1, 62]" % (op.where, t))
+    if np.any((m < 0) | (m >= (1 << 31))):
+        raise FormatError("%s: multiplier outside [0, 2^31)" % op.where)
+    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
+    v = (a.astype(np.int64) - z[0]) * m[0] + (b.astype(np.int64) - z[1]) * m[1]
+    y = ((v + (np.int64(1) << (t - 1))) >> t) + op.out_zero_point
+    return clamp(y, lo, hi).astype(np.int8)
+
+
+def run_global_avgpool(op, x):
+    zin = op.int_attr("in_zero_point")
+    acc = (x.astype(np.int64) - zin).sum(axis=(2, 3))
+    y = requant(acc, op.int_attr("multiplier"), op.int_attr("shift")) + op.out_zero_point
+    return clamp(y, -128, 127).astype(np.int8)
+
+
+def pool_windows(op, x):
+    k, stride = op.int_attr("kernel"), op.int_attr("stride")
+    c, oh, ow = op.out_shape
+    h, w = x.shape[2:]
+    if c != x.shape[1] or oh != (h - k) // stride + 1 or ow != (w - k) // stride + 1:
+        raise FormatError("%s: out_shape %s inconsistent with input %s, kernel %d, stride %d"
+                          % (op.where, op.out_shape, x.shape[1:], k, stride))
+    return windows(x, k, k, stride, oh, ow)
+
+
+def run_avgpool2d(op, x):
+    zin = op.int_attr("in_zero_point")
+    acc = (pool_windows(op, x).astype(np.int64) - zin).sum(axis=(4, 5))
+    y = requant(acc, op.int_attr("multiplier"), op.int_attr("shift")) + op.out_zero_point
+    return clamp(y, -128, 127).astype(np.int8)
+
+
+def run_maxpool2d(op, x):
+    return pool_windows(op, x).max(axis=(4, 5)).astype(np.int8)
+
+
+def run_relu(op, x):
+    return np.maximum(x, np.int8(op.out_zero_point)).astype(np.int8)
+
+
+def run_flatten(op, x):
+    return x.reshape(x.shape[0], -1)
+
+
+UNARY = {
+    "conv2d": run_conv2d,
+    "linear": run_linear,
+    "global_avgpool": run_global_avgpool,
+    "avgpool2d": run_avgpool2d,
+    "maxpool2d": run_maxpool2d,
+    "relu": run_relu,
+    "flatten": run_flatten,
+}
+
+
+def run_model(ops, inputs):
+    """inputs: ('pixels', uint8 [N,C,H,W]) or ('float', float32 [N,C,H,W])."""
+    op0 = ops[0]
+    kind, data = inputs
+    if tuple(data.shape[1:]) != op0.out_shape:
+        raise FormatError("input per-sample shape %s, model expects %s"
+                          % (tuple(data.shape[1:]), op0.out_shape))
+    if kind == "pixels":
+        lut = op0.dataset("lut", np.int8, (256,))
+        check_lut(op0, lut)
+        x = lut[data]
+    else:
+        x = quantize_float(data, op0)
+    outs = [x]
+    for op in ops[1:]:
+        if op.type == "input":
+            raise FormatError("%s: a second input op" % op.where)
+        if op.type == "add":
+            if len(op.inputs) != 2:
+                raise FormatError("%s: add needs 2 inputs" % op.where)
+            y = run_add(op, outs[op.inputs[0]], outs[op.inputs[1]])
+        elif op.type in UNARY:
+            if len(op.inputs) != 1:
+                raise FormatError("%s: %s needs 1 input" % (op.where, op.type))
+            y = UNARY[op.type](op, outs[op.inputs[0]])
+        else:
+            raise FormatError("%s: unknown op type '%s'" % (op.where, op.type))
+        if tuple(y.shape[1:]) != op.out_shape:
+            raise FormatError("%s (%s): computed shape %s, out_shape %s"
+                              % (op.where, op.type, tuple(y.shape[1:]), op.out_shape))
+        outs.append(y)
+    return outs[-1].reshape(data.shape[0], -1)
+
+
+# --------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------
+
+def read_idx(path):
+    """An IDX file (raw or gzip) -> numpy array (uint8 data only)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4:
+        raise FormatError("%s: too short for an IDX file" % path)
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise FormatError("%s: magic 0x%08x, expected uint8 IDX (0x000008nn)"
+                          % (path, struct.unpack(">I", raw[:4])[0]))
+    dims = struct.unpack(">%dI" % ndim, raw[4:4 + 4 * ndim])
+    body = raw[4 + 4 * ndim:]
+    count = int(np.prod(dims, dtype=np.int64))
+    if len(body) != count:
+        raise FormatError("%s: %d data bytes, header says %d" % (path, len(body), count))
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def load_input(path, in_shape):
+    if path.endswith(".npy"):
+        a = np.load(path)
+    else:
+        a = read_idx(path)
+    if a.ndim == 3 and in_shape[0] == 1:
+        a = a.reshape(a.shape[0], 1, a.shape[1], a.shape[2])
+    if a.ndim != 4:
+        raise FormatError("%s: input of shape %s, expected [N, C, H, W] or [N, H, W]"
+                          % (path, a.shape))
+    if a.dtype == np.uint8:
+        return ("pixels", a)
+    if a.dtype == np.float32:
+        return ("float", a)
+    raise FormatError("%s: dtype %s, expected uint8 pixels or float32" % (path, a.dtype))
+
+
+def main(argv):
+    if len(argv) != 4:
+        sys.stderr.write("usage: %s MODEL.int8.h5 INPUT OUT.npy\n" % argv[0])
+        return 2
+    model, inp, out = argv[1:]
+    try:
+        f, ops = load_model(model)
+        with f:
+            inputs = load_input(inp, ops[0].out_shape)
+            logits = run_model(ops, inputs)
+    except (FormatError, OSError, KeyError, ValueError) as e:
+        sys.stderr.write("int8_runner: %s\n" % e)
+        return 1
+    np.save(out, logits.astype(np.int8))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
