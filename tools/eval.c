@@ -6,14 +6,82 @@
 #include "qat/qio.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/int8.h"
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: qat eval FILE [--layers] [--layers-images N] [--data DIR] [--limit-test N]\n"
+    fprintf(stderr, "usage: qat eval FILE [REFERENCE] [--layers] [--layers-images N] [--data DIR] [--limit-test N]\n"
                     "                [--threads T] [--json]\n"
-                    "FILE: a float checkpoint (float accuracy) or a QAT/PTQ checkpoint (fake-quant accuracy).\n"
+                    "FILE: a float checkpoint (float accuracy), a QAT/PTQ checkpoint (fake-quant accuracy) or an\n"
+                    "int8 model (accuracy in the integer runtime). With REFERENCE (the QAT/PTQ checkpoint an int8\n"
+                    "model came from): the agreement between the two on the test set.\n"
                     "--layers: per-layer cosine / SQNR / MSE between the float and the quantized activations.\n");
     return 2;
+}
+
+/* qat eval model.int8.h5 [qat.h5] */
+static int eval_int8(const cli_common *c, const char *file, const char *ref)
+{
+    double t0 = cli_now();
+    qat_rt_model *rt = NULL;
+    if (qat_rt_load_file(file, &rt)) return cli_fail("%s", qat_rt_last_error());
+    qat_rt_set_threads(rt, c->threads);
+    cli_data d = {0};
+    qat_model *m = NULL;
+    qat_qmodel *qm = NULL;
+    qat_ctx *ctx = NULL;
+    int8_t *lq = NULL, *lf = NULL;
+    double acc = 0, ips = 0, fq_acc = 0;
+    agreement ag = {0};
+    int rc = cli_load_data(c, &d, 0, 1);
+    if (!rc) rc = int8_evaluate(rt, d.test, 256, &lq, &acc, &ips);
+    if (!rc && ref) {
+        if (!(qm = qat_qmodel_load(ref, &m, NULL, NULL)) || !(ctx = qat_ctx_create(0)))
+            rc = cli_fail_lib(ref);
+        if (!rc) rc = fq_logits(ctx, qm, d.test, 500, &lf, &fq_acc);
+        if (!rc && qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0] != qat_rt_num_classes(rt))
+            rc = cli_fail("%s and %s have different numbers of classes", file, ref);
+        if (!rc) int8_agreement(lq, lf, d.test->n, qat_rt_num_classes(rt), &ag);
+    }
+    if (!rc && c->json) {
+        json_w j;
+        json_begin(&j, stdout);
+        json_obj(&j, NULL);
+        json_str(&j, "command", "eval");
+        json_str(&j, "file", file);
+        json_str(&j, "format", QAT_FORMAT_INT8_MODEL);
+        json_num(&j, "test_accuracy", acc);
+        json_int(&j, "test_images", d.test->n);
+        json_num(&j, "int8_images_per_s", ips);
+        json_str(&j, "isa", qat_rt_isa_name(qat_rt_get_isa(rt)));
+        json_int(&j, "file_bytes", cli_file_bytes(file));
+        json_int(&j, "payload_bytes", (long long)qat_rt_payload_bytes(rt));
+        if (ref) {
+            json_str(&j, "reference", ref);
+            json_num(&j, "reference_test_accuracy", fq_acc);
+            json_num(&j, "top1_agreement", ag.top1);
+            json_num(&j, "logit_agreement", ag.logits);
+            json_int(&j, "max_logit_diff_steps", ag.max_diff_steps);
+        }
+        json_num(&j, "seconds", cli_now() - t0);
+        json_obj_end(&j);
+        json_end(&j);
+    } else if (!rc) {
+        printf("%s (int8, %s kernels): test accuracy %.4f on %d images, %.0f images/s\n", file,
+               qat_rt_isa_name(qat_rt_get_isa(rt)), acc, d.test->n, ips);
+        if (ref)
+            printf("vs %s (fake-quant accuracy %.4f): top-1 agreement %.4f, identical int8 logits %.4f, "
+                   "max difference %d steps\n",
+                   ref, fq_acc, ag.top1, ag.logits, ag.max_diff_steps);
+    }
+    free(lq);
+    free(lf);
+    qat_ctx_free(ctx);
+    qat_qmodel_free(qm);
+    qat_model_free(m);
+    cli_data_free(&d);
+    qat_rt_free(rt);
+    return rc;
 }
 
 int cmd_eval(int argc, char **argv)
@@ -21,7 +89,7 @@ int cmd_eval(int argc, char **argv)
     cli_common c;
     cli_common_defaults(&c);
     c.val = 0;
-    const char *file = NULL;
+    const char *file = NULL, *ref = NULL;
     int layers = 0, layer_images = 256;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_parse(&c, argc, argv, &i);
@@ -38,6 +106,8 @@ int cmd_eval(int argc, char **argv)
             return usage();
         } else if (!file) {
             file = argv[i];
+        } else if (!ref) {
+            ref = argv[i];
         } else {
             cli_fail("eval: one file expected ('%s' is extra)", argv[i]);
             return usage();
@@ -48,6 +118,8 @@ int cmd_eval(int argc, char **argv)
     double t0 = cli_now();
     qat_file_info info;
     if (qat_checkpoint_info(file, &info)) return cli_fail_lib(file);
+    if (!strcmp(info.format, QAT_FORMAT_INT8_MODEL)) return eval_int8(&c, file, ref);
+    if (ref) return cli_fail("eval: a REFERENCE is compared with an int8 model; %s is a %s", file, info.format);
     int rc = 0;
     cli_data d = {0};
     qat_model *m = NULL;

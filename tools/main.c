@@ -12,6 +12,9 @@ static const struct {
     {"train", cmd_train, "train a model (float recipe; --from F --quant Q for QAT)"},
     {"ptq", cmd_ptq, "post-training quantization of a float checkpoint"},
     {"export", cmd_export, "write the int8 model of a QAT/PTQ checkpoint"},
+    {"run", cmd_run, "run an int8 model on IDX or .npy inputs"},
+    {"compare", cmd_compare, "PTQ (every calibrator) vs QAT, int8 export, per-layer error, report"},
+    {"inspect", cmd_inspect, "layers, bit widths, scales, multipliers, sizes of any qat file"},
     {"eval", cmd_eval, "accuracy of a checkpoint (float or fake-quant); --layers for per-layer error"},
 };
 

@@ -8,6 +8,7 @@
 #include "qat/qio.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/train.h"
 
 static volatile sig_atomic_t interrupted = 0;
 static void on_sigint(int sig)
@@ -16,7 +17,6 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
-#define MAX_OVERRIDES 64
 
 static int save_checkpoint(const char *path, qat_model *m, qat_qmodel *qm, qat_optim *opt,
                            const qat_train_state *st, const qat_qrecipe *qr)
@@ -24,14 +24,6 @@ static int save_checkpoint(const char *path, qat_model *m, qat_qmodel *qm, qat_o
     return qm ? qat_qcheckpoint_save(path, qm, opt, st, qr) : qat_checkpoint_save(path, m, opt, st);
 }
 
-typedef struct train_opts {
-    const char *model, *out, *from, *quant, *resume;
-    int epochs, batch, calib_size;
-    double lr, wd, momentum;
-    int freeze_bn_after, freeze_observers_after; /* epochs; -1: recipe default */
-    char *overrides[MAX_OVERRIDES];
-    int n_overrides;
-} train_opts;
 
 static int usage(void)
 {
@@ -96,12 +88,24 @@ static int parse(int argc, char **argv, cli_common *c, train_opts *o)
     return 0;
 }
 
+void train_opts_defaults(train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->batch = 128;
+    o->lr = -1;
+    o->wd = 5e-4;
+    o->momentum = 0.9;
+    o->calib_size = 1024;
+    o->freeze_bn_after = -1;
+    o->freeze_observers_after = -1;
+}
+
 int cmd_train(int argc, char **argv)
 {
     cli_common c;
     cli_common_defaults(&c);
-    train_opts o = {.epochs = 0, .batch = 128, .lr = -1, .wd = 5e-4, .momentum = 0.9, .calib_size = 1024,
-                    .freeze_bn_after = -1, .freeze_observers_after = -1};
+    train_opts o;
+    train_opts_defaults(&o);
     if (parse(argc, argv, &c, &o)) return usage();
     if (!o.model && !o.from && !o.resume) {
         cli_fail("train: --model (float), --from (QAT) or --resume is required");
@@ -111,6 +115,39 @@ int cmd_train(int argc, char **argv)
         cli_fail("train: --from loads a float checkpoint to quantize: give --quant SPEC (e.g. w8a8)");
         return usage();
     }
+    train_result res;
+    int rc = train_main(&c, &o, &res);
+    if (rc) return rc;
+    if (c.json) {
+        json_w j;
+        json_begin(&j, stdout);
+        json_obj(&j, NULL);
+        json_str(&j, "command", "train");
+        json_str(&j, "model", res.model);
+        json_str(&j, "quant", res.quant);
+        json_int(&j, "epochs", res.epochs);
+        json_num(&j, "test_accuracy", res.test_accuracy);
+        json_num(&j, "val_accuracy", res.val_accuracy);
+        json_num(&j, "train_images_per_s", res.train_images_per_s);
+        json_num(&j, "train_images_per_s_wall", res.train_images_per_s_wall);
+        json_num(&j, "seconds", res.seconds);
+        json_int(&j, "threads", qat_get_num_threads());
+        json_str(&j, "out", res.out);
+        json_int(&j, "file_bytes", cli_file_bytes(res.out));
+        json_obj_end(&j);
+        json_end(&j);
+    } else {
+        printf("%s %s: test accuracy %.4f, %.0f train images/s (median over epochs), %.1f s -> %s\n", res.model,
+               res.quant, res.test_accuracy, res.train_images_per_s, res.seconds, res.out);
+    }
+    return 0;
+}
+
+int train_main(cli_common *cp, train_opts *op, train_result *res)
+{
+    cli_common c = *cp;
+    train_opts o = *op;
+    memset(res, 0, sizeof *res);
     int qat = o.quant != NULL;
     if (!o.epochs) o.epochs = qat ? 2 : 5;
     if (o.lr < 0) o.lr = qat ? 0.005 : 0.05;
@@ -349,27 +386,17 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     if (n_timed == 0) test_acc = cli_evaluate(ctx, m, qm, d.test, 500);
-    double med = cli_median(ips, n_timed), medw = cli_median(ipsw, n_timed);
-    if (c.json) {
-        json_w j;
-        json_begin(&j, stdout);
-        json_obj(&j, NULL);
-        json_str(&j, "command", "train");
-        json_str(&j, "model", o.model);
-        json_str(&j, "quant", qat ? o.quant : "float");
-        json_int(&j, "epochs", o.epochs);
-        json_num(&j, "test_accuracy", test_acc);
-        json_num(&j, "train_images_per_s", med);
-        json_num(&j, "train_images_per_s_wall", medw);
-        json_num(&j, "seconds", cli_now() - t_start);
-        json_int(&j, "threads", qat_get_num_threads());
-        if (o.out) json_str(&j, "out", o.out);
-        json_obj_end(&j);
-        json_end(&j);
-    } else {
-        printf("%s%s%s: test accuracy %.4f, %.0f train images/s (median over epochs), %.1f s\n", o.model,
-               qat ? " " : "", qat ? o.quant : "", test_acc, med, cli_now() - t_start);
-    }
+    res->train_images_per_s = cli_median(ips, n_timed);
+    res->train_images_per_s_wall = cli_median(ipsw, n_timed);
+    res->test_accuracy = test_acc;
+    res->val_accuracy = st.n_history ? st.history[st.n_history - 1].val_accuracy : 0;
+    res->seconds = cli_now() - t_start;
+    res->epochs = o.epochs;
+    snprintf(res->model, sizeof res->model, "%s", o.model);
+    snprintf(res->quant, sizeof res->quant, "%s", qat ? o.quant : "float");
+    snprintf(res->out, sizeof res->out, "%s", o.out);
+    res->n_history = st.n_history < TRAIN_MAX_HISTORY ? st.n_history : TRAIN_MAX_HISTORY;
+    for (int k = 0; k < res->n_history; k++) res->history[k] = st.history[k];
 done:
     free(ips);
     free(ipsw);

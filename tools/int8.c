@@ -1,0 +1,216 @@
+#include "tools/int8.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int int8_argmax(const int8_t *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+int int8_evaluate(qat_rt_model *rt, const qat_dataset *ds, int batch, int8_t **logits, double *accuracy,
+                  double *images_per_s)
+{
+    int K = qat_rt_num_classes(rt);
+    int8_t *all = malloc((size_t)ds->n * K);
+    if (!all) return cli_fail("out of memory");
+    if (qat_rt_prepare(rt, batch)) {
+        free(all);
+        return cli_fail("runtime: %s", qat_rt_last_error());
+    }
+    size_t img = (size_t)ds->c * ds->h * ds->w;
+    long correct = 0;
+    double t0 = cli_now();
+    for (int s = 0; s < ds->n; s += batch) {
+        int n = ds->n - s < batch ? ds->n - s : batch;
+        if (qat_rt_run_u8(rt, ds->images + (size_t)s * img, n, all + (size_t)s * K)) {
+            free(all);
+            return cli_fail("runtime: %s", qat_rt_last_error());
+        }
+    }
+    double dt = cli_now() - t0;
+    for (int i = 0; i < ds->n; i++) correct += int8_argmax(all + (size_t)i * K, K) == ds->labels[i];
+    if (accuracy) *accuracy = (double)correct / ds->n;
+    if (images_per_s) *images_per_s = ds->n / dt;
+    if (logits)
+        *logits = all;
+    else
+        free(all);
+    return 0;
+}
+
+int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, int8_t **logits, double *accuracy)
+{
+    qat_model *m = qat_qmodel_float(qm);
+    int nl = qat_model_num_layers(m);
+    int u = qat_qmodel_layer_unit(qm, nl - 1);
+    if (u < 0) return cli_fail("the model's output is not quantized");
+    const qat_quantizer *q = &qat_qmodel_unit(qm, u)->act;
+    float s = q->lsq_scale ? q->lsq_scale->data[0] : q->scale[0];
+    int32_t z = q->zero_point[0];
+    int K = qat_model_layer_c(m, nl - 1)->out_shape[0];
+    int8_t *all = malloc((size_t)ds->n * K);
+    int *idx = malloc((size_t)batch * sizeof *idx);
+    if (!all || !idx) {
+        free(all);
+        free(idx);
+        return cli_fail("out of memory");
+    }
+    int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    long correct = 0;
+    int rc = 0;
+    float inv = 1.0f / s;
+    for (int st = 0; st < ds->n && !rc; st += batch) {
+        int n = ds->n - st < batch ? ds->n - st : batch;
+        for (int k = 0; k < n; k++) idx[k] = st + k;
+        qat_tensor *x = qat_new(ctx, 4, (int[]){n, ds->c, ds->h, ds->w});
+        qat_tensor *y = x && !qat_dataset_normalize_into(ds, idx, n, x->data) ? qat_qmodel_forward(ctx, qm, x) : NULL;
+        if (!y) {
+            rc = cli_fail_lib("fake-quant forward");
+            break;
+        }
+        correct += qat_count_correct(y, ds->labels + st);
+        /* the fake-quant logits are (q - z) * s exactly: recover q */
+        for (size_t i = 0; i < y->numel; i++) {
+            long v = lrintf(y->data[i] * inv) + z;
+            all[(size_t)st * K + i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+        }
+        qat_ctx_reset(ctx);
+    }
+    qat_ctx_set_training(ctx, tr);
+    qat_ctx_set_grad(ctx, gr);
+    free(idx);
+    if (rc) {
+        free(all);
+        return rc;
+    }
+    if (accuracy) *accuracy = (double)correct / ds->n;
+    *logits = all;
+    return 0;
+}
+
+void int8_agreement(const int8_t *a, const int8_t *b, long n, int classes, agreement *out)
+{
+    long same_top = 0, same = 0;
+    int md = 0;
+    for (long i = 0; i < n; i++) {
+        const int8_t *x = a + i * classes, *y = b + i * classes;
+        same_top += int8_argmax(x, classes) == int8_argmax(y, classes);
+        for (int k = 0; k < classes; k++) {
+            int d = abs((int)x[k] - (int)y[k]);
+            same += d == 0;
+            if (d > md) md = d;
+        }
+    }
+    out->images = n;
+    out->elements = n * classes;
+    out->top1 = n ? (double)same_top / n : 1;
+    out->logits = n ? (double)same / (n * classes) : 1;
+    out->max_diff_steps = md;
+}
+
+/* ---- .npy ---- */
+
+int npy_read(const char *path, npy_array *out)
+{
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_fail("%s: cannot open", path);
+    unsigned char h[10];
+    int rc = 0;
+    char *hdr = NULL;
+    if (fread(h, 1, 10, f) != 10 || memcmp(h, "\x93NUMPY", 6)) {
+        rc = cli_fail("%s: not a .npy file", path);
+        goto done;
+    }
+    size_t hl = h[8] | (size_t)h[9] << 8;
+    if (h[6] >= 2) { /* version 2: 4-byte header length */
+        unsigned char e[2];
+        if (fread(e, 1, 2, f) != 2) {
+            rc = cli_fail("%s: truncated header", path);
+            goto done;
+        }
+        hl |= (size_t)e[0] << 16 | (size_t)e[1] << 24;
+    }
+    hdr = calloc(hl + 1, 1);
+    if (!hdr || fread(hdr, 1, hl, f) != hl) {
+        rc = cli_fail("%s: truncated header", path);
+        goto done;
+    }
+    if (strstr(hdr, "'fortran_order': True")) {
+        rc = cli_fail("%s: Fortran order is not supported", path);
+        goto done;
+    }
+    if (strstr(hdr, "'|u1'") || strstr(hdr, "'u1'"))
+        out->is_float = 0;
+    else if (strstr(hdr, "'<f4'"))
+        out->is_float = 1;
+    else {
+        rc = cli_fail("%s: dtype must be uint8 pixels or little-endian float32", path);
+        goto done;
+    }
+    char *sh = strstr(hdr, "'shape': (");
+    if (!sh) {
+        rc = cli_fail("%s: no shape in header", path);
+        goto done;
+    }
+    sh += 10;
+    size_t total = 1;
+    while (*sh && *sh != ')') {
+        char *e;
+        long v = strtol(sh, &e, 10);
+        if (e == sh) break;
+        if (out->ndim == 4 || v <= 0) {
+            rc = cli_fail("%s: shape must have 3 or 4 positive dimensions", path);
+            goto done;
+        }
+        out->shape[out->ndim++] = (int)v;
+        total *= (size_t)v;
+        sh = e;
+        while (*sh == ',' || *sh == ' ') sh++;
+    }
+    if (out->ndim < 3) {
+        rc = cli_fail("%s: shape must be [N,H,W] or [N,C,H,W]", path);
+        goto done;
+    }
+    size_t es = out->is_float ? 4 : 1;
+    out->data = malloc(total * es);
+    if (!out->data || fread(out->data, es, total, f) != total) {
+        rc = cli_fail("%s: data shorter than its shape", path);
+        goto done;
+    }
+    if (fgetc(f) != EOF) rc = cli_fail("%s: data longer than its shape", path);
+done:
+    free(hdr);
+    fclose(f);
+    if (rc) {
+        free(out->data);
+        out->data = NULL;
+    }
+    return rc;
+}
+
+int npy_write_i8(const char *path, const int8_t *data, int rows, int cols)
+{
+    char hdr[128];
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '|i1', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols);
+    int total = 10 + n + 1;
+    int pad = (64 - total % 64) % 64;
+    FILE *f = fopen(path, "wb");
+    if (!f) return cli_fail("%s: cannot create", path);
+    unsigned short hl = (unsigned short)(n + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(hl & 0xff, f);
+    fputc(hl >> 8, f);
+    fwrite(hdr, 1, (size_t)n, f);
+    for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+    fwrite(data, 1, (size_t)rows * cols, f);
+    return fclose(f) ? cli_fail("%s: write failed", path) : 0;
+}

@@ -1,0 +1,36 @@
+/* Shared int8 pieces of the qat command: runtime evaluation, fake-quant
+ * logits on the output grid, agreement, .npy files. */
+#ifndef QAT_TOOLS_INT8_H
+#define QAT_TOOLS_INT8_H
+
+#include "qat/runtime.h"
+#include "tools/cli.h"
+
+/* Runs every image of ds through the runtime (uint8 pixels via the LUT);
+ * logits [n * classes] malloc'd into *logits (may be NULL: not kept).
+ * Fills accuracy and images/s (batch `batch`). */
+int int8_evaluate(qat_rt_model *rt, const qat_dataset *ds, int batch, int8_t **logits, double *accuracy,
+                  double *images_per_s);
+/* The fake-quant model's logits on its output grid (int8 values), the
+ * same images in the same order. */
+int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, int8_t **logits, double *accuracy);
+
+typedef struct agreement {
+    double top1;          /* fraction of images with the same argmax */
+    double logits;        /* fraction of identical int8 logits */
+    int max_diff_steps;   /* largest |a - b| */
+    long images, elements;
+} agreement;
+void int8_agreement(const int8_t *a, const int8_t *b, long n, int classes, agreement *out);
+int int8_argmax(const int8_t *v, int n);
+
+/* .npy: reads uint8 [N,H,W] / [N,C,H,W] or float32 [N,C,H,W]; writes int8 [N,K]. */
+typedef struct npy_array {
+    int ndim, shape[4];
+    int is_float; /* 0: uint8 */
+    void *data;   /* malloc'd */
+} npy_array;
+int npy_read(const char *path, npy_array *out);
+int npy_write_i8(const char *path, const int8_t *data, int rows, int cols);
+
+#endif
