@@ -480,6 +480,19 @@ float qat_qunit_input_scale(qat_qmodel *qm, const qat_qunit *un)
     return (iq->fake_quant && iq->initialized) ? qat_quantizer_scales(iq)[0] : 0;
 }
 
+/* The weight scale of each of the C output channels, as the bias grid
+ * needs it: a per-tensor weight quantizer has one scale for all of them
+ * (export does the same). NULL if out of memory. */
+static const float *channel_weight_scales(qat_ctx *ctx, const qat_quantizer *wq, int C)
+{
+    const float *s = qat_quantizer_scales(wq);
+    if (wq->n == C) return s;
+    float *e = qat_arena_alloc(ctx, (size_t)C * sizeof *e);
+    if (e)
+        for (int c = 0; c < C; c++) e[c] = s[0];
+    return e;
+}
+
 /* conv/linear (+BN) (+ReLU) with fake-quant; sets out[] of every layer
  * of the unit. */
 static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out)
@@ -509,7 +522,10 @@ static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_te
         qat_tensor *wf, *bf;
         if (qat_qunit_fold(ctx, qm, un, &wf, &bf)) return NULL;
         qat_tensor *w = qat_fq(ctx, wf, wq, 1);
-        if (bf && w && wq->fake_quant && s_in > 0) bf = qat_fq_bias(ctx, bf, s_in, qat_quantizer_scales(wq));
+        if (bf && w && wq->fake_quant && s_in > 0) {
+            const float *sw = channel_weight_scales(ctx, wq, l->out_ch);
+            bf = sw ? qat_fq_bias(ctx, bf, s_in, sw) : NULL;
+        }
         y = out[un->head] = CONV(w, bf);
         if (un->bn >= 0) out[un->bn] = y;
     }
