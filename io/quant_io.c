@@ -1,4 +1,5 @@
 /* QAT/PTQ checkpoints: a float checkpoint plus the /quant group. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,9 +61,26 @@ static int read_quantizer(hid_t g, const char *name, qat_quantizer *q)
     if (!rc && q->lsq_scale) rc = qat_h5_read(h, "lsq_scale", QAT_H5_F32, 1, &n, q->lsq_scale->data);
     if (!rc && q->lsq_zp) rc = qat_h5_read(h, "lsq_zero_point", QAT_H5_F32, 1, &n, q->lsq_zp->data);
     for (int c = 0; !rc && c < n; c++)
-        if (!(q->scale[c] > 0) || q->zero_point[c] < q->qmin || q->zero_point[c] > q->qmax)
+        if (!(q->scale[c] > 0) || !isfinite(q->scale[c]) || q->zero_point[c] < q->qmin || q->zero_point[c] > q->qmax)
             rc = qat_h5_fail(QAT_ERR_FORMAT, h, "group", NULL, "channel %d: scale %g / zero point %d out of range", c,
                              q->scale[c], q->zero_point[c]);
+    /* the learnable parameters are what the forward uses: the same checks
+     * (a negative scale would otherwise only fail at the first forward) */
+    for (int c = 0; !rc && q->lsq_scale && c < n; c++)
+        if (!(q->lsq_scale->data[c] > 0) || !isfinite(q->lsq_scale->data[c]))
+            rc = qat_h5_fail(QAT_ERR_FORMAT, h, "dataset", "lsq_scale",
+                             "channel %d: learnable scale %g is not a positive finite number", c,
+                             q->lsq_scale->data[c]);
+    for (int c = 0; !rc && q->lsq_zp && c < n; c++)
+        if (!(q->lsq_zp->data[c] >= (float)q->qmin && q->lsq_zp->data[c] <= (float)q->qmax))
+            rc = qat_h5_fail(QAT_ERR_FORMAT, h, "dataset", "lsq_zero_point",
+                             "channel %d: learnable zero point %g outside [%d, %d]", c, q->lsq_zp->data[c], q->qmin,
+                             q->qmax);
+    for (int k = 0; !rc && k < 3; k++)
+        if (flags[k] != 0 && flags[k] != 1)
+            rc = qat_h5_fail(QAT_ERR_FORMAT, h, "group", NULL,
+                             "flags (observe, fake_quant, initialized) must be 0 or 1, got %d %d %d", flags[0], flags[1],
+                             flags[2]);
     if (!rc && q->obs && qat_h5_exists(h, "observer_state")) {
         int cnt = qat_h5_group_count(h, "observer_state");
         for (int i = 0; !rc && i < cnt; i++) {
@@ -199,8 +217,17 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
     qat_qconfig *cfg = calloc(1, sizeof *cfg);
     qat_qmodel *qm = NULL;
     if (!cfg) rc = qat_error(QAT_ERR_NOMEM, "out of memory");
-    if (!rc && (nu < 1 || nu > QAT_MAX_OVERRIDES))
-        rc = qat_h5_fail(QAT_ERR_FORMAT, g, "group", NULL, "num_units %d out of range [1, %d]", nu, QAT_MAX_OVERRIDES);
+    int nl = qat_model_num_layers(m);
+    if (!rc && (nu < 1 || nu > nl))
+        rc = qat_h5_fail(QAT_ERR_FORMAT, g, "group", NULL, "num_units %d out of range [1, %d]", nu, nl);
+    /* the stored units' names and configurations */
+    char(*names)[QAT_NAME_MAX] = NULL;
+    qat_unit_config *ucfg = NULL;
+    if (!rc) {
+        names = calloc((size_t)nu, sizeof *names);
+        ucfg = calloc((size_t)nu, sizeof *ucfg);
+        if (!names || !ucfg) rc = qat_error(QAT_ERR_NOMEM, "out of memory");
+    }
     if (!rc && r) {
         memset(r, 0, sizeof *r);
         if (qat_h5_attr_exists(g, "method") == 1) {
@@ -212,8 +239,6 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
             if (!rc) rc = qat_h5_attr_read_i32(g, "freeze_observers_after", &r->freeze_observers_after);
         }
     }
-    /* every unit's exact configuration, as overrides of a float base */
-    if (!rc) rc = qat_qconfig_init(cfg, "float");
     for (int u = 0; !rc && u < nu; u++) {
         char name[32];
         snprintf(name, sizeof name, "units/%03d", u);
@@ -222,10 +247,32 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
             rc = (int)h;
             break;
         }
-        rc = qat_h5_attr_read_str(h, "name", cfg->overrides[u].name, QAT_NAME_MAX);
-        if (!rc) rc = read_unit_cfg(h, &cfg->overrides[u].cfg);
+        rc = qat_h5_attr_read_str(h, "name", names[u], QAT_NAME_MAX);
+        if (!rc) rc = read_unit_cfg(h, &ucfg[u]);
         H5Gclose(h);
-        cfg->n_overrides = u + 1;
+    }
+    /* every unit's exact configuration: the most common one as the base,
+     * the others as overrides (so that any number of units fits while at
+     * most QAT_MAX_OVERRIDES differ from the base) */
+    if (!rc) {
+        int best = 0, best_n = 0;
+        for (int u = 0; u < nu; u++) {
+            int cnt = 0;
+            for (int v = 0; v < nu; v++) cnt += !memcmp(&ucfg[u], &ucfg[v], sizeof *ucfg);
+            if (cnt > best_n) best = u, best_n = cnt;
+        }
+        memset(cfg, 0, sizeof *cfg);
+        cfg->base = ucfg[best];
+        for (int u = 0; !rc && u < nu; u++) {
+            if (!memcmp(&ucfg[u], &cfg->base, sizeof *ucfg)) continue;
+            if (cfg->n_overrides == QAT_MAX_OVERRIDES) {
+                rc = qat_h5_fail(QAT_ERR_UNSUPPORTED, g, "group", NULL,
+                                 "more than %d units differ from the most common configuration", QAT_MAX_OVERRIDES);
+                break;
+            }
+            memcpy(cfg->overrides[cfg->n_overrides].name, names[u], QAT_NAME_MAX);
+            cfg->overrides[cfg->n_overrides++].cfg = ucfg[u];
+        }
     }
     if (!rc && !(qm = qat_qmodel_prepare(m, cfg))) rc = QAT_ERR_FORMAT;
     if (!rc && qat_qmodel_num_units(qm) != nu)
@@ -251,6 +298,8 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
         H5Gclose(h);
     }
     free(cfg);
+    free(names);
+    free(ucfg);
     H5Gclose(g);
     if (rc) {
         qat_qmodel_free(qm);
