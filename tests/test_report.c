@@ -508,6 +508,73 @@ START_TEST(test_helpers)
 }
 END_TEST
 
+/* Every array full (96 runs, 64 long-named layers each, 32 epochs, 64
+ * sensitivity entries and overrides), and counts out of range: the report
+ * stays valid, splits the per-layer charts into panels, and is quick. */
+START_TEST(test_capacity)
+{
+    compare_results *r = calloc(1, sizeof *r);
+    r->float_test_accuracy = 0.9;
+    r->float_val_accuracy = 0.91;
+    r->float_bytes = 400000;
+    r->val_images = 100;
+    r->n_specs = CMP_MAX_SPECS;
+    for (int s = 0; s < CMP_MAX_SPECS; s++) snprintf(r->specs[s], sizeof r->specs[s], "w%da8", s + 1);
+    r->n_runs = CMP_MAX_RUNS;
+    for (int i = 0; i < CMP_MAX_RUNS; i++) {
+        cmp_run *u = &r->runs[i];
+        int s = i % CMP_MAX_SPECS, c = i / CMP_MAX_SPECS;
+        snprintf(u->spec, sizeof u->spec, "w%da8", s + 1);
+        snprintf(u->method, sizeof u->method, "%s", c < 10 ? "ptq" : "qat");
+        snprintf(u->calib, sizeof u->calib, "calib%d", c);
+        u->test_accuracy = 0.1 + 0.1 * s - 0.001 * c;
+        u->val_accuracy = u->test_accuracy;
+        u->chosen = c == 0;
+        u->exported = c % 2;
+        u->model_bytes = 1000 * (s + 1);
+        u->n_layers = i == 5 ? 1000 : CMP_MAX_LAYERS; /* out of range: clamped */
+        for (int l = 0; l < CMP_MAX_LAYERS; l++) {
+            snprintf(u->layers[l].name, sizeof u->layers[l].name, "stage%d.block%d.a_rather_long_unit_name_\xC3\xA9", l / 8,
+                     l % 8);
+            u->layers[l].sqnr_db = 6.0 * (s + 1) - 0.1 * l;
+        }
+        u->n_epochs = c >= 10 ? CMP_MAX_EPOCHS : -2;
+        for (int e = 0; e < CMP_MAX_EPOCHS; e++) {
+            u->history[e].epoch = e + 1;
+            u->history[e].train_loss = 1.0 / (e + 1);
+            u->history[e].val_accuracy = u->test_accuracy;
+        }
+    }
+    copy(r->sens_spec, sizeof r->sens_spec, "w4a8");
+    r->n_sens = CMP_MAX_SENS + 5;
+    r->n_overrides = CMP_MAX_SENS;
+    for (int i = 0; i < CMP_MAX_SENS; i++) {
+        snprintf(r->sens[i].unit, sizeof r->sens[i].unit, "unit%d", i);
+        r->sens[i].drop = 0.001 * (CMP_MAX_SENS - i);
+        snprintf(r->overrides[i], sizeof r->overrides[i], "unit%d=w8a8", i);
+    }
+    char dir[1024];
+    copy(dir, sizeof dir, tu_tmp_path("capacity"));
+    ck_assert_int_eq(report_write(dir, r), 0);
+    ck_assert_int_eq(check_report(dir), 0);
+    char *html = slurp(in_dir(dir, "report.html"));
+    ck_assert_ptr_nonnull(html);
+    /* 12 runs per spec: bars >= 4 px leave room for 13 units per panel, so
+     * 5 panels of 13 (the last 12) per spec; + accuracy, 2 training, sensitivity */
+    ck_assert_int_eq(count(html, "units 1 to 13 of 64\""), CMP_MAX_SPECS);
+    ck_assert_int_eq(count(html, "units 53 to 64 of 64\""), CMP_MAX_SPECS);
+    ck_assert_int_eq(count(html, "<svg "), 5 * CMP_MAX_SPECS + 4);
+    ck_assert_int_eq(count(html, "<li>"), CMP_MAX_SENS);
+    ck_assert_int_eq(count(html, "<tr data-sens="), CMP_MAX_SENS);
+    free(html);
+    char *csv = slurp(in_dir(dir, "layers-w6a8-ptq-calib0.csv"));
+    ck_assert_ptr_nonnull(csv);
+    ck_assert_int_eq(count(csv, "\n"), 1 + CMP_MAX_LAYERS);
+    free(csv);
+    free(r);
+}
+END_TEST
+
 #define ADD(s, fn)                      \
     do {                                \
         TCase *tc_ = tcase_create(#fn); \
@@ -523,6 +590,7 @@ static Suite *report_suite(void)
     ADD(s, test_full_report);
     ADD(s, test_edge_cases);
     ADD(s, test_checker_fails);
+    ADD(s, test_capacity);
     ADD(s, test_write_error);
     return s;
 }

@@ -96,6 +96,16 @@ static const char *thousands(char *buf, size_t n, long long v)
     return buf;
 }
 
+/* Cuts a UTF-8 string longer than max bytes to about max - 3, on a
+ * character boundary, and appends "...". */
+static void shorten(char *s, size_t max)
+{
+    if (strlen(s) <= max) return;
+    size_t cut = max - 3;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
+    memcpy(s + cut, "...", 4);
+}
+
 static int acc_ok(double a) { return isfinite(a) && a >= 0; }
 
 static int streq_n(const char *a, const char *b, size_t n) { return strncmp(a, b, n) == 0; }
@@ -287,26 +297,28 @@ static void safe_name(char *out, size_t n, const char *s, size_t sn)
     out[o] = 0;
 }
 
-/* "layers-<spec>-<method>-<calib>.csv"; a run whose name an earlier run
- * already took gets "-<run index>" before ".csv". */
-static void layer_csv_name(char *out, size_t n, const compare_results *r, int i)
+static void layer_csv_base(char *out, size_t n, const cmp_run *u, int suffix)
 {
     char a[3][64];
-    for (int pass = 0; pass < 2; pass++) {
-        const cmp_run *u = &r->runs[i];
-        safe_name(a[0], sizeof a[0], u->spec, sizeof u->spec);
-        safe_name(a[1], sizeof a[1], u->method, sizeof u->method);
-        safe_name(a[2], sizeof a[2], u->calib, sizeof u->calib);
-        if (pass == 0) snprintf(out, n, "layers-%s-%s-%s.csv", a[0], a[1], a[2]);
-        else snprintf(out, n, "layers-%s-%s-%s-%d.csv", a[0], a[1], a[2], i);
-        if (pass == 1) return;
-        int taken = 0;
-        for (int k = 0; k < i && !taken; k++) {
-            char other[256];
-            layer_csv_name(other, sizeof other, r, k);
-            taken = !strcmp(other, out);
+    safe_name(a[0], sizeof a[0], u->spec, sizeof u->spec);
+    safe_name(a[1], sizeof a[1], u->method, sizeof u->method);
+    safe_name(a[2], sizeof a[2], u->calib, sizeof u->calib);
+    if (suffix < 0) snprintf(out, n, "layers-%s-%s-%s.csv", a[0], a[1], a[2]);
+    else snprintf(out, n, "layers-%s-%s-%s-%d.csv", a[0], a[1], a[2], suffix);
+}
+
+/* "layers-<spec>-<method>-<calib>.csv"; a run whose name an earlier run
+ * already has gets "-<run index>" before ".csv". */
+static void layer_csv_name(char *out, size_t n, const compare_results *r, int i)
+{
+    layer_csv_base(out, n, &r->runs[i], -1);
+    for (int k = 0; k < i; k++) {
+        char other[256];
+        layer_csv_base(other, sizeof other, &r->runs[k], -1);
+        if (!strcmp(other, out)) {
+            layer_csv_base(out, n, &r->runs[i], i);
+            return;
         }
-        if (!taken) return;
     }
 }
 
@@ -659,7 +671,8 @@ static void chart_accuracy(FILE *f, const compare_results *r)
     for (int k = 0; k < ns; k++) {
         /* polyline through consecutive given specs; breaks at gaps and before extras */
         int open = 0;
-        fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"2\" d=\"", color(k));
+        fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" d=\"", color(k),
+                SAME(se[k].method, "qat") ? "3" : "2"); /* QAT stands out */
         for (int c = 0; c < nc; c++) {
             const cmp_run *u = NULL;
             for (int i = 0; i < nr && !u; i++)
@@ -747,57 +760,69 @@ static int chart_sqnr(FILE *f, const compare_results *r, const char *spec)
                  run[k]->chosen && is_ptq(run[k]) ? " (chosen)" : "");
         nl++;
     }
-    double lw = legend_width(it, nl);
-    double plot_w = fmax(nu * fmax(14.0, 6.0 * n + 8), 560);
-    double W = 70 + plot_w + 24 + lw;
-    if (W < 1100) plot_w += 1100 - W, W = 1100;
-    double bottom = 30 + 6.2 * (double)maxlen * 0.64 + 28;
-    frame p = {.x = 70, .y = any_inf ? 26 : 16, .w = plot_w, .h = 260, .xlo = 0, .xhi = nu};
+    /* a fixed width so text keeps its size; many units are split over
+     * several panels (one SVG each, on a common y axis) so bars stay >= 4 px */
+    double lw = legend_width(it, nl), W = 1100, plot_w = W - 70 - 24 - lw;
+    double min_gw = fmax(16.0, 4.0 * n / 0.8);
+    int per = (int)(plot_w / min_gw), panels;
+    if (per < 1) per = 1;
+    panels = (nu + per - 1) / per;
+    per = (nu + panels - 1) / panels; /* balance the panels */
+    double bottom = 16 + 6.6 * (double)maxlen * 0.64 + 34;
+    frame p = {.x = 70, .y = any_inf ? 26 : 16, .w = plot_w, .h = 260};
     if (p.h < 20 * nl) p.h = 20 * nl;
     double H = p.y + p.h + bottom;
     nice_axis(&p, lo, hi, 7);
-    char title[160];
-    svg_begin(f, W, H, fmt(title, sizeof title, "SQNR per layer at %s", sp));
-    y_axis(f, &p, "SQNR (dB), higher is better");
-    double gw = p.w / nu, bw = fmin(gw * 0.8 / n, 28), g0 = (gw - bw * n) / 2;
-    for (int q = 0; q < nu; q++) {
-        for (int k = 0; k < n; k++) {
-            const cmp_layer *L = NULL;
-            for (int l = 0; l < clampn(run[k]->n_layers, CMP_MAX_LAYERS) && !L; l++)
-                if (streq_n(run[k]->layers[l].name, names[q], 64)) L = &run[k]->layers[l];
-            if (!L || isnan(L->sqnr_db)) continue;
-            double v = L->sqnr_db, x = p.x + q * gw + g0 + k * bw;
-            int inf = isinf(v) && v > 0;
-            if (isinf(v) && v < 0) v = p.ylo;
-            double y0 = fy(&p, fmax(p.ylo, fmin(0, p.yhi))), y1 = inf ? p.y : fy(&p, v);
-            double top = fmin(y0, y1), h = fabs(y1 - y0);
-            char t[256], lab[96], nm[200];
-            int s = series_of(se, ns, run[k]);
-            CLEAN(nm, L->name);
-            if (inf) fmt(t, sizeof t, "%s, %s: inf dB (identical)", nm, s >= 0 ? series_label(lab, sizeof lab, &se[s]) : "?");
-            else fmt(t, sizeof t, "%s, %s: %.2f dB", nm, s >= 0 ? series_label(lab, sizeof lab, &se[s]) : "?", v);
-            fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"%s><title>", x, top,
-                    fmax(bw - (bw > 4 ? 1 : 0), 0.5), fmax(h, 0.5), color(s), inf ? " fill-opacity=\"0.45\"" : "");
-            TEXTZ(f, t);
-            fputs("</title></rect>\n", f);
-            if (inf)
-                fprintf(f, "<text x=\"%.2f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"15\" "
-                           "font-weight=\"700\">\xE2\x88\x9E</text>\n", x + bw / 2, p.y - 4);
+    for (int pan = 0; pan < panels; pan++) {
+        int q0 = pan * per, q1 = q0 + per < nu ? q0 + per : nu;
+        char title[200];
+        if (panels > 1) fmt(title, sizeof title, "SQNR per layer at %s, units %d to %d of %d", sp, q0 + 1, q1, nu);
+        else fmt(title, sizeof title, "SQNR per layer at %s", sp);
+        svg_begin(f, W, H, title);
+        y_axis(f, &p, "SQNR (dB), higher is better");
+        double gw = p.w / per, bw = fmin(gw * 0.8 / n, 28), g0 = (gw - bw * n) / 2;
+        for (int q = q0; q < q1; q++) {
+            double gx = p.x + (q - q0) * gw;
+            for (int k = 0; k < n; k++) {
+                const cmp_layer *L = NULL;
+                for (int l = 0; l < clampn(run[k]->n_layers, CMP_MAX_LAYERS) && !L; l++)
+                    if (streq_n(run[k]->layers[l].name, names[q], 64)) L = &run[k]->layers[l];
+                if (!L || isnan(L->sqnr_db)) continue;
+                double v = L->sqnr_db, x = gx + g0 + k * bw;
+                int inf = isinf(v) && v > 0;
+                if (isinf(v) && v < 0) v = p.ylo;
+                double y0 = fy(&p, fmax(p.ylo, fmin(0, p.yhi))), y1 = inf ? p.y : fy(&p, v);
+                double top = fmin(y0, y1), h = fabs(y1 - y0);
+                char t[256], lab[96], nm[200];
+                int s = series_of(se, ns, run[k]);
+                CLEAN(nm, L->name);
+                if (inf) fmt(t, sizeof t, "%s, %s: inf dB (identical)", nm, s >= 0 ? series_label(lab, sizeof lab, &se[s]) : "?");
+                else fmt(t, sizeof t, "%s, %s: %.2f dB", nm, s >= 0 ? series_label(lab, sizeof lab, &se[s]) : "?", v);
+                fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"%s><title>", x, top,
+                        fmax(bw - (bw > 4 ? 1 : 0.5), 0.5), fmax(h, 0.5), color(s), inf ? " fill-opacity=\"0.45\"" : "");
+                TEXTZ(f, t);
+                fputs("</title></rect>\n", f);
+                if (inf)
+                    fprintf(f, "<text x=\"%.2f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"15\" "
+                               "font-weight=\"700\">\xE2\x88\x9E</text>\n", x + bw / 2, p.y - 4);
+            }
+            double cx = gx + gw / 2, by = p.y + p.h;
+            char nm[200];
+            utf8_clean(nm, sizeof nm, names[q], 64);
+            shorten(nm, 28);
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#8a93a5\"/>\n", cx, by, cx, by + 4);
+            fprintf(f, "<text transform=\"translate(%.1f,%.1f) rotate(-40)\" text-anchor=\"end\" font-size=\"11\">",
+                    cx + 3, by + 12);
+            TEXTZ(f, nm);
+            fputs("</text>\n", f);
         }
-        double cx = p.x + (q + 0.5) * gw, by = p.y + p.h;
-        char nm[200];
-        utf8_clean(nm, sizeof nm, names[q], 64);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#8a93a5\"/>\n", cx, by, cx, by + 4);
-        fprintf(f, "<text transform=\"translate(%.1f,%.1f) rotate(-40)\" text-anchor=\"end\" font-size=\"11\">", cx + 3,
-                by + 12);
-        if (strlen(nm) > 28) memcpy(nm + 25, "...", 4);
-        TEXTZ(f, nm);
-        fputs("</text>\n", f);
+        x_axis_line(f, &p);
+        x_label(f, &p, H - 10, panels > 1 ? fmt(title, sizeof title, "quantization unit (network order), %d to %d of %d",
+                                                q0 + 1, q1, nu)
+                                          : "quantization unit (network order)");
+        legend(f, p.x + p.w + 24, p.y, it, nl);
+        fputs("</svg>\n", f);
     }
-    x_axis_line(f, &p);
-    x_label(f, &p, H - 10, "quantization unit (network order)");
-    legend(f, p.x + p.w + 24, p.y, it, nl);
-    fputs("</svg>\n", f);
     return any_inf;
 }
 
@@ -851,7 +876,7 @@ static void chart_history(FILE *f, const compare_results *r, int metric)
     y_axis(f, &p, metric ? (use_val ? "validation accuracy (%)" : "test accuracy (%)") : "training loss (cross-entropy)");
     x_axis_line(f, &p);
     int estep = maxe <= 12 ? 1 : (int)nice_num(maxe / 10.0, 1);
-    for (int e = 1; e <= maxe; e += estep) {
+    for (int e = 1; e <= maxe; e = e == 1 && estep > 1 ? estep : e + estep) { /* 1, then multiples of estep */
         double x = fx(&p, e);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#8a93a5\"/>\n", x, p.y + p.h, x,
                 p.y + p.h + 5);
@@ -873,8 +898,9 @@ static void chart_history(FILE *f, const compare_results *r, int metric)
             open = 1;
         }
         fputs("\"/>\n", f);
+        int every = hn[k] <= 12 ? 1 : (hn[k] + 9) / 10; /* at most about 10 markers per curve */
         for (int e = 0; e < hn[k] && !is_float; e++) {
-            if (!OK(hist[k][e])) continue;
+            if (!OK(hist[k][e]) || (e % every != 0 && e != hn[k] - 1)) continue;
             char t[160];
             fmt(t, sizeof t, "%s, epoch %d: %.*f%s", it[k].label, hist[k][e].epoch, metric ? 2 : 4, VAL(hist[k][e]),
                 metric ? "%" : "");
@@ -912,7 +938,7 @@ static void chart_sensitivity(FILE *f, const compare_results *r)
     double bh = 20, H = 16 + n * bh + 56;
     /* the frame's y machinery drives the horizontal value axis here */
     frame p = {.x = left, .y = 16, .w = pw, .h = n * bh};
-    nice_axis(&p, lo, hi, 7);
+    nice_axis(&p, lo, hi + 0.08 * (hi - lo), 7); /* room for the value labels */
     svg_begin(f, W, H, "accuracy drop per unit");
     double x0 = p.x + (0 - p.ylo) / (p.yhi - p.ylo) * p.w;
     int dec = step_decimals(p.ystep);
@@ -930,7 +956,7 @@ static void chart_sensitivity(FILE *f, const compare_results *r)
         char nm[200], t[300];
         CLEAN(nm, s->unit);
         fmt(t, sizeof t, "%s: drop %.2f points, val accuracy %.2f%%", nm, 100 * s->drop, 100 * s->val_accuracy);
-        if (strlen(nm) > 28) memcpy(nm + 25, "...", 4);
+        shorten(nm, 28);
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" dominant-baseline=\"middle\">", p.x - 6, cy);
         TEXTZ(f, nm);
         fputs("</text>\n", f);
