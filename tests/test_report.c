@@ -386,6 +386,7 @@ START_TEST(test_edge_cases)
     char *html = slurp(in_dir(dir, "report.html"));
     ck_assert_ptr_nonnull(html);
     ck_assert_ptr_nonnull(strstr(html, "No training history"));
+    ck_assert_int_eq(count(html, "<td class=\"na l\">-</td>"), 2 * 3); /* no checkpoint, no int8 file */
     ck_assert_ptr_null(strstr(html, "id=\"sensitivity\""));
     ck_assert_ptr_null(strstr(html, "id=\"mixed\""));
     ck_assert_ptr_nonnull(strstr(html, "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;\xEF\xBF\xBD&lt;/b&gt;"));

@@ -1007,9 +1007,10 @@ static const char css[] =
     ".pair figure{margin:0}\n"
     "figure{margin:0 0 12px}\n"
     "figcaption{font-size:13px;color:#5b6475}\n"
-    "code{font-size:12.5px;background:#f4f6f9;padding:1px 4px;border-radius:3px}\n"
+    "code{font-size:12.5px;background:#f4f6f9;padding:1px 4px;border-radius:3px;white-space:nowrap}\n"
     "ul.ov{columns:16em 4;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}\n"
-    "a{color:#0b5cad}\n";
+    "a{color:#0b5cad}\n"
+    ".scroll{overflow-x:auto}\n";
 
 static void na(FILE *f, const char *cls, const char *key)
 {
@@ -1084,7 +1085,7 @@ static void summary_table(FILE *f, const compare_results *r)
 {
     char b[40];
     int nr = clampn(r->n_runs, CMP_MAX_RUNS), any_est = 0, any_chosen = 0;
-    fputs("<table class=\"summary\">\n<thead><tr>"
+    fputs("<div class=\"scroll\"><table class=\"summary\">\n<thead><tr>"
           "<th class=\"l\">spec</th><th class=\"l\">method</th><th class=\"l\">calibrator</th>"
           "<th>val acc<span class=\"u\">fake-quant</span></th>"
           "<th>test acc<span class=\"u\">fake-quant</span></th>"
@@ -1126,7 +1127,7 @@ static void summary_table(FILE *f, const compare_results *r)
             }
         if (any) fputs("</tbody>\n", f);
     }
-    fputs("</table>\n<p class=\"note\">", f);
+    fputs("</table></div>\n<p class=\"note\">", f);
     if (any_chosen)
         fputs("<span class=\"star\">\xE2\x98\x85</span> the PTQ calibrator chosen for that spec (best fake-quant "
               "accuracy on the validation split; the test set played no part in the choice). ", f);
@@ -1177,9 +1178,14 @@ static void files_table(FILE *f, const compare_results *r)
         TEXT(f, u->method);
         fputs(" ", f);
         TEXT(f, u->calib);
-        fputs("</td><td class=\"l\"><code>", f);
-        TEXT(f, u->file);
-        fputs("</code></td>", f);
+        fputs("</td>", f);
+        if (strnlen(u->file, sizeof u->file)) {
+            fputs("<td class=\"l\"><code>", f);
+            TEXT(f, u->file);
+            fputs("</code></td>", f);
+        } else {
+            na(f, "l", NULL);
+        }
         if (u->exported && strnlen(u->int8_file, sizeof u->int8_file)) {
             fputs("<td class=\"l\"><code>", f);
             TEXT(f, u->int8_file);
@@ -1211,15 +1217,16 @@ static void write_html(FILE *f, const compare_results *r)
             r->threads == 1 ? "" : "s", isfinite(r->seconds) ? r->seconds : 0.0);
 
     fputs("<h2 id=\"how\">How to read this</h2>\n<p class=\"how\">Each row of the summary is one way of "
-          "quantizing the same float model: <b>PTQ</b> calibrates the quantizers on a few images without "
-          "training (one row per calibrator; the star marks the one chosen on the validation split), "
-          "<b>QAT</b> fine-tunes with quantization simulated in the forward pass. <i>wXaY</i> means X-bit "
-          "weights and Y-bit activations. Compare the test accuracy with the float row: the drop is what the "
+          "quantizing the same float model. <b>PTQ</b> calibrates the quantizers on a few images without "
+          "training; <b>QAT</b> fine-tunes with quantization simulated in the forward pass (<i>wXaY</i>: X-bit "
+          "weights, Y-bit activations). Compare the test accuracy with the float row: the drop is what the "
           "quantization costs, the size column what it saves. The int8 columns come from the exported model "
-          "run by the integer runtime; they should match fake-quant (agreement near 100%). The per-layer chart "
-          "shows where the error enters: a unit with a much lower SQNR than its neighbours is the one to keep "
-          "at higher precision (the sensitivity ranking measures this directly). All numbers are also in "
-          "<a href=\"results.json\">results.json</a>.</p>\n", f);
+          "run by the integer runtime; they should agree with fake-quant (top-1 agreement of at least 99.9%, "
+          "logits at most one step apart). The calibrator (&#9733;) was chosen on the validation split, so the "
+          "test numbers are an honest estimate for it; picking the best test number by eye is not. If a "
+          "low-bit spec loses too much, the per-layer chart and the sensitivity ranking show which units to "
+          "keep at higher precision (<code>--override NAME=w8a8</code>, or <code>--budget</code> to let "
+          "compare propose it). All numbers are also in <a href=\"results.json\">results.json</a>.</p>\n", f);
 
     fputs("<h2 id=\"summary\">Summary</h2>\n", f);
     summary_table(f, r);
