@@ -1378,6 +1378,52 @@ START_TEST(test_ptq_w2a8_collapses)
 }
 END_TEST
 
+/* recalibrate: the histogram observers re-derive parameters with another
+ * method without observing again; MINMAX gives exactly what the minmax
+ * calibrator gives (calibration runs float, so every observer saw the same
+ * values) */
+START_TEST(test_ptq_recalibrate)
+{
+    qat_model *m = trained_lenet5();
+    qat_ctx *ctx = qat_ctx_create(0);
+    int64_t nbt = qat_model_layer(m, 2)->num_batches_tracked;
+    float rm0 = qat_model_layer(m, 2)->running_mean->data[0];
+    qat_qmodel *qk = ptq(ctx, m, "w8a8", QAT_CALIBRATOR_KL), *qmm = ptq(ctx, m, "w8a8", QAT_CALIBRATOR_MINMAX);
+    /* calibration runs in evaluation mode: BN statistics untouched */
+    ck_assert_int_eq(qat_model_layer(m, 2)->num_batches_tracked, nbt);
+    ck_assert_float_eq(qat_model_layer(m, 2)->running_mean->data[0], rm0);
+    /* the input's range is the calibration images' range */
+    float *x = malloc((size_t)512 * 784 * sizeof(float)), mn = INFINITY, mx = -INFINITY;
+    OK(qat_dataset_normalize_into(g_train, NULL, 512, x));
+    for (size_t i = 0; i < (size_t)512 * 784; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+    free(x);
+    qat_qscheme as = qat_qscheme_activation(8);
+    float s;
+    int32_t z;
+    OK(qat_qparams_from_minmax(&as, mn, mx, &s, &z));
+    ck_assert_float_eq(qat_qmodel_unit(qmm, 0)->act.scale[0], s);
+    ck_assert_int_eq(qat_qmodel_unit(qmm, 0)->act.zero_point[0], z);
+    int differs = 0;
+    for (int u = 0; u < qat_qmodel_num_units(qk); u++)
+        differs |= qat_qmodel_unit(qk, u)->act.scale[0] != qat_qmodel_unit(qmm, u)->act.scale[0];
+    ck_assert(differs); /* KL clips somewhere */
+    ck_assert_int_eq(qat_qmodel_recalibrate(qk, QAT_CALIBRATOR_EMA), QAT_ERR_ARG);
+    OK(qat_qmodel_recalibrate(qk, QAT_CALIBRATOR_MINMAX));
+    for (int u = 0; u < qat_qmodel_num_units(qk); u++) {
+        qat_qunit *a = qat_qmodel_unit(qk, u), *b = qat_qmodel_unit(qmm, u);
+        ck_assert_msg(a->act.scale[0] == b->act.scale[0] && a->act.zero_point[0] == b->act.zero_point[0],
+                      "unit %s: recalibrated %g/%d, minmax calibrator %g/%d", a->name, a->act.scale[0],
+                      a->act.zero_point[0], b->act.scale[0], b->act.zero_point[0]);
+        if (a->weight.n)
+            ck_assert(!memcmp(a->weight.scale, b->weight.scale, (size_t)a->weight.n * sizeof(float)));
+    }
+    ck_assert_double_eq(evaluate(ctx, m, qk, g_test), evaluate(ctx, m, qmm, g_test));
+    qat_qmodel_free(qk);
+    qat_qmodel_free(qmm);
+    qat_ctx_free(ctx);
+}
+END_TEST
+
 /* ---- 7. per-layer metrics ---- */
 
 START_TEST(test_error_metrics_by_hand)
@@ -1837,6 +1883,7 @@ static Suite *qat_suite(void)
     tcase_set_timeout(t, 120);
     tcase_add_loop_test(t, test_ptq_calibrators, 0, QAT_CALIBRATOR_COUNT);
     tcase_add_test(t, test_ptq_w2a8_collapses);
+    tcase_add_test(t, test_ptq_recalibrate);
     suite_add_tcase(s, t);
 
     t = tcase_create("metrics");
