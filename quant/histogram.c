@@ -404,7 +404,12 @@ int qat_hist_range_(const double *counts, double inv, int64_t g0, int64_t nb, fl
     if (s->symmetric)
         rc = range_folded(&c, m, pct, (int)(levels / 2), lo, hi);
     else if (dmin >= 0.0f || dmax <= 0.0f)
-        rc = range_folded(&c, m, pct, (int)levels, lo, hi);
+        /* One-sided data on an affine grid uses all the levels, but KL
+         * searches with TensorRT's 2^(b-1) (128 at 8 bits): with 256 levels
+         * Q equals P up to 512 bins and only clipping is penalised, which
+         * clipped ~6% of a ReLU layer's nonzero outputs on lenet5 (PTQ
+         * 88.4% vs 90.5% for minmax); with 128 it keeps 2x the range. */
+        rc = range_folded(&c, m, pct, (int)(m == QAT_CALIB_KL ? levels / 2 : levels), lo, hi);
     else
         rc = range_signed(&c, m, pct, (int)levels, lo, hi);
     free(c.centers);
