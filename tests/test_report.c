@@ -162,7 +162,8 @@ static void fixture_full(compare_results *r)
 }
 
 /* One spec, nothing exported, QAT without epochs, no float history, no
- * sensitivity, infinite and NaN SQNR, and strings that need escaping. */
+ * sensitivity, infinite and NaN SQNR, strings that need escaping, and a
+ * repeated run. */
 static void fixture_edge(compare_results *r)
 {
     memset(r, 0, sizeof *r);
@@ -196,6 +197,9 @@ static void fixture_edge(compare_results *r)
             u->layers[l].mse = 0;
         }
     }
+    r->runs[r->n_runs] = r->runs[0]; /* a repeated run: told apart by its index */
+    r->runs[r->n_runs].test_accuracy = 0.8;
+    r->n_runs++;
     r->seconds = 1.5;
 }
 
@@ -386,7 +390,9 @@ START_TEST(test_edge_cases)
     char *html = slurp(in_dir(dir, "report.html"));
     ck_assert_ptr_nonnull(html);
     ck_assert_ptr_nonnull(strstr(html, "No training history"));
-    ck_assert_int_eq(count(html, "<td class=\"na l\">-</td>"), 2 * 3); /* no checkpoint, no int8 file */
+    ck_assert_int_eq(count(html, "<td class=\"na l\">-</td>"), 2 * 4); /* no checkpoint, no int8 file */
+    ck_assert_ptr_nonnull(strstr(html, ">PTQ minmax #3</text>"));
+    ck_assert(exists(in_dir(dir, "layers-w8a8-ptq-minmax-3.csv")));
     ck_assert_ptr_null(strstr(html, "id=\"sensitivity\""));
     ck_assert_ptr_null(strstr(html, "id=\"mixed\""));
     ck_assert_ptr_nonnull(strstr(html, "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;\xEF\xBF\xBD&lt;/b&gt;"));
@@ -500,6 +506,29 @@ START_TEST(test_helpers)
         copy(r->runs[i].method, sizeof r->runs[i].method, "ptq");
         copy(r->runs[i].calib, sizeof r->runs[i].calib, "kl");
     }
+    /* QAT with EMA at one spec and LSQ at another is one line, "QAT ema/lsq";
+     * two QAT calibs at one spec are two lines */
+    compare_results *q = calloc(1, sizeof *q);
+    const char *qs[4][3] = {{"w8a8", "ptq", "kl"}, {"w8a8", "qat", "ema"}, {"w4a8", "qat", "lsq"}, {"w4a8", "ptq", "kl"}};
+    q->n_runs = 4;
+    for (int i = 0; i < 4; i++) {
+        copy(q->runs[i].spec, sizeof q->runs[i].spec, qs[i][0]);
+        copy(q->runs[i].method, sizeof q->runs[i].method, qs[i][1]);
+        copy(q->runs[i].calib, sizeof q->runs[i].calib, qs[i][2]);
+    }
+    series se[8];
+    ck_assert_int_eq(series_list(q, se, 8), 2);
+    ck_assert_str_eq(se[0].label, "PTQ kl");
+    ck_assert_str_eq(se[1].label, "QAT ema/lsq");
+    ck_assert_int_eq(series_of(se, 2, &q->runs[2]), 1);
+    ck_assert_int_eq(series_of(se, 2, &q->runs[3]), 0);
+    copy(q->runs[2].spec, sizeof q->runs[2].spec, "w8a8");
+    ck_assert_int_eq(series_list(q, se, 8), 3);
+    ck_assert_str_eq(se[1].label, "QAT ema");
+    ck_assert_str_eq(se[2].label, "QAT lsq");
+    ck_assert_int_eq(series_of(se, 3, &q->runs[2]), 2);
+    free(q);
+
     char name[256];
     layer_csv_name(name, sizeof name, r, 0);
     ck_assert_str_eq(name, "layers-w8a8-ptq-kl.csv");

@@ -550,26 +550,67 @@ static int spec_categories(const compare_results *r, char cat[][32], int max, in
     return n;
 }
 
-/* The (method, calib) series: PTQ calibrators in order of appearance, then
- * QAT variants. Returns the series index of run u, or -1. */
+/* The series of the charts: one per PTQ calibrator, in order of
+ * appearance, then one per other method (QAT) whatever its calib (QAT may
+ * use learnable scales at low bits and EMA at 8 bits: still one line),
+ * unless some spec has runs of that method with different calibs, which
+ * then get a series each. */
 typedef struct series {
     char method[8], calib[16];
+    int any_calib;
+    char label[96];
 } series;
+
+/* Two runs of this method at one spec with different calibs? */
+static int method_split(const compare_results *r, const cmp_run *m)
+{
+    int nr = clampn(r->n_runs, CMP_MAX_RUNS);
+    for (int i = 0; i < nr; i++)
+        for (int j = i + 1; j < nr; j++) {
+            const cmp_run *a = &r->runs[i], *b = &r->runs[j];
+            if (SAME(a->method, m->method) && SAME(b->method, m->method) && SAME(a->spec, b->spec) &&
+                !SAME(a->calib, b->calib))
+                return 1;
+        }
+    return 0;
+}
+
+static void series_new(series *s, const cmp_run *u, int any_calib)
+{
+    char m[8 * 3 + 1], c[16 * 3 + 1];
+    memset(s, 0, sizeof *s);
+    memcpy(s->method, u->method, sizeof s->method);
+    memcpy(s->calib, u->calib, sizeof s->calib);
+    s->method[7] = s->calib[15] = 0;
+    s->any_calib = any_calib;
+    CLEAN(m, u->method);
+    CLEAN(c, u->calib);
+    for (char *p = m; *p; p++)
+        if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
+    snprintf(s->label, sizeof s->label, "%s %s", m, c);
+}
 
 static int series_list(const compare_results *r, series *out, int max)
 {
-    int n = 0;
+    int n = 0, nr = clampn(r->n_runs, CMP_MAX_RUNS);
     for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < clampn(r->n_runs, CMP_MAX_RUNS); i++) {
+        for (int i = 0; i < nr; i++) {
             const cmp_run *u = &r->runs[i];
             if (is_ptq(u) != (pass == 0)) continue;
-            int dup = 0;
-            for (int k = 0; k < n; k++) dup |= SAME(out[k].method, u->method) && SAME(out[k].calib, u->calib);
-            if (!dup && n < max) {
-                memcpy(out[n].method, u->method, sizeof out[n].method);
-                memcpy(out[n].calib, u->calib, sizeof out[n].calib);
-                out[n].method[7] = out[n].calib[15] = 0;
-                n++;
+            int merge = pass == 1 && !method_split(r, u), k = 0;
+            while (k < n && !(SAME(out[k].method, u->method) && (merge ? out[k].any_calib : SAME(out[k].calib, u->calib))))
+                k++;
+            if (k == n) {
+                if (n < max) series_new(&out[n++], u, merge);
+                continue;
+            }
+            int seen = 0; /* a merged series names each calib once: "QAT ema/lsq" */
+            for (int j = 0; j < i && !seen; j++)
+                seen = SAME(r->runs[j].method, u->method) && SAME(r->runs[j].calib, u->calib);
+            if (merge && !seen) {
+                char c[16 * 3 + 1];
+                size_t len = strlen(out[k].label);
+                snprintf(out[k].label + len, sizeof out[k].label - len, "/%s", CLEAN(c, u->calib));
             }
         }
     return n;
@@ -578,18 +619,37 @@ static int series_list(const compare_results *r, series *out, int max)
 static int series_of(const series *s, int n, const cmp_run *u)
 {
     for (int k = 0; k < n; k++)
-        if (SAME(s[k].method, u->method) && SAME(s[k].calib, u->calib)) return k;
+        if (SAME(s[k].method, u->method) && (s[k].any_calib || SAME(s[k].calib, u->calib))) return k;
     return -1;
 }
 
 static const char *series_label(char *buf, size_t n, const series *s)
 {
-    char m[8 * 3 + 1], c[16 * 3 + 1];
-    CLEAN(m, s->method);
-    CLEAN(c, s->calib);
-    for (char *p = m; *p; p++)
-        if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
-    return fmt(buf, n, "%s %s", m, c);
+    snprintf(buf, n, "%s", s->label);
+    return buf;
+}
+
+/* "PTQ kl", "QAT lsq": one run's own method and calib. */
+static const char *run_label(char *buf, size_t n, const cmp_run *u)
+{
+    series t;
+    series_new(&t, u, 0);
+    return series_label(buf, n, &t);
+}
+
+/* Does an earlier run have the same spec, method and calib? */
+static int repeated(const compare_results *r, const cmp_run *u)
+{
+    for (const cmp_run *v = r->runs; v < u; v++)
+        if (SAME(v->spec, u->spec) && SAME(v->method, u->method) && SAME(v->calib, u->calib)) return 1;
+    return 0;
+}
+
+/* Appends " #<run index>" (the suffix of its CSV file) to tell repeats apart. */
+static void add_index(char *label, size_t n, const compare_results *r, const cmp_run *u)
+{
+    size_t len = strlen(label);
+    snprintf(label + len, n - len, " #%d", (int)(u - r->runs));
 }
 
 /* ---- chart 1: accuracy vs bit width ---- */
@@ -701,7 +761,7 @@ static void chart_accuracy(FILE *f, const compare_results *r)
             continue;
         }
         char t[256], lab[96], sp[97];
-        fmt(t, sizeof t, "%s %s: %.2f%%%s", series_label(lab, sizeof lab, &se[k]), CLEAN(sp, u->spec),
+        fmt(t, sizeof t, "%s %s: %.2f%%%s", run_label(lab, sizeof lab, u), CLEAN(sp, u->spec),
             100 * u->test_accuracy, u->chosen && is_ptq(u) ? " (chosen)" : "");
         marker(f, k, x, y, 5, color(k), "#fff", 1, t);
     }
@@ -756,8 +816,9 @@ static int chart_sqnr(FILE *f, const compare_results *r, const char *spec)
         char lab[96];
         int s = series_of(se, ns, run[k]);
         it[nl] = (legend_item){.color = color(s), .kind = 2};
-        snprintf(it[nl].label, sizeof it[nl].label, "%s%s", s >= 0 ? series_label(lab, sizeof lab, &se[s]) : "?",
+        snprintf(it[nl].label, sizeof it[nl].label, "%s%s", run_label(lab, sizeof lab, run[k]),
                  run[k]->chosen && is_ptq(run[k]) ? " (chosen)" : "");
+        if (repeated(r, run[k])) add_index(it[nl].label, sizeof it[nl].label, r, run[k]);
         nl++;
     }
     /* a fixed width so text keeps its size; many units are split over
@@ -796,8 +857,8 @@ static int chart_sqnr(FILE *f, const compare_results *r, const char *spec)
                 char t[256], lab[96], nm[200];
                 int s = series_of(se, ns, run[k]);
                 CLEAN(nm, L->name);
-                if (inf) fmt(t, sizeof t, "%s, %s: inf dB (identical)", nm, s >= 0 ? series_label(lab, sizeof lab, &se[s]) : "?");
-                else fmt(t, sizeof t, "%s, %s: %.2f dB", nm, s >= 0 ? series_label(lab, sizeof lab, &se[s]) : "?", v);
+                if (inf) fmt(t, sizeof t, "%s, %s: inf dB (identical)", nm, run_label(lab, sizeof lab, run[k]));
+                else fmt(t, sizeof t, "%s, %s: %.2f dB", nm, run_label(lab, sizeof lab, run[k]), v);
                 fprintf(f, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"%s><title>", x, top,
                         fmax(bw - (bw > 4 ? 1 : 0.5), 0.5), fmax(h, 0.5), color(s), inf ? " fill-opacity=\"0.45\"" : "");
                 TEXTZ(f, t);
@@ -848,6 +909,7 @@ static void chart_history(FILE *f, const compare_results *r, int metric)
         hn[nh] = clampn(u->n_epochs, CMP_MAX_EPOCHS);
         it[nh] = (legend_item){.color = color(nh), .kind = 0, .shape = nh};
         snprintf(it[nh].label, sizeof it[nh].label, "QAT %s %s", CLEAN(sp, u->spec), CLEAN(ca, u->calib));
+        if (repeated(r, u)) add_index(it[nh].label, sizeof it[nh].label, r, u);
         nh++;
     }
     int runs_with_history = nh;
