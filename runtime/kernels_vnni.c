@@ -1,0 +1,550 @@
+/* runtime/kernels_vnni.c: AVX-512 VNNI kernels (vpdpbusd), integer only.
+ *
+ * vpdpbusd multiplies unsigned bytes by signed bytes, four products summed
+ * into each int32 lane, without saturation. Activations go in as
+ * u8 = x + 128 (x ^ 0x80), so
+ *     sum w * (x - zp) = sum w * u8 - (128 + zp) * rowsum(w),
+ * and the second term is folded into an effective bias at prepare time
+ * (qat_rti_epi_init; load.c proved |acc| < 2^31, so the wrapping int32 sums
+ * are exact). Compiled with function-level target attributes only: the
+ * rest of the library runs on any x86-64, and these run when cpu.c says so.
+ *
+ * conv2d: implicit GEMM over the packed image (prepare.c's geometry: cells
+ * of 4 input channels, stride phases split out); lanes are 16 output
+ * positions, rows are output channels whose 4 weights per k group are
+ * broadcast from memory; requantization is fused in the epilogue and the
+ * 16 bytes go straight into the NCHW output through precomputed masks.
+ * linear: lanes are 16 output features (weights packed [IN/4][OUT][4]),
+ * rows are samples whose 4 activation bytes are broadcast. */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "runtime/rt_internal.h"
+
+#pragma GCC poison float double
+
+#define VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni"
+#define VNNI __attribute__((target(VNNI_TARGET)))
+#define VNNI_INLINE static inline __attribute__((always_inline, target(VNNI_TARGET)))
+
+/* register tiles: conv 8 channels x 3 vectors of 16 positions, linear
+ * 6 samples x 4 vectors of 16 features (24 accumulators of 32 registers) */
+enum { CONV_MR = 8, CONV_NR = 3, LIN_MR = 6, LIN_NR = 4 };
+
+static inline int32_t ld32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline int imin(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+/* ---- requantization epilogue (prepare.c proves it exact) ---- */
+
+/* per-row (one output channel) parameters, broadcast */
+typedef struct {
+    __m512i alo, ahi, m, rnd, cadd, lo, hi;
+    __m128i t;
+} epi_row;
+
+VNNI_INLINE epi_row epi_row_load(const rt_epi *e, int c)
+{
+    epi_row p;
+    p.alo = _mm512_set1_epi32(e->alo[c]);
+    p.ahi = _mm512_set1_epi32(e->ahi[c]);
+    p.m = _mm512_set1_epi32(e->m[c]);
+    p.rnd = _mm512_set1_epi64((long long)e->rnd[c]);
+    p.cadd = _mm512_set1_epi32(e->cadd[c]);
+    p.lo = _mm512_set1_epi32(e->lo);
+    p.hi = _mm512_set1_epi32(e->hi);
+    p.t = _mm_cvtsi32_si128(e->t[c]);
+    return p;
+}
+
+VNNI_INLINE __m128i epi_row_apply(__m512i a, const epi_row *p)
+{
+    a = _mm512_min_epi32(_mm512_max_epi32(a, p->alo), p->ahi);
+    __m512i ev = _mm512_mul_epi32(a, p->m);
+    __m512i od = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), p->m);
+    ev = _mm512_srl_epi64(_mm512_add_epi64(ev, p->rnd), p->t);
+    od = _mm512_srl_epi64(_mm512_add_epi64(od, p->rnd), p->t);
+    __m512i r = _mm512_mask_blend_epi32(0xAAAA, ev, _mm512_slli_epi64(od, 32));
+    r = _mm512_add_epi32(r, p->cadd);
+    r = _mm512_min_epi32(_mm512_max_epi32(r, p->lo), p->hi);
+    return _mm512_cvtepi32_epi8(r);
+}
+
+/* per-lane (16 output features) parameters */
+typedef struct {
+    __m512i alo, ahi, m, m_odd, te, to, re, ro, cadd, lo, hi;
+} epi_lane;
+
+VNNI_INLINE epi_lane epi_lane_load(const rt_epi *e, int c0)
+{
+    const __m512i ev_idx = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od_idx = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    epi_lane p;
+    p.alo = _mm512_loadu_si512(e->alo + c0);
+    p.ahi = _mm512_loadu_si512(e->ahi + c0);
+    p.m = _mm512_loadu_si512(e->m + c0);
+    p.m_odd = _mm512_srli_epi64(p.m, 32);
+    __m512i t0 = _mm512_loadu_si512(e->t64 + c0), t1 = _mm512_loadu_si512(e->t64 + c0 + 8);
+    __m512i r0 = _mm512_loadu_si512(e->rnd + c0), r1 = _mm512_loadu_si512(e->rnd + c0 + 8);
+    p.te = _mm512_permutex2var_epi64(t0, ev_idx, t1);
+    p.to = _mm512_permutex2var_epi64(t0, od_idx, t1);
+    p.re = _mm512_permutex2var_epi64(r0, ev_idx, r1);
+    p.ro = _mm512_permutex2var_epi64(r0, od_idx, r1);
+    p.cadd = _mm512_loadu_si512(e->cadd + c0);
+    p.lo = _mm512_set1_epi32(e->lo);
+    p.hi = _mm512_set1_epi32(e->hi);
+    return p;
+}
+
+VNNI_INLINE __m128i epi_lane_apply(__m512i a, const epi_lane *p)
+{
+    a = _mm512_min_epi32(_mm512_max_epi32(a, p->alo), p->ahi);
+    __m512i ev = _mm512_mul_epi32(a, p->m);
+    __m512i od = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), p->m_odd);
+    ev = _mm512_srlv_epi64(_mm512_add_epi64(ev, p->re), p->te);
+    od = _mm512_srlv_epi64(_mm512_add_epi64(od, p->ro), p->to);
+    __m512i r = _mm512_mask_blend_epi32(0xAAAA, ev, _mm512_slli_epi64(od, 32));
+    r = _mm512_add_epi32(r, p->cadd);
+    r = _mm512_min_epi32(_mm512_max_epi32(r, p->lo), p->hi);
+    return _mm512_cvtepi32_epi8(r);
+}
+
+/* ---- conv2d ---- */
+
+static int vnni_prepare_conv(rt_op *op)
+{
+    rt_gemm *g = &op->g;
+    qat_rti_gemm_free(g);
+    g->isa = QAT_RT_ISA_AVX512_VNNI;
+    int st = qat_rti_conv_geometry(op, g, 4, 16);
+    if (!st) st = qat_rti_epi_init(op, g, op->oc, 1);
+    if (st) return st;
+    const int OC = op->oc, C = op->ic, KH = op->kh, KW = op->kw, kg = g->kg;
+    int8_t *w = qat_rti_alloc((size_t)OC * kg * 4);
+    if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
+    g->w = w;
+    /* tile m0 (mr rows): [kg][mr][4] at byte m0 * kg * 4 */
+    for (int m0 = 0; m0 < OC; m0 += CONV_MR) {
+        const int mr = imin(CONV_MR, OC - m0);
+        int8_t *wt = w + (size_t)m0 * kg * 4;
+        for (int j = 0; j < kg; j++) {
+            const int grp = j / (KH * KW), kh = j / KW % KH, kw = j % KW;
+            for (int r = 0; r < mr; r++)
+                for (int e = 0; e < 4; e++) {
+                    const int c = grp * 4 + e;
+                    wt[((size_t)j * mr + r) * 4 + e] =
+                        c < C ? op->weight[(((size_t)(m0 + r) * C + c) * KH + kh) * KW + kw] : 0;
+                }
+        }
+    }
+    /* output segments: lanes of vector v in output row oh with ow < OW */
+    const int OH = op->out_shape[1], OW = op->out_shape[2], ws = g->ws;
+    g->seg_start = qat_rti_alloc(((size_t)g->q_vecs + 1) * sizeof(int32_t));
+    size_t cap = (size_t)g->q_vecs * (16 / (size_t)ws + 2);
+    g->segs = qat_rti_alloc(cap * sizeof(rt_seg));
+    if (!g->seg_start || !g->segs)
+        return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
+    int ns = 0;
+    for (int v = 0; v < g->q_vecs; v++) {
+        g->seg_start[v] = ns;
+        for (int l = 0; l < 16;) {
+            const int q = v * 16 + l;
+            if (q >= g->q_count) break;
+            const int oh = q / ws, ow = q % ws;
+            const int run = imin(16 - l, ws - ow);
+            const int valid = imin(run, OW - ow);
+            if (valid > 0 && oh < OH) {
+                g->segs[ns].off = oh * OW + ow - l;
+                g->segs[ns].mask = ((1u << valid) - 1) << l;
+                ns++;
+            }
+            l += run;
+        }
+    }
+    g->seg_start[g->q_vecs] = ns;
+    return QAT_OK;
+}
+
+static size_t vnni_conv_slot_bytes(const rt_op *op)
+{
+    return op->g.img_bytes;
+}
+
+/* x [C][H][W] int8 -> packed u8 cells (x ^ 0x80; padding zp + 128) */
+VNNI static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
+{
+    const rt_gemm *g = &op->g;
+    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, s = g->s;
+    const uint8_t pv = (uint8_t)(op->in_zp + 128);
+    if (s == 1) {
+        const __m128i pvv = _mm_set1_epi8((char)pv), flip = _mm_set1_epi8((char)0x80);
+        const int ws = g->ws;
+        for (int grp = 0; grp < g->groups; grp++) {
+            uint8_t *pl = xp + (size_t)grp * g->plane_bytes;
+            const int8_t *src[4];
+            for (int e = 0; e < 4; e++)
+                src[e] = grp * 4 + e < C ? x + (size_t)(grp * 4 + e) * H * W : NULL;
+            for (int hp = 0; hp < g->hp; hp++) {
+                uint8_t *row = pl + (size_t)hp * ws * 4;
+                const int ih = hp - P;
+                if (ih < 0 || ih >= H) {
+                    memset(row, pv, (size_t)ws * 4);
+                    continue;
+                }
+                memset(row, pv, (size_t)P * 4);
+                for (int c0 = 0; c0 < W; c0 += 16) {
+                    const __mmask16 mk = (__mmask16)(W - c0 >= 16 ? 0xFFFF : (1u << (W - c0)) - 1);
+                    __m128i r[4];
+                    for (int e = 0; e < 4; e++)
+                        r[e] = src[e] ? _mm_xor_si128(_mm_maskz_loadu_epi8(mk, src[e] + (size_t)ih * W + c0), flip)
+                                      : pvv;
+                    const __m128i t0 = _mm_unpacklo_epi8(r[0], r[1]), t1 = _mm_unpackhi_epi8(r[0], r[1]);
+                    const __m128i t2 = _mm_unpacklo_epi8(r[2], r[3]), t3 = _mm_unpackhi_epi8(r[2], r[3]);
+                    uint8_t *d = row + (size_t)(P + c0) * 4;
+                    /* full 64-byte stores: a tail spills into cells written next */
+                    _mm_storeu_si128((__m128i *)(void *)d, _mm_unpacklo_epi16(t0, t2));
+                    _mm_storeu_si128((__m128i *)(void *)(d + 16), _mm_unpackhi_epi16(t0, t2));
+                    _mm_storeu_si128((__m128i *)(void *)(d + 32), _mm_unpacklo_epi16(t1, t3));
+                    _mm_storeu_si128((__m128i *)(void *)(d + 48), _mm_unpackhi_epi16(t1, t3));
+                }
+                memset(row + (size_t)(P + W) * 4, pv, (size_t)(ws - P - W) * 4);
+            }
+        }
+        return;
+    }
+    for (int grp = 0; grp < g->groups; grp++)
+        for (int ph = 0; ph < s; ph++)
+            for (int pw = 0; pw < s; pw++) {
+                uint8_t *pl = xp + ((size_t)(grp * s + ph) * s + pw) * g->plane_bytes;
+                for (int i = 0; i < g->hs; i++) {
+                    const int ih = i * s + ph - P;
+                    for (int j = 0; j < g->ws; j++) {
+                        const int iw = j * s + pw - P;
+                        const int in = ih >= 0 && ih < H && iw >= 0 && iw < W;
+                        uint8_t *cell = pl + ((size_t)i * g->ws + j) * 4;
+                        for (int e = 0; e < 4; e++) {
+                            const int c = grp * 4 + e;
+                            cell[e] = in && c < C ? (uint8_t)(x[((size_t)c * H + ih) * W + iw] ^ 0x80)
+                                                  : pv;
+                        }
+                    }
+                }
+            }
+}
+
+/* The accumulators are named variables, not an array: GCC keeps arrays of
+ * vectors in memory when it unrolls the loops after scalar replacement.
+ * MR and NR are constants after inlining, so the `if`s vanish. */
+#define RT_R8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define RT_R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+VNNI_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const int32_t *koff,
+                           int kg, const int8_t *wt, const rt_epi *e, int m0, int8_t *yimg,
+                           size_t plane, const rt_seg *segs, const int32_t *sst, int v0)
+{
+    const __m512i z = _mm512_setzero_si512();
+#define CT_DECL(r) __m512i a##r##0 = z, a##r##1 = z, a##r##2 = z;
+    RT_R8(CT_DECL)
+#undef CT_DECL
+#define CT_INIT(r)                                               \
+    if (r < MR) {                                                \
+        const __m512i b = _mm512_set1_epi32(e->bias[m0 + r]); \
+        a##r##0 = b;                                             \
+        if (NR > 1) a##r##1 = b;                                 \
+        if (NR > 2) a##r##2 = b;                                 \
+    }
+    RT_R8(CT_INIT)
+#undef CT_INIT
+    for (int j = 0; j < kg; j++) {
+        const uint8_t *bp = xq + koff[j];
+        const __m512i b0 = _mm512_loadu_si512(bp);
+        const __m512i b1 = NR > 1 ? _mm512_loadu_si512(bp + 64) : z;
+        const __m512i b2 = NR > 2 ? _mm512_loadu_si512(bp + 128) : z;
+#define CT_STEP(r)                                                         \
+    if (r < MR) {                                                          \
+        const __m512i w = _mm512_set1_epi32(ld32(wt + 4 * r));            \
+        a##r##0 = _mm512_dpbusd_epi32(a##r##0, b0, w);                    \
+        if (NR > 1) a##r##1 = _mm512_dpbusd_epi32(a##r##1, b1, w);         \
+        if (NR > 2) a##r##2 = _mm512_dpbusd_epi32(a##r##2, b2, w);         \
+    }
+        RT_R8(CT_STEP)
+#undef CT_STEP
+        wt += 4 * MR;
+    }
+    /* spill once, so the epilogue's registers do not compete with the loop's */
+    __m512i acc[CONV_MR][CONV_NR];
+#define CT_SAVE(r)                        \
+    if (r < MR) {                         \
+        acc[r][0] = a##r##0;              \
+        if (NR > 1) acc[r][1] = a##r##1;  \
+        if (NR > 2) acc[r][2] = a##r##2;  \
+    }
+    RT_R8(CT_SAVE)
+#undef CT_SAVE
+    for (int r = 0; r < MR; r++) {
+        const epi_row p = epi_row_load(e, m0 + r);
+        const intptr_t yrow = (intptr_t)(yimg + (size_t)(m0 + r) * plane);
+        for (int v = 0; v < NR; v++) {
+            const __m128i y8 = epi_row_apply(acc[r][v], &p);
+            for (int k = sst[v0 + v]; k < sst[v0 + v + 1]; k++)
+                _mm_mask_storeu_epi8((void *)(yrow + segs[k].off), (__mmask16)segs[k].mask, y8);
+        }
+    }
+}
+
+VNNI static void conv_tile_any(int mr, int nr, const uint8_t *xq, const int32_t *koff, int kg,
+                               const int8_t *wt, const rt_epi *e, int m0, int8_t *yimg,
+                               size_t plane, const rt_seg *segs, const int32_t *sst, int v0)
+{
+#define CT(MR_, NR_)                                                                  \
+    case MR_ * 4 + NR_:                                                               \
+        conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, yimg, plane, segs, sst, v0); \
+        break;
+#define CT3(MR_) CT(MR_, 1) CT(MR_, 2) CT(MR_, 3)
+    switch (mr * 4 + nr) {
+        CT3(1) CT3(2) CT3(3) CT3(4) CT3(5) CT3(6) CT3(7) CT3(8)
+    default: break;
+    }
+#undef CT3
+#undef CT
+}
+
+/* q tiles [t0, t1) of one packed image, all output channels */
+VNNI static void conv_image(const rt_op *op, const uint8_t *xp, int8_t *yimg, int t0, int t1)
+{
+    const rt_gemm *g = &op->g;
+    const size_t plane = (size_t)op->out_shape[1] * op->out_shape[2];
+    for (int t = t0; t < t1; t++) {
+        const int v0 = t * CONV_NR, nr = imin(CONV_NR, g->q_vecs - v0);
+        const uint8_t *xq = xp + (size_t)v0 * 64;
+        for (int m0 = 0; m0 < op->oc; m0 += CONV_MR)
+            conv_tile_any(imin(CONV_MR, op->oc - m0), nr, xq, g->koff, g->kg,
+                          (const int8_t *)g->w + (size_t)m0 * g->kg * 4, &g->epi, m0, yimg,
+                          plane, g->segs, g->seg_start, v0);
+    }
+}
+
+static void vnni_conv2d(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                        uint8_t *scratch, size_t slot_bytes, int slots)
+{
+    (void)slots;
+    const size_t in_sz = (size_t)op->ic * op->in_h * op->in_w;
+    const size_t out_sz = (size_t)op->oc * op->out_shape[1] * op->out_shape[2];
+    const int qtiles = (op->g.q_vecs + CONV_NR - 1) / CONV_NR;
+    if (n >= threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int i = 0; i < n; i++) {
+            uint8_t *xp = scratch + (size_t)omp_get_thread_num() * slot_bytes;
+            conv_pack(op, x + (size_t)i * in_sz, xp);
+            conv_image(op, xp, y + (size_t)i * out_sz, 0, qtiles);
+        }
+        return;
+    }
+    /* fewer images than threads: one slot per image, split the tiles */
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int i = 0; i < n; i++) conv_pack(op, x + (size_t)i * in_sz, scratch + (size_t)i * slot_bytes);
+#pragma omp for schedule(static)
+        for (int w = 0; w < n * qtiles; w++) {
+            const int i = w / qtiles, t = w % qtiles;
+            conv_image(op, scratch + (size_t)i * slot_bytes, y + (size_t)i * out_sz, t, t + 1);
+        }
+    }
+}
+
+/* ---- linear ---- */
+
+static int vnni_prepare_linear(rt_op *op)
+{
+    rt_gemm *g = &op->g;
+    qat_rti_gemm_free(g);
+    g->isa = QAT_RT_ISA_AVX512_VNNI;
+    const int IN = op->ic, OUT = op->oc;
+    const int opad = (OUT + 15) / 16 * 16;
+    int st = qat_rti_epi_init(op, g, opad, 1);
+    if (st) return st;
+    g->kg = (IN + 3) / 4;
+    g->xrow_bytes = (size_t)g->kg * 4;
+    int8_t *w = qat_rti_alloc((size_t)g->kg * opad * 4);
+    if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
+    g->w = w;
+    /* [kg][opad][4] */
+    for (int o = 0; o < OUT; o++)
+        for (int k = 0; k < IN; k++)
+            w[((size_t)(k / 4) * opad + o) * 4 + k % 4] = op->weight[(size_t)o * IN + k];
+    return QAT_OK;
+}
+
+static size_t vnni_linear_sample_bytes(const rt_op *op)
+{
+    return op->g.xrow_bytes;
+}
+
+VNNI static void lin_pack(const int8_t *x, uint8_t *xu, int in, size_t row)
+{
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (size_t k = 0; k < row; k += 64) {
+        const size_t left = (size_t)in > k ? (size_t)in - k : 0;
+        const __mmask64 lm = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        const size_t rl = row - k;
+        const __mmask64 sm = rl >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << rl) - 1);
+        __m512i v = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, x + k), flip);
+        _mm512_mask_storeu_epi8(xu + k, sm, v);
+    }
+}
+
+VNNI_INLINE void lin_tile(const int MR, const int NR, const uint8_t *xu, size_t xrow, int kg,
+                          const int8_t *w, size_t wrow, const rt_epi *e, int o0, int8_t *y,
+                          int OUT)
+{
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i bias0 = _mm512_loadu_si512(e->bias + o0);
+    const __m512i bias1 = NR > 1 ? _mm512_loadu_si512(e->bias + o0 + 16) : z;
+    const __m512i bias2 = NR > 2 ? _mm512_loadu_si512(e->bias + o0 + 32) : z;
+    const __m512i bias3 = NR > 3 ? _mm512_loadu_si512(e->bias + o0 + 48) : z;
+#define LT_DECL(r) __m512i a##r##0 = bias0, a##r##1 = bias1, a##r##2 = bias2, a##r##3 = bias3;
+    RT_R6(LT_DECL)
+#undef LT_DECL
+    for (int j = 0; j < kg; j++) {
+        const int8_t *wj = w + (size_t)j * wrow;
+        const __m512i w0 = _mm512_loadu_si512(wj);
+        const __m512i w1 = NR > 1 ? _mm512_loadu_si512(wj + 64) : z;
+        const __m512i w2 = NR > 2 ? _mm512_loadu_si512(wj + 128) : z;
+        const __m512i w3 = NR > 3 ? _mm512_loadu_si512(wj + 192) : z;
+#define LT_STEP(r)                                                                       \
+    if (r < MR) {                                                                        \
+        const __m512i xb = _mm512_set1_epi32(ld32(xu + (size_t)r * xrow + 4 * (size_t)j)); \
+        a##r##0 = _mm512_dpbusd_epi32(a##r##0, xb, w0);                                  \
+        if (NR > 1) a##r##1 = _mm512_dpbusd_epi32(a##r##1, xb, w1);                      \
+        if (NR > 2) a##r##2 = _mm512_dpbusd_epi32(a##r##2, xb, w2);                      \
+        if (NR > 3) a##r##3 = _mm512_dpbusd_epi32(a##r##3, xb, w3);                      \
+    }
+        RT_R6(LT_STEP)
+#undef LT_STEP
+    }
+    __m512i acc[LIN_MR][LIN_NR];
+#define LT_SAVE(r)                       \
+    if (r < MR) {                        \
+        acc[r][0] = a##r##0;             \
+        if (NR > 1) acc[r][1] = a##r##1; \
+        if (NR > 2) acc[r][2] = a##r##2; \
+        if (NR > 3) acc[r][3] = a##r##3; \
+    }
+    RT_R6(LT_SAVE)
+#undef LT_SAVE
+    for (int v = 0; v < NR; v++) {
+        const int c0 = o0 + 16 * v;
+        const epi_lane p = epi_lane_load(e, c0);
+        const int left = OUT - c0;
+        const __mmask16 mk = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1);
+        for (int r = 0; r < MR; r++)
+            _mm_mask_storeu_epi8(y + (size_t)r * OUT + c0, mk, epi_lane_apply(acc[r][v], &p));
+    }
+}
+
+VNNI static void lin_tile_any(int mr, int nr, const uint8_t *xu, size_t xrow, int kg,
+                              const int8_t *w, size_t wrow, const rt_epi *e, int o0, int8_t *y,
+                              int OUT)
+{
+#define LT(MR_, NR_)                                                       \
+    case MR_ * 8 + NR_:                                                    \
+        lin_tile(MR_, NR_, xu, xrow, kg, w, wrow, e, o0, y, OUT); \
+        break;
+#define LT4(MR_) LT(MR_, 1) LT(MR_, 2) LT(MR_, 3) LT(MR_, 4)
+    switch (mr * 8 + nr) {
+        LT4(1) LT4(2) LT4(3) LT4(4) LT4(5) LT4(6)
+    default: break;
+    }
+#undef LT4
+#undef LT
+}
+
+VNNI static void lin_tiles(const rt_op *op, const uint8_t *xu, int8_t *y, int n, int w0, int w1)
+{
+    const rt_gemm *g = &op->g;
+    const int ntiles = (n + LIN_MR - 1) / LIN_MR;
+    const size_t wrow = (size_t)g->mpad * 4;
+    for (int w = w0; w < w1; w++) {
+        const int ot = w / ntiles, nt = w % ntiles;
+        const int n0 = nt * LIN_MR, o0 = ot * LIN_NR * 16;
+        const int mr = imin(LIN_MR, n - n0), nr = imin(LIN_NR, (g->mpad - o0) / 16);
+        lin_tile_any(mr, nr, xu + (size_t)n0 * g->xrow_bytes, g->xrow_bytes, g->kg,
+                     (const int8_t *)g->w + (size_t)o0 * 4, wrow, &g->epi, o0,
+                     y + (size_t)n0 * op->oc, op->oc);
+    }
+}
+
+static void vnni_linear(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                        uint8_t *shared)
+{
+    const rt_gemm *g = &op->g;
+    const int ntiles = (n + LIN_MR - 1) / LIN_MR;
+    const int otiles = (g->mpad / 16 + LIN_NR - 1) / LIN_NR;
+    const int items = ntiles * otiles;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int i = 0; i < n; i++)
+            lin_pack(x + (size_t)i * op->ic, shared + (size_t)i * g->xrow_bytes, op->ic,
+                     g->xrow_bytes);
+        const int T = omp_get_num_threads(), id = omp_get_thread_num();
+        lin_tiles(op, shared, y, n, (int)((long long)items * id / T),
+                  (int)((long long)items * (id + 1) / T));
+    }
+}
+
+/* ---- maxpool 2x2 stride 2 ---- */
+
+VNNI static void maxpool2_plane(const int8_t *x, int8_t *y, int H, int W, int OH, int OW)
+{
+    (void)H;
+    for (int oh = 0; oh < OH; oh++) {
+        const int8_t *r0 = x + (size_t)(2 * oh) * W, *r1 = r0 + W;
+        int8_t *yr = y + (size_t)oh * OW;
+        for (int o = 0; o < OW; o += 32) {
+            const int cnt = imin(32, OW - o);
+            const __mmask64 lm = cnt == 32 ? ~(__mmask64)0 : (((__mmask64)1 << (2 * cnt)) - 1);
+            const __m512i a = _mm512_maskz_loadu_epi8(lm, r0 + 2 * o);
+            const __m512i b = _mm512_maskz_loadu_epi8(lm, r1 + 2 * o);
+            __m512i v = _mm512_max_epi8(a, b);
+            v = _mm512_max_epi8(v, _mm512_srli_epi16(v, 8)); /* low byte: max of the pair */
+            _mm256_mask_storeu_epi8(yr + o, (__mmask32)(cnt == 32 ? 0xFFFFFFFFu : (1u << cnt) - 1),
+                                    _mm512_cvtepi16_epi8(v));
+        }
+    }
+}
+
+static void vnni_maxpool2d(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
+                           int threads)
+{
+    if (op->kernel != 2 || op->stride != 2) {
+        qat_rti_maxpool2d_s8(op, in, x, y, n, threads);
+        return;
+    }
+    const int C = op->in_c, H = op->in_h, W = op->in_w;
+    const int OH = op->out_shape[1], OW = op->out_shape[2];
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int i = 0; i < n * C; i++)
+        maxpool2_plane(x + (size_t)i * H * W, y + (size_t)i * OH * OW, H, W, OH, OW);
+}
+
+const rt_isa_kernels qat_rti_vnni = {
+    .prepare_conv = vnni_prepare_conv,
+    .prepare_linear = vnni_prepare_linear,
+    .conv_slot_bytes = vnni_conv_slot_bytes,
+    .linear_sample_bytes = vnni_linear_sample_bytes,
+    .conv2d = vnni_conv2d,
+    .linear = vnni_linear,
+    .maxpool2d = vnni_maxpool2d,
+};

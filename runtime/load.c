@@ -1,0 +1,792 @@
+/* runtime/load.c: reading and validating an int8 model file
+ * (docs/FORMAT-int8.md) from a path or a memory image.
+ *
+ * Everything the kernels rely on is checked here, once, so that the run
+ * path cannot fail: dataset types (class, size, sign) and shapes, every
+ * attribute's presence, type and range, the graph (inputs of earlier ops,
+ * shapes consistent along it), and that no int32 accumulator can overflow.
+ * Where an op repeats a value of its input op (in_zero_point, a max-pool's
+ * scale), its own attribute is used, as docs/FORMAT-int8.md specifies. Each problem is its own message
+ * naming the op and the dataset or attribute. */
+#include <hdf5.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rt_internal.h"
+
+/* Largest accepted dimension and per-sample tensor size: far beyond any
+ * model for 28x28 inputs, small enough that no size computation overflows. */
+#define LD_MAX_DIM 65536
+#define LD_MAX_ELEMS ((int64_t)1 << 28)
+#define LD_MAX_OPS 100000
+
+static const char *const op_type_names[] = {
+    [RT_OP_INPUT] = "input",
+    [RT_OP_CONV2D] = "conv2d",
+    [RT_OP_LINEAR] = "linear",
+    [RT_OP_ADD] = "add",
+    [RT_OP_GLOBAL_AVGPOOL] = "global_avgpool",
+    [RT_OP_AVGPOOL2D] = "avgpool2d",
+    [RT_OP_MAXPOOL2D] = "maxpool2d",
+    [RT_OP_RELU] = "relu",
+    [RT_OP_FLATTEN] = "flatten",
+};
+_Static_assert(sizeof op_type_names / sizeof op_type_names[0] == RT_OP_COUNT,
+               "one name per op type");
+
+const char *qat_rti_op_type_name(rt_op_type t)
+{
+    return (unsigned)t < RT_OP_COUNT ? op_type_names[t] : "?";
+}
+
+typedef struct ld_ctx {
+    const char *src;   /* the path, or "memory image" */
+    char where[192];   /* "ops/003 (features.0)" or "" at the root */
+} ld_ctx;
+
+static int ld_err(const ld_ctx *c, int status, const char *fmt, ...) RT_PRINTF(3, 4);
+static int ld_err(const ld_ctx *c, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->where[0]) return qat_rti_error(status, "%s: %s: %s", c->src, c->where, msg);
+    return qat_rti_error(status, "%s: %s", c->src, msg);
+}
+
+/* "int8", "float32", "uint16", "string", ... for messages */
+static const char *type_desc(hid_t t, char *buf, size_t n)
+{
+    H5T_class_t cl = H5Tget_class(t);
+    size_t sz = H5Tget_size(t);
+    switch (cl) {
+    case H5T_INTEGER:
+        snprintf(buf, n, "%s%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int", sz * 8);
+        break;
+    case H5T_FLOAT: snprintf(buf, n, "float%zu", sz * 8); break;
+    case H5T_STRING: snprintf(buf, n, "string"); break;
+    default: snprintf(buf, n, "a non-numeric type (class %d)", (int)cl); break;
+    }
+    return buf;
+}
+
+/* ---- attributes ---- */
+
+/* Opens attribute `name` of obj; a missing one is an error. */
+static hid_t ld_attr_open(const ld_ctx *c, hid_t obj, const char *name, int *st)
+{
+    htri_t ex = H5Aexists(obj, name);
+    if (ex <= 0) {
+        *st = ld_err(c, QAT_ERR_FORMAT, "missing attribute %s", name);
+        return -1;
+    }
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) *st = ld_err(c, QAT_ERR_FORMAT, "cannot open attribute %s", name);
+    return a;
+}
+
+/* Reads an integer attribute of exactly n values (n = 1 also accepts a
+ * scalar) as int64. Any integer size is accepted; the caller checks ranges. */
+static int ld_attr_ints(const ld_ctx *c, hid_t obj, const char *name, int64_t *v, int n)
+{
+    int st = QAT_OK;
+    hid_t a = ld_attr_open(c, obj, name, &st);
+    if (a < 0) return st;
+    hid_t t = H5Aget_type(a), s = H5Aget_space(a);
+    hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    char tb[64];
+    if (t < 0 || s < 0)
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
+    else if (H5Tget_class(t) != H5T_INTEGER)
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute %s is %s, expected int32", name,
+                    type_desc(t, tb, sizeof tb));
+    else if (np != n)
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute %s has %lld values, expected %d", name,
+                    (long long)np, n);
+    else if (H5Aread(a, H5T_NATIVE_INT64, v) < 0)
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    H5Aclose(a);
+    return st;
+}
+
+/* One integer attribute in [lo, hi]. */
+static int ld_attr_i32(const ld_ctx *c, hid_t obj, const char *name, int64_t lo, int64_t hi,
+                       int32_t *out)
+{
+    int64_t v;
+    int st = ld_attr_ints(c, obj, name, &v, 1);
+    if (st) return st;
+    if (v < lo || v > hi)
+        return ld_err(c, QAT_ERR_FORMAT, "attribute %s = %lld, expected in [%lld, %lld]", name,
+                      (long long)v, (long long)lo, (long long)hi);
+    *out = (int32_t)v;
+    return QAT_OK;
+}
+
+/* One float attribute (float32 or float64, read as float32), finite;
+ * positive if `positive`. */
+static int ld_attr_f32(const ld_ctx *c, hid_t obj, const char *name, int positive, float *out)
+{
+    int st = QAT_OK;
+    hid_t a = ld_attr_open(c, obj, name, &st);
+    if (a < 0) return st;
+    hid_t t = H5Aget_type(a), s = H5Aget_space(a);
+    hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    char tb[64];
+    float v = 0.0f;
+    if (t < 0 || s < 0)
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
+    else if (H5Tget_class(t) != H5T_FLOAT)
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute %s is %s, expected float32", name,
+                    type_desc(t, tb, sizeof tb));
+    else if (np != 1)
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute %s has %lld values, expected 1", name,
+                    (long long)np);
+    else if (H5Aread(a, H5T_NATIVE_FLOAT, &v) < 0)
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
+    else if (!isfinite(v) || (positive && !(v > 0.0f)))
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute %s = %g, expected a %s number", name,
+                    (double)v, positive ? "positive finite" : "finite");
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    H5Aclose(a);
+    if (!st) *out = v;
+    return st;
+}
+
+/* A string attribute (fixed or variable length) into a malloc'd copy. */
+static int ld_attr_str(const ld_ctx *c, hid_t obj, const char *name, char **out)
+{
+    int st = QAT_OK;
+    *out = NULL;
+    hid_t a = ld_attr_open(c, obj, name, &st);
+    if (a < 0) return st;
+    hid_t t = H5Aget_type(a), s = H5Aget_space(a), mt = -1;
+    hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    char tb[64];
+    if (t < 0 || s < 0) {
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
+    } else if (H5Tget_class(t) != H5T_STRING) {
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute %s is %s, expected a string", name,
+                    type_desc(t, tb, sizeof tb));
+    } else if (np != 1) {
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute %s has %lld values, expected one string",
+                    name, (long long)np);
+    } else if (H5Tis_variable_str(t) > 0) {
+        char *p = NULL;
+        mt = H5Tcopy(H5T_C_S1);
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &p) < 0 || !p) {
+            st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
+        } else {
+            *out = strdup(p);
+            if (!*out) st = qat_rti_error(QAT_ERR_NOMEM, "out of memory");
+        }
+        if (p) H5free_memory(p);
+    } else {
+        size_t sz = H5Tget_size(t);
+        char *p = sz ? calloc(sz + 1, 1) : NULL;
+        mt = H5Tcopy(t);
+        if (!p) st = qat_rti_error(QAT_ERR_NOMEM, "out of memory");
+        else if (mt < 0 || H5Aread(a, mt, p) < 0)
+            st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
+        if (st) free(p);
+        else *out = p;
+    }
+    if (mt >= 0) H5Tclose(mt);
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    H5Aclose(a);
+    return st;
+}
+
+/* ---- datasets ---- */
+
+typedef enum { LD_I8, LD_I32, LD_F32 } ld_kind;
+
+static const char *kind_name(ld_kind k)
+{
+    return k == LD_I8 ? "int8" : k == LD_I32 ? "int32" : "float32";
+}
+
+static void shape_str(char *buf, size_t n, int rank, const hsize_t *d)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, n - o, "[");
+    for (int i = 0; i < rank && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%llu", i ? "," : "", (unsigned long long)d[i]);
+    if (o < n) snprintf(buf + o, n - o, "]");
+}
+
+/* Reads dataset `name` of grp, which must have exactly type `kind` (class,
+ * size and sign) and shape dims[rank], into a fresh malloc'd array. */
+static int ld_dset(const ld_ctx *c, hid_t grp, const char *name, ld_kind kind, int rank,
+                   const int64_t *dims, void **out)
+{
+    *out = NULL;
+    htri_t ex = H5Lexists(grp, name, H5P_DEFAULT);
+    if (ex <= 0) return ld_err(c, QAT_ERR_FORMAT, "missing dataset %s", name);
+    hid_t d = H5Dopen2(grp, name, H5P_DEFAULT);
+    if (d < 0) return ld_err(c, QAT_ERR_FORMAT, "%s is not a readable dataset", name);
+    int st = QAT_OK;
+    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
+    char tb[64];
+    if (t < 0 || s < 0) {
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read dataset %s", name);
+        goto done;
+    }
+    H5T_class_t cl = H5Tget_class(t);
+    size_t sz = H5Tget_size(t);
+    int ok;
+    if (kind == LD_F32) ok = cl == H5T_FLOAT && sz == 4;
+    else ok = cl == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_2 && sz == (kind == LD_I8 ? 1u : 4u);
+    if (!ok) {
+        st = ld_err(c, QAT_ERR_FORMAT, "dataset %s is %s, expected %s", name,
+                    type_desc(t, tb, sizeof tb), kind_name(kind));
+        goto done;
+    }
+    int r = H5Sget_simple_extent_ndims(s);
+    hsize_t fd[H5S_MAX_RANK];
+    if (r < 0 || H5Sget_simple_extent_dims(s, fd, NULL) < 0) {
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read the shape of dataset %s", name);
+        goto done;
+    }
+    int same = r == rank;
+    for (int i = 0; same && i < rank; i++) same = fd[i] == (hsize_t)dims[i];
+    if (!same) {
+        hsize_t ed[8];
+        char got[128], exp[128];
+        for (int i = 0; i < rank; i++) ed[i] = (hsize_t)dims[i];
+        if (rank == 1 && r == 1)
+            st = ld_err(c, QAT_ERR_FORMAT, "dataset %s has %llu elements, expected %llu", name,
+                        (unsigned long long)fd[0], (unsigned long long)ed[0]);
+        else {
+            shape_str(got, sizeof got, r, fd);
+            shape_str(exp, sizeof exp, rank, ed);
+            st = ld_err(c, QAT_ERR_FORMAT, "dataset %s has shape %s, expected %s", name, got,
+                        exp);
+        }
+        goto done;
+    }
+    size_t count = 1;
+    for (int i = 0; i < rank; i++) count *= (size_t)dims[i];
+    void *buf = malloc(count * sz + 1);
+    if (!buf) {
+        st = qat_rti_error(QAT_ERR_NOMEM, "out of memory reading %s", name);
+        goto done;
+    }
+    hid_t mt = kind == LD_I8 ? H5T_NATIVE_INT8 : kind == LD_I32 ? H5T_NATIVE_INT32
+                                                                 : H5T_NATIVE_FLOAT;
+    if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        free(buf);
+        st = ld_err(c, QAT_ERR_FORMAT, "cannot read dataset %s (truncated file?)", name);
+        goto done;
+    }
+    *out = buf;
+done:
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    H5Dclose(d);
+    return st;
+}
+
+/* ---- per-op checks ---- */
+
+static const char *shape_of(const rt_op *op, char *buf, size_t n)
+{
+    if (op->out_ndim == 1) snprintf(buf, n, "(%d,)", op->out_shape[0]);
+    else snprintf(buf, n, "(%d, %d, %d)", op->out_shape[0], op->out_shape[1], op->out_shape[2]);
+    return buf;
+}
+
+static int ld_expect_shape(const ld_ctx *c, const rt_op *op, int ndim, int a, int b, int d)
+{
+    int same = op->out_ndim == ndim && op->out_shape[0] == a &&
+               (ndim == 1 || (op->out_shape[1] == b && op->out_shape[2] == d));
+    if (same) return QAT_OK;
+    char got[64], exp[64];
+    if (ndim == 1) snprintf(exp, sizeof exp, "(%d,)", a);
+    else snprintf(exp, sizeof exp, "(%d, %d, %d)", a, b, d);
+    return ld_err(c, QAT_ERR_FORMAT, "out_shape is %s, expected %s", shape_of(op, got, sizeof got),
+                  exp);
+}
+
+/* The op's in_zero_point. It repeats the input op's out_zero_point; as
+ * docs/FORMAT-int8.md says, the op's own attribute is the one to use. */
+static int ld_in_zp(const ld_ctx *c, hid_t g, const char *attr, const rt_op *in, int32_t *out)
+{
+    (void)in;
+    return ld_attr_i32(c, g, attr, -128, 127, out);
+}
+
+static int ld_act(const ld_ctx *c, hid_t g, rt_op *op)
+{
+    int st = ld_attr_i32(c, g, "act_min", -128, 127, &op->act_min);
+    if (!st) st = ld_attr_i32(c, g, "act_max", -128, 127, &op->act_max);
+    if (!st && op->act_min > op->act_max)
+        st = ld_err(c, QAT_ERR_FORMAT, "act_min = %d is above act_max = %d", (int)op->act_min,
+                    (int)op->act_max);
+    return st;
+}
+
+static int ld_requant_params(const ld_ctx *c, const char *what, int64_t m, int64_t s, int ch)
+{
+    char chs[32] = "";
+    if (ch >= 0) snprintf(chs, sizeof chs, " (channel %d)", ch);
+    if (m != 0 && (m < ((int64_t)1 << 30) || m >= ((int64_t)1 << 31)))
+        return ld_err(c, QAT_ERR_FORMAT, "%s %lld%s outside [2^30, 2^31) and not 0", what,
+                      (long long)m, chs);
+    if (s < -31 || s > 30)
+        return ld_err(c, QAT_ERR_FORMAT, "shift %lld%s outside [-31, 30]", (long long)s, chs);
+    return QAT_OK;
+}
+
+/* conv2d and linear: weight, bias, multiplier, shift (+ weight_scale). */
+static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
+{
+    int st;
+    int conv = op->type == RT_OP_CONV2D;
+    if (conv) {
+        if (in->out_ndim != 3)
+            return ld_err(c, QAT_ERR_FORMAT, "conv2d needs a (C, H, W) input, op %d gives (%d,)",
+                          op->inputs[0], in->out_shape[0]);
+        int32_t stride = 1, pad = 0;
+        if ((st = ld_attr_i32(c, g, "stride", 1, 1024, &stride))) return st;
+        if ((st = ld_attr_i32(c, g, "pad", 0, 1024, &pad))) return st;
+        op->stride = stride;
+        op->pad = pad;
+        op->in_c = in->out_shape[0];
+        op->in_h = in->out_shape[1];
+        op->in_w = in->out_shape[2];
+    } else {
+        op->stride = 1;
+        op->pad = 0;
+        op->in_c = (int)in->out_size;
+        op->in_h = op->in_w = 1;
+    }
+    if ((st = ld_in_zp(c, g, "in_zero_point", in, &op->in_zp))) return st;
+    if ((st = ld_act(c, g, op))) return st;
+
+    /* the weight's shape gives oc (checked against out_shape) and the kernel */
+    if (H5Lexists(g, "weight", H5P_DEFAULT) <= 0)
+        return ld_err(c, QAT_ERR_FORMAT, "missing dataset weight");
+    hid_t d = H5Dopen2(g, "weight", H5P_DEFAULT);
+    if (d < 0) return ld_err(c, QAT_ERR_FORMAT, "weight is not a readable dataset");
+    hid_t s = H5Dget_space(d);
+    hsize_t fd[H5S_MAX_RANK] = {0};
+    int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
+    if (r >= 0 && r <= H5S_MAX_RANK) H5Sget_simple_extent_dims(s, fd, NULL);
+    if (s >= 0) H5Sclose(s);
+    H5Dclose(d);
+    int want_rank = conv ? 4 : 2;
+    if (r != want_rank)
+        return ld_err(c, QAT_ERR_FORMAT, "dataset weight has rank %d, expected %d (%s)", r,
+                      want_rank, conv ? "[OC, IC, KH, KW]" : "[OUT, IN]");
+    for (int i = 0; i < r; i++)
+        if (fd[i] < 1 || fd[i] > LD_MAX_DIM)
+            return ld_err(c, QAT_ERR_FORMAT, "dataset weight has dimension %d = %llu, expected 1..%d",
+                          i, (unsigned long long)fd[i], LD_MAX_DIM);
+    int oc = (int)fd[0];
+    int kh = conv ? (int)fd[2] : 1, kw = conv ? (int)fd[3] : 1;
+    if (conv) {
+        int ho = op->in_h + 2 * op->pad - kh, wo = op->in_w + 2 * op->pad - kw;
+        if (ho < 0 || wo < 0)
+            return ld_err(c, QAT_ERR_FORMAT,
+                          "kernel %dx%d is larger than the padded input %dx%d", kh, kw,
+                          op->in_h + 2 * op->pad, op->in_w + 2 * op->pad);
+        ho = ho / op->stride + 1;
+        wo = wo / op->stride + 1;
+        if ((st = ld_expect_shape(c, op, 3, oc, ho, wo))) return st;
+    } else if ((st = ld_expect_shape(c, op, 1, oc, 0, 0))) {
+        return st;
+    }
+    op->oc = oc;
+    op->ic = op->in_c;
+    op->kh = kh;
+    op->kw = kw;
+    int64_t wd[4] = {oc, op->ic, kh, kw};
+    if (!conv) wd[1] = op->ic;
+    if ((st = ld_dset(c, g, "weight", LD_I8, want_rank, wd, (void **)&op->weight))) return st;
+    int64_t od[1] = {oc};
+    if ((st = ld_dset(c, g, "bias", LD_I32, 1, od, (void **)&op->bias))) return st;
+    if ((st = ld_dset(c, g, "multiplier", LD_I32, 1, od, (void **)&op->mult))) return st;
+    if ((st = ld_dset(c, g, "shift", LD_I32, 1, od, (void **)&op->shift))) return st;
+    if (H5Lexists(g, "weight_scale", H5P_DEFAULT) > 0 &&
+        (st = ld_dset(c, g, "weight_scale", LD_F32, 1, od, (void **)&op->weight_scale)))
+        return st;
+    for (int o = 0; o < oc; o++)
+        if ((st = ld_requant_params(c, "multiplier", op->mult[o], op->shift[o], o))) return st;
+
+    /* every accumulator must fit int32: |bias| + max|x - zp| * sum|w| */
+    int64_t dev = op->in_zp + 128 > 127 - op->in_zp ? op->in_zp + 128 : 127 - op->in_zp;
+    size_t k = (size_t)op->ic * (size_t)kh * (size_t)kw;
+    for (int o = 0; o < oc; o++) {
+        const int8_t *w = op->weight + (size_t)o * k;
+        int64_t sa = 0;
+        for (size_t i = 0; i < k; i++) sa += w[i] < 0 ? -(int64_t)w[i] : w[i];
+        int64_t b = op->bias[o] < 0 ? -(int64_t)op->bias[o] : op->bias[o];
+        if (b + dev * sa > INT32_MAX)
+            return ld_err(c, QAT_ERR_FORMAT,
+                          "channel %d: |bias| + %lld * sum|weight| = %lld overflows the int32 "
+                          "accumulator",
+                          o, (long long)dev, (long long)(b + dev * sa));
+    }
+    op->weight_bytes = (size_t)oc * k + (size_t)oc * 12;
+    return QAT_OK;
+}
+
+static int ld_pool(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
+{
+    int st;
+    if (in->out_ndim != 3)
+        return ld_err(c, QAT_ERR_FORMAT, "%s needs a (C, H, W) input, op %d gives (%d,)",
+                      op_type_names[op->type], op->inputs[0], in->out_shape[0]);
+    int C = in->out_shape[0], H = in->out_shape[1], W = in->out_shape[2];
+    op->in_c = C;
+    op->in_h = H;
+    op->in_w = W;
+    if (op->type == RT_OP_GLOBAL_AVGPOOL) {
+        if ((st = ld_expect_shape(c, op, 1, C, 0, 0))) return st;
+        op->kernel = 0;
+        if ((int64_t)H * W * 255 > INT32_MAX)
+            return ld_err(c, QAT_ERR_FORMAT, "input of %dx%d pixels overflows the accumulator", H,
+                          W);
+    } else {
+        int32_t k = 1, s = 1;
+        if ((st = ld_attr_i32(c, g, "kernel", 1, 1024, &k))) return st;
+        if ((st = ld_attr_i32(c, g, "stride", 1, 1024, &s))) return st;
+        if (k > H || k > W)
+            return ld_err(c, QAT_ERR_FORMAT, "kernel %d is larger than the %dx%d input", (int)k, H,
+                          W);
+        op->kernel = k;
+        op->stride = s;
+        if ((st = ld_expect_shape(c, op, 3, C, (H - k) / s + 1, (W - k) / s + 1))) return st;
+    }
+    if (op->type == RT_OP_MAXPOOL2D) return QAT_OK; /* no requantization */
+    if ((st = ld_in_zp(c, g, "in_zero_point", in, &op->in_zp))) return st;
+    int64_t m, sh;
+    if ((st = ld_attr_ints(c, g, "multiplier", &m, 1))) return st;
+    if ((st = ld_attr_ints(c, g, "shift", &sh, 1))) return st;
+    if ((st = ld_requant_params(c, "multiplier", m, sh, -1))) return st;
+    op->pool_mult = (int32_t)m;
+    op->pool_shift = (int32_t)sh;
+    return QAT_OK;
+}
+
+static int ld_add(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *a, const rt_op *b)
+{
+    int st;
+    int same = a->out_ndim == b->out_ndim;
+    for (int i = 0; same && i < a->out_ndim; i++) same = a->out_shape[i] == b->out_shape[i];
+    char sa[64], sb[64];
+    if (!same)
+        return ld_err(c, QAT_ERR_FORMAT, "inputs have different shapes: op %d %s, op %d %s",
+                      op->inputs[0], shape_of(a, sa, sizeof sa), op->inputs[1],
+                      shape_of(b, sb, sizeof sb));
+    if ((st = ld_expect_shape(c, op, a->out_ndim, a->out_shape[0], a->out_shape[1],
+                              a->out_shape[2])))
+        return st;
+    int64_t m[2], z[2], t;
+    if ((st = ld_attr_ints(c, g, "multiplier", m, 2))) return st;
+    for (int i = 0; i < 2; i++)
+        if (m[i] < 0 || m[i] >= ((int64_t)1 << 31))
+            return ld_err(c, QAT_ERR_FORMAT, "multiplier[%d] = %lld outside [0, 2^31)", i,
+                          (long long)m[i]);
+    if ((st = ld_attr_ints(c, g, "add_shift", &t, 1))) return st;
+    if (t < 1 || t > 62)
+        return ld_err(c, QAT_ERR_FORMAT, "add_shift = %lld outside [1, 62]", (long long)t);
+    if ((st = ld_attr_ints(c, g, "in_zero_point", z, 2))) return st;
+    for (int i = 0; i < 2; i++) {
+        if (z[i] < -128 || z[i] > 127)
+            return ld_err(c, QAT_ERR_FORMAT, "in_zero_point[%d] = %lld outside [-128, 127]", i,
+                          (long long)z[i]);
+        op->add_mult[i] = (int32_t)m[i];
+        op->add_zp[i] = (int32_t)z[i];
+    }
+    op->add_shift = (int32_t)t;
+    return ld_act(c, g, op);
+}
+
+static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
+{
+    rt_op *op = &ops[i];
+    char *type = NULL;
+    int st = ld_attr_str(c, g, "type", &type);
+    if (st) return st;
+    int ty = -1;
+    for (int k = 0; k < RT_OP_COUNT; k++)
+        if (!strcmp(type, op_type_names[k])) ty = k;
+    if (ty < 0) {
+        st = ld_err(c, QAT_ERR_UNSUPPORTED, "unknown op type '%s'", type);
+        free(type);
+        return st;
+    }
+    free(type);
+    op->type = (rt_op_type)ty;
+    if ((st = ld_attr_str(c, g, "name", &op->name))) return st;
+    size_t wl = strlen(c->where);
+    snprintf(c->where + wl, sizeof c->where - wl, " (%s)", op->name);
+
+    if (i == 0 && op->type != RT_OP_INPUT)
+        return ld_err(c, QAT_ERR_FORMAT, "op 0 is %s, expected input", op_type_names[op->type]);
+    if (i > 0 && op->type == RT_OP_INPUT)
+        return ld_err(c, QAT_ERR_FORMAT, "only op 0 may be an input op");
+
+    int nin = op->type == RT_OP_INPUT ? 0 : op->type == RT_OP_ADD ? 2 : 1;
+    int64_t in64[2] = {0, 0};
+    {
+        /* inputs: int32[k]; k = 0 may also be stored as an empty attribute */
+        hid_t a = -1;
+        if (H5Aexists(g, "inputs") <= 0)
+            return ld_err(c, QAT_ERR_FORMAT, "missing attribute inputs");
+        a = H5Aopen(g, "inputs", H5P_DEFAULT);
+        hid_t s = a >= 0 ? H5Aget_space(a) : -1;
+        hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+        H5S_class_t scl = s >= 0 ? H5Sget_simple_extent_type(s) : H5S_NO_CLASS;
+        if (s >= 0) H5Sclose(s);
+        if (a >= 0) H5Aclose(a);
+        if (scl == H5S_NULL) np = 0;
+        if (np != nin)
+            return ld_err(c, QAT_ERR_FORMAT, "attribute inputs has %lld values, expected %d for %s",
+                          (long long)np, nin, op_type_names[op->type]);
+        if (nin && (st = ld_attr_ints(c, g, "inputs", in64, nin))) return st;
+    }
+    op->n_inputs = nin;
+    for (int k = 0; k < nin; k++) {
+        if (in64[k] < 0 || in64[k] >= i)
+            return ld_err(c, QAT_ERR_FORMAT, "inputs[%d] = %lld is not an earlier op (0..%d)", k,
+                          (long long)in64[k], i - 1);
+        op->inputs[k] = (int)in64[k];
+    }
+
+    /* out_shape: int32[3] or int32[1] */
+    {
+        int64_t sh[3] = {0, 0, 0};
+        int nd = 0;
+        hid_t a = H5Aexists(g, "out_shape") > 0 ? H5Aopen(g, "out_shape", H5P_DEFAULT) : -1;
+        if (a < 0) return ld_err(c, QAT_ERR_FORMAT, "missing attribute out_shape");
+        hid_t s = H5Aget_space(a);
+        hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+        if (s >= 0) H5Sclose(s);
+        H5Aclose(a);
+        if (np != 1 && np != 3)
+            return ld_err(c, QAT_ERR_FORMAT, "attribute out_shape has %lld values, expected 3 or 1",
+                          (long long)np);
+        nd = (int)np;
+        if ((st = ld_attr_ints(c, g, "out_shape", sh, nd))) return st;
+        int64_t total = 1;
+        for (int k = 0; k < nd; k++) {
+            if (sh[k] < 1 || sh[k] > LD_MAX_DIM)
+                return ld_err(c, QAT_ERR_FORMAT, "out_shape[%d] = %lld outside [1, %d]", k,
+                              (long long)sh[k], LD_MAX_DIM);
+            total *= sh[k];
+            op->out_shape[k] = (int)sh[k];
+        }
+        if (total > LD_MAX_ELEMS)
+            return ld_err(c, QAT_ERR_FORMAT, "out_shape has %lld elements per sample, at most %lld",
+                          (long long)total, (long long)LD_MAX_ELEMS);
+        for (int k = nd; k < 3; k++) op->out_shape[k] = 1;
+        op->out_ndim = nd;
+        op->out_size = (size_t)total;
+    }
+    if ((st = ld_attr_f32(c, g, "out_scale", 1, &op->out_scale))) return st;
+    if ((st = ld_attr_i32(c, g, "out_zero_point", -128, 127, &op->out_zp))) return st;
+
+    const rt_op *in = nin ? &ops[op->inputs[0]] : NULL;
+    char s1[64], s2[64];
+    switch (op->type) {
+    case RT_OP_INPUT: {
+        if ((st = ld_attr_f32(c, g, "mean", 0, &op->mean))) return st;
+        if ((st = ld_attr_f32(c, g, "std", 1, &op->std))) return st;
+        int8_t *lut = NULL;
+        int64_t d256[1] = {256};
+        if ((st = ld_dset(c, g, "lut", LD_I8, 1, d256, (void **)&lut))) return st;
+        memcpy(op->lut, lut, 256);
+        free(lut);
+        return QAT_OK;
+    }
+    case RT_OP_CONV2D:
+    case RT_OP_LINEAR: return ld_conv_linear(c, g, op, in);
+    case RT_OP_ADD: return ld_add(c, g, op, in, &ops[op->inputs[1]]);
+    case RT_OP_GLOBAL_AVGPOOL:
+    case RT_OP_AVGPOOL2D:
+    case RT_OP_MAXPOOL2D: return ld_pool(c, g, op, in);
+    case RT_OP_RELU:
+    case RT_OP_FLATTEN:
+        if (op->type == RT_OP_RELU) {
+            int same = op->out_ndim == in->out_ndim;
+            for (int k = 0; same && k < in->out_ndim; k++)
+                same = op->out_shape[k] == in->out_shape[k];
+            if (!same)
+                return ld_err(c, QAT_ERR_FORMAT, "out_shape is %s, expected the input's %s",
+                              shape_of(op, s1, sizeof s1), shape_of(in, s2, sizeof s2));
+        } else if ((st = ld_expect_shape(c, op, 1, (int)in->out_size, 0, 0))) {
+            return st;
+        }
+        /* the own out_zero_point (relu's threshold) is the one to use, even
+         * if it differs from the input's */
+        return QAT_OK;
+    default: break;
+    }
+    return ld_err(c, QAT_ERR_UNSUPPORTED, "op type not handled");
+}
+
+void qat_rti_free_ops(qat_rt_model *m)
+{
+    if (!m) return;
+    for (int i = 0; m->ops && i < m->n_ops; i++) {
+        rt_op *op = &m->ops[i];
+        free(op->name);
+        free(op->weight);
+        free(op->bias);
+        free(op->mult);
+        free(op->shift);
+        free(op->weight_scale);
+        qat_rti_gemm_free(&op->g);
+    }
+    free(m->ops);
+    m->ops = NULL;
+    free(m->arch);
+    free(m->source);
+    m->arch = m->source = NULL;
+}
+
+/* Sum of element count x element size over every dataset in the file. */
+static herr_t payload_cb(hid_t obj, const char *name, const H5O_info_t *info, void *data)
+{
+    if (info->type != H5O_TYPE_DATASET) return 0;
+    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
+    if (d < 0) return -1;
+    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
+    hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    size_t sz = t >= 0 ? H5Tget_size(t) : 0;
+    if (t >= 0) H5Tclose(t);
+    if (s >= 0) H5Sclose(s);
+    H5Dclose(d);
+    if (np < 0) return -1;
+    *(size_t *)data += (size_t)np * sz;
+    return 0;
+}
+
+static int ld_file(ld_ctx *c, hid_t f, qat_rt_model *m)
+{
+    int st;
+    char *fmt = NULL;
+    if ((st = ld_attr_str(c, f, "qat_format", &fmt))) return st;
+    if (strcmp(fmt, "int8-model")) {
+        st = ld_err(c, QAT_ERR_FORMAT, "qat_format is '%s', expected 'int8-model'", fmt);
+        free(fmt);
+        return st;
+    }
+    free(fmt);
+    int64_t ver;
+    if ((st = ld_attr_ints(c, f, "format_version", &ver, 1))) return st;
+    if (ver != 1)
+        return ld_err(c, QAT_ERR_UNSUPPORTED, "format_version %lld is not supported (this runtime reads 1)",
+                      (long long)ver);
+    if ((st = ld_attr_str(c, f, "arch", &m->arch))) return st;
+    if (H5Aexists(f, "source") > 0 && (st = ld_attr_str(c, f, "source", &m->source))) return st;
+    int32_t n = 0;
+    if ((st = ld_attr_i32(c, f, "num_ops", 1, LD_MAX_OPS, &n))) return st;
+    if (H5Lexists(f, "ops", H5P_DEFAULT) <= 0)
+        return ld_err(c, QAT_ERR_FORMAT, "missing group /ops");
+    hid_t ops = H5Gopen2(f, "ops", H5P_DEFAULT);
+    if (ops < 0) return ld_err(c, QAT_ERR_FORMAT, "/ops is not a group");
+    H5G_info_t gi;
+    if (H5Gget_info(ops, &gi) < 0) {
+        H5Gclose(ops);
+        return ld_err(c, QAT_ERR_FORMAT, "cannot list group /ops");
+    }
+    if (gi.nlinks != (hsize_t)n) {
+        H5Gclose(ops);
+        return ld_err(c, QAT_ERR_FORMAT, "group /ops has %llu members, num_ops is %d",
+                      (unsigned long long)gi.nlinks, (int)n);
+    }
+    m->ops = calloc((size_t)n, sizeof *m->ops);
+    if (!m->ops) {
+        H5Gclose(ops);
+        return qat_rti_error(QAT_ERR_NOMEM, "out of memory");
+    }
+    m->n_ops = n;
+    int width = 3;
+    for (int v = n - 1; v >= 1000; v /= 10) width++;
+    for (int i = 0; i < n && !st; i++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "%0*d", width < 9 ? width : 9, i);
+        if (H5Lexists(ops, nm, H5P_DEFAULT) <= 0) snprintf(nm, sizeof nm, "%03d", i);
+        snprintf(c->where, sizeof c->where, "ops/%s", nm);
+        hid_t g = H5Lexists(ops, nm, H5P_DEFAULT) > 0 ? H5Gopen2(ops, nm, H5P_DEFAULT) : -1;
+        if (g < 0) {
+            st = ld_err(c, QAT_ERR_FORMAT, "missing op group");
+            break;
+        }
+        st = ld_op(c, g, m->ops, i);
+        H5Gclose(g);
+    }
+    H5Gclose(ops);
+    c->where[0] = 0;
+    if (st) return st;
+    size_t payload = 0;
+    if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, payload_cb, &payload) < 0)
+        return ld_err(c, QAT_ERR_FORMAT, "cannot list the datasets");
+    m->payload_bytes = payload;
+    return QAT_OK;
+}
+
+int qat_rti_load(const void *image, size_t size, const char *path, qat_rt_model **out)
+{
+    *out = NULL;
+    ld_ctx c = {path ? path : "memory image", ""};
+    H5E_auto2_t old_fn = NULL;
+    void *old_data = NULL;
+    H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f;
+    if (image) {
+        /* the core (memory) driver over a copy of the image; the caller's
+         * buffer may go away after this call */
+        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+        f = -1;
+        if (fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 16, 0) >= 0 &&
+            H5Pset_file_image(fapl, (void *)(uintptr_t)image, size) >= 0)
+            f = H5Fopen("qat-int8-model-image", H5F_ACC_RDONLY, fapl);
+        if (fapl >= 0) H5Pclose(fapl);
+    } else {
+        htri_t is = H5Fis_hdf5(path);
+        f = is > 0 ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+    }
+    int st;
+    if (f < 0) {
+        FILE *probe = image ? NULL : fopen(path, "rb");
+        if (!image && !probe)
+            st = qat_rti_error(QAT_ERR_IO, "%s: cannot open the file", c.src);
+        else
+            st = qat_rti_error(QAT_ERR_FORMAT, "%s: not a readable HDF5 file (truncated or another format)",
+                               c.src);
+        if (probe) fclose(probe);
+        H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+        return st;
+    }
+    qat_rt_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        H5Fclose(f);
+        H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+        return qat_rti_error(QAT_ERR_NOMEM, "out of memory");
+    }
+    st = ld_file(&c, f, m);
+    H5Fclose(f);
+    H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+    if (st) {
+        qat_rti_free_ops(m);
+        free(m);
+        return st;
+    }
+    *out = m;
+    return QAT_OK;
+}

@@ -1,0 +1,360 @@
+/* runtime/model.c: the public runtime API (include/qat/runtime.h): loading,
+ * planning buffers, running, inspection, kernel and thread selection. */
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rt_internal.h"
+
+/* ---- the runtime's own last-error slot ---- */
+
+static _Thread_local char rt_errbuf[640];
+
+int qat_rti_error(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rt_errbuf, sizeof rt_errbuf, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+const char *qat_rt_last_error(void)
+{
+    return rt_errbuf;
+}
+
+/* ---- threads and kernels ---- */
+
+static int default_threads(void)
+{
+    const char *e = getenv("QAT_NUM_THREADS");
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end == 0 && v > 0 && v < 4096) return (int)v;
+    }
+    int p = omp_get_num_procs();
+    return p > 0 ? p : 1;
+}
+
+qat_rt_isa qat_rt_best_isa(void)
+{
+    if (qat_rti_cpu_has(QAT_RT_ISA_AVX512_VNNI)) return QAT_RT_ISA_AVX512_VNNI;
+    if (qat_rti_cpu_has(QAT_RT_ISA_AVX2)) return QAT_RT_ISA_AVX2;
+    return QAT_RT_ISA_REF;
+}
+
+const char *qat_rt_isa_name(qat_rt_isa isa)
+{
+    static const char *const names[] = {
+        [QAT_RT_ISA_AUTO] = "auto",
+        [QAT_RT_ISA_REF] = "ref",
+        [QAT_RT_ISA_AVX2] = "avx2",
+        [QAT_RT_ISA_AVX512_VNNI] = "avx512_vnni",
+    };
+    _Static_assert(sizeof names / sizeof names[0] == QAT_RT_ISA_COUNT, "one name per ISA");
+    return (unsigned)isa < QAT_RT_ISA_COUNT ? names[isa] : "unknown";
+}
+
+static const rt_isa_kernels *isa_kernels(qat_rt_isa isa)
+{
+    switch (isa) {
+    case QAT_RT_ISA_AVX2: return &qat_rti_avx2;
+    case QAT_RT_ISA_AVX512_VNNI: return &qat_rti_vnni;
+    default: return NULL;
+    }
+}
+
+/* ---- load / free ---- */
+
+static int finish_load(int st, qat_rt_model **out)
+{
+    if (st) return st;
+    (*out)->isa = qat_rt_best_isa();
+    (*out)->threads = default_threads();
+    return QAT_OK;
+}
+
+int qat_rt_load_file(const char *path, qat_rt_model **out)
+{
+    if (!out) return qat_rti_error(QAT_ERR_ARG, "qat_rt_load_file: out is NULL");
+    *out = NULL;
+    if (!path) return qat_rti_error(QAT_ERR_ARG, "qat_rt_load_file: path is NULL");
+    return finish_load(qat_rti_load(NULL, 0, path, out), out);
+}
+
+int qat_rt_load_memory(const void *data, size_t size, qat_rt_model **out)
+{
+    if (!out) return qat_rti_error(QAT_ERR_ARG, "qat_rt_load_memory: out is NULL");
+    *out = NULL;
+    if (!data || size == 0)
+        return qat_rti_error(QAT_ERR_ARG, "qat_rt_load_memory: empty buffer (data %s, size %zu)",
+                             data ? "set" : "NULL", size);
+    return finish_load(qat_rti_load(data, size, NULL, out), out);
+}
+
+static void unplan(qat_rt_model *m)
+{
+    if (m->out) {
+        for (int i = 0; i < m->n_ops; i++)
+            if (m->ops[i].type != RT_OP_FLATTEN) qat_rti_dealloc(m->out[i]);
+        free(m->out);
+        m->out = NULL;
+    }
+    for (int i = 0; i < m->n_ops; i++) qat_rti_gemm_free(&m->ops[i].g);
+    qat_rti_dealloc(m->scratch);
+    qat_rti_dealloc(m->shared);
+    m->scratch = m->shared = NULL;
+    m->slot_bytes = m->shared_bytes = 0;
+    m->slots = 0;
+    m->max_batch = 0;
+}
+
+void qat_rt_free(qat_rt_model *m)
+{
+    if (!m) return;
+    unplan(m);
+    qat_rti_free_ops(m);
+    free(m);
+}
+
+/* ---- planning ---- */
+
+static int plan(qat_rt_model *m, int max_batch)
+{
+    unplan(m);
+    const rt_isa_kernels *k = isa_kernels(m->isa);
+    m->out = calloc((size_t)m->n_ops, sizeof *m->out);
+    if (!m->out) return qat_rti_error(QAT_ERR_NOMEM, "out of memory planning buffers");
+    size_t slot = 64, shared = 64;
+    int st = QAT_OK;
+    for (int i = 0; i < m->n_ops && !st; i++) {
+        rt_op *op = &m->ops[i];
+        if (op->type == RT_OP_FLATTEN) {
+            m->out[i] = m->out[op->inputs[0]];
+        } else {
+            m->out[i] = qat_rti_alloc((size_t)max_batch * op->out_size + 64);
+            if (!m->out[i]) {
+                st = qat_rti_error(QAT_ERR_NOMEM, "out of memory: %zu bytes for the output of %s",
+                                   (size_t)max_batch * op->out_size, op->name);
+                break;
+            }
+        }
+        if (op->type == RT_OP_CONV2D) {
+            size_t b = qat_rti_conv2d_ref_scratch(op);
+            if (k) {
+                if ((st = k->prepare_conv(op))) break;
+                b = k->conv_slot_bytes(op);
+            }
+            if (b > slot) slot = b;
+        } else if (op->type == RT_OP_LINEAR && k) {
+            if ((st = k->prepare_linear(op))) break;
+            size_t b = (size_t)max_batch * k->linear_sample_bytes(op);
+            if (b > shared) shared = b;
+        }
+    }
+    if (!st) {
+        int slots = omp_get_num_procs();
+        if (m->threads > slots) slots = m->threads;
+        if (slots < 1) slots = 1;
+        m->slot_bytes = (slot + 63) / 64 * 64;
+        m->slots = slots;
+        m->scratch = qat_rti_alloc(m->slot_bytes * (size_t)slots);
+        m->shared_bytes = shared;
+        m->shared = qat_rti_alloc(shared);
+        if (!m->scratch || !m->shared)
+            st = qat_rti_error(QAT_ERR_NOMEM, "out of memory: %zu bytes of scratch",
+                               m->slot_bytes * (size_t)slots + shared);
+    }
+    if (st) {
+        unplan(m);
+        return st;
+    }
+    m->max_batch = max_batch;
+    return QAT_OK;
+}
+
+int qat_rt_prepare(qat_rt_model *m, int max_batch)
+{
+    if (!m) return qat_rti_error(QAT_ERR_ARG, "qat_rt_prepare: model is NULL");
+    if (max_batch < 1 || max_batch > (1 << 20))
+        return qat_rti_error(QAT_ERR_ARG, "qat_rt_prepare: max_batch %d outside [1, 2^20]",
+                             max_batch);
+    return plan(m, max_batch);
+}
+
+/* ---- running ---- */
+
+static int check_run(const qat_rt_model *m, const void *in, int n, const int8_t *logits,
+                     const char *fn)
+{
+    if (!m) return qat_rti_error(QAT_ERR_ARG, "%s: model is NULL", fn);
+    if (!in || !logits) return qat_rti_error(QAT_ERR_ARG, "%s: %s is NULL", fn, in ? "logits" : "input");
+    if (!m->max_batch)
+        return qat_rti_error(QAT_ERR_ARG, "%s: not prepared (call qat_rt_prepare first)", fn);
+    if (n < 1 || n > m->max_batch)
+        return qat_rti_error(QAT_ERR_ARG, "%s: n = %d outside [1, max_batch = %d]", fn, n,
+                             m->max_batch);
+    return QAT_OK;
+}
+
+static int run_threads(const qat_rt_model *m)
+{
+    return m->threads < m->slots ? m->threads : m->slots;
+}
+
+/* Ops 1..N-1 over the input already in out[0]; copies the logits. */
+static void run_graph(qat_rt_model *m, int n, int8_t *logits)
+{
+    const rt_isa_kernels *k = isa_kernels(m->isa);
+    const int T = run_threads(m);
+    for (int i = 1; i < m->n_ops; i++) {
+        const rt_op *op = &m->ops[i];
+        const rt_op *in = &m->ops[op->inputs[0]];
+        const int8_t *x = m->out[op->inputs[0]];
+        int8_t *y = m->out[i];
+        switch (op->type) {
+        case RT_OP_CONV2D:
+            if (k) k->conv2d(op, x, y, n, T, m->scratch, m->slot_bytes, m->slots);
+            else qat_rti_conv2d_ref(op, x, y, n, T, m->scratch, m->slot_bytes);
+            break;
+        case RT_OP_LINEAR:
+            if (k) k->linear(op, x, y, n, T, m->shared);
+            else qat_rti_linear_ref(op, x, y, n, T);
+            break;
+        case RT_OP_ADD: qat_rti_add_s8(op, x, m->out[op->inputs[1]], y, n, T); break;
+        case RT_OP_GLOBAL_AVGPOOL: qat_rti_global_avgpool_s8(op, in, x, y, n, T); break;
+        case RT_OP_AVGPOOL2D: qat_rti_avgpool2d_s8(op, in, x, y, n, T); break;
+        case RT_OP_MAXPOOL2D:
+            if (k && k->maxpool2d) k->maxpool2d(op, in, x, y, n, T);
+            else qat_rti_maxpool2d_s8(op, in, x, y, n, T);
+            break;
+        case RT_OP_RELU: qat_rti_relu_s8(op, x, y, n, T); break;
+        case RT_OP_FLATTEN: break; /* aliases its input */
+        default: break;
+        }
+    }
+    const rt_op *last = &m->ops[m->n_ops - 1];
+    memcpy(logits, m->out[m->n_ops - 1], (size_t)n * last->out_size);
+}
+
+int qat_rt_run_u8(qat_rt_model *m, const uint8_t *pixels, int n, int8_t *logits)
+{
+    int st = check_run(m, pixels, n, logits, "qat_rt_run_u8");
+    if (st) return st;
+    qat_rti_input_u8(&m->ops[0], pixels, m->out[0], n, run_threads(m));
+    run_graph(m, n, logits);
+    return QAT_OK;
+}
+
+int qat_rt_run_f32(qat_rt_model *m, const float *x, int n, int8_t *logits)
+{
+    int st = check_run(m, x, n, logits, "qat_rt_run_f32");
+    if (st) return st;
+    long long nan = qat_rti_input_f32(&m->ops[0], x, m->out[0], n, run_threads(m));
+    if (nan >= 0)
+        return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32: x[%lld] (image %lld) is NaN", nan,
+                             nan / (long long)m->ops[0].out_size);
+    run_graph(m, n, logits);
+    return QAT_OK;
+}
+
+int qat_rt_run_s8(qat_rt_model *m, const int8_t *xq, int n, int8_t *logits)
+{
+    int st = check_run(m, xq, n, logits, "qat_rt_run_s8");
+    if (st) return st;
+    memcpy(m->out[0], xq, (size_t)n * m->ops[0].out_size);
+    run_graph(m, n, logits);
+    return QAT_OK;
+}
+
+/* ---- model facts ---- */
+
+void qat_rt_input_shape(const qat_rt_model *m, int shape[3])
+{
+    if (!m || !shape) return;
+    const rt_op *op = &m->ops[0];
+    for (int i = 0; i < 3; i++) shape[i] = op->out_shape[i];
+}
+
+int qat_rt_num_classes(const qat_rt_model *m)
+{
+    return m ? (int)m->ops[m->n_ops - 1].out_size : 0;
+}
+
+float qat_rt_output_scale(const qat_rt_model *m)
+{
+    return m ? m->ops[m->n_ops - 1].out_scale : 0.0f;
+}
+
+int32_t qat_rt_output_zero_point(const qat_rt_model *m)
+{
+    return m ? m->ops[m->n_ops - 1].out_zp : 0;
+}
+
+int qat_rt_num_ops(const qat_rt_model *m)
+{
+    return m ? m->n_ops : 0;
+}
+
+int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info)
+{
+    if (!m || !info) return qat_rti_error(QAT_ERR_ARG, "qat_rt_op: NULL argument");
+    if (i < 0 || i >= m->n_ops)
+        return qat_rti_error(QAT_ERR_ARG, "qat_rt_op: op %d outside [0, %d)", i, m->n_ops);
+    const rt_op *op = &m->ops[i];
+    memset(info, 0, sizeof *info);
+    info->type = qat_rti_op_type_name(op->type);
+    info->name = op->name;
+    info->n_inputs = op->n_inputs;
+    info->inputs[0] = op->n_inputs > 0 ? op->inputs[0] : -1;
+    info->inputs[1] = op->n_inputs > 1 ? op->inputs[1] : -1;
+    info->out_ndim = op->out_ndim;
+    for (int k = 0; k < 3; k++) info->out_shape[k] = k < op->out_ndim ? op->out_shape[k] : 0;
+    info->out_scale = op->out_scale;
+    info->out_zero_point = op->out_zp;
+    info->weight_bytes = op->weight_bytes;
+    return QAT_OK;
+}
+
+const int8_t *qat_rt_op_output(const qat_rt_model *m, int i)
+{
+    if (!m || !m->max_batch || i < 0 || i >= m->n_ops) return NULL;
+    return m->out[i];
+}
+
+size_t qat_rt_payload_bytes(const qat_rt_model *m)
+{
+    return m ? m->payload_bytes : 0;
+}
+
+/* ---- kernel and thread selection ---- */
+
+int qat_rt_set_isa(qat_rt_model *m, qat_rt_isa isa)
+{
+    if (!m) return qat_rti_error(QAT_ERR_ARG, "qat_rt_set_isa: model is NULL");
+    if ((unsigned)isa >= QAT_RT_ISA_COUNT)
+        return qat_rti_error(QAT_ERR_ARG, "qat_rt_set_isa: unknown ISA %d", (int)isa);
+    if (isa == QAT_RT_ISA_AUTO) isa = qat_rt_best_isa();
+    if (!qat_rti_cpu_has(isa))
+        return qat_rti_error(QAT_ERR_UNSUPPORTED, "qat_rt_set_isa: this CPU does not support %s",
+                             qat_rt_isa_name(isa));
+    if (isa == m->isa) return QAT_OK;
+    m->isa = isa;
+    if (m->max_batch) return plan(m, m->max_batch); /* repack the weights */
+    return QAT_OK;
+}
+
+qat_rt_isa qat_rt_get_isa(const qat_rt_model *m)
+{
+    return m ? m->isa : QAT_RT_ISA_AUTO;
+}
+
+void qat_rt_set_threads(qat_rt_model *m, int n)
+{
+    if (!m) return;
+    m->threads = n > 0 ? n : default_threads();
+}

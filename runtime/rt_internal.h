@@ -1,0 +1,195 @@
+/* runtime/rt_internal.h: the integer runtime's private structures.
+ *
+ * Nothing here (nor in any runtime/ source) includes anything from the
+ * training side of qat: a deployment builds runtime/ alone (libqat_runtime)
+ * and links HDF5. Functions with external linkage that are not public API
+ * use the prefix qat_rti_. */
+#ifndef QAT_RT_INTERNAL_H
+#define QAT_RT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qat/runtime.h"
+
+#if defined(__GNUC__)
+#define RT_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define RT_PRINTF(a, b)
+#endif
+
+/* Sets the runtime's thread-local last error (qat_rt_last_error) and
+ * returns status. */
+int qat_rti_error(int status, const char *fmt, ...) RT_PRINTF(2, 3);
+
+/* Op types; the table of names in load.c is indexed by these. */
+typedef enum {
+    RT_OP_INPUT = 0,
+    RT_OP_CONV2D,
+    RT_OP_LINEAR,
+    RT_OP_ADD,
+    RT_OP_GLOBAL_AVGPOOL,
+    RT_OP_AVGPOOL2D,
+    RT_OP_MAXPOOL2D,
+    RT_OP_RELU,
+    RT_OP_FLATTEN,
+    RT_OP_COUNT
+} rt_op_type;
+
+const char *qat_rti_op_type_name(rt_op_type t);
+
+/* Per-channel requantization epilogue, precomputed at prepare time so the
+ * SIMD kernels work in 32-bit lanes plus one 64-bit product:
+ *   a  = clamp(acc, alo, ahi)           (does not change the final output,
+ *                                        keeps r + zp inside int32)
+ *   u  = (uint64)(a * m) + rnd          rnd = 2^(t-1) + 2^63 (mod 2^64)
+ *   r' = (u >> t) mod 2^32              logical shift
+ *   y  = clamp(r' + cadd, lo, hi)       cadd = zp - 2^(63-t) (mod 2^32)
+ * which equals clamp(requant(acc, m, 31 - t) + zp, lo, hi) for every int32
+ * acc (proof in prepare.c). SoA arrays of mpad entries (padding: m = 0). */
+typedef struct rt_epi {
+    int32_t *bias;  /* effective bias (VNNI: bias - (128 + in_zp) * rowsum) */
+    int32_t *m;     /* multiplier */
+    int32_t *t;     /* 31 - shift, in [1, 62] */
+    int64_t *t64;   /* t as int64 (per-lane shift counts) */
+    uint64_t *rnd;  /* 2^(t-1) + 2^63 */
+    int32_t *alo, *ahi;
+    int32_t *cadd;  /* zp - 2^(63-t), wrapped */
+    int32_t lo, hi; /* act_min, act_max */
+} rt_epi;
+
+/* One masked store of a vector of 16 conv outputs into the NCHW plane:
+ * lanes selected by mask go to plane + off + lane. */
+typedef struct rt_seg {
+    int32_t off;
+    uint32_t mask;
+} rt_seg;
+
+/* Prepared state of a conv2d / linear op for the fast kernels. */
+typedef struct rt_gemm {
+    qat_rt_isa isa;
+    void *w;            /* packed weights (layout owned by the ISA file) */
+    int kg;             /* number of k groups (VNNI: 4 k each, AVX2: 2) */
+    int mpad;           /* channels padded to the vector width */
+    rt_epi epi;
+    /* conv: the packed input of one image, stride s split into s*s phase
+     * planes of hs x ws pixels, each pixel one k group of input channels */
+    int32_t *koff;      /* [kg] byte offset of each k group in the packed image */
+    int s, hp, wp, hs, ws, groups;
+    size_t plane_bytes, img_bytes; /* img_bytes includes read slack */
+    int q_count, q_vecs; /* output positions q = oh*ws + ow, vectors of 16 or 8 */
+    size_t tmp_bytes;   /* per-image output staging (AVX2) */
+    rt_seg *segs;       /* VNNI: segments of each output vector */
+    int32_t *seg_start; /* [q_vecs + 1] */
+    /* linear: packed activations row length in bytes */
+    size_t xrow_bytes;
+} rt_gemm;
+
+typedef struct rt_op {
+    rt_op_type type;
+    char *name;
+    int n_inputs, inputs[2];
+    int out_ndim, out_shape[3];
+    size_t out_size;    /* per-sample elements */
+    float out_scale;
+    int32_t out_zp;
+    /* input */
+    float mean, std;
+    int8_t lut[256];
+    /* conv2d / linear: weight [oc, ic, kh, kw] (linear: [out, in], kh = kw = 1) */
+    int oc, ic, kh, kw, stride, pad;
+    int in_c, in_h, in_w; /* input geometry (linear: in_c = in features) */
+    int32_t in_zp, act_min, act_max;
+    int8_t *weight;
+    int32_t *bias, *mult, *shift;
+    float *weight_scale; /* optional, informational */
+    /* add */
+    int32_t add_mult[2], add_shift, add_zp[2];
+    /* global_avgpool / avgpool2d / maxpool2d (stride in stride) */
+    int kernel;
+    int32_t pool_mult, pool_shift;
+    size_t weight_bytes;
+    /* prepared */
+    rt_gemm g;
+} rt_op;
+
+struct qat_rt_model {
+    int n_ops;
+    rt_op *ops;
+    size_t payload_bytes;
+    char *arch, *source;
+    qat_rt_isa isa;     /* resolved: never AUTO */
+    int threads;        /* resolved: >= 1 */
+    /* prepared state */
+    int max_batch;      /* 0: not prepared */
+    int8_t **out;       /* [n_ops] per-op output buffers (flatten aliases) */
+    uint8_t *scratch;   /* per-slot scratch, slots * slot_bytes */
+    size_t slot_bytes;
+    int slots;
+    uint8_t *shared;    /* batch-wide scratch (linear: packed activations) */
+    size_t shared_bytes;
+};
+
+/* ---- loading (load.c) ---- */
+int qat_rti_load(const void *image, size_t size, const char *path, qat_rt_model **out);
+void qat_rti_free_ops(qat_rt_model *m);
+
+/* ---- reference kernels (kernels_ref.c), integer only ----
+ * All take a batch of n samples, int8 NCHW / NF layouts as in
+ * docs/FORMAT-int8.md, and split the batch over `threads` OpenMP threads.
+ * scratch: `slots` regions of slot_bytes (conv uses int32 accumulators). */
+void qat_rti_conv2d_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                        uint8_t *scratch, size_t slot_bytes);
+size_t qat_rti_conv2d_ref_scratch(const rt_op *op);
+void qat_rti_linear_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads);
+void qat_rti_add_s8(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y, int n,
+                    int threads);
+void qat_rti_global_avgpool_s8(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y,
+                               int n, int threads);
+void qat_rti_avgpool2d_s8(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
+                          int threads);
+void qat_rti_maxpool2d_s8(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
+                          int threads);
+void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads);
+void qat_rti_input_u8(const rt_op *op, const uint8_t *p, int8_t *y, int n, int threads);
+
+/* ---- float boundary (boundary.c) ---- */
+/* returns the index of the first NaN in x (an error), or -1 */
+long long qat_rti_input_f32(const rt_op *op, const float *x, int8_t *y, int n, int threads);
+
+/* ---- epilogue helpers (prepare.c) ---- */
+/* Fills g->epi for an op with `rows` channels padded to mpad; rowsum_corr
+ * nonzero subtracts (128 + in_zp) * rowsum(weight) from the bias. Returns
+ * QAT_OK or an error (effective bias outside int32, allocation). */
+int qat_rti_epi_init(const rt_op *op, rt_gemm *g, int mpad, int rowsum_corr);
+void qat_rti_gemm_free(rt_gemm *g);
+/* Packed-input geometry and koff of a conv for the fast kernels: cpg
+ * channels per 4-byte cell, output vectors of `lanes` positions. */
+int qat_rti_conv_geometry(const rt_op *op, rt_gemm *g, int cpg, int lanes);
+void *qat_rti_alloc(size_t bytes); /* 64-byte aligned, zeroed; NULL on failure */
+void qat_rti_dealloc(void *p);
+
+/* ---- CPU features (cpu.c) ---- */
+int qat_rti_cpu_has(qat_rt_isa isa);
+
+/* ---- fast kernels: one table per ISA ---- */
+typedef struct rt_isa_kernels {
+    /* pack weights, geometry; allocates into op->g */
+    int (*prepare_conv)(rt_op *op);
+    int (*prepare_linear)(rt_op *op);
+    /* bytes of per-slot scratch (conv) and batch scratch per sample (linear) */
+    size_t (*conv_slot_bytes)(const rt_op *op);
+    size_t (*linear_sample_bytes)(const rt_op *op);
+    void (*conv2d)(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                   uint8_t *scratch, size_t slot_bytes, int slots);
+    void (*linear)(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                   uint8_t *shared);
+    /* optional (NULL: the reference) */
+    void (*maxpool2d)(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
+                      int threads);
+} rt_isa_kernels;
+
+extern const rt_isa_kernels qat_rti_avx2;
+extern const rt_isa_kernels qat_rti_vnni;
+
+#endif
