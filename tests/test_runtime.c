@@ -1,0 +1,1417 @@
+/* tests/test_runtime.c: the integer-only runtime (include/qat/runtime.h).
+ *
+ * The test writes its own int8 model files with the HDF5 C API, following
+ * docs/FORMAT-int8.md, and carries its own scalar implementation of every op
+ * of that page (tm_forward, int64 arithmetic straight from the formulas),
+ * so nothing here trusts the runtime's code:
+ * - a tiny model whose logits are worked out by hand in the comments;
+ * - every op type, the reference kernels and every fast ISA this CPU has,
+ *   against tm_forward;
+ * - every ISA bit-exact against the reference on random models: odd sizes,
+ *   tails, strides, extreme weights/inputs/zero points, batches below and
+ *   above the thread count, several thread counts;
+ * - loading from memory == loading from the file; the u8 and float inputs;
+ * - malformed files, each with its own message; argument errors. */
+#include <check.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qat/runtime.h"
+#include "testutil.h"
+
+/* ---- an int8 model described in memory ---- */
+
+enum { TM_MAX_OPS = 24 };
+
+typedef struct {
+    const char *type;
+    char name[32];
+    int n_in, in[2];
+    int ndim, shape[3];
+    float scale;
+    int32_t zp;
+    /* input */
+    float mean, std;
+    int8_t lut[256];
+    /* conv2d / linear */
+    int stride, pad;
+    int32_t in_zp, act_min, act_max;
+    int oc, ic, kh, kw;
+    int8_t *w;
+    int32_t *bias, *mult, *shift;
+    /* add */
+    int32_t amult[2], ashift, azp[2];
+    /* pools */
+    int kernel;
+    int32_t pmult, pshift;
+} tm_op;
+
+typedef struct {
+    int n;
+    int vlen; /* variable-length strings instead of fixed */
+    tm_op op[TM_MAX_OPS];
+} tm_model;
+
+static void tm_free(tm_model *M)
+{
+    for (int i = 0; i < M->n; i++) {
+        free(M->op[i].w);
+        free(M->op[i].bias);
+        free(M->op[i].mult);
+        free(M->op[i].shift);
+    }
+    memset(M, 0, sizeof *M);
+}
+
+static size_t tm_size(const tm_op *o)
+{
+    return (size_t)o->shape[0] * (o->ndim == 3 ? (size_t)o->shape[1] * o->shape[2] : 1);
+}
+
+static int32_t rnd_int(qat_rng *r, int32_t lo, int32_t hi) /* [lo, hi] */
+{
+    return lo + (int32_t)qat_rng_below(r, (uint32_t)(hi - lo + 1));
+}
+
+/* real multiplier -> (m in [2^30, 2^31), shift) as docs/FORMAT-int8.md */
+static void to_mult(double real, int32_t *m, int32_t *s)
+{
+    int e;
+    double f = frexp(real, &e);
+    long long q = llround(f * 2147483648.0);
+    if (q == (1LL << 31)) {
+        q /= 2;
+        e++;
+    }
+    if (e < -31) {
+        q = 0;
+        e = 0;
+    }
+    if (e > 30) {
+        e = 30;
+        q = (1LL << 31) - 1;
+    }
+    *m = (int32_t)q;
+    *s = e;
+}
+
+static tm_op *tm_add_op(tm_model *M, const char *type, const char *name)
+{
+    ck_assert_int_lt(M->n, TM_MAX_OPS);
+    tm_op *o = &M->op[M->n++];
+    memset(o, 0, sizeof *o);
+    o->type = type;
+    snprintf(o->name, sizeof o->name, "%s", name);
+    o->scale = 0.05f;
+    return o;
+}
+
+static int tm_input(tm_model *M, int ndim, int c, int h, int w, int32_t zp)
+{
+    tm_op *o = tm_add_op(M, "input", "input");
+    o->ndim = ndim;
+    o->shape[0] = c;
+    o->shape[1] = h;
+    o->shape[2] = w;
+    o->zp = zp;
+    o->scale = 1.0f / 64;
+    o->mean = 0.25f;
+    o->std = 0.5f;
+    /* the input formula: x = (p/255 - mean)/std, q = clamp(zp + rne(x * 1/scale)) */
+    const float inv = 1.0f / o->scale;
+    for (int p = 0; p < 256; p++) {
+        float x = ((float)p / 255.0f - o->mean) / o->std;
+        float q = rintf(x * inv) + (float)zp;
+        o->lut[p] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
+    }
+    return M->n - 1;
+}
+
+/* Random conv2d / linear parameters. mode 0: typical, 1: extreme (weights
+ * -128/127 only, large biases, clamped multipliers). */
+static void tm_params(tm_op *o, int K, int mode, qat_rng *r)
+{
+    const int OC = o->oc;
+    o->w = malloc((size_t)OC * K);
+    o->bias = malloc(OC * sizeof(int32_t));
+    o->mult = malloc(OC * sizeof(int32_t));
+    o->shift = malloc(OC * sizeof(int32_t));
+    for (int i = 0; i < OC * K; i++)
+        o->w[i] = mode ? (qat_rng_below(r, 2) ? 127 : -128) : (int8_t)rnd_int(r, -127, 127);
+    for (int c = 0; c < OC; c++) {
+        o->bias[c] = mode ? rnd_int(r, -2000000, 2000000) : rnd_int(r, -20000, 20000);
+        double target = 40.0 / (sqrt((double)K) * 73.0 * 75.0) * pow(2.0, 3.0 * qat_rng_uniform(r) - 1.5);
+        to_mult(target, &o->mult[c], &o->shift[c]);
+        uint32_t pick = qat_rng_below(r, 16);
+        if (pick == 0) o->mult[c] = 0, o->shift[c] = rnd_int(r, -31, 30);
+        if (pick == 1) o->mult[c] = (int32_t)((1u << 31) - 1), o->shift[c] = 30;
+        if (pick == 2) o->mult[c] = 1 << 30, o->shift[c] = -31;
+        if (pick == 3) o->shift[c] = rnd_int(r, -31, 30);
+    }
+    o->zp = mode ? (qat_rng_below(r, 2) ? 127 : -128) : rnd_int(r, -128, 127);
+    uint32_t act = qat_rng_below(r, 3);
+    o->act_min = act == 1 ? o->zp : -128;
+    o->act_max = 127;
+    if (act == 2) {
+        o->act_min = rnd_int(r, -128, 0);
+        o->act_max = rnd_int(r, o->act_min, 127);
+    }
+}
+
+static int tm_conv(tm_model *M, int in, int OC, int KH, int KW, int stride, int pad, int mode,
+                   qat_rng *r)
+{
+    const tm_op *x = &M->op[in];
+    char nm[32];
+    snprintf(nm, sizeof nm, "conv%d", M->n);
+    tm_op *o = tm_add_op(M, "conv2d", nm);
+    o->n_in = 1;
+    o->in[0] = in;
+    o->oc = OC;
+    o->ic = x->shape[0];
+    o->kh = KH;
+    o->kw = KW;
+    o->stride = stride;
+    o->pad = pad;
+    o->in_zp = x->zp;
+    o->ndim = 3;
+    o->shape[0] = OC;
+    o->shape[1] = (x->shape[1] + 2 * pad - KH) / stride + 1;
+    o->shape[2] = (x->shape[2] + 2 * pad - KW) / stride + 1;
+    tm_params(o, o->ic * KH * KW, mode, r);
+    return M->n - 1;
+}
+
+static int tm_linear(tm_model *M, int in, int OUT, int mode, qat_rng *r)
+{
+    const tm_op *x = &M->op[in];
+    char nm[32];
+    snprintf(nm, sizeof nm, "fc%d", M->n);
+    tm_op *o = tm_add_op(M, "linear", nm);
+    o->n_in = 1;
+    o->in[0] = in;
+    o->oc = OUT;
+    o->ic = (int)tm_size(x);
+    o->kh = o->kw = 1;
+    o->in_zp = x->zp;
+    o->ndim = 1;
+    o->shape[0] = OUT;
+    tm_params(o, o->ic, mode, r);
+    return M->n - 1;
+}
+
+static int tm_simple(tm_model *M, const char *type, int in)
+{
+    const tm_op *x = &M->op[in];
+    char nm[32];
+    snprintf(nm, sizeof nm, "%s%d", type, M->n);
+    tm_op *o = tm_add_op(M, type, nm);
+    o->n_in = 1;
+    o->in[0] = in;
+    o->zp = x->zp;
+    o->scale = x->scale;
+    o->in_zp = x->zp;
+    o->ndim = x->ndim;
+    memcpy(o->shape, x->shape, sizeof o->shape);
+    return M->n - 1;
+}
+
+static int tm_relu(tm_model *M, int in)
+{
+    return tm_simple(M, "relu", in);
+}
+
+static int tm_flatten(tm_model *M, int in)
+{
+    int i = tm_simple(M, "flatten", in);
+    tm_op *o = &M->op[i];
+    o->shape[0] = (int)tm_size(&M->op[in]);
+    o->shape[1] = o->shape[2] = 0;
+    o->ndim = 1;
+    return i;
+}
+
+static int tm_pool(tm_model *M, const char *type, int in, int k, int s, qat_rng *r)
+{
+    int i = tm_simple(M, type, in);
+    tm_op *o = &M->op[i];
+    const tm_op *x = &M->op[in];
+    o->kernel = k;
+    o->stride = s;
+    if (!strcmp(type, "global_avgpool")) {
+        o->ndim = 1;
+        o->shape[1] = o->shape[2] = 0;
+        k = x->shape[1];
+        s = 1;
+        to_mult(1.0 / (x->shape[1] * x->shape[2]) * pow(2.0, 2.0 * qat_rng_uniform(r) - 1.0),
+                &o->pmult, &o->pshift);
+    } else {
+        o->shape[1] = (x->shape[1] - k) / s + 1;
+        o->shape[2] = (x->shape[2] - k) / s + 1;
+        to_mult(1.0 / (k * k) * pow(2.0, 2.0 * qat_rng_uniform(r) - 1.0), &o->pmult, &o->pshift);
+    }
+    if (strcmp(type, "maxpool2d")) {
+        o->zp = rnd_int(r, -128, 127);
+        o->scale = 0.07f;
+    }
+    return i;
+}
+
+static int tm_addop(tm_model *M, int a, int b, qat_rng *r)
+{
+    int i = tm_simple(M, "add", a);
+    tm_op *o = &M->op[i];
+    o->n_in = 2;
+    o->in[1] = b;
+    o->azp[0] = M->op[a].zp;
+    o->azp[1] = M->op[b].zp;
+    o->ashift = rnd_int(r, 20, 31);
+    o->amult[0] = rnd_int(r, 1 << (o->ashift - 2), (int32_t)(((1LL << o->ashift) - 1) > INT32_MAX ? INT32_MAX : (1LL << o->ashift) - 1));
+    o->amult[1] = rnd_int(r, 1 << (o->ashift - 2), (int32_t)(((1LL << o->ashift) - 1) > INT32_MAX ? INT32_MAX : (1LL << o->ashift) - 1));
+    if (qat_rng_below(r, 4) == 0) o->ashift = qat_rng_below(r, 2) ? 1 : 62;
+    o->zp = rnd_int(r, -128, 127);
+    o->scale = 0.09f;
+    o->act_min = qat_rng_below(r, 2) ? o->zp : -128;
+    o->act_max = 127;
+    return i;
+}
+
+/* ---- the test's own implementation of docs/FORMAT-int8.md ---- */
+
+static int64_t t_requant(int64_t acc, int32_t m, int32_t s)
+{
+    if (m == 0) return 0;
+    const int t = 31 - s;
+    return (acc * m + ((int64_t)1 << (t - 1))) >> t;
+}
+
+static int8_t t_clamp(int64_t v, int64_t lo, int64_t hi)
+{
+    return (int8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
+/* outs[i]: op i's output [n, size] (malloc'd); x: op 0's output */
+static void tm_forward(const tm_model *M, const int8_t *x, int n, int8_t **outs)
+{
+    for (int i = 0; i < M->n; i++) {
+        const tm_op *o = &M->op[i];
+        const size_t osz = tm_size(o);
+        int8_t *y = outs[i] = malloc((size_t)n * osz + 1);
+        if (i == 0) {
+            memcpy(y, x, (size_t)n * osz);
+            continue;
+        }
+        const tm_op *a = &M->op[o->in[0]];
+        const size_t isz = tm_size(a);
+        const int8_t *xa = outs[o->in[0]];
+        for (int b = 0; b < n; b++) {
+            const int8_t *xi = xa + (size_t)b * isz;
+            int8_t *yi = y + (size_t)b * osz;
+            if (!strcmp(o->type, "conv2d")) {
+                const int C = a->shape[0], H = a->shape[1], W = a->shape[2];
+                for (int oc = 0; oc < o->oc; oc++)
+                    for (int oh = 0; oh < o->shape[1]; oh++)
+                        for (int ow = 0; ow < o->shape[2]; ow++) {
+                            int64_t acc = o->bias[oc];
+                            for (int ic = 0; ic < C; ic++)
+                                for (int kh = 0; kh < o->kh; kh++)
+                                    for (int kw = 0; kw < o->kw; kw++) {
+                                        int ih = oh * o->stride - o->pad + kh;
+                                        int iw = ow * o->stride - o->pad + kw;
+                                        if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                        acc += (int64_t)o->w[((oc * C + ic) * o->kh + kh) * o->kw + kw] *
+                                               (xi[(ic * H + ih) * W + iw] - o->in_zp);
+                                    }
+                            yi[(oc * o->shape[1] + oh) * o->shape[2] + ow] =
+                                t_clamp(t_requant(acc, o->mult[oc], o->shift[oc]) + o->zp,
+                                        o->act_min, o->act_max);
+                        }
+            } else if (!strcmp(o->type, "linear")) {
+                for (int j = 0; j < o->oc; j++) {
+                    int64_t acc = o->bias[j];
+                    for (int k = 0; k < o->ic; k++)
+                        acc += (int64_t)o->w[j * o->ic + k] * (xi[k] - o->in_zp);
+                    yi[j] = t_clamp(t_requant(acc, o->mult[j], o->shift[j]) + o->zp, o->act_min,
+                                    o->act_max);
+                }
+            } else if (!strcmp(o->type, "add")) {
+                const int8_t *xb = outs[o->in[1]] + (size_t)b * isz;
+                for (size_t k = 0; k < osz; k++) {
+                    int64_t v = (int64_t)(xi[k] - o->azp[0]) * o->amult[0] +
+                                (int64_t)(xb[k] - o->azp[1]) * o->amult[1];
+                    yi[k] = t_clamp(((v + ((int64_t)1 << (o->ashift - 1))) >> o->ashift) + o->zp,
+                                    o->act_min, o->act_max);
+                }
+            } else if (!strcmp(o->type, "global_avgpool")) {
+                const int hw = a->shape[1] * a->shape[2];
+                for (int c = 0; c < a->shape[0]; c++) {
+                    int64_t acc = 0;
+                    for (int p = 0; p < hw; p++) acc += xi[c * hw + p] - o->in_zp;
+                    yi[c] = t_clamp(t_requant(acc, o->pmult, o->pshift) + o->zp, -128, 127);
+                }
+            } else if (!strcmp(o->type, "avgpool2d") || !strcmp(o->type, "maxpool2d")) {
+                const int mx = !strcmp(o->type, "maxpool2d");
+                const int H = a->shape[1], W = a->shape[2], OH = o->shape[1], OW = o->shape[2];
+                for (int c = 0; c < a->shape[0]; c++)
+                    for (int oh = 0; oh < OH; oh++)
+                        for (int ow = 0; ow < OW; ow++) {
+                            int64_t acc = 0, best = -1000;
+                            for (int kh = 0; kh < o->kernel; kh++)
+                                for (int kw = 0; kw < o->kernel; kw++) {
+                                    int v = xi[(c * H + oh * o->stride + kh) * W + ow * o->stride + kw];
+                                    acc += v - o->in_zp;
+                                    if (v > best) best = v;
+                                }
+                            yi[(c * OH + oh) * OW + ow] =
+                                mx ? (int8_t)best
+                                   : t_clamp(t_requant(acc, o->pmult, o->pshift) + o->zp, -128, 127);
+                        }
+            } else if (!strcmp(o->type, "relu")) {
+                for (size_t k = 0; k < osz; k++) yi[k] = xi[k] > o->zp ? xi[k] : (int8_t)o->zp;
+            } else if (!strcmp(o->type, "flatten")) {
+                memcpy(yi, xi, osz);
+            } else {
+                ck_abort_msg("tm_forward: unknown op %s", o->type);
+            }
+        }
+    }
+}
+
+static void tm_forward_free(const tm_model *M, int8_t **outs)
+{
+    for (int i = 0; i < M->n; i++) free(outs[i]);
+}
+
+/* ---- writing the file (HDF5 C API) ---- */
+
+static void wr_str(hid_t o, const char *name, const char *v, int vlen)
+{
+    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
+    if (vlen) H5Tset_size(t, H5T_VARIABLE);
+    else H5Tset_size(t, strlen(v) + 1);
+    hid_t a = H5Acreate2(o, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(a, 0);
+    if (vlen) H5Awrite(a, t, &v);
+    else H5Awrite(a, t, v);
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Tclose(t);
+}
+
+static void wr_i32s(hid_t o, const char *name, const int32_t *v, int n, int scalar)
+{
+    if (H5Aexists(o, name) > 0) H5Adelete(o, name);
+    hsize_t d = (hsize_t)n;
+    hid_t s = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL);
+    hid_t a = H5Acreate2(o, name, H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(a, 0);
+    if (n) H5Awrite(a, H5T_NATIVE_INT32, v);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+static void wr_i32(hid_t o, const char *name, int32_t v)
+{
+    wr_i32s(o, name, &v, 1, 1);
+}
+
+static void wr_f32(hid_t o, const char *name, float v)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(o, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_FLOAT, &v);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+static void wr_dset(hid_t g, const char *name, hid_t ftype, hid_t mtype, int rank,
+                    const hsize_t *dims, const void *data)
+{
+    if (H5Lexists(g, name, H5P_DEFAULT) > 0) H5Ldelete(g, name, H5P_DEFAULT);
+    hid_t s = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(g, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
+    H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d);
+    H5Sclose(s);
+}
+
+static void tm_write(const tm_model *M, const char *path)
+{
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    wr_str(f, "qat_format", "int8-model", M->vlen);
+    wr_i32(f, "format_version", 1);
+    wr_str(f, "arch", "custom", M->vlen);
+    wr_i32(f, "num_ops", M->n);
+    wr_str(f, "source", "test_runtime.c", M->vlen);
+    hid_t ops = H5Gcreate2(f, "ops", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    for (int i = 0; i < M->n; i++) {
+        const tm_op *o = &M->op[i];
+        char nm[16];
+        snprintf(nm, sizeof nm, "%03d", i);
+        hid_t g = H5Gcreate2(ops, nm, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        wr_str(g, "type", o->type, M->vlen);
+        wr_str(g, "name", o->name, M->vlen);
+        wr_i32s(g, "inputs", o->in, o->n_in, 0);
+        wr_i32s(g, "out_shape", o->shape, o->ndim, 0);
+        wr_f32(g, "out_scale", o->scale);
+        wr_i32(g, "out_zero_point", o->zp);
+        if (!strcmp(o->type, "input")) {
+            wr_f32(g, "mean", o->mean);
+            wr_f32(g, "std", o->std);
+            hsize_t d = 256;
+            wr_dset(g, "lut", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, &d, o->lut);
+        } else if (!strcmp(o->type, "conv2d") || !strcmp(o->type, "linear")) {
+            const int conv = !strcmp(o->type, "conv2d");
+            if (conv) {
+                wr_i32(g, "stride", o->stride);
+                wr_i32(g, "pad", o->pad);
+            }
+            wr_i32(g, "in_zero_point", o->in_zp);
+            wr_i32(g, "act_min", o->act_min);
+            wr_i32(g, "act_max", o->act_max);
+            hsize_t wd[4] = {(hsize_t)o->oc, (hsize_t)o->ic, (hsize_t)o->kh, (hsize_t)o->kw};
+            wr_dset(g, "weight", H5T_STD_I8LE, H5T_NATIVE_INT8, conv ? 4 : 2, wd, o->w);
+            hsize_t od = (hsize_t)o->oc;
+            wr_dset(g, "bias", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, o->bias);
+            wr_dset(g, "multiplier", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, o->mult);
+            wr_dset(g, "shift", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, o->shift);
+            float *ws = malloc(o->oc * sizeof(float));
+            for (int c = 0; c < o->oc; c++) ws[c] = 0.01f;
+            wr_dset(g, "weight_scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &od, ws);
+            free(ws);
+        } else if (!strcmp(o->type, "add")) {
+            wr_i32s(g, "multiplier", o->amult, 2, 0);
+            wr_i32(g, "add_shift", o->ashift);
+            wr_i32s(g, "in_zero_point", o->azp, 2, 0);
+            wr_i32(g, "act_min", o->act_min);
+            wr_i32(g, "act_max", o->act_max);
+        } else if (!strcmp(o->type, "global_avgpool") || !strcmp(o->type, "avgpool2d")) {
+            if (o->type[0] == 'a') {
+                wr_i32(g, "kernel", o->kernel);
+                wr_i32(g, "stride", o->stride);
+            }
+            wr_i32(g, "in_zero_point", o->in_zp);
+            wr_i32(g, "multiplier", o->pmult);
+            wr_i32(g, "shift", o->pshift);
+        } else if (!strcmp(o->type, "maxpool2d")) {
+            wr_i32(g, "kernel", o->kernel);
+            wr_i32(g, "stride", o->stride);
+        }
+        H5Gclose(g);
+    }
+    H5Gclose(ops);
+    ck_assert_int_ge(H5Fclose(f), 0);
+}
+
+/* load the model from a fresh file (expects success) */
+static qat_rt_model *tm_load(const tm_model *M, const char *fname)
+{
+    const char *path = tu_tmp_path(fname);
+    tm_write(M, path);
+    qat_rt_model *m = NULL;
+    int st = qat_rt_load_file(path, &m);
+    ck_assert_msg(st == QAT_OK, "load %s: %s", fname, qat_rt_last_error());
+    return m;
+}
+
+static void rand_input(int8_t *x, size_t n, int extreme, qat_rng *r)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = extreme ? (qat_rng_below(r, 2) ? 127 : -128) : (int8_t)rnd_int(r, -128, 127);
+}
+
+/* Runs m on x and checks every op's output against tm_forward. */
+static void check_against_forward(qat_rt_model *m, const tm_model *M, const int8_t *x, int n,
+                                  const char *what)
+{
+    int8_t *outs[TM_MAX_OPS];
+    tm_forward(M, x, n, outs);
+    const size_t nl = tm_size(&M->op[M->n - 1]);
+    int8_t *logits = malloc((size_t)n * nl);
+    ck_assert_msg(qat_rt_run_s8(m, x, n, logits) == QAT_OK, "%s: %s", what, qat_rt_last_error());
+    for (int i = 0; i < M->n; i++) {
+        const int8_t *got = qat_rt_op_output(m, i);
+        ck_assert_ptr_nonnull(got);
+        const size_t sz = (size_t)n * tm_size(&M->op[i]);
+        for (size_t k = 0; k < sz; k++)
+            if (got[k] != outs[i][k])
+                ck_abort_msg("%s (%s): op %d (%s) element %zu: runtime %d, formula %d", what,
+                             qat_rt_isa_name(qat_rt_get_isa(m)), i, M->op[i].type, k, got[k],
+                             outs[i][k]);
+    }
+    ck_assert_mem_eq(logits, outs[M->n - 1], (size_t)n * nl);
+    free(logits);
+    tm_forward_free(M, outs);
+}
+
+/* Every ISA this CPU has (REF included), several batch sizes and thread
+ * counts, against tm_forward. */
+static void check_all_isas(const tm_model *M, int max_batch, int extreme, qat_rng *r,
+                           const char *what)
+{
+    qat_rt_model *m = tm_load(M, "rand.h5");
+    ck_assert_int_eq(qat_rt_prepare(m, max_batch), QAT_OK);
+    const size_t isz = tm_size(&M->op[0]);
+    int8_t *x = malloc((size_t)max_batch * isz);
+    const int batches[3] = {1, 2, max_batch};
+    for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (qat_rt_set_isa(m, (qat_rt_isa)isa) != QAT_OK) {
+            ck_assert_int_eq(qat_rt_set_isa(m, (qat_rt_isa)isa), QAT_ERR_UNSUPPORTED);
+            continue;
+        }
+        ck_assert_int_eq(qat_rt_get_isa(m), isa);
+        for (int b = 0; b < 3; b++)
+            for (int th = 1; th <= 3; th += 2) {
+                qat_rt_set_threads(m, th);
+                rand_input(x, (size_t)batches[b] * isz, extreme, r);
+                check_against_forward(m, M, x, batches[b], what);
+            }
+    }
+    free(x);
+    qat_rt_free(m);
+}
+
+/* ---- the hand-worked model ---- */
+
+/* input (2,2,2) zp 3 -> conv2d 1x1 2->2 with fused ReLU (out zp -5)
+ *   -> global_avgpool (out zp 2) -> linear 2->3 (out zp -10).
+ * x (n = 1), channels [13 3 -7 23], [3 8 -2 3]; x - 3 = c0 [10 0 -10 20],
+ * c1 [0 5 -5 0].
+ * conv: weight [[1 2] [-3 4]], bias [11 60], m = 2^30 both, shifts [0 -1]
+ *   (reals 0.5 and 0.25; requant rounds ties toward +inf):
+ *   ch0 acc = 11 + c0 + 2 c1 = [21 21 -9 31] -> * 0.5 = 10.5 11 -4.5 15.5
+ *       -> [11 11 -4 16] -> + (-5) = [6 6 -9 11] -> ReLU clamp at -5: [6 6 -5 11]
+ *   ch1 acc = 60 - 3 c0 + 4 c1 = [30 80 70 0] -> * 0.25 = 7.5 20 17.5 0
+ *       -> [8 20 18 0] -> + (-5) = [3 15 13 -5]
+ * global_avgpool: in zp -5, m = 2^30, shift -1 (0.25 = 1/4 pixels):
+ *   ch0 sum(y + 5) = 11 + 11 + 0 + 16 = 38 -> 9.5 -> 10 -> + 2 = 12
+ *   ch1 sum(y + 5) = 8 + 20 + 18 + 0 = 46 -> 11.5 -> 12 -> + 2 = 14
+ * linear: in zp 2, x - 2 = [10 12], weight [[1 -1] [2 3] [-4 0]],
+ *   bias [5 -100 7], m [2^30, 1518500250, 0], shift [2 0 0]:
+ *   o0 acc = 5 + 10 - 12 = 3, real 2^30 * 2^(2-31) = 2: 6 -> + (-10) = -4
+ *   o1 acc = -100 + 20 + 36 = -44, real 1518500250 / 2^31 = 0.70710678:
+ *       -31.11 -> -31 -> -41
+ *   o2 m = 0: 0 -> -10
+ * logits [-4 -41 -10]. */
+static void hand_model(tm_model *M)
+{
+    memset(M, 0, sizeof *M);
+    tm_input(M, 3, 2, 2, 2, 3);
+    tm_op *c = tm_add_op(M, "conv2d", "conv");
+    c->n_in = 1;
+    c->ndim = 3;
+    c->shape[0] = c->shape[1] = c->shape[2] = 2;
+    c->oc = c->ic = 2;
+    c->kh = c->kw = 1;
+    c->stride = 1;
+    c->in_zp = 3;
+    c->zp = -5;
+    c->scale = 0.2f;
+    c->act_min = -5;
+    c->act_max = 127;
+    c->w = malloc(4);
+    c->bias = malloc(8);
+    c->mult = malloc(8);
+    c->shift = malloc(8);
+    const int8_t cw[4] = {1, 2, -3, 4};
+    memcpy(c->w, cw, 4);
+    c->bias[0] = 11, c->bias[1] = 60;
+    c->mult[0] = c->mult[1] = 1 << 30;
+    c->shift[0] = 0, c->shift[1] = -1;
+
+    tm_op *g = tm_add_op(M, "global_avgpool", "gap");
+    g->n_in = 1;
+    g->in[0] = 1;
+    g->ndim = 1;
+    g->shape[0] = 2;
+    g->in_zp = -5;
+    g->zp = 2;
+    g->scale = 0.3f;
+    g->pmult = 1 << 30;
+    g->pshift = -1;
+
+    tm_op *l = tm_add_op(M, "linear", "fc");
+    l->n_in = 1;
+    l->in[0] = 2;
+    l->ndim = 1;
+    l->shape[0] = 3;
+    l->oc = 3;
+    l->ic = 2;
+    l->kh = l->kw = 1;
+    l->in_zp = 2;
+    l->zp = -10;
+    l->scale = 0.4f;
+    l->act_min = -128;
+    l->act_max = 127;
+    l->w = malloc(6);
+    l->bias = malloc(12);
+    l->mult = malloc(12);
+    l->shift = malloc(12);
+    const int8_t lw[6] = {1, -1, 2, 3, -4, 0};
+    memcpy(l->w, lw, 6);
+    l->bias[0] = 5, l->bias[1] = -100, l->bias[2] = 7;
+    l->mult[0] = 1 << 30, l->mult[1] = 1518500250, l->mult[2] = 0;
+    l->shift[0] = 2, l->shift[1] = 0, l->shift[2] = 0;
+}
+
+static const int8_t hand_x[8] = {13, 3, -7, 23, 3, 8, -2, 3};
+static const int8_t hand_conv[8] = {6, 6, -5, 11, 3, 15, 13, -5};
+static const int8_t hand_gap[2] = {12, 14};
+static const int8_t hand_logits[3] = {-4, -41, -10};
+
+START_TEST(test_hand_model)
+{
+    tm_model M;
+    hand_model(&M);
+    qat_rt_model *m = tm_load(&M, "hand.h5");
+    for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (qat_rt_set_isa(m, (qat_rt_isa)isa) != QAT_OK) continue;
+        ck_assert_int_eq(qat_rt_prepare(m, 3), QAT_OK);
+        int8_t y[3] = {0, 0, 0};
+        ck_assert_int_eq(qat_rt_run_s8(m, hand_x, 1, y), QAT_OK);
+        ck_assert_mem_eq(qat_rt_op_output(m, 0), hand_x, 8);
+        ck_assert_mem_eq(qat_rt_op_output(m, 1), hand_conv, 8);
+        ck_assert_mem_eq(qat_rt_op_output(m, 2), hand_gap, 2);
+        ck_assert_mem_eq(y, hand_logits, 3);
+        /* the same image three times in a batch */
+        int8_t x3[24], y3[9];
+        for (int i = 0; i < 3; i++) memcpy(x3 + 8 * i, hand_x, 8);
+        ck_assert_int_eq(qat_rt_run_s8(m, x3, 3, y3), QAT_OK);
+        for (int i = 0; i < 3; i++) ck_assert_mem_eq(y3 + 3 * i, hand_logits, 3);
+    }
+    /* the test's own implementation agrees with the hand derivation */
+    int8_t *outs[TM_MAX_OPS];
+    tm_forward(&M, hand_x, 1, outs);
+    ck_assert_mem_eq(outs[1], hand_conv, 8);
+    ck_assert_mem_eq(outs[3], hand_logits, 3);
+    tm_forward_free(&M, outs);
+    qat_rt_free(m);
+    tm_free(&M);
+}
+END_TEST
+
+START_TEST(test_inspect)
+{
+    tm_model M;
+    hand_model(&M);
+    M.vlen = 1; /* variable-length strings read too */
+    qat_rt_model *m = tm_load(&M, "hand_vlen.h5");
+    ck_assert_int_eq(qat_rt_num_ops(m), 4);
+    int shape[3];
+    qat_rt_input_shape(m, shape);
+    ck_assert_int_eq(shape[0], 2);
+    ck_assert_int_eq(shape[1], 2);
+    ck_assert_int_eq(shape[2], 2);
+    ck_assert_int_eq(qat_rt_num_classes(m), 3);
+    ck_assert_float_eq(qat_rt_output_scale(m), 0.4f);
+    ck_assert_int_eq(qat_rt_output_zero_point(m), -10);
+    qat_rt_op_info info;
+    ck_assert_int_eq(qat_rt_op(m, 1, &info), QAT_OK);
+    ck_assert_str_eq(info.type, "conv2d");
+    ck_assert_str_eq(info.name, "conv");
+    ck_assert_int_eq(info.n_inputs, 1);
+    ck_assert_int_eq(info.inputs[0], 0);
+    ck_assert_int_eq(info.out_ndim, 3);
+    ck_assert_int_eq(info.out_shape[0], 2);
+    ck_assert_float_eq(info.out_scale, 0.2f);
+    ck_assert_int_eq(info.out_zero_point, -5);
+    ck_assert_uint_eq(info.weight_bytes, 4 + 3 * 2 * 4); /* int8 weight + bias/mult/shift */
+    ck_assert_int_eq(qat_rt_op(m, 3, &info), QAT_OK);
+    ck_assert_str_eq(info.type, "linear");
+    ck_assert_uint_eq(info.weight_bytes, 6 + 3 * 3 * 4);
+    ck_assert_int_eq(qat_rt_op(m, 2, &info), QAT_OK);
+    ck_assert_str_eq(info.type, "global_avgpool");
+    ck_assert_int_eq(info.out_ndim, 1);
+    ck_assert_int_eq(qat_rt_op(m, 0, &info), QAT_OK);
+    ck_assert_str_eq(info.type, "input");
+    ck_assert_int_eq(info.n_inputs, 0);
+    ck_assert_int_eq(qat_rt_op(m, 4, &info), QAT_ERR_ARG);
+    /* payload: lut 256 + conv (4 + 3*8 + weight_scale 8) + fc (6 + 3*12 + 12) */
+    ck_assert_uint_eq(qat_rt_payload_bytes(m), 256 + 36 + 54);
+    ck_assert_ptr_null(qat_rt_op_output(m, 1)); /* not prepared */
+    /* dequantize: (q - (-10)) * 0.4 */
+    const int8_t q[3] = {-4, -41, -10};
+    float out[3];
+    qat_rt_dequantize(m, q, 3, out);
+    ck_assert_float_eq(out[0], 6.0f * 0.4f);
+    ck_assert_float_eq(out[1], -31.0f * 0.4f);
+    ck_assert_float_eq(out[2], 0.0f);
+    ck_assert_str_eq(qat_rt_isa_name(QAT_RT_ISA_REF), "ref");
+    ck_assert_str_eq(qat_rt_isa_name(QAT_RT_ISA_AVX512_VNNI), "avx512_vnni");
+    ck_assert_int_eq(qat_rt_get_isa(m), qat_rt_best_isa());
+    ck_assert_int_ne(qat_rt_best_isa(), QAT_RT_ISA_AUTO);
+    qat_rt_free(m);
+    tm_free(&M);
+}
+END_TEST
+
+/* raw pixels through the LUT, float inputs through the input formula */
+START_TEST(test_input_paths)
+{
+    tm_model M;
+    hand_model(&M);
+    /* input scale 1/64, zp 3 */
+    qat_rt_model *m = tm_load(&M, "hand_in.h5");
+    ck_assert_int_eq(qat_rt_prepare(m, 2), QAT_OK);
+    uint8_t px[16];
+    for (int i = 0; i < 16; i++) px[i] = (uint8_t)(i * 17);
+    int8_t y[6];
+    ck_assert_int_eq(qat_rt_run_u8(m, px, 2, y), QAT_OK);
+    const int8_t *in = qat_rt_op_output(m, 0);
+    for (int i = 0; i < 16; i++) ck_assert_int_eq(in[i], M.op[0].lut[px[i]]);
+    /* x * 64 rounded half to even, + 3, clamped */
+    const float xf[8] = {1.0f / 128,  3.0f / 128,  -1.0f / 128, -3.0f / 128,
+                         100.0f,      -100.0f,      0.3f,         -0.6f};
+    const int8_t want[8] = {3 + 0, 3 + 2, 3 + 0, 3 - 2, 127, -128, 3 + 19, 3 - 38};
+    ck_assert_int_eq(qat_rt_run_f32(m, xf, 1, y), QAT_OK);
+    ck_assert_mem_eq(qat_rt_op_output(m, 0), want, 8);
+    /* a NaN is an error of the input */
+    float xn[16];
+    for (int i = 0; i < 16; i++) xn[i] = 0.0f;
+    xn[13] = NAN;
+    ck_assert_int_eq(qat_rt_run_f32(m, xn, 2, y), QAT_ERR_ARG);
+    ck_assert_str_eq(qat_rt_last_error(), "qat_rt_run_f32: x[13] (image 1) is NaN");
+    /* infinities clamp */
+    xn[13] = INFINITY;
+    xn[2] = -INFINITY;
+    ck_assert_int_eq(qat_rt_run_f32(m, xn, 2, y), QAT_OK);
+    ck_assert_int_eq(qat_rt_op_output(m, 0)[13], 127);
+    ck_assert_int_eq(qat_rt_op_output(m, 0)[2], -128);
+    /* the hand input through the float path: (q - 3) / 64 is exact */
+    float xh[8];
+    for (int i = 0; i < 8; i++) xh[i] = (float)(hand_x[i] - 3) / 64.0f;
+    ck_assert_int_eq(qat_rt_run_f32(m, xh, 1, y), QAT_OK);
+    ck_assert_mem_eq(y, hand_logits, 3);
+    qat_rt_free(m);
+    tm_free(&M);
+}
+END_TEST
+
+START_TEST(test_load_memory)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 77);
+    tm_model M = {0};
+    int x = tm_input(&M, 3, 3, 9, 9, -7);
+    x = tm_conv(&M, x, 5, 3, 3, 1, 1, 0, &r);
+    x = tm_pool(&M, "maxpool2d", x, 2, 2, &r);
+    x = tm_flatten(&M, x);
+    tm_linear(&M, x, 10, 0, &r);
+    const char *path = tu_tmp_path("mem.h5");
+    tm_write(&M, path);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)size);
+    ck_assert_int_eq(fread(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    qat_rt_model *mf = NULL, *mm = NULL;
+    ck_assert_int_eq(qat_rt_load_file(path, &mf), QAT_OK);
+    ck_assert_int_eq(qat_rt_load_memory(buf, (size_t)size, &mm), QAT_OK);
+    free(buf); /* the model no longer needs it */
+    ck_assert_uint_eq(qat_rt_payload_bytes(mf), qat_rt_payload_bytes(mm));
+    ck_assert_int_eq(qat_rt_num_ops(mf), qat_rt_num_ops(mm));
+    ck_assert_int_eq(qat_rt_prepare(mf, 4), QAT_OK);
+    ck_assert_int_eq(qat_rt_prepare(mm, 4), QAT_OK);
+    int8_t in[4 * 243], yf[40], ym[40];
+    rand_input(in, sizeof in, 0, &r);
+    ck_assert_int_eq(qat_rt_run_s8(mf, in, 4, yf), QAT_OK);
+    ck_assert_int_eq(qat_rt_run_s8(mm, in, 4, ym), QAT_OK);
+    ck_assert_mem_eq(yf, ym, 40);
+    for (int i = 0; i < qat_rt_num_ops(mf); i++) {
+        qat_rt_op_info a, b;
+        qat_rt_op(mf, i, &a);
+        qat_rt_op(mm, i, &b);
+        ck_assert_str_eq(a.name, b.name);
+        ck_assert_uint_eq(a.weight_bytes, b.weight_bytes);
+    }
+    /* and both equal the formulas */
+    check_against_forward(mm, &M, in, 4, "memory");
+    qat_rt_free(mf);
+    qat_rt_free(mm);
+    tm_free(&M);
+}
+END_TEST
+
+/* ---- every op type against the formulas, on every ISA ---- */
+
+static void build_op_model(tm_model *M, int kind, int seed, qat_rng *r)
+{
+    memset(M, 0, sizeof *M);
+    const int C = 1 + (int)qat_rng_below(r, 6), H = 4 + (int)qat_rng_below(r, 9),
+              W = 4 + (int)qat_rng_below(r, 9);
+    int x = tm_input(M, 3, C, H, W, rnd_int(r, -128, 127));
+    switch (kind) {
+    case 0: /* conv2d: kernel, stride, pad vary with the seed */
+        x = tm_conv(M, x, 1 + (int)qat_rng_below(r, 20), 1 + seed % 4, 1 + (seed / 4) % 3,
+                    1 + (seed % 3), seed % 3, seed % 5 == 4, r);
+        break;
+    case 1: /* linear on a flattened image, then a second one */
+        x = tm_flatten(M, x);
+        x = tm_linear(M, x, 1 + (int)qat_rng_below(r, 40), seed % 5 == 4, r);
+        tm_linear(M, x, 1 + (int)qat_rng_below(r, 20), 0, r);
+        break;
+    case 2: { /* add of two convs of the same input, then relu */
+        int a = tm_conv(M, x, 3, 3, 3, 1, 1, 0, r);
+        int b = tm_conv(M, x, 3, 1, 1, 1, 0, 0, r);
+        x = tm_addop(M, a, b, r);
+        tm_relu(M, x);
+        break;
+    }
+    case 3: tm_pool(M, "global_avgpool", x, 0, 0, r); break;
+    case 4: tm_pool(M, "avgpool2d", x, 1 + seed % 3, 1 + seed % 2, r); break;
+    case 5: tm_pool(M, "maxpool2d", x, 1 + seed % 3, 1 + (seed / 3) % 3, r); break;
+    case 6: /* maxpool 2x2 stride 2 (a fast path) on odd and even sizes */
+        tm_pool(M, "maxpool2d", x, 2, 2, r);
+        break;
+    case 7: tm_relu(M, x); break;
+    case 8: tm_flatten(M, x); break;
+    default: ck_abort();
+    }
+}
+
+START_TEST(test_each_op)
+{
+    static const char *const kinds[] = {"conv2d",    "linear",    "add+relu", "global_avgpool",
+                                        "avgpool2d", "maxpool2d", "maxpool2", "relu",
+                                        "flatten"};
+    qat_rng r;
+    for (int seed = 0; seed < 12; seed++) {
+        qat_rng_seed(&r, 1000 * (uint64_t)_i + (uint64_t)seed);
+        tm_model M;
+        build_op_model(&M, _i, seed, &r);
+        char what[64];
+        snprintf(what, sizeof what, "%s seed %d", kinds[_i], seed);
+        check_all_isas(&M, 5, 0, &r, what);
+        tm_free(&M);
+    }
+}
+END_TEST
+
+/* ---- every ISA against the reference on random networks ---- */
+
+static void build_random_net(tm_model *M, int extreme, qat_rng *r)
+{
+    memset(M, 0, sizeof *M);
+    const int C = 1 + (int)qat_rng_below(r, 9);
+    const int H = 1 + (int)qat_rng_below(r, 20), W = 1 + (int)qat_rng_below(r, 20);
+    int32_t zp = extreme ? (qat_rng_below(r, 2) ? 127 : -128) : rnd_int(r, -128, 127);
+    int x = tm_input(M, 3, C, H, W, zp);
+    int convs = 1 + (int)qat_rng_below(r, 3);
+    for (int i = 0; i < convs; i++) {
+        const tm_op *in = &M->op[x];
+        int k = 1 + (int)qat_rng_below(r, 5), s = 1 + (int)qat_rng_below(r, 3),
+            p = (int)qat_rng_below(r, 3);
+        if (qat_rng_below(r, 2)) s = 1;
+        if (in->shape[1] + 2 * p < k || in->shape[2] + 2 * p < k) k = 1;
+        x = tm_conv(M, x, 1 + (int)qat_rng_below(r, 37), k, k, s, p, extreme, r);
+        if (qat_rng_below(r, 4) == 0) M->op[x].in_zp = rnd_int(r, -128, 127);
+    }
+    if (qat_rng_below(r, 2) && M->op[x].shape[1] >= 2 && M->op[x].shape[2] >= 2)
+        x = tm_pool(M, "maxpool2d", x, 2, 2, r);
+    x = tm_flatten(M, x);
+    x = tm_linear(M, x, 1 + (int)qat_rng_below(r, 70), extreme, r);
+    if (qat_rng_below(r, 4) == 0) M->op[x].in_zp = rnd_int(r, -128, 127);
+    tm_linear(M, x, 1 + (int)qat_rng_below(r, 12), extreme, r);
+}
+
+START_TEST(test_isa_random)
+{
+    qat_rng r;
+    for (int t = 0; t < 10; t++) {
+        qat_rng_seed(&r, 5000 + 100 * (uint64_t)_i + (uint64_t)t);
+        const int extreme = _i % 2;
+        tm_model M;
+        build_random_net(&M, extreme, &r);
+        qat_rt_model *m = tm_load(&M, "isa.h5");
+        const int maxb = 1 + (int)qat_rng_below(&r, 9);
+        ck_assert_int_eq(qat_rt_prepare(m, maxb), QAT_OK);
+        const size_t isz = tm_size(&M.op[0]);
+        int8_t *x = malloc((size_t)maxb * isz);
+        rand_input(x, (size_t)maxb * isz, extreme, &r);
+        int8_t *ref[TM_MAX_OPS];
+        ck_assert_int_eq(qat_rt_set_isa(m, QAT_RT_ISA_REF), QAT_OK);
+        const size_t nl = tm_size(&M.op[M.n - 1]);
+        int8_t *y = malloc((size_t)maxb * nl);
+        ck_assert_int_eq(qat_rt_run_s8(m, x, maxb, y), QAT_OK);
+        for (int i = 0; i < M.n; i++) {
+            const size_t sz = (size_t)maxb * tm_size(&M.op[i]);
+            ref[i] = malloc(sz);
+            memcpy(ref[i], qat_rt_op_output(m, i), sz);
+        }
+        for (int isa = QAT_RT_ISA_AVX2; isa < QAT_RT_ISA_COUNT; isa++) {
+            if (qat_rt_set_isa(m, (qat_rt_isa)isa) != QAT_OK) continue;
+            for (int th = 1; th <= 4; th++) {
+                qat_rt_set_threads(m, th);
+                ck_assert_int_eq(qat_rt_run_s8(m, x, maxb, y), QAT_OK);
+                for (int i = 0; i < M.n; i++) {
+                    const int8_t *got = qat_rt_op_output(m, i);
+                    const size_t sz = (size_t)maxb * tm_size(&M.op[i]);
+                    for (size_t k = 0; k < sz; k++)
+                        if (got[k] != ref[i][k])
+                            ck_abort_msg("net %d/%d (%s, %d threads, batch %d): op %d %s element "
+                                         "%zu: %d, ref %d",
+                                         _i, t, qat_rt_isa_name((qat_rt_isa)isa), th, maxb, i,
+                                         M.op[i].type, k, got[k], ref[i][k]);
+                }
+            }
+        }
+        /* and the reference equals the formulas */
+        qat_rt_set_isa(m, QAT_RT_ISA_REF);
+        check_against_forward(m, &M, x, maxb, "ref");
+        for (int i = 0; i < M.n; i++) free(ref[i]);
+        free(x);
+        free(y);
+        qat_rt_free(m);
+        tm_free(&M);
+    }
+}
+END_TEST
+
+/* a wide conv (many output channels and positions: full tiles plus tails)
+ * with zero points at both ends of the range and all-extreme data */
+START_TEST(test_isa_extreme_conv)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 99 + (uint64_t)_i);
+    tm_model M = {0};
+    const int32_t zp = _i % 2 ? 127 : -128;
+    int x = tm_input(&M, 3, 5 + _i, 17, 23, zp);
+    x = tm_conv(&M, x, 19 + 8 * _i, 3, 3, 1, 1, 1, &r);
+    x = tm_conv(&M, x, 33, 3, 3, 1 + _i % 2, 1, 1, &r);
+    x = tm_flatten(&M, x);
+    tm_linear(&M, x, 17, 1, &r);
+    check_all_isas(&M, 6, 1, &r, "extreme conv");
+    tm_free(&M);
+}
+END_TEST
+
+/* ---- malformed files ---- */
+
+/* the base model of the malformed tests: input (2,5,5) -> conv 3x3 pad 1
+ * (6 channels, "conv") -> global_avgpool ("gap") -> linear 6->4 ("fc") */
+static void base_model(tm_model *M)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 4);
+    memset(M, 0, sizeof *M);
+    int x = tm_input(M, 3, 2, 5, 5, 0);
+    x = tm_conv(M, x, 6, 3, 3, 1, 1, 0, &r);
+    snprintf(M->op[x].name, sizeof M->op[x].name, "conv");
+    x = tm_pool(M, "global_avgpool", x, 0, 0, &r);
+    snprintf(M->op[x].name, sizeof M->op[x].name, "gap");
+    x = tm_linear(M, x, 4, 0, &r);
+    snprintf(M->op[x].name, sizeof M->op[x].name, "fc");
+}
+
+static hid_t bad_open(const char *path)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    return f;
+}
+
+/* Loads path (expects failure with status st and a message containing msg),
+ * from the file and from memory. */
+static void expect_load_error(const char *path, int st, const char *msg)
+{
+    qat_rt_model *m = (qat_rt_model *)1;
+    int got = qat_rt_load_file(path, &m);
+    ck_assert_msg(got == st, "status %d, expected %d (%s)", got, st, qat_rt_last_error());
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(qat_rt_last_error(), msg), "message '%s' lacks '%s'",
+                  qat_rt_last_error(), msg);
+    ck_assert_msg(strstr(qat_rt_last_error(), path), "message '%s' lacks the path",
+                  qat_rt_last_error());
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)size + 1);
+    ck_assert_int_eq(fread(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    m = (qat_rt_model *)1;
+    got = qat_rt_load_memory(buf, (size_t)size, &m);
+    free(buf);
+    ck_assert_msg(got == st, "memory: status %d, expected %d (%s)", got, st, qat_rt_last_error());
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(qat_rt_last_error(), msg), "memory: message '%s' lacks '%s'",
+                  qat_rt_last_error(), msg);
+}
+
+static const char *bad_file(const char *name)
+{
+    tm_model M;
+    base_model(&M);
+    static char path[4096];
+    snprintf(path, sizeof path, "%s", tu_tmp_path(name));
+    tm_write(&M, path);
+    tm_free(&M);
+    return path;
+}
+
+START_TEST(test_bad_float_weights)
+{
+    const char *path = bad_file("bad_dtype.h5");
+    hid_t f = bad_open(path);
+    hid_t g = H5Gopen2(f, "ops/001", H5P_DEFAULT);
+    float w[6 * 2 * 9];
+    for (int i = 0; i < 6 * 2 * 9; i++) w[i] = 0.5f;
+    hsize_t d[4] = {6, 2, 3, 3};
+    wr_dset(g, "weight", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, d, w);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/001 (conv): dataset weight is float32, expected int8");
+}
+END_TEST
+
+START_TEST(test_bad_shape)
+{
+    const char *path = bad_file("bad_shape.h5");
+    hid_t f = bad_open(path);
+    hid_t g = H5Gopen2(f, "ops/001", H5P_DEFAULT);
+    int32_t m5[5] = {1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30};
+    hsize_t d = 5;
+    wr_dset(g, "multiplier", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &d, m5);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT,
+                      "ops/001 (conv): dataset multiplier has 5 elements, expected 6");
+}
+END_TEST
+
+START_TEST(test_bad_weight_shape)
+{
+    const char *path = bad_file("bad_wshape.h5");
+    hid_t f = bad_open(path);
+    hid_t g = H5Gopen2(f, "ops/003", H5P_DEFAULT);
+    int8_t w[4 * 5] = {0};
+    hsize_t d[2] = {4, 5};
+    wr_dset(g, "weight", H5T_STD_I8LE, H5T_NATIVE_INT8, 2, d, w);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT,
+                      "ops/003 (fc): dataset weight has shape [4,5], expected [4,6]");
+}
+END_TEST
+
+START_TEST(test_bad_missing_dataset)
+{
+    const char *path = bad_file("bad_missing.h5");
+    hid_t f = bad_open(path);
+    ck_assert_int_ge(H5Ldelete(f, "ops/001/bias", H5P_DEFAULT), 0);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/001 (conv): missing dataset bias");
+}
+END_TEST
+
+START_TEST(test_bad_missing_attribute)
+{
+    const char *path = bad_file("bad_attr.h5");
+    hid_t f = bad_open(path);
+    hid_t g = H5Gopen2(f, "ops/001", H5P_DEFAULT);
+    ck_assert_int_ge(H5Adelete(g, "stride"), 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/001 (conv): missing attribute stride");
+}
+END_TEST
+
+START_TEST(test_bad_truncated)
+{
+    const char *path = bad_file("bad_trunc_src.h5");
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)size);
+    ck_assert_int_eq(fread(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    /* cut at several points: each is an error with a message, never a crash */
+    const long cuts[4] = {size / 2, size - 1, 100, 8};
+    for (int i = 0; i < 4; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "bad_trunc_%d.h5", i);
+        char tpath[4096];
+        snprintf(tpath, sizeof tpath, "%s", tu_tmp_path(name));
+        ck_assert_int_eq(tu_write_file(tpath, buf, (size_t)cuts[i]), 0);
+        expect_load_error(tpath, QAT_ERR_FORMAT, "not a readable HDF5 file");
+    }
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_bad_shift)
+{
+    const char *path = bad_file("bad_shift.h5");
+    hid_t f = bad_open(path);
+    hid_t d = H5Dopen2(f, "ops/001/shift", H5P_DEFAULT);
+    int32_t s[6];
+    H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, s);
+    s[2] = 31;
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, s);
+    H5Dclose(d);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/001 (conv): shift 31 (channel 2) outside [-31, 30]");
+}
+END_TEST
+
+START_TEST(test_bad_zero_point)
+{
+    const char *path = bad_file("bad_zp.h5");
+    hid_t f = bad_open(path);
+    hid_t g = H5Gopen2(f, "ops/001", H5P_DEFAULT);
+    wr_i32(g, "out_zero_point", 128);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT,
+                      "ops/001 (conv): attribute out_zero_point = 128, expected in [-128, 127]");
+}
+END_TEST
+
+/* an in_zero_point (or relu's out_zero_point) that differs from what the
+ * input op stores: the op's own attribute is the one used */
+START_TEST(test_own_zero_points)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 12);
+    tm_model M;
+    base_model(&M);
+    M.op[1].in_zp = 40;  /* the input op's zero point is 0 */
+    M.op[2].in_zp = M.op[1].zp > 0 ? M.op[1].zp - 30 : M.op[1].zp + 30;
+    M.op[3].in_zp = -M.op[2].zp / 2;
+    int x = tm_relu(&M, 3);
+    M.op[x].zp = M.op[3].zp + 3 > 127 ? 127 : M.op[3].zp + 3;
+    check_all_isas(&M, 4, 0, &r, "own zero points");
+    tm_free(&M);
+}
+END_TEST
+
+START_TEST(test_bad_multiplier)
+{
+    const char *path = bad_file("bad_mult.h5");
+    hid_t f = bad_open(path);
+    hid_t d = H5Dopen2(f, "ops/001/multiplier", H5P_DEFAULT);
+    int32_t m[6];
+    H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, m);
+    m[0] = 12345;
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, m);
+    H5Dclose(d);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT,
+                      "ops/001 (conv): multiplier 12345 (channel 0) outside [2^30, 2^31) and not 0");
+}
+END_TEST
+
+START_TEST(test_bad_input_index)
+{
+    const char *path = bad_file("bad_inputs.h5");
+    hid_t f = bad_open(path);
+    hid_t g = H5Gopen2(f, "ops/002", H5P_DEFAULT);
+    const int32_t in = 3;
+    wr_i32s(g, "inputs", &in, 1, 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/002 (gap): inputs[0] = 3 is not an earlier op (0..1)");
+}
+END_TEST
+
+START_TEST(test_bad_misc)
+{
+    /* op count */
+    const char *path = bad_file("bad_count.h5");
+    hid_t f = bad_open(path);
+    wr_i32(f, "num_ops", 5);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "group /ops has 4 members, num_ops is 5");
+    /* out_shape inconsistent with the layer */
+    path = bad_file("bad_outshape.h5");
+    f = bad_open(path);
+    hid_t g = H5Gopen2(f, "ops/001", H5P_DEFAULT);
+    const int32_t sh[3] = {6, 4, 5};
+    wr_i32s(g, "out_shape", sh, 3, 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/001 (conv): out_shape is (6, 4, 5), expected (6, 5, 5)");
+    /* act_min > act_max */
+    path = bad_file("bad_act.h5");
+    f = bad_open(path);
+    g = H5Gopen2(f, "ops/003", H5P_DEFAULT);
+    wr_i32(g, "act_min", 10);
+    wr_i32(g, "act_max", 9);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/003 (fc): act_min = 10 is above act_max = 9");
+    /* unknown op type */
+    path = bad_file("bad_type.h5");
+    f = bad_open(path);
+    g = H5Gopen2(f, "ops/002", H5P_DEFAULT);
+    H5Adelete(g, "type");
+    wr_str(g, "type", "softmax", 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_UNSUPPORTED, "ops/002: unknown op type 'softmax'");
+    /* not an int8 model / another version */
+    path = bad_file("bad_format.h5");
+    f = bad_open(path);
+    H5Adelete(f, "qat_format");
+    wr_str(f, "qat_format", "qat-checkpoint", 0);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "qat_format is 'qat-checkpoint', expected 'int8-model'");
+    path = bad_file("bad_version.h5");
+    f = bad_open(path);
+    wr_i32(f, "format_version", 2);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_UNSUPPORTED, "format_version 2 is not supported");
+    /* add_shift out of range */
+    {
+        qat_rng r;
+        qat_rng_seed(&r, 3);
+        tm_model M = {0};
+        int x = tm_input(&M, 3, 2, 4, 4, 0);
+        int a = tm_conv(&M, x, 2, 1, 1, 1, 0, 0, &r);
+        tm_addop(&M, a, a, &r);
+        snprintf(M.op[2].name, sizeof M.op[2].name, "res");
+        M.op[2].ashift = 63;
+        path = tu_tmp_path("bad_add.h5");
+        tm_write(&M, path);
+        tm_free(&M);
+        expect_load_error(path, QAT_ERR_FORMAT, "ops/002 (res): add_shift = 63 outside [1, 62]");
+    }
+    /* an accumulator that could overflow int32 */
+    path = bad_file("bad_overflow.h5");
+    f = bad_open(path);
+    hid_t d = H5Dopen2(f, "ops/003/bias", H5P_DEFAULT);
+    int32_t b[4];
+    H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, b);
+    b[1] = INT32_MAX - 10;
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, b);
+    H5Dclose(d);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/003 (fc): channel 1: |bias|");
+    /* a path that does not exist, a file that is not HDF5 */
+    qat_rt_model *m = NULL;
+    ck_assert_int_eq(qat_rt_load_file(tu_tmp_path("nonexistent.h5"), &m), QAT_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(qat_rt_last_error(), "nonexistent.h5: cannot open"));
+    const char *junk = tu_tmp_path("junk.h5");
+    ck_assert_int_eq(tu_write_file(junk, "not an hdf5 file at all", 23), 0);
+    expect_load_error(junk, QAT_ERR_FORMAT, "not a readable HDF5 file");
+}
+END_TEST
+
+START_TEST(test_args)
+{
+    tm_model M;
+    hand_model(&M);
+    qat_rt_model *m = tm_load(&M, "args.h5");
+    int8_t y[3 * 4];
+    int8_t x[8 * 4] = {0};
+    ck_assert_int_eq(qat_rt_run_s8(m, x, 1, y), QAT_ERR_ARG); /* not prepared */
+    ck_assert_ptr_nonnull(strstr(qat_rt_last_error(), "qat_rt_prepare"));
+    ck_assert_int_eq(qat_rt_prepare(m, 0), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_prepare(m, 3), QAT_OK);
+    ck_assert_int_eq(qat_rt_run_s8(m, x, 0, y), QAT_ERR_ARG);
+    ck_assert_str_eq(qat_rt_last_error(), "qat_rt_run_s8: n = 0 outside [1, max_batch = 3]");
+    ck_assert_int_eq(qat_rt_run_s8(m, x, 4, y), QAT_ERR_ARG);
+    ck_assert_str_eq(qat_rt_last_error(), "qat_rt_run_s8: n = 4 outside [1, max_batch = 3]");
+    ck_assert_int_eq(qat_rt_run_u8(m, (const uint8_t *)x, -1, y), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_run_f32(m, (const float *)x, 4, y), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_run_s8(m, NULL, 1, y), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_run_s8(m, x, 1, NULL), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_run_s8(NULL, x, 1, y), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_run_s8(m, x, 3, y), QAT_OK);
+    ck_assert_int_eq(qat_rt_set_isa(m, (qat_rt_isa)17), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_set_isa(m, QAT_RT_ISA_AUTO), QAT_OK);
+    ck_assert_int_eq(qat_rt_get_isa(m), qat_rt_best_isa());
+    qat_rt_free(m);
+    ck_assert_int_eq(qat_rt_load_file(NULL, &m), QAT_ERR_ARG);
+    ck_assert_ptr_null(m);
+    ck_assert_int_eq(qat_rt_load_memory(NULL, 10, &m), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_rt_load_memory(x, 0, &m), QAT_ERR_ARG);
+    ck_assert_ptr_null(m);
+    qat_rt_free(NULL);
+    tm_free(&M);
+}
+END_TEST
+
+/* re-preparing, switching ISA after prepare, threads beyond the CPUs */
+START_TEST(test_replan)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 8);
+    tm_model M = {0};
+    int x = tm_input(&M, 3, 4, 12, 12, 11);
+    x = tm_conv(&M, x, 16, 3, 3, 1, 1, 0, &r);
+    x = tm_conv(&M, x, 8, 3, 3, 2, 1, 0, &r);
+    x = tm_pool(&M, "global_avgpool", x, 0, 0, &r);
+    tm_linear(&M, x, 10, 0, &r);
+    qat_rt_model *m = tm_load(&M, "replan.h5");
+    int8_t in[7 * 576];
+    rand_input(in, sizeof in, 0, &r);
+    ck_assert_int_eq(qat_rt_prepare(m, 2), QAT_OK);
+    ck_assert_int_eq(qat_rt_prepare(m, 7), QAT_OK);
+    qat_rt_set_threads(m, 64);
+    for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (qat_rt_set_isa(m, (qat_rt_isa)isa) != QAT_OK) continue;
+        check_against_forward(m, &M, in, 7, "replan");
+        check_against_forward(m, &M, in, 1, "replan n=1");
+    }
+    qat_rt_set_threads(m, 0);
+    check_against_forward(m, &M, in, 5, "default threads");
+    qat_rt_free(m);
+    tm_free(&M);
+}
+END_TEST
+
+static Suite *runtime_suite(void)
+{
+    Suite *s = suite_create("runtime");
+    TCase *tc = tcase_create("hand");
+    tcase_add_test(tc, test_hand_model);
+    tcase_add_test(tc, test_inspect);
+    tcase_add_test(tc, test_input_paths);
+    tcase_add_test(tc, test_load_memory);
+    tcase_add_test(tc, test_args);
+    tcase_add_test(tc, test_replan);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("ops");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, test_each_op, 0, 9);
+    tcase_add_loop_test(tc, test_isa_random, 0, 8);
+    tcase_add_loop_test(tc, test_isa_extreme_conv, 0, 4);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("malformed");
+    tcase_add_test(tc, test_bad_float_weights);
+    tcase_add_test(tc, test_bad_shape);
+    tcase_add_test(tc, test_bad_weight_shape);
+    tcase_add_test(tc, test_bad_missing_dataset);
+    tcase_add_test(tc, test_bad_missing_attribute);
+    tcase_add_test(tc, test_bad_truncated);
+    tcase_add_test(tc, test_bad_shift);
+    tcase_add_test(tc, test_bad_zero_point);
+    tcase_add_test(tc, test_own_zero_points);
+    tcase_add_test(tc, test_bad_multiplier);
+    tcase_add_test(tc, test_bad_input_index);
+    tcase_add_test(tc, test_bad_misc);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* the malformed tests poke at files */
+    SRunner *sr = srunner_create(runtime_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failures = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failures ? 1 : 0;
+}
