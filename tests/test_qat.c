@@ -305,6 +305,75 @@ START_TEST(test_units_reference_models)
 }
 END_TEST
 
+/* Every reference model runs through its qmodel: with fake-quant off it
+ * is the float model (BN folded everywhere, shortcuts included); with it
+ * on, every unit's output and every layer qat_qmodel_layer_unit() assigns
+ * to a unit lie on that unit's grid; in training (w4a4, BN unfrozen)
+ * every learnable scale receives a gradient. */
+START_TEST(test_units_forward_reference_models)
+{
+    qat_model *m = qat_model_build(archs[_i].arch, 7);
+    randomize_bn(m, 8);
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_qmodel *qm = prepare(m, "w8a8", -1);
+    calibrate_random(ctx, qm, 4, 2, 9);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    qat_rng r;
+    qat_rng_seed(&r, 10);
+    qat_tensor *x = random_input(ctx, m, 3, -1, 1.5f, &r);
+    qat_tensor **f = qat_model_forward_all(ctx, m, x);
+    NN(f);
+    qat_qmodel_set_fake_quant(qm, 0);
+    qat_tensor **q = qat_qmodel_forward_all(ctx, qm, x);
+    NN(q);
+    int nl = archs[_i].n_layers;
+    assert_close_rel(f[nl - 1]->data, q[nl - 1]->data, f[nl - 1]->numel, 1e-4, archs[_i].arch);
+    qat_qmodel_set_fake_quant(qm, 1);
+    q = qat_qmodel_forward_all(ctx, qm, x);
+    NN(q);
+    for (int i = 0; i < nl; i++) {
+        int u = qat_qmodel_layer_unit(qm, i);
+        if (u < 0) continue;
+        const qat_quantizer *a = &qat_qmodel_unit(qm, u)->act;
+        for (size_t k = 0; k < q[i]->numel; k++) {
+            float v = q[i]->data[k] / a->scale[0] + (float)a->zero_point[0];
+            ck_assert_msg(fabsf(v - nearbyintf(v)) < 1e-3f && v > a->qmin - 0.01f && v < a->qmax + 0.01f,
+                          "%s layer %d (%s) element %zu = %g: not on the grid of unit %d (%g, %d)", archs[_i].arch, i,
+                          qat_model_layer(m, i)->name, k, q[i]->data[k], u, a->scale[0], a->zero_point[0]);
+        }
+    }
+    qat_ctx_reset(ctx);
+    qat_qmodel_free(qm);
+
+    qm = prepare(m, "w4a4", -1);
+    calibrate_random(ctx, qm, 4, 1, 11);
+    qat_ctx_set_training(ctx, 1);
+    qat_ctx_set_grad(ctx, 1);
+    uint8_t labels[4] = {1, 7, 3, 0};
+    /* (a wider range than calibrated, so that some elements clamp) */
+    qat_tensor *loss = qat_cross_entropy(ctx, qat_qmodel_forward(ctx, qm, random_input(ctx, m, 4, -2, 3, &r)),
+                                         labels);
+    NN(loss);
+    OK(qat_backward(ctx, loss));
+    int zp_grads = 0;
+    for (int i = 0; i < qat_qmodel_num_params(qm); i++) {
+        const qat_named_tensor *p = &qat_qmodel_params(qm)[i];
+        /* a zero point's gradient needs clamped elements, which a unit
+         * whose BN normalises with batch statistics may not have */
+        if (strstr(p->name, "zero_point")) {
+            zp_grads += max_abs(p->t->grad, p->t->numel) > 0;
+            continue;
+        }
+        ck_assert_msg(max_abs(p->t->grad, p->t->numel) > 0, "%s: %s has no gradient", archs[_i].arch, p->name);
+    }
+    ck_assert_int_gt(zp_grads, 1);
+    qat_ctx_free(ctx);
+    qat_qmodel_free(qm);
+    qat_model_free(m);
+}
+END_TEST
+
 START_TEST(test_units_unsupported_bn)
 {
     /* BN after a ReLU */
@@ -1848,6 +1917,7 @@ static Suite *qat_suite(void)
     Suite *s = suite_create("qat");
     TCase *t = tcase_create("units");
     tcase_add_loop_test(t, test_units_reference_models, 0, 4);
+    tcase_add_loop_test(t, test_units_forward_reference_models, 0, 4);
     tcase_add_test(t, test_units_unsupported_bn);
     tcase_add_test(t, test_units_overrides);
     tcase_add_test(t, test_config_parse);
