@@ -39,16 +39,17 @@ static long weight_params(qat_qmodel *qm, const qat_qunit *un)
     return (long)qat_model_layer_c(qat_qmodel_float(qm), un->head)->weight->numel;
 }
 
-/* int8 payload estimate of a configuration: weights at their bits, plus
- * int32 bias, multiplier and shift per output channel */
-static long estimate_bytes(qat_qmodel *qm)
+/* Weight bytes of a configuration: weights at their bits (packed when
+ * packed, else one byte each as the int8 file stores them), plus int32
+ * bias, multiplier and shift per output channel. */
+static long estimate_bytes(qat_qmodel *qm, int packed)
 {
     long b = 0;
     for (int u = 0; u < qat_qmodel_num_units(qm); u++) {
         const qat_qunit *un = qat_qmodel_unit(qm, u);
         if (un->kind != QAT_UNIT_CONV) continue;
         const qat_layer *l = qat_model_layer_c(qat_qmodel_float(qm), un->head);
-        int bits = un->cfg.quantize ? un->weight.scheme.bits : 32;
+        int bits = un->cfg.quantize ? (packed ? un->weight.scheme.bits : 8) : 32;
         b += ((long)l->weight->numel * bits + 7) / 8 + 12L * l->out_ch;
     }
     return b;
@@ -123,7 +124,7 @@ static int ptq_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_model *m, 
     if (!rc) {
         r->val_accuracy = cli_evaluate(ctx, m, qm, d->val, 500);
         r->test_accuracy = cli_evaluate(ctx, m, qm, d->test, 500);
-        r->model_bytes = estimate_bytes(qm);
+        r->model_bytes = estimate_bytes(qm, 0);
         rc = layer_errors(ctx, qm, d->test, o->layer_images, r);
     }
     r->seconds = cli_now() - t0;
@@ -142,8 +143,8 @@ static int qat_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_ctx *ctx, 
     train_opts to;
     train_opts_defaults(&to);
     char out[300], int8[300];
-    snprintf(out, sizeof out, "%s/qat-%s.h5", o->out, tag);
-    snprintf(int8, sizeof int8, "%s/qat-%s.int8.h5", o->out, tag);
+    snprintf(out, sizeof out, "%.200s/qat-%.64s.h5", o->out, tag);
+    snprintf(int8, sizeof int8, "%.200s/qat-%.64s.int8.h5", o->out, tag);
     to.from = o->from;
     to.quant = spec;
     to.out = out;
@@ -166,7 +167,7 @@ static int qat_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_ctx *ctx, 
     snprintf(r->file, sizeof r->file, "%s", out);
     r->val_accuracy = tr.val_accuracy;
     r->test_accuracy = tr.test_accuracy;
-    r->model_bytes = estimate_bytes(qm);
+    r->model_bytes = estimate_bytes(qm, 0);
     r->n_epochs = tr.n_history < CMP_MAX_EPOCHS ? tr.n_history : CMP_MAX_EPOCHS;
     for (int k = 0; k < r->n_epochs; k++) {
         const qat_epoch_record *e = &tr.history[k];
@@ -237,7 +238,7 @@ static int mixed_assignment(qat_model *m, const char *low, long budget, compare_
     if (cli_qconfig(&cfg, low, NULL, 0)) return 1;
     qat_qmodel *qm = qat_qmodel_prepare(m, &cfg);
     if (!qm) return cli_fail_lib("--budget");
-    long bytes = estimate_bytes(qm);
+    long bytes = estimate_bytes(qm, 1);
     res->n_overrides = 0;
     for (int k = 0; k < res->n_sens; k++) {
         int u = qat_qmodel_find_unit(qm, res->sens[k].unit);
@@ -249,9 +250,9 @@ static int mixed_assignment(qat_model *m, const char *low, long budget, compare_
         snprintf(res->overrides[res->n_overrides++], sizeof res->overrides[0], "%s=w8a%d", un->name,
                  un->act.scheme.bits);
     }
-    if (estimate_bytes(qm) > budget)
-        cli_log("--budget %ld: even %s everywhere needs %ld bytes of weights; keeping %s", budget, low,
-                estimate_bytes(qm), low);
+    if (estimate_bytes(qm, 1) > budget)
+        cli_log("--budget %ld: even %s everywhere needs %ld bytes of weights (bit-packed); nothing to raise", budget,
+                low, estimate_bytes(qm, 1));
     qat_qmodel_free(qm);
     return 0;
 }
@@ -387,9 +388,10 @@ int cmd_compare(int argc, char **argv)
             cmp_run *r = &res->runs[first + best];
             r->chosen = 1;
             double t1 = cli_now();
-            snprintf(r->file, sizeof r->file, "%s/ptq-%s-%s.h5", o.out, sp, r->calib);
-            char int8[300];
-            snprintf(int8, sizeof int8, "%s/ptq-%s-%s.int8.h5", o.out, sp, r->calib);
+            char calib[16], int8[300];
+            memcpy(calib, r->calib, sizeof calib);
+            snprintf(r->file, sizeof r->file, "%.200s/ptq-%.32s-%.15s.h5", o.out, sp, calib);
+            snprintf(int8, sizeof int8, "%.200s/ptq-%.32s-%.15s.int8.h5", o.out, sp, calib);
             qat_qrecipe qr = {0};
             snprintf(qr.method, sizeof qr.method, "ptq");
             snprintf(qr.spec, sizeof qr.spec, "%s", sp);
@@ -419,7 +421,9 @@ int cmd_compare(int argc, char **argv)
         rc = sensitivity(&c, &o, &d, m, ctx, low, res);
         if (!rc && o.budget > 0) {
             rc = mixed_assignment(m, low, o.budget, res);
-            if (!rc) {
+            if (!rc && res->n_overrides == 0)
+                cli_log("--budget %ld: no unit can be raised to 8 bits within it; no mixed-precision run", o.budget);
+            if (!rc && res->n_overrides > 0) {
                 res->budget_bytes = o.budget;
                 snprintf(res->overrides_file, sizeof res->overrides_file, "%s/mixed-overrides.txt", o.out);
                 FILE *f = fopen(res->overrides_file, "w");

@@ -37,11 +37,12 @@ typedef struct cmp_run {
     double top1_agreement;      /* int8 vs fake-quant, test set */
     double logit_agreement;
     int max_logit_diff_steps;
-    long model_bytes;     /* int8 payload bytes when exported, else estimated from bit widths */
+    long model_bytes;     /* int8 payload bytes (weights stored one per byte at any bit width, plus
+                           * int32 bias/multiplier/shift per channel): measured when exported, else estimated */
     long file_bytes;      /* the int8 file's size when exported, else 0 */
     double seconds;       /* time spent on this run (calibration or training, export, evaluation) */
-    char file[256];       /* the checkpoint written */
-    char int8_file[256];  /* the int8 model written ("" if none) */
+    char file[320];       /* the checkpoint written */
+    char int8_file[320];  /* the int8 model written ("" if none) */
     int n_layers;
     cmp_layer layers[CMP_MAX_LAYERS];
     int n_epochs;         /* QAT training history */
