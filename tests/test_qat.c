@@ -1883,6 +1883,7 @@ START_TEST(test_checkpoint_many_units)
     qat_qconfig cfg;
     OK(qat_qconfig_init(&cfg, "w8a8"));
     OK(qat_qconfig_add_override(&cfg, "20=w4a8"));
+    OK(qat_qconfig_add_override(&cfg, "40=float"));
     qat_qmodel *qm = qat_qmodel_prepare(m, &cfg);
     NN(qm);
     ck_assert_int_eq(qat_qmodel_num_units(qm), 71);
@@ -1895,6 +1896,16 @@ START_TEST(test_checkpoint_many_units)
     NN(qm2);
     assert_qmodels_eq(qm, qm2);
     ck_assert_int_eq(qat_qmodel_unit(qm2, qat_qmodel_find_unit(qm2, "20"))->weight.qmax, 7);
+    ck_assert_int_eq(qat_qmodel_unit(qm2, qat_qmodel_find_unit(qm2, "40"))->cfg.quantize, 0);
+    /* the same outputs */
+    qat_ctx_set_training(ctx, 0);
+    qat_rng r;
+    qat_rng_seed(&r, 153);
+    qat_tensor *xin = random_input(ctx, m, 2, -1, 1, &r);
+    qat_tensor *y1 = qat_qmodel_forward(ctx, qm, xin), *y2 = qat_qmodel_forward(ctx, qm2, xin);
+    NN(y1);
+    NN(y2);
+    ck_assert_int_eq(memcmp(y1->data, y2->data, y1->numel * sizeof(float)), 0);
     qat_qmodel_free(qm2);
     qat_model_free(m2);
     qat_qmodel_free(qm);
