@@ -149,8 +149,11 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
     train_opts o = *op;
     memset(res, 0, sizeof *res);
     int qat = o.quant != NULL;
-    if (!o.epochs) o.epochs = qat ? 2 : 5;
-    if (o.lr < 0) o.lr = qat ? 0.005 : 0.05;
+    /* QAT from a float checkpoint fine-tunes (2 epochs, lr 0.005); --quant
+     * without --from trains quantized from scratch with the float recipe */
+    int finetune = qat && o.from;
+    if (!o.epochs) o.epochs = finetune ? 2 : 5;
+    if (o.lr < 0) o.lr = finetune ? 0.005 : 0.05;
     if (o.freeze_bn_after < 0) o.freeze_bn_after = 1;
     if (o.freeze_observers_after < 0) o.freeze_observers_after = (o.epochs + 1) / 2;
     qat_set_num_threads(c.threads);
