@@ -1,14 +1,28 @@
-/* Batch normalisation over (N, H, W) per channel; forward and backward. */
+/* Batch normalisation over (N, H, W) per channel; forward and backward.
+ *
+ * Statistics are summed in double over 8 interleaved lanes (fixed order,
+ * so the result does not depend on the thread count and the loops
+ * vectorise). The normalised input xhat = (x - mean) * invstd is not
+ * stored: backward recomputes it from x with the same float operations,
+ * which saves a tensor-sized write and read. */
 #include <math.h>
 #include <string.h>
 
 #include "autograd/internal.h"
+#include "autograd/kernels.h"
 
 typedef struct {
-    float *xhat;   /* (N,C,HW) normalised input */
+    float *mean;   /* (C) the mean used to normalise */
     float *invstd; /* (C) */
     int training;  /* batch statistics were used */
 } bn_saved;
+
+#define LANES 8 /* the kernels' double accumulator lanes */
+
+static double lanes_total(const double *acc)
+{
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
 
 static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
 {
@@ -17,34 +31,30 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
     int N = x->shape[0], C = x->shape[1];
     size_t HW = x->numel / ((size_t)N * C);
     double M = (double)N * HW;
-    float *dx = qat_grad(ctx, x), *dg = qat_grad(ctx, gamma), *db = qat_grad(ctx, beta);
+    int fresh;
+    float *dx = qat_grad_fresh(ctx, x, &fresh);
+    float *dg = qat_grad(ctx, gamma), *db = qat_grad(ctx, beta);
+    const float *dyall = y->grad, *xall = x->data;
 #pragma omp parallel for schedule(static) if (x->numel > 32768)
     for (int c = 0; c < C; c++) {
-        double sdy = 0, sdyx = 0;
+        const float mean = s->mean[c], is = s->invstd[c];
+        double as[LANES] = {0}, at[LANES] = {0};
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW;
-            for (size_t i = 0; i < HW; i++) {
-                sdy += y->grad[o + i];
-                sdyx += (double)y->grad[o + i] * s->xhat[o + i];
-            }
+            qat_k_acc_dy(as, at, dyall + o, xall + o, HW, mean, is);
         }
+        double sdy = lanes_total(as), sdyx = lanes_total(at);
         if (dg) dg[c] += (float)sdyx;
         if (db) db[c] += (float)sdy;
         if (!dx) continue;
-        float g = gamma->data[c] * s->invstd[c];
-        if (s->training) {
-            /* dx = g * (dy - mean(dy) - xhat * mean(dy * xhat)) */
-            float mdy = (float)(sdy / M), mdyx = (float)(sdyx / M);
-            for (int n = 0; n < N; n++) {
-                size_t o = ((size_t)n * C + c) * HW;
-                for (size_t i = 0; i < HW; i++)
-                    dx[o + i] += g * (y->grad[o + i] - mdy - s->xhat[o + i] * mdyx);
-            }
-        } else {
-            for (int n = 0; n < N; n++) {
-                size_t o = ((size_t)n * C + c) * HW;
-                for (size_t i = 0; i < HW; i++) dx[o + i] += g * y->grad[o + i];
-            }
+        const float g = gamma->data[c] * is;
+        /* training: dx = g * (dy - mean(dy) - xhat * mean(dy * xhat));
+         * evaluation: dx = g * dy */
+        const float mdy = s->training ? (float)(sdy / M) : 0.0f;
+        const float mdyx = s->training ? (float)(sdyx / M) : 0.0f;
+        for (int n = 0; n < N; n++) {
+            size_t o = ((size_t)n * C + c) * HW;
+            qat_k_bn_bwd(dx + o, dyall + o, xall + o, HW, mean, is, g, mdy, mdyx, fresh);
         }
     }
 }
@@ -66,24 +76,23 @@ qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_
         return qat_error_null(QAT_ERR_SHAPE, "batchnorm2d: training needs more than one value per channel");
     qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
     bn_saved *s = qat_arena_alloc(ctx, sizeof *s);
-    float *xhat = qat_arena_alloc(ctx, x->numel * sizeof(float));
-    float *invstd = qat_arena_alloc(ctx, (size_t)C * sizeof(float));
-    if (!y || !s || !xhat || !invstd) return NULL;
+    float *stats = qat_arena_alloc(ctx, 2 * (size_t)C * sizeof(float));
+    if (!y || !s || !stats) return NULL;
+    float *means = stats, *invstd = stats + C;
     double M = (double)N * HW;
+    const float *xall = x->data;
+    float *yall = y->data;
 #pragma omp parallel for schedule(static) if (x->numel > 32768)
     for (int c = 0; c < C; c++) {
         float mean, var;
         if (training) {
-            double sum = 0, sq = 0;
-            for (int n = 0; n < N; n++) {
-                const float *p = x->data + ((size_t)n * C + c) * HW;
-                for (size_t i = 0; i < HW; i++) sum += p[i];
-            }
-            double mu = sum / M;
-            for (int n = 0; n < N; n++) {
-                const float *p = x->data + ((size_t)n * C + c) * HW;
-                for (size_t i = 0; i < HW; i++) sq += (p[i] - mu) * (p[i] - mu);
-            }
+            /* two passes: the mean, then the squared deviations from it */
+            double acc[LANES] = {0};
+            for (int n = 0; n < N; n++) qat_k_acc_sum(acc, xall + ((size_t)n * C + c) * HW, HW);
+            double mu = lanes_total(acc) / M;
+            memset(acc, 0, sizeof acc);
+            for (int n = 0; n < N; n++) qat_k_acc_sqdev(acc, xall + ((size_t)n * C + c) * HW, HW, mu);
+            double sq = lanes_total(acc);
             mean = (float)mu;
             var = (float)(sq / M);
             running_mean->data[c] = (1.0f - momentum) * running_mean->data[c] + momentum * mean;
@@ -94,18 +103,15 @@ qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_
             var = running_var->data[c];
         }
         float is = 1.0f / sqrtf(var + eps);
+        means[c] = mean;
         invstd[c] = is;
-        float g = gamma->data[c], b = beta->data[c];
+        const float g = gamma->data[c], b = beta->data[c];
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW;
-            for (size_t i = 0; i < HW; i++) {
-                float h = (x->data[o + i] - mean) * is;
-                xhat[o + i] = h;
-                y->data[o + i] = g * h + b;
-            }
+            qat_k_bn_apply(yall + o, xall + o, HW, mean, is, g, b);
         }
     }
-    s->xhat = xhat;
+    s->mean = means;
     s->invstd = invstd;
     s->training = training;
     qat_tensor *in[3] = {x, gamma, beta};

@@ -15,7 +15,10 @@ void qat_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const
     if (M <= 0 || N <= 0) return;
     enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-    int nt = omp_get_level() > 0 ? 1 : qat_get_num_threads();
+    /* inside an active parallel region (a conv's per-thread chunks) the
+     * caller owns the cores; an inactive enclosing region (a team of one)
+     * does not, so batch-1 products still split */
+    int nt = omp_get_active_level() > 0 ? 1 : qat_get_num_threads();
     double flops = 2.0 * M * N * (K > 0 ? K : 1);
     if (nt > 1 && flops < 2e6) nt = 1;
     /* split the larger of M and N */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "autograd/internal.h"
+#include "autograd/kernels.h"
 
 #define PAR_MIN 32768 /* elements below which a loop stays serial */
 
@@ -21,6 +22,18 @@ static qat_tensor *shape_error(const char *op, const char *what, const qat_tenso
     char sa[64], sb[64];
     return qat_error_null(QAT_ERR_SHAPE, "%s: %s (%s vs %s)", op, what, qat_shape_str(a, sa, sizeof sa),
                           qat_shape_str(b, sb, sizeof sb));
+}
+
+float *qat_grad_fresh(qat_ctx *ctx, qat_tensor *t, int *fresh)
+{
+    *fresh = 0;
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad && !t->persistent) {
+        t->grad = qat_arena_alloc(ctx, t->numel * sizeof(float));
+        *fresh = t->grad != NULL;
+        return t->grad;
+    }
+    return qat_grad(ctx, t);
 }
 
 /* ---- linear / matmul ---- */
@@ -129,13 +142,19 @@ qat_tensor *qat_bias_add(qat_ctx *ctx, qat_tensor *x, qat_tensor *b)
 
 static void add_backward(qat_ctx *ctx, const qat_tape_entry *e)
 {
-    const float *dy = e->out->grad;
+    const float *restrict dy = e->out->grad;
     size_t n = e->out->numel;
     for (int k = 0; k < 2; k++) {
-        float *d = qat_grad(ctx, e->in[k]);
+        int fresh;
+        float *restrict d = qat_grad_fresh(ctx, e->in[k], &fresh);
         if (!d) continue;
+        if (fresh) {
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-        for (size_t i = 0; i < n; i++) d[i] += dy[i];
+            for (size_t i = 0; i < n; i++) d[i] = 0.0f + dy[i];
+        } else {
+#pragma omp parallel for if (n > PAR_MIN) schedule(static)
+            for (size_t i = 0; i < n; i++) d[i] += dy[i];
+        }
     }
 }
 
@@ -183,13 +202,18 @@ qat_tensor *qat_mul(qat_ctx *ctx, qat_tensor *a, qat_tensor *b)
 
 static void relu_backward(qat_ctx *ctx, const qat_tape_entry *e)
 {
-    float *dx = qat_grad(ctx, e->in[0]);
+    int fresh;
+    float *dx = qat_grad_fresh(ctx, e->in[0], &fresh);
     if (!dx) return;
     const float *y = e->out->data, *dy = e->out->grad;
     size_t n = e->out->numel;
+    /* in blocks, so the kernel sees contiguous runs */
+    const ptrdiff_t nb = (ptrdiff_t)((n + 4095) / 4096);
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++)
-        if (y[i] > 0.0f) dx[i] += dy[i];
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        size_t i = (size_t)b * 4096, m = n - i < 4096 ? n - i : 4096;
+        qat_k_relu_bwd(dx + i, y + i, dy + i, m, fresh);
+    }
 }
 
 qat_tensor *qat_relu(qat_ctx *ctx, qat_tensor *x)
@@ -198,8 +222,12 @@ qat_tensor *qat_relu(qat_ctx *ctx, qat_tensor *x)
     qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
     if (!y) return NULL;
     size_t n = x->numel;
+    const ptrdiff_t nb = (ptrdiff_t)((n + 4095) / 4096);
 #pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        size_t i = (size_t)b * 4096, m = n - i < 4096 ? n - i : 4096;
+        qat_k_relu_fwd(y->data + i, x->data + i, m);
+    }
     if (qat_needs_grad(ctx, 1, &x) &&
         qat_tape_record(ctx, "relu", relu_backward, y, 1, &x, NULL) != QAT_OK)
         return NULL;

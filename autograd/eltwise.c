@@ -1,0 +1,406 @@
+/* Elementwise kernels of ReLU, 2x2 max pooling and batch normalisation
+ * (autograd/kernels.h): a portable version and an AVX-512 version of each,
+ * performing the same operations in the same order, so they give the same
+ * bits. The portable versions are the reference; GCC does not vectorise
+ * their selects (it keeps the branches under -ftrapping-math), which is
+ * why the AVX-512 versions exist. */
+#include <stdint.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+#include "autograd/kernels.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_AVX512 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#else
+#define HAVE_AVX512 0
+#endif
+
+#define LANES 8 /* double accumulator lanes of the BN sums */
+
+/* ---- portable ---- */
+
+static void relu_fwd_ref(float *restrict y, const float *restrict x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+static void relu_bwd_ref(float *restrict dx, const float *restrict y, const float *restrict dy,
+                         size_t n, int fresh)
+{
+    /* -0.0f is the exact identity of addition: dx is unchanged where y <= 0 */
+    if (fresh)
+        for (size_t i = 0; i < n; i++) dx[i] = 0.0f + (y[i] > 0.0f ? dy[i] : -0.0f);
+    else
+        for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : -0.0f;
+}
+
+static void maxpool2_fwd_ref(float *restrict y, unsigned char *restrict win, const float *restrict x,
+                             int W, int OH, int OW)
+{
+    for (int oh = 0; oh < OH; oh++) {
+        const float *r0 = x + (size_t)2 * oh * W, *r1 = r0 + W;
+        for (int ow = 0; ow < OW; ow++) {
+            float m = r0[2 * ow], v;
+            int j = 0;
+            v = r0[2 * ow + 1];
+            j = v > m ? 1 : j;
+            m = v > m ? v : m;
+            v = r1[2 * ow];
+            j = v > m ? 2 : j;
+            m = v > m ? v : m;
+            v = r1[2 * ow + 1];
+            j = v > m ? 3 : j;
+            m = v > m ? v : m;
+            y[(size_t)oh * OW + ow] = m;
+            if (win) win[(size_t)oh * OW + ow] = (unsigned char)j;
+        }
+    }
+}
+
+static void maxpool2_bwd_fresh_ref(float *restrict dx, const float *restrict dy,
+                                   const unsigned char *restrict win, int H, int W, int OH, int OW)
+{
+    for (int oh = 0; oh < OH; oh++) {
+        float *r0 = dx + (size_t)2 * oh * W, *r1 = r0 + W;
+        for (int ow = 0; ow < OW; ow++) {
+            float v = dy[(size_t)oh * OW + ow];
+            int j = win[(size_t)oh * OW + ow];
+            r0[2 * ow] = 0.0f + (j == 0 ? v : -0.0f);
+            r0[2 * ow + 1] = 0.0f + (j == 1 ? v : -0.0f);
+            r1[2 * ow] = 0.0f + (j == 2 ? v : -0.0f);
+            r1[2 * ow + 1] = 0.0f + (j == 3 ? v : -0.0f);
+        }
+        for (int w = 2 * OW; w < W; w++) r0[w] = r1[w] = 0.0f;
+    }
+    for (int h = 2 * OH; h < H; h++) memset(dx + (size_t)h * W, 0, (size_t)W * sizeof(float));
+}
+
+static void acc_sum_ref(double *restrict acc, const float *restrict p, size_t n)
+{
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += (double)p[i + j];
+    for (int j = 0; i < n; i++, j++) acc[j] += (double)p[i];
+}
+
+static void acc_sqdev_ref(double *restrict acc, const float *restrict p, size_t n, double mu)
+{
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double d = (double)p[i + j] - mu;
+            acc[j] += d * d;
+        }
+    for (int j = 0; i < n; i++, j++) {
+        double d = (double)p[i] - mu;
+        acc[j] += d * d;
+    }
+}
+
+static void acc_dy_ref(double *restrict s, double *restrict t, const float *restrict dy,
+                       const float *restrict x, size_t n, float mean, float is)
+{
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float h = (x[i + j] - mean) * is;
+            s[j] += (double)dy[i + j];
+            t[j] += (double)dy[i + j] * (double)h;
+        }
+    for (int j = 0; i < n; i++, j++) {
+        float h = (x[i] - mean) * is;
+        s[j] += (double)dy[i];
+        t[j] += (double)dy[i] * (double)h;
+    }
+}
+
+static void bn_apply_ref(float *restrict y, const float *restrict x, size_t n, float mean, float is,
+                         float g, float b)
+{
+    for (size_t i = 0; i < n; i++) y[i] = g * ((x[i] - mean) * is) + b;
+}
+
+static void bn_bwd_ref(float *restrict dx, const float *restrict dy, const float *restrict x,
+                       size_t n, float mean, float is, float gi, float mdy, float mdyx, int fresh)
+{
+    if (fresh)
+        for (size_t i = 0; i < n; i++) dx[i] = 0.0f + gi * (dy[i] - mdy - ((x[i] - mean) * is) * mdyx);
+    else
+        for (size_t i = 0; i < n; i++) dx[i] += gi * (dy[i] - mdy - ((x[i] - mean) * is) * mdyx);
+}
+
+/* ---- AVX-512 ---- */
+
+#if HAVE_AVX512
+static __mmask16 first(size_t n) /* lanes [0, n), n <= 16 */
+{
+    return (__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u);
+}
+
+static AVX512 void relu_fwd_avx512(float *y, const float *x, size_t n)
+{
+    const __m512 z = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = first(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __mmask16 pos = _mm512_cmp_ps_mask(v, z, _CMP_GT_OQ);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_maskz_mov_ps(pos, v));
+    }
+}
+
+static AVX512 void relu_bwd_avx512(float *dx, const float *y, const float *dy, size_t n, int fresh)
+{
+    const __m512 z = _mm512_setzero_ps(), nz = _mm512_set1_ps(-0.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = first(n - i);
+        __mmask16 pos = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(k, y + i), z, _CMP_GT_OQ);
+        __m512 v = _mm512_mask_blend_ps(pos, nz, _mm512_maskz_loadu_ps(k, dy + i));
+        __m512 base = fresh ? z : _mm512_maskz_loadu_ps(k, dx + i);
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_add_ps(base, v));
+    }
+}
+
+/* lanes 2l (even) and 2l+1 (odd) of the 32 floats a:b */
+static AVX512 void deinterleave(__m512 a, __m512 b, __m512 *even, __m512 *odd)
+{
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    *even = _mm512_permutex2var_ps(a, ie, b);
+    *odd = _mm512_permutex2var_ps(a, io, b);
+}
+
+static AVX512 void maxpool2_fwd_avx512(float *y, unsigned char *win, const float *x, int W, int OH,
+                                       int OW)
+{
+    for (int oh = 0; oh < OH; oh++) {
+        const float *r0 = x + (size_t)2 * oh * W, *r1 = r0 + W;
+        for (int ow = 0; ow < OW; ow += 16) {
+            int cnt = OW - ow < 16 ? OW - ow : 16;
+            __mmask16 klo = first((size_t)(2 * cnt)), khi = first((size_t)(2 * cnt > 16 ? 2 * cnt - 16 : 0));
+            __m512 e0, o0, e1, o1;
+            deinterleave(_mm512_maskz_loadu_ps(klo, r0 + 2 * ow), _mm512_maskz_loadu_ps(khi, r0 + 2 * ow + 16),
+                         &e0, &o0);
+            deinterleave(_mm512_maskz_loadu_ps(klo, r1 + 2 * ow), _mm512_maskz_loadu_ps(khi, r1 + 2 * ow + 16),
+                         &e1, &o1);
+            __m512 m = e0;
+            __m512i j = _mm512_setzero_si512();
+            __mmask16 gt = _mm512_cmp_ps_mask(o0, m, _CMP_GT_OQ);
+            j = _mm512_mask_blend_epi32(gt, j, _mm512_set1_epi32(1));
+            m = _mm512_mask_blend_ps(gt, m, o0);
+            gt = _mm512_cmp_ps_mask(e1, m, _CMP_GT_OQ);
+            j = _mm512_mask_blend_epi32(gt, j, _mm512_set1_epi32(2));
+            m = _mm512_mask_blend_ps(gt, m, e1);
+            gt = _mm512_cmp_ps_mask(o1, m, _CMP_GT_OQ);
+            j = _mm512_mask_blend_epi32(gt, j, _mm512_set1_epi32(3));
+            m = _mm512_mask_blend_ps(gt, m, o1);
+            _mm512_mask_storeu_ps(y + (size_t)oh * OW + ow, first((size_t)cnt), m);
+            if (win) {
+                unsigned char b[16];
+                _mm_storeu_si128((__m128i *)(void *)b, _mm512_cvtepi32_epi8(j));
+                memcpy(win + (size_t)oh * OW + ow, b, (size_t)cnt);
+            }
+        }
+    }
+}
+
+static AVX512 void maxpool2_bwd_fresh_avx512(float *dx, const float *dy, const unsigned char *win,
+                                             int H, int W, int OH, int OW)
+{
+    const __m512 z = _mm512_setzero_ps(), nz = _mm512_set1_ps(-0.0f);
+    const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (int oh = 0; oh < OH; oh++) {
+        float *r0 = dx + (size_t)2 * oh * W, *r1 = r0 + W;
+        for (int ow = 0; ow < OW; ow += 16) {
+            int cnt = OW - ow < 16 ? OW - ow : 16;
+            unsigned char b[16] = {0};
+            memcpy(b, win + (size_t)oh * OW + ow, (size_t)cnt);
+            __m512i j = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)b));
+            __m512 g = _mm512_maskz_loadu_ps(first((size_t)cnt), dy + (size_t)oh * OW + ow);
+            __m512 v[4];
+            for (int q = 0; q < 4; q++)
+                v[q] = _mm512_add_ps(z, _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(j, _mm512_set1_epi32(q)),
+                                                             nz, g));
+            __mmask16 klo = first((size_t)(2 * cnt)), khi = first((size_t)(2 * cnt > 16 ? 2 * cnt - 16 : 0));
+            _mm512_mask_storeu_ps(r0 + 2 * ow, klo, _mm512_permutex2var_ps(v[0], ilo, v[1]));
+            _mm512_mask_storeu_ps(r0 + 2 * ow + 16, khi, _mm512_permutex2var_ps(v[0], ihi, v[1]));
+            _mm512_mask_storeu_ps(r1 + 2 * ow, klo, _mm512_permutex2var_ps(v[2], ilo, v[3]));
+            _mm512_mask_storeu_ps(r1 + 2 * ow + 16, khi, _mm512_permutex2var_ps(v[2], ihi, v[3]));
+        }
+        for (int w = 2 * OW; w < W; w++) r0[w] = r1[w] = 0.0f;
+    }
+    for (int h = 2 * OH; h < H; h++) memset(dx + (size_t)h * W, 0, (size_t)W * sizeof(float));
+}
+
+/* 8 floats from p (k of them; the rest 0) as doubles */
+static AVX512 __m512d load8_pd(const float *p, size_t k)
+{
+    __m512 v = _mm512_maskz_loadu_ps(first(k), p);
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+}
+
+/* The masked tail adds +0.0 to the unused lanes, which changes nothing:
+ * a lane's sum starts at +0.0 and so is never -0.0. */
+static AVX512 void acc_sum_avx512(double *acc, const float *p, size_t n)
+{
+    __m512d a = _mm512_loadu_pd(acc);
+    for (size_t i = 0; i < n; i += LANES) a = _mm512_add_pd(a, load8_pd(p + i, n - i < LANES ? n - i : LANES));
+    _mm512_storeu_pd(acc, a);
+}
+
+static AVX512 void acc_sqdev_avx512(double *acc, const float *p, size_t n, double mu)
+{
+    __m512d a = _mm512_loadu_pd(acc), m = _mm512_set1_pd(mu);
+    for (size_t i = 0; i < n; i += LANES) {
+        size_t k = n - i < LANES ? n - i : LANES;
+        __m512d d = _mm512_sub_pd(load8_pd(p + i, k), m);
+        /* unused lanes: (0 - mu)^2 must not be added */
+        d = _mm512_maskz_mov_pd((__mmask8)first(k), d);
+        a = _mm512_add_pd(a, _mm512_mul_pd(d, d));
+    }
+    _mm512_storeu_pd(acc, a);
+}
+
+static AVX512 void acc_dy_avx512(double *s, double *t, const float *dy, const float *x, size_t n,
+                                 float mean, float is)
+{
+    __m512d as = _mm512_loadu_pd(s), at = _mm512_loadu_pd(t);
+    const __m256 mv = _mm256_set1_ps(mean), iv = _mm256_set1_ps(is);
+    for (size_t i = 0; i < n; i += LANES) {
+        size_t k = n - i < LANES ? n - i : LANES;
+        __mmask16 km = first(k);
+        __m256 xv = _mm512_castps512_ps256(_mm512_maskz_loadu_ps(km, x + i));
+        __m256 g = _mm512_castps512_ps256(_mm512_maskz_loadu_ps(km, dy + i));
+        __m256 h = _mm256_mul_ps(_mm256_sub_ps(xv, mv), iv);
+        __m512d gd = _mm512_cvtps_pd(g); /* unused lanes: dy = 0, so 0 * h = 0 */
+        as = _mm512_add_pd(as, gd);
+        at = _mm512_add_pd(at, _mm512_mul_pd(gd, _mm512_cvtps_pd(h)));
+    }
+    _mm512_storeu_pd(s, as);
+    _mm512_storeu_pd(t, at);
+}
+
+static AVX512 void bn_apply_avx512(float *y, const float *x, size_t n, float mean, float is, float g,
+                                   float b)
+{
+    const __m512 mv = _mm512_set1_ps(mean), iv = _mm512_set1_ps(is), gv = _mm512_set1_ps(g),
+                 bv = _mm512_set1_ps(b);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = first(n - i);
+        __m512 h = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv), iv);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_add_ps(_mm512_mul_ps(gv, h), bv));
+    }
+}
+
+static AVX512 void bn_bwd_avx512(float *dx, const float *dy, const float *x, size_t n, float mean,
+                                 float is, float gi, float mdy, float mdyx, int fresh)
+{
+    const __m512 mv = _mm512_set1_ps(mean), iv = _mm512_set1_ps(is), gv = _mm512_set1_ps(gi),
+                 d1 = _mm512_set1_ps(mdy), d2 = _mm512_set1_ps(mdyx), z = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 k = first(n - i);
+        __m512 h = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), mv), iv);
+        __m512 v = _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, dy + i), d1), _mm512_mul_ps(h, d2));
+        v = _mm512_mul_ps(gv, v);
+        __m512 base = fresh ? z : _mm512_maskz_loadu_ps(k, dx + i);
+        _mm512_mask_storeu_ps(dx + i, k, _mm512_add_ps(base, v));
+    }
+}
+#define SIMD (qat_simd_level() == QAT_SIMD_AVX512)
+#else
+#define SIMD 0
+#define relu_fwd_avx512 relu_fwd_ref
+#define relu_bwd_avx512 relu_bwd_ref
+#define acc_sum_avx512 acc_sum_ref
+#define acc_sqdev_avx512 acc_sqdev_ref
+#define acc_dy_avx512 acc_dy_ref
+#define bn_apply_avx512 bn_apply_ref
+#define bn_bwd_avx512 bn_bwd_ref
+#endif
+
+/* ---- dispatch ---- */
+
+void qat_k_relu_fwd(float *y, const float *x, size_t n)
+{
+    if (SIMD)
+        relu_fwd_avx512(y, x, n);
+    else
+        relu_fwd_ref(y, x, n);
+}
+
+void qat_k_relu_bwd(float *dx, const float *y, const float *dy, size_t n, int fresh)
+{
+    if (SIMD)
+        relu_bwd_avx512(dx, y, dy, n, fresh);
+    else
+        relu_bwd_ref(dx, y, dy, n, fresh);
+}
+
+void qat_k_maxpool2_fwd(float *y, unsigned char *win, const float *x, int H, int W, int OH, int OW)
+{
+    (void)H;
+#if HAVE_AVX512
+    if (SIMD) {
+        maxpool2_fwd_avx512(y, win, x, W, OH, OW);
+        return;
+    }
+#endif
+    maxpool2_fwd_ref(y, win, x, W, OH, OW);
+}
+
+void qat_k_maxpool2_bwd_fresh(float *dx, const float *dy, const unsigned char *win, int H, int W,
+                              int OH, int OW)
+{
+#if HAVE_AVX512
+    if (SIMD) {
+        maxpool2_bwd_fresh_avx512(dx, dy, win, H, W, OH, OW);
+        return;
+    }
+#endif
+    maxpool2_bwd_fresh_ref(dx, dy, win, H, W, OH, OW);
+}
+
+void qat_k_acc_sum(double *acc, const float *p, size_t n)
+{
+    if (SIMD)
+        acc_sum_avx512(acc, p, n);
+    else
+        acc_sum_ref(acc, p, n);
+}
+
+void qat_k_acc_sqdev(double *acc, const float *p, size_t n, double mu)
+{
+    if (SIMD)
+        acc_sqdev_avx512(acc, p, n, mu);
+    else
+        acc_sqdev_ref(acc, p, n, mu);
+}
+
+void qat_k_acc_dy(double *s, double *t, const float *dy, const float *x, size_t n, float mean,
+                  float is)
+{
+    if (SIMD)
+        acc_dy_avx512(s, t, dy, x, n, mean, is);
+    else
+        acc_dy_ref(s, t, dy, x, n, mean, is);
+}
+
+void qat_k_bn_apply(float *y, const float *x, size_t n, float mean, float is, float g, float b)
+{
+    if (SIMD)
+        bn_apply_avx512(y, x, n, mean, is, g, b);
+    else
+        bn_apply_ref(y, x, n, mean, is, g, b);
+}
+
+void qat_k_bn_bwd(float *dx, const float *dy, const float *x, size_t n, float mean, float is,
+                  float gi, float mdy, float mdyx, int fresh)
+{
+    if (SIMD)
+        bn_bwd_avx512(dx, dy, x, n, mean, is, gi, mdy, mdyx, fresh);
+    else
+        bn_bwd_ref(dx, dy, x, n, mean, is, gi, mdy, mdyx, fresh);
+}

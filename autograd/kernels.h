@@ -1,0 +1,131 @@
+/* Private compute kernels of the autograd ops: run-time SIMD selection and
+ * the GEMM kernels the convolutions use (autograd/simd.c). Not installed.
+ *
+ * Two engines compute the same products:
+ *  - portable: OpenBLAS sgemm (single-threaded inside) and plain C loops;
+ *  - avx512:   micro-kernels written with AVX-512F intrinsics, compiled
+ *              with a target attribute (the library itself is built for
+ *              the baseline ISA) and chosen at run time when the CPU has
+ *              AVX-512F.
+ * They differ only in the order of the additions inside a dot product
+ * (both use fused multiply-add, as OpenBLAS does), so results agree to
+ * rounding; with a given engine and thread count every result is
+ * reproducible. QAT_SIMD=0 in the environment (read once) or
+ * qat_simd_set_level(0) selects the portable engine. */
+#ifndef QAT_KERNELS_H
+#define QAT_KERNELS_H
+
+#include <stddef.h>
+
+#include "qat/tensor.h"
+
+enum { QAT_SIMD_PORTABLE = 0, QAT_SIMD_AVX512 = 1 };
+
+/* The engine in use: the best the CPU supports, unless lowered. */
+int qat_simd_level(void);
+/* Selects an engine (capped at what the CPU supports); -1 restores the
+ * default. Not thread-safe: call between steps. Returns the level set. */
+int qat_simd_set_level(int level);
+
+/* ---- GEMM kernels of the avx512 engine ----
+ * Both read the reduction operand B through a qat_brows: row k = c*kk + q
+ * of B starts at b + c*cstride + koff[q]. A plain row-major B is
+ * {nc = K, kk = 1, cstride = ldb, koff = {0}}; a convolution reads the
+ * zero-padded input directly: c the input channel, q = (kh, kw), koff[q]
+ * = kh*Wp + kw, columns the pixels of a Wp-wide grid (implicit im2col). */
+typedef struct {
+    int nc, kk;
+    ptrdiff_t cstride;
+    const ptrdiff_t *koff;
+} qat_brows;
+
+#define QAT_MR 12 /* rows per packed A panel */
+#define QAT_NR 32 /* columns per micro-tile (two 16-float vectors) */
+
+/* Panel p of an M-row matrix: rows [*r0, *r0 + *mr), sizes as even as
+ * possible (M = 16 gives 8 + 8, not 12 + 4). Panel p's packed data starts
+ * at (*r0) * K floats. */
+static inline int qat_panel_count(int M) { return (M + QAT_MR - 1) / QAT_MR; }
+static inline void qat_panel(int M, int p, int *r0, int *mr)
+{
+    int np = qat_panel_count(M), base = M / np, extra = M % np;
+    *mr = base + (p < extra);
+    *r0 = p * base + (p < extra ? p : extra);
+}
+
+/* Packs A(i, k) = a[i*rs + k*cs], i < M, k < K, into ap (M*K floats):
+ * panels of qat_panel, each [K][mr] (k-major). */
+void qat_pack_a(float *ap, const float *a, ptrdiff_t rs, ptrdiff_t cs, int M, int K);
+
+/* Where column g of C goes: block g / group, offset r = g % group; the
+ * column exists only if r < valid; row i of it is at
+ * c + i*ldc + (g / group) * gstride + r. Examples: a plain matrix
+ * {group = valid = PTRDIFF_MAX}; the pixels of a batch in an NCHW tensor
+ * with OC channels {group = valid = OH*OW, gstride = OC*OH*OW, ldc =
+ * OH*OW}; a Wp-wide pixel grid of one image {group = Wp, valid = OW,
+ * gstride = OW}. */
+typedef struct {
+    float *c;
+    ptrdiff_t ldc, group, valid, gstride;
+} qat_cmat;
+
+enum { QAT_C_ZERO = 0, QAT_C_BIAS = 1, QAT_C_ADD = 2 };
+
+/* C(i, g0 + j) = [C | bias[i] | 0] + sum_k A(i, k) B(k, j), i < M, j < N,
+ * K = nc*kk. A packed by qat_pack_a; B rows from b (column 0) through br,
+ * every row readable for N columns. mode QAT_C_ZERO overwrites C,
+ * QAT_C_BIAS overwrites with the bias added, QAT_C_ADD adds into C.
+ * Single-threaded; needs qat_simd_level() == QAT_SIMD_AVX512. */
+void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_brows *br, int mode,
+                    const float *bias, const qat_cmat *cm, ptrdiff_t g0);
+
+/* D(i, k) += sum_{s < ns} sum_{p < P} A_s(i, p) B_s(k, p), i < M, k < K =
+ * nc*kk, with A_s(i, p) = a[s*sa + i*lda + p] and row k of B_s at
+ * b + s*sb (through br). P is a multiple of 16: callers pad A's rows with
+ * zeros and keep B's padding finite. Single-threaded; avx512 engine. */
+void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
+                  const float *b, const qat_brows *br, ptrdiff_t sb, float *d, ptrdiff_t ldd);
+
+#endif
+
+/* ---- gradients written in full ----
+ * qat_grad() returns a zero-filled buffer, so a backward that adds into
+ * it reads and writes every element twice. A backward that writes every
+ * element of its input's gradient can instead ask for the buffer with
+ * qat_grad_fresh: *fresh is 1 when the buffer was just allocated and is
+ * uninitialised, so the caller stores `0.0f + v` (the same value, -0.0
+ * included, as adding v to a zeroed buffer) instead of adding. Otherwise
+ * it behaves as qat_grad (*fresh = 0). */
+float *qat_grad_fresh(qat_ctx *ctx, qat_tensor *t, int *fresh);
+
+/* ---- elementwise kernels (autograd/eltwise.c) ----
+ * Each has a portable version and an AVX-512 one that performs the same
+ * float/double operations in the same order (the double sums keep 8
+ * lanes, lane j taking elements i = j mod 8), so both give the same bits.
+ * `fresh`: the destination is uninitialised and is stored (0.0f + v),
+ * else v is added into it. */
+
+/* y = x > 0 ? x : 0 */
+void qat_k_relu_fwd(float *y, const float *x, size_t n);
+/* dx (+)= y > 0 ? dy : -0.0f */
+void qat_k_relu_bwd(float *dx, const float *y, const float *dy, size_t n, int fresh);
+/* 2x2 stride 2 max pool of one H x W plane into OH x OW (OH = H/2,
+ * OW = W/2): the first maximum in the order (0,0) (0,1) (1,0) (1,1) and
+ * its position in win (may be NULL). */
+void qat_k_maxpool2_fwd(float *y, unsigned char *win, const float *x, int H, int W, int OH, int OW);
+/* Its backward into a fresh plane: dx = dy at each window's max, 0
+ * elsewhere (rows and columns no window covers included). */
+void qat_k_maxpool2_bwd_fresh(float *dx, const float *dy, const unsigned char *win, int H, int W,
+                              int OH, int OW);
+/* acc[j] += p[i] (double) */
+void qat_k_acc_sum(double *acc, const float *p, size_t n);
+/* acc[j] += ((double)p[i] - mu)^2 */
+void qat_k_acc_sqdev(double *acc, const float *p, size_t n, double mu);
+/* s[j] += dy[i]; t[j] += dy[i] * h, h = (x[i] - mean) * is (float) */
+void qat_k_acc_dy(double *s, double *t, const float *dy, const float *x, size_t n, float mean,
+                  float is);
+/* y = g * ((x - mean) * is) + b */
+void qat_k_bn_apply(float *y, const float *x, size_t n, float mean, float is, float g, float b);
+/* dx (+)= gi * (dy - mdy - ((x - mean) * is) * mdyx) */
+void qat_k_bn_bwd(float *dx, const float *dy, const float *x, size_t n, float mean, float is,
+                  float gi, float mdy, float mdyx, int fresh);

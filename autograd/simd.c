@@ -1,0 +1,340 @@
+/* Run-time SIMD selection and the packed GEMM of autograd/kernels.h.
+ *
+ * The AVX-512 micro-kernel keeps an mr x 32 tile of C (mr <= 12 rows, two
+ * 16-float vectors per row: up to 24 accumulators) in registers; each step
+ * of k loads one row of B (two vectors) and broadcasts mr values of the
+ * packed A panel. The tile is then stored through the qat_cmat mapping
+ * with masked stores, at most two pieces per row (a tile may straddle two
+ * samples of an NCHW tensor). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+#include "autograd/kernels.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HAVE_AVX512_KERNELS 1
+#include <immintrin.h>
+#else
+#define HAVE_AVX512_KERNELS 0
+#endif
+
+/* ---- engine selection ---- */
+
+static int simd_cpu = -1;    /* best level the CPU supports */
+static int simd_level = -1;  /* level in use */
+
+static int detect(void)
+{
+#if HAVE_AVX512_KERNELS
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return QAT_SIMD_AVX512;
+#endif
+    return QAT_SIMD_PORTABLE;
+}
+
+int qat_simd_set_level(int level)
+{
+    if (simd_cpu < 0) simd_cpu = detect();
+    if (level < 0) {
+        const char *e = getenv("QAT_SIMD");
+        level = (e && e[0] == '0' && e[1] == 0) ? QAT_SIMD_PORTABLE : simd_cpu;
+    }
+    simd_level = level < simd_cpu ? level : simd_cpu;
+    return simd_level;
+}
+
+int qat_simd_level(void)
+{
+    if (simd_level < 0) qat_simd_set_level(-1);
+    return simd_level;
+}
+
+/* ---- packing ---- */
+
+void qat_pack_a(float *ap, const float *a, ptrdiff_t rs, ptrdiff_t cs, int M, int K)
+{
+    int np = qat_panel_count(M);
+    for (int p = 0; p < np; p++) {
+        int r0, mr;
+        qat_panel(M, p, &r0, &mr);
+        float *dst = ap + (size_t)r0 * K;
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < mr; i++) dst[(size_t)k * mr + i] = a[(r0 + i) * rs + k * cs];
+    }
+}
+
+/* ---- AVX-512 micro-kernels ---- */
+
+#if HAVE_AVX512_KERNELS
+#define AVX512 __attribute__((target("avx512f")))
+#define INLINE inline __attribute__((always_inline))
+#define MAXP 6 /* pieces a 32-column tile may be stored in */
+
+/* Where a tile's columns go in every row: lanes of piece p (masks lo/hi)
+ * at row + off[p] + lane. blo/bhi: the columns that exist in B. */
+typedef struct {
+    int np;
+    ptrdiff_t off[MAXP];
+    __mmask16 lo[MAXP], hi[MAXP];
+    __mmask16 blo, bhi;
+} tile_map;
+
+typedef void (*bcast_fn)(const float *a, const float *b, const qat_brows *br, const tile_map *t,
+                         int mode, const float *bias, float *c, ptrdiff_t ldc);
+
+/* An MR x (16*NV) tile: a is the packed panel [K][MR], b column 0 of the
+ * tile in B, c row 0 of C (piece offsets in t). */
+static INLINE AVX512 void bcast_body(const int MR, const int NV, const float *restrict a,
+                                     const float *restrict b, const qat_brows *br,
+                                     const tile_map *t, int mode, const float *bias, float *c,
+                                     ptrdiff_t ldc)
+{
+    __m512 c0[QAT_MR], c1[QAT_MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        if (mode == QAT_C_ADD) {
+            const float *ci = c + i * ldc;
+            c0[i] = _mm512_setzero_ps();
+            c1[i] = _mm512_setzero_ps();
+            for (int p = 0; p < t->np; p++) {
+                if (t->lo[p]) c0[i] = _mm512_mask_loadu_ps(c0[i], t->lo[p], ci + t->off[p]);
+                if (NV > 1 && t->hi[p]) c1[i] = _mm512_mask_loadu_ps(c1[i], t->hi[p], ci + t->off[p] + 16);
+            }
+        } else {
+            c0[i] = mode == QAT_C_BIAS ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+            c1[i] = c0[i];
+        }
+    }
+    const __mmask16 blo = t->blo, bhi = t->bhi;
+    const int nc = br->nc, kk = br->kk;
+    const ptrdiff_t cs = br->cstride, *koff = br->koff;
+    for (int ch = 0; ch < nc; ch++) {
+        const float *bc = b + ch * cs;
+        for (int q = 0; q < kk; q++) {
+            const float *bk = bc + koff[q];
+            __m512 b0 = _mm512_maskz_loadu_ps(blo, bk);
+            __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(bhi, bk + 16) : b0;
+#pragma GCC unroll 12
+            for (int i = 0; i < MR; i++) {
+                __m512 av = _mm512_set1_ps(a[i]);
+                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                if (NV > 1) c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            }
+            a += MR;
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+        for (int p = 0; p < t->np; p++) {
+            if (t->lo[p]) _mm512_mask_storeu_ps(ci + t->off[p], t->lo[p], c0[i]);
+            if (NV > 1 && t->hi[p]) _mm512_mask_storeu_ps(ci + t->off[p] + 16, t->hi[p], c1[i]);
+        }
+    }
+}
+
+#define BK(MR, NV)                                                                              \
+    static AVX512 void bk_##MR##_##NV(const float *a, const float *b, const qat_brows *br,       \
+                                      const tile_map *t, int mode, const float *bias, float *c,   \
+                                      ptrdiff_t ldc)                                              \
+    {                                                                                             \
+        bcast_body(MR, NV, a, b, br, t, mode, bias, c, ldc);                                      \
+    }
+#define BK_NV(MR) BK(MR, 1) BK(MR, 2)
+BK_NV(1) BK_NV(2) BK_NV(3) BK_NV(4) BK_NV(5) BK_NV(6)
+BK_NV(7) BK_NV(8) BK_NV(9) BK_NV(10) BK_NV(11) BK_NV(12)
+
+static const bcast_fn bcast_kernels[QAT_MR + 1][2] = {
+    {NULL, NULL},
+    {bk_1_1, bk_1_2}, {bk_2_1, bk_2_2}, {bk_3_1, bk_3_2}, {bk_4_1, bk_4_2},
+    {bk_5_1, bk_5_2}, {bk_6_1, bk_6_2}, {bk_7_1, bk_7_2}, {bk_8_1, bk_8_2},
+    {bk_9_1, bk_9_2}, {bk_10_1, bk_10_2}, {bk_11_1, bk_11_2}, {bk_12_1, bk_12_2},
+};
+_Static_assert(QAT_MR == 12, "bcast_kernels lists 12 panel heights");
+
+static __mmask16 lo16(uint32_t m) { return (__mmask16)(m & 0xffffu); }
+static __mmask16 hi16(uint32_t m) { return (__mmask16)(m >> 16); }
+static uint32_t lanes(int from, int to) /* bits [from, to) */
+{
+    uint32_t below_to = to >= 32 ? 0xffffffffu : (1u << to) - 1u;
+    uint32_t below_from = from >= 32 ? 0xffffffffu : (1u << from) - 1u;
+    return below_to & ~below_from;
+}
+
+/* The pieces of the n columns starting at global column g; 0 if more
+ * than MAXP. */
+static int map_tile(tile_map *t, const qat_cmat *cm, ptrdiff_t g, int n)
+{
+    t->np = 0;
+    for (int j = 0; j < n;) {
+        ptrdiff_t gj = g + j, blk = gj / cm->group, r = gj % cm->group;
+        if (r >= cm->valid) { /* skip the block's missing columns */
+            ptrdiff_t skip = cm->group - r;
+            j = skip > n - j ? n : j + (int)skip;
+            continue;
+        }
+        int len = cm->valid - r < n - j ? (int)(cm->valid - r) : n - j;
+        if (t->np == MAXP) return 0;
+        uint32_t m = lanes(j, j + len);
+        t->off[t->np] = blk * cm->gstride + r - j;
+        t->lo[t->np] = lo16(m);
+        t->hi[t->np] = hi16(m);
+        t->np++;
+        j += len;
+    }
+    return 1;
+}
+
+/* Column j of a tile at global column g: its offset from row 0, or -1 */
+static ptrdiff_t col_offset(const qat_cmat *cm, ptrdiff_t g)
+{
+    ptrdiff_t r = g % cm->group;
+    return r < cm->valid ? (g / cm->group) * cm->gstride + r : -1;
+}
+
+void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_brows *br, int mode,
+                    const float *bias, const qat_cmat *cm, ptrdiff_t g0)
+{
+    const int np = qat_panel_count(M), K = br->nc * br->kk;
+    for (int j0 = 0; j0 < N; j0 += QAT_NR) {
+        int n = N - j0 < QAT_NR ? N - j0 : QAT_NR;
+        int nv = n > 16 ? 2 : 1;
+        uint32_t all = lanes(0, n);
+        tile_map t;
+        int direct = map_tile(&t, cm, g0 + j0, n);
+        t.blo = lo16(all);
+        t.bhi = hi16(all);
+        for (int pi = 0; pi < np; pi++) {
+            int r0, mr;
+            qat_panel(M, pi, &r0, &mr);
+            const float *a = ap + (size_t)r0 * K, *bi = bias ? bias + r0 : NULL;
+            float *c = cm->c + r0 * cm->ldc;
+            if (t.np == 0 && direct) continue; /* no column of the tile exists */
+            if (direct) {
+                bcast_kernels[mr][nv - 1](a, b + j0, br, &t, mode, bi, c, cm->ldc);
+                continue;
+            }
+            /* too many pieces: through a plain tile */
+            float tmp[QAT_MR * QAT_NR];
+            tile_map tt = {.np = 1, .off = {0}, .lo = {lo16(all)}, .hi = {hi16(all)},
+                           .blo = lo16(all), .bhi = hi16(all)};
+            for (int j = 0; j < n && mode == QAT_C_ADD; j++) {
+                ptrdiff_t o = col_offset(cm, g0 + j0 + j);
+                for (int i = 0; i < mr; i++) tmp[i * QAT_NR + j] = o < 0 ? 0.0f : c[i * cm->ldc + o];
+            }
+            bcast_kernels[mr][nv - 1](a, b + j0, br, &tt, mode, bi, tmp, QAT_NR);
+            for (int j = 0; j < n; j++) {
+                ptrdiff_t o = col_offset(cm, g0 + j0 + j);
+                if (o >= 0)
+                    for (int i = 0; i < mr; i++) c[i * cm->ldc + o] = tmp[i * QAT_NR + j];
+            }
+        }
+    }
+}
+
+/* ---- dot-product kernel (weight gradients) ---- */
+
+/* An MI x NJ tile of D: MI rows of A (aligned loads), NJ rows of B
+ * (unaligned: the taps of a plane). 6 x 4 measured fastest on Zen 5
+ * (4 x 6 and 3 x 8, with more unaligned loads, were 10-50% slower). */
+#define DOT_MI 6
+#define DOT_NJ 4
+
+typedef void (*dot_fn)(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
+                       const float *const *bj, ptrdiff_t sb, float *d, ptrdiff_t ldd);
+
+static INLINE AVX512 void dot_body(const int MI, const int NJ, int P, int ns, const float *a,
+                                   ptrdiff_t lda, ptrdiff_t sa, const float *const *bj,
+                                   ptrdiff_t sb, float *d, ptrdiff_t ldd)
+{
+    __m512 acc[DOT_MI][DOT_NJ];
+    const float *bp[DOT_NJ];
+#pragma GCC unroll 8
+    for (int j = 0; j < NJ; j++) bp[j] = bj[j];
+#pragma GCC unroll 8
+    for (int i = 0; i < MI; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NJ; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int s = 0; s < ns; s++) {
+        const float *as = a + s * sa;
+        const ptrdiff_t bo = s * sb;
+        for (int p = 0; p < P; p += 16) {
+            __m512 av[DOT_MI];
+#pragma GCC unroll 8
+            for (int i = 0; i < MI; i++) av[i] = _mm512_loadu_ps(as + i * lda + p);
+#pragma GCC unroll 8
+            for (int j = 0; j < NJ; j++) {
+                __m512 bv = _mm512_loadu_ps(bp[j] + bo + p);
+#pragma GCC unroll 8
+                for (int i = 0; i < MI; i++) acc[i][j] = _mm512_fmadd_ps(av[i], bv, acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MI; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NJ; j++) d[i * ldd + j] += _mm512_reduce_add_ps(acc[i][j]);
+}
+
+#define DK(MI, NJ)                                                                              \
+    static AVX512 void dk_##MI##_##NJ(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa, \
+                                      const float *const *bj, ptrdiff_t sb, float *d,             \
+                                      ptrdiff_t ldd)                                              \
+    {                                                                                             \
+        dot_body(MI, NJ, P, ns, a, lda, sa, bj, sb, d, ldd);                                      \
+    }
+#define DK_NJ(MI) DK(MI, 1) DK(MI, 2) DK(MI, 3) DK(MI, 4)
+DK_NJ(1) DK_NJ(2) DK_NJ(3) DK_NJ(4) DK_NJ(5) DK_NJ(6)
+#define DROW(MI) {NULL, dk_##MI##_1, dk_##MI##_2, dk_##MI##_3, dk_##MI##_4}
+static const dot_fn dot_kernels[DOT_MI + 1][DOT_NJ + 1] = {
+    {NULL}, DROW(1), DROW(2), DROW(3), DROW(4), DROW(5), DROW(6),
+};
+_Static_assert(DOT_MI == 6 && DOT_NJ == 4, "dot_kernels lists 6 x 4 tile shapes");
+
+/* block b of n items cut into blocks of at most max, sizes as even as
+ * possible */
+static void even_block(int n, int max, int b, int *start, int *len)
+{
+    int nb = (n + max - 1) / max, base = n / nb, extra = n % nb;
+    *len = base + (b < extra);
+    *start = b * base + (b < extra ? b : extra);
+}
+
+void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
+                  const float *b, const qat_brows *br, ptrdiff_t sb, float *d, ptrdiff_t ldd)
+{
+    const int K = br->nc * br->kk;
+    const int nbk = (K + DOT_NJ - 1) / DOT_NJ, nbi = (M + DOT_MI - 1) / DOT_MI;
+    for (int bk = 0; bk < nbk; bk++) {
+        int k0, nj;
+        even_block(K, DOT_NJ, bk, &k0, &nj);
+        const float *bj[DOT_NJ];
+        for (int j = 0; j < nj; j++) {
+            int k = k0 + j;
+            bj[j] = b + (k / br->kk) * br->cstride + br->koff[k % br->kk];
+        }
+        for (int bi = 0; bi < nbi; bi++) {
+            int i0, mi;
+            even_block(M, DOT_MI, bi, &i0, &mi);
+            dot_kernels[mi][nj](P, ns, a + i0 * lda, lda, sa, bj, sb, d + i0 * ldd + k0, ldd);
+        }
+    }
+}
+#else
+void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_brows *br, int mode,
+                    const float *bias, const qat_cmat *cm, ptrdiff_t g0)
+{
+    (void)M, (void)N, (void)ap, (void)b, (void)br, (void)mode, (void)bias, (void)cm, (void)g0;
+    abort(); /* qat_simd_level() never selects this engine here */
+}
+
+void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
+                  const float *b, const qat_brows *br, ptrdiff_t sb, float *d, ptrdiff_t ldd)
+{
+    (void)M, (void)P, (void)ns, (void)a, (void)lda, (void)sa, (void)b, (void)br, (void)sb, (void)d,
+        (void)ldd;
+    abort();
+}
+#endif

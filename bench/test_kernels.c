@@ -1,0 +1,391 @@
+/* The AVX-512 engine of autograd/kernels.h against the portable one and
+ * against plain double-precision references:
+ *  - the GEMM kernels (every store mode, column mapping and tile shape);
+ *  - conv2d forward and backward on the reference models' layer shapes and
+ *    on odd ones (stride 2/3, padding wider than the kernel, 1x1, images
+ *    smaller than a tile, batch 1 with 2 threads);
+ *  - the elementwise kernels (ReLU, 2x2 max pool, BN), which must give the
+ *    same bits on both engines, -0.0, ties and NaN included.
+ * On a CPU without AVX-512F the engine comparisons are skipped. */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/kernels.h"
+#include "qat/core.h"
+#include "qat/tensor.h"
+
+static int have_simd(void)
+{
+    int ok = qat_simd_set_level(QAT_SIMD_AVX512) == QAT_SIMD_AVX512;
+    qat_simd_set_level(-1);
+    if (!ok) fprintf(stderr, "test_kernels: no AVX-512F here, engine comparisons skipped\n");
+    return ok;
+}
+
+static void fill(float *x, size_t n, qat_rng *r, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * qat_rng_uniform(r);
+}
+
+/* max |a - b| / max(1, max |ref|) */
+static double rel_err(const float *a, const double *ref, size_t n)
+{
+    double m = 1, e = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(ref[i]));
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs(a[i] - ref[i]));
+    return e / m;
+}
+
+/* ---- GEMM kernels ---- */
+
+/* C(i, g0 + j) for the three column mappings of a qat_cmat */
+typedef struct {
+    const char *name;
+    ptrdiff_t group, valid, gstride, ldc;
+} cmap_case;
+
+static ptrdiff_t cmap_offset(const cmap_case *m, ptrdiff_t g)
+{
+    ptrdiff_t r = g % m->group;
+    return r < m->valid ? (g / m->group) * m->gstride + r : -1;
+}
+
+START_TEST(test_gemm_bcast)
+{
+    if (!have_simd()) return;
+    qat_rng r;
+    qat_rng_seed(&r, 11);
+    const int shapes[][3] = {{1, 1, 1}, {6, 70, 25}, {16, 100, 150}, {13, 37, 33}, {32, 64, 9}, {25, 200, 7}};
+    const cmap_case maps[] = {
+        {"plain", PTRDIFF_MAX, PTRDIFF_MAX, 0, 0},
+        {"batch NCHW (49 px)", 49, 49, 49 * 40, 49},
+        {"grid 9 wide, 7 valid", 9, 7, 7, 0},
+        {"grid 4 wide, 3 valid (too many pieces)", 4, 3, 3, 0},
+    };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (size_t mi = 0; mi < sizeof maps / sizeof maps[0]; mi++)
+            for (int mode = 0; mode < 3; mode++) {
+                int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+                const cmap_case *cm = &maps[mi];
+                ptrdiff_t g0 = mi ? 5 : 0;
+                size_t csz = 200000;
+                float *a = malloc((size_t)M * K * 4), *ap = malloc((size_t)M * K * 4);
+                float *b = malloc((size_t)K * N * 4), *bias = malloc((size_t)M * 4);
+                float *c = malloc(csz * 4), *c0 = malloc(csz * 4);
+                fill(a, (size_t)M * K, &r, -1, 1);
+                fill(b, (size_t)K * N, &r, -1, 1);
+                fill(bias, (size_t)M, &r, -1, 1);
+                fill(c0, csz, &r, -1, 1);
+                memcpy(c, c0, csz * 4);
+                qat_pack_a(ap, a, K, 1, M, K);
+                static const ptrdiff_t zero[1] = {0};
+                qat_brows br = {K, 1, N, zero};
+                /* rows must not overlap: for the maps with ldc 0, the row
+                 * stride is one past the largest column offset */
+                ptrdiff_t ldc = cm->ldc;
+                if (!ldc)
+                    for (int j = 0; j < N; j++) ldc = cmap_offset(cm, g0 + j) + 1 > ldc ? cmap_offset(cm, g0 + j) + 1 : ldc;
+                qat_cmat cmat = {c, ldc, cm->group, cm->valid, cm->gstride};
+                qat_simd_set_level(QAT_SIMD_AVX512);
+                qat_gemm_bcast(M, N, ap, b, &br, mode, bias, &cmat, g0);
+                qat_simd_set_level(-1);
+                /* every element: the expected value where a column exists,
+                 * untouched elsewhere */
+                char *hit = calloc(csz, 1);
+                double worst = 0;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        ptrdiff_t o = cmap_offset(cm, g0 + j);
+                        if (o < 0) continue;
+                        size_t idx = (size_t)(i * ldc + o);
+                        ck_assert_uint_lt(idx, csz);
+                        double s = mode == QAT_C_ADD ? c0[idx] : mode == QAT_C_BIAS ? bias[i] : 0;
+                        for (int k = 0; k < K; k++) s += (double)a[i * K + k] * b[(size_t)k * N + j];
+                        worst = fmax(worst, fabs(c[idx] - s) / fmax(1, fabs(s)));
+                        hit[idx] = 1;
+                    }
+                for (size_t i = 0; i < csz; i++)
+                    if (!hit[i]) ck_assert_msg(c[i] == c0[i], "%s M%d N%d K%d mode %d: stray write at %zu",
+                                               cm->name, M, N, K, mode, i);
+                ck_assert_msg(worst < 1e-5, "%s M%d N%d K%d mode %d: error %g", cm->name, M, N, K, mode, worst);
+                free(hit);
+                free(a), free(ap), free(b), free(bias), free(c), free(c0);
+            }
+}
+END_TEST
+
+START_TEST(test_gemm_dot)
+{
+    if (!have_simd()) return;
+    qat_rng r;
+    qat_rng_seed(&r, 12);
+    /* M, P, ns, nc, kk: planes read through tap offsets, several samples */
+    const int cases[][5] = {{1, 16, 1, 1, 1}, {6, 48, 3, 2, 9}, {16, 144, 2, 6, 25}, {7, 32, 1, 5, 3}, {13, 64, 4, 3, 4}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int M = cases[ci][0], P = cases[ci][1], ns = cases[ci][2], nc = cases[ci][3], kk = cases[ci][4];
+        int K = nc * kk;
+        ptrdiff_t koff[32], cstride = P + 40, sb = nc * cstride + 8, lda = P + 16, sa = M * lda;
+        for (int q = 0; q < kk; q++) koff[q] = (q * 7) % 40;
+        float *a = malloc((size_t)ns * sa * 4), *b = malloc((size_t)ns * sb * 4 + 4096);
+        float *d = malloc((size_t)M * K * 4), *d0 = malloc((size_t)M * K * 4);
+        fill(a, (size_t)ns * sa, &r, -1, 1);
+        fill(b, (size_t)ns * sb + 1024, &r, -1, 1);
+        fill(d0, (size_t)M * K, &r, -1, 1);
+        memcpy(d, d0, (size_t)M * K * 4);
+        qat_brows br = {nc, kk, cstride, koff};
+        qat_gemm_dot(M, P, ns, a, lda, sa, b, &br, sb, d, K);
+        double worst = 0;
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < K; k++) {
+                double s = d0[i * K + k];
+                for (int sm = 0; sm < ns; sm++)
+                    for (int p = 0; p < P; p++)
+                        s += (double)a[sm * sa + i * lda + p] *
+                             b[sm * sb + (k / kk) * cstride + koff[k % kk] + p];
+                worst = fmax(worst, fabs(d[i * K + k] - s) / fmax(1, fabs(s)));
+            }
+        ck_assert_msg(worst < 1e-5, "dot case %zu: error %g", ci, worst);
+        free(a), free(b), free(d), free(d0);
+    }
+}
+END_TEST
+
+/* ---- conv2d on both engines against a double reference ---- */
+
+typedef struct {
+    int N, C, H, W, OC, K, stride, pad, bias;
+} conv_case;
+
+static const conv_case conv_cases[] = {
+    {4, 1, 28, 28, 6, 5, 1, 2, 1},   /* lenet5 conv1 */
+    {4, 6, 14, 14, 16, 5, 1, 0, 0},  /* lenet5 conv2 (valid) */
+    {3, 1, 28, 28, 32, 3, 1, 1, 0},  /* convnet conv1 */
+    {2, 32, 28, 28, 32, 3, 1, 1, 0}, /* convnet conv2 */
+    {2, 64, 14, 14, 64, 3, 1, 1, 0}, /* convnet conv4 */
+    {3, 16, 28, 28, 32, 3, 2, 1, 0}, /* resnet8 layer2.conv1 (stride 2) */
+    {3, 16, 28, 28, 32, 1, 2, 0, 0}, /* resnet8 shortcut */
+    {3, 64, 7, 7, 64, 3, 1, 1, 1},   /* resnet8 layer3.conv2 */
+    {1, 3, 9, 11, 5, 3, 1, 1, 1},    /* batch 1 (columns split over threads) */
+    {5, 3, 9, 9, 7, 3, 3, 1, 1},     /* stride 3 */
+    {3, 2, 4, 3, 3, 3, 1, 2, 0},     /* pad wider than the kernel allows */
+    {3, 4, 3, 3, 3, 1, 1, 0, 1},     /* 1x1, tiny image */
+    {2, 3, 2, 2, 4, 3, 1, 1, 0},     /* image smaller than a store piece */
+};
+
+typedef struct {
+    float *y, *dx, *dw, *db;
+} conv_out;
+
+static conv_out run_conv(const conv_case *c, const float *x, const float *w, const float *b,
+                         const float *dy, int threads)
+{
+    qat_set_num_threads(threads);
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_tensor *xt = qat_new_leaf(ctx, 4, (int[]){c->N, c->C, c->H, c->W}, x);
+    qat_tensor *wt = qat_tensor_create(4, (int[]){c->OC, c->C, c->K, c->K}, 1);
+    qat_tensor *bt = c->bias ? qat_tensor_create(1, (int[]){c->OC}, 1) : NULL;
+    memcpy(wt->data, w, wt->numel * 4);
+    if (bt) memcpy(bt->data, b, (size_t)c->OC * 4);
+    qat_tensor *y = qat_conv2d(ctx, xt, wt, bt, c->stride, c->pad);
+    ck_assert_ptr_nonnull(y);
+    /* loss = sum(y * dy): the gradient flowing into y is dy */
+    qat_tensor *g = qat_from(ctx, y->ndim, y->shape, dy);
+    ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, qat_mul(ctx, y, g))), QAT_OK);
+    conv_out o;
+    o.y = malloc(y->numel * 4);
+    o.dx = malloc(xt->numel * 4);
+    o.dw = malloc(wt->numel * 4);
+    o.db = malloc((size_t)c->OC * 4);
+    memcpy(o.y, y->data, y->numel * 4);
+    memcpy(o.dx, xt->grad, xt->numel * 4);
+    memcpy(o.dw, wt->grad, wt->numel * 4);
+    if (bt) memcpy(o.db, bt->grad, (size_t)c->OC * 4);
+    qat_tensor_free(wt);
+    qat_tensor_free(bt);
+    qat_ctx_free(ctx);
+    return o;
+}
+
+static void free_out(conv_out *o)
+{
+    free(o->y), free(o->dx), free(o->dw), free(o->db);
+}
+
+START_TEST(test_conv_engines)
+{
+    const conv_case *c = &conv_cases[_i];
+    int OH = (c->H + 2 * c->pad - c->K) / c->stride + 1, OW = (c->W + 2 * c->pad - c->K) / c->stride + 1;
+    size_t nx = (size_t)c->N * c->C * c->H * c->W, nw = (size_t)c->OC * c->C * c->K * c->K;
+    size_t ny = (size_t)c->N * c->OC * OH * OW;
+    qat_rng r;
+    qat_rng_seed(&r, 100 + (uint64_t)_i);
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc((size_t)c->OC * 4), *dy = malloc(ny * 4);
+    fill(x, nx, &r, -1, 1);
+    fill(w, nw, &r, -1, 1);
+    fill(b, (size_t)c->OC, &r, -1, 1);
+    fill(dy, ny, &r, -1, 1);
+    /* double reference */
+    double *ry = calloc(ny, 8), *rdx = calloc(nx, 8), *rdw = calloc(nw, 8), *rdb = calloc((size_t)c->OC, 8);
+    for (int n = 0; n < c->N; n++)
+        for (int o = 0; o < c->OC; o++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    size_t yi = (((size_t)n * c->OC + o) * OH + oh) * OW + ow;
+                    double s = c->bias ? b[o] : 0;
+                    for (int ci = 0; ci < c->C; ci++)
+                        for (int kh = 0; kh < c->K; kh++)
+                            for (int kw = 0; kw < c->K; kw++) {
+                                int ih = oh * c->stride - c->pad + kh, iw = ow * c->stride - c->pad + kw;
+                                if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
+                                size_t xi = (((size_t)n * c->C + ci) * c->H + ih) * c->W + iw;
+                                size_t wi = (((size_t)o * c->C + ci) * c->K + kh) * c->K + kw;
+                                s += (double)x[xi] * w[wi];
+                                rdx[xi] += (double)dy[yi] * w[wi];
+                                rdw[wi] += (double)dy[yi] * x[xi];
+                            }
+                    ry[yi] = s;
+                    rdb[o] += dy[yi];
+                }
+    int levels = have_simd() ? 2 : 1;
+    for (int level = 0; level < levels; level++)
+        for (int threads = 1; threads <= 2; threads++) {
+            qat_simd_set_level(level);
+            conv_out o = run_conv(c, x, w, b, dy, threads);
+            qat_simd_set_level(-1);
+            double e[4] = {rel_err(o.y, ry, ny), rel_err(o.dx, rdx, nx), rel_err(o.dw, rdw, nw),
+                           c->bias ? rel_err(o.db, rdb, (size_t)c->OC) : 0};
+            for (int k = 0; k < 4; k++)
+                ck_assert_msg(e[k] < 2e-5, "case %d (N%d C%d %dx%d OC%d k%d s%d p%d) engine %d threads %d: "
+                              "%s error %g", _i, c->N, c->C, c->H, c->W, c->OC, c->K, c->stride, c->pad, level,
+                              threads, (const char *[]){"y", "dx", "dw", "db"}[k], e[k]);
+            free_out(&o);
+        }
+    free(x), free(w), free(b), free(dy), free(ry), free(rdx), free(rdw), free(rdb);
+}
+END_TEST
+
+/* ---- elementwise kernels: the same bits on both engines ---- */
+
+/* random values with exact zeros of both signs, ties and NaN mixed in */
+static void fill_special(float *x, size_t n, qat_rng *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = qat_rng_below(r, 20);
+        x[i] = k == 0 ? 0.0f : k == 1 ? -0.0f : k == 2 ? NAN : k == 3 ? 0.5f : qat_rng_uniform(r) * 4 - 2;
+    }
+}
+
+static void assert_same_bits(const void *a, const void *b, size_t bytes, const char *what)
+{
+    ck_assert_msg(memcmp(a, b, bytes) == 0, "%s differs between engines", what);
+}
+
+START_TEST(test_eltwise_same_bits)
+{
+    if (!have_simd()) return;
+    qat_rng r;
+    qat_rng_seed(&r, 13);
+    const size_t sizes[] = {1, 7, 8, 15, 16, 17, 100, 1000};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        float *x = malloc(n * 4), *y = malloc(n * 4), *dy = malloc(n * 4), *o[2], *d[2], *f[2];
+        fill_special(x, n, &r);
+        fill_special(dy, n, &r);
+        fill_special(y, n, &r); /* an existing gradient, -0.0 included */
+        for (int lv = 0; lv < 2; lv++) {
+            qat_simd_set_level(lv);
+            o[lv] = malloc(n * 4);
+            d[lv] = malloc(n * 4);
+            f[lv] = malloc(n * 4);
+            memcpy(d[lv], y, n * 4);
+            qat_k_relu_fwd(o[lv], x, n);
+            qat_k_relu_bwd(f[lv], x, dy, n, 1);
+            qat_k_relu_bwd(d[lv], x, dy, n, 0);
+        }
+        qat_simd_set_level(-1);
+        assert_same_bits(o[0], o[1], n * 4, "relu forward");
+        assert_same_bits(f[0], f[1], n * 4, "relu backward (fresh)");
+        assert_same_bits(d[0], d[1], n * 4, "relu backward (adding)");
+        for (size_t i = 0; i < n; i++) { /* where y <= 0 the existing gradient is kept bit for bit */
+            ck_assert(x[i] > 0 || memcmp(&d[0][i], &y[i], 4) == 0);
+            ck_assert(x[i] > 0 || (f[0][i] == 0 && !signbit(f[0][i])));
+        }
+        for (size_t i = 0; i < n; i++) /* and the values are right */
+            ck_assert(x[i] > 0 ? o[0][i] == x[i] : (o[0][i] == 0 && !signbit(o[0][i])));
+        /* BN kernels */
+        double acc[2][4][8];
+        float ap[2][3][1000];
+        for (int lv = 0; lv < 2; lv++) {
+            qat_simd_set_level(lv);
+            memset(acc[lv], 0, sizeof acc[lv]);
+            float xs[1000], dys[1000];
+            for (size_t i = 0; i < n; i++) { /* finite data for the statistics */
+                xs[i] = isnan(x[i]) ? 1.25f : x[i];
+                dys[i] = isnan(dy[i]) ? -0.75f : dy[i];
+            }
+            qat_k_acc_sum(acc[lv][0], xs, n);
+            qat_k_acc_sqdev(acc[lv][1], xs, n, 0.1);
+            qat_k_acc_dy(acc[lv][2], acc[lv][3], dys, xs, n, 0.2f, 1.7f);
+            qat_k_bn_apply(ap[lv][0], x, n, 0.2f, 1.7f, 0.9f, -0.3f);
+            qat_k_bn_bwd(ap[lv][1], dy, x, n, 0.2f, 1.7f, 0.8f, 0.01f, -0.02f, 1);
+            memcpy(ap[lv][2], ap[lv][1], n * 4);
+            qat_k_bn_bwd(ap[lv][2], dy, x, n, 0.2f, 1.7f, 0.8f, 0.01f, -0.02f, 0);
+        }
+        qat_simd_set_level(-1);
+        assert_same_bits(acc[0], acc[1], sizeof acc[0], "BN sums");
+        for (int k = 0; k < 3; k++) assert_same_bits(ap[0][k], ap[1][k], n * 4, "BN apply/backward");
+        for (int lv = 0; lv < 2; lv++) free(o[lv]), free(d[lv]), free(f[lv]);
+        free(x), free(y), free(dy);
+    }
+    /* max pool 2x2: odd and even sizes, rows wider than a vector */
+    const int dims[][2] = {{2, 2}, {3, 5}, {28, 28}, {14, 14}, {7, 7}, {10, 40}, {5, 33}};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int H = dims[di][0], W = dims[di][1], OH = H / 2, OW = W / 2;
+        size_t n = (size_t)H * W, m = (size_t)OH * OW;
+        float *x = malloc(n * 4), *dy = malloc(m * 4), *y[2], *dx[2];
+        unsigned char *win[2];
+        fill_special(x, n, &r);
+        fill_special(dy, m, &r);
+        for (int lv = 0; lv < 2; lv++) {
+            qat_simd_set_level(lv);
+            y[lv] = malloc(m * 4);
+            win[lv] = malloc(m);
+            dx[lv] = malloc(n * 4);
+            qat_k_maxpool2_fwd(y[lv], win[lv], x, H, W, OH, OW);
+            qat_k_maxpool2_bwd_fresh(dx[lv], dy, win[lv], H, W, OH, OW);
+        }
+        qat_simd_set_level(-1);
+        assert_same_bits(y[0], y[1], m * 4, "maxpool forward");
+        assert_same_bits(win[0], win[1], m, "maxpool window");
+        assert_same_bits(dx[0], dx[1], n * 4, "maxpool backward");
+        for (int lv = 0; lv < 2; lv++) free(y[lv]), free(win[lv]), free(dx[lv]);
+        free(x), free(dy);
+    }
+}
+END_TEST
+
+static Suite *kernels_suite(void)
+{
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_gemm_bcast);
+    tcase_add_test(tc, test_gemm_dot);
+    tcase_add_loop_test(tc, test_conv_engines, 0, (int)(sizeof conv_cases / sizeof conv_cases[0]));
+    tcase_add_test(tc, test_eltwise_same_bits);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(kernels_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
