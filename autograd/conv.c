@@ -162,117 +162,217 @@ static void scatter_cols(float *t, const float *src, ptrdiff_t ld, const float *
     }
 }
 
-/* ---- implicit path: padded planes ---- */
+/* ---- implicit path: phase planes ----
+ *
+ * For stride s the zero-padded input splits into s*s phase planes,
+ * X_ab[i][j] = xpad[s*i + a][s*j + b], each Hq x Wq. Output pixel (oh, ow)
+ * is grid column q = oh*Wq + ow and tap (kh, kw) reads plane
+ * X_{kh%s, kw%s} at q + (kh/s)*Wq + kw/s: a stride-s convolution is a sum
+ * of stride-1 convolutions of the phases with the kernel's sub-grids. Only
+ * the phases some tap reads are stored (a 1x1 stride-2 conv keeps one).
+ * For stride 1 there is one phase: the padded plane itself. */
 
-/* A plane of H x W values padded by ph rows and pw columns on each side:
- * Hp x Wp, stored with `stride` floats per plane (Hp*Wp plus zeroed slack
- * for reads past the last row). */
+#define MAX_STRIDE 4 /* larger strides use the im2col path */
+
 typedef struct {
-    int H, W, ph, pw, Hp, Wp;
-    ptrdiff_t stride;
-} pad_geom;
+    int s, pt, pl;      /* stride; padding at the top and the left */
+    int H, W;           /* the source plane */
+    int Hq, Wq;         /* each phase plane */
+    int na, nb;         /* phases a < na, b < nb are stored */
+    ptrdiff_t ps, cs;   /* floats per phase plane (with zeroed slack), per channel */
+} ph_geom;
 
-static pad_geom pad_geometry(int H, int W, int ph, int pw, int KW)
+static ph_geom ph_geometry(int s, int pt, int pl, int H, int W, int Hq, int Wq, int na, int nb, int KW)
 {
-    pad_geom g = {H, W, ph, pw, H + 2 * ph, W + 2 * pw, 0};
-    g.stride = round16((ptrdiff_t)g.Hp * g.Wp + KW + 16);
+    ph_geom g = {s, pt, pl, H, W, Hq, Wq, na, nb, 0, 0};
+    /* slack: reads of grid columns past the last valid one, and the dot
+     * kernel's columns up to a multiple of 16 */
+    g.ps = round16((ptrdiff_t)Hq * Wq + Wq + KW + 16);
+    g.cs = (ptrdiff_t)na * nb * g.ps;
     return g;
 }
 
-/* n planes of src (H x W each, contiguous) into dst, padded. */
-static void pad_planes(float *dst, const float *src, int n, const pad_geom *g)
+/* n channels of src (H x W planes) into their phase planes */
+static void build_phases(float *dst, const float *src, int n, const ph_geom *g)
 {
-    for (int c = 0; c < n; c++) {
-        float *o = dst + c * g->stride;
-        const float *s = src + (size_t)c * g->H * g->W;
-        size_t top = (size_t)g->ph * g->Wp + g->pw;
-        memset(o, 0, top * sizeof(float));
-        o += top;
-        for (int h = 0; h < g->H; h++) {
-            memcpy(o, s + (size_t)h * g->W, (size_t)g->W * sizeof(float));
-            if (h + 1 < g->H) memset(o + g->W, 0, (size_t)2 * g->pw * sizeof(float));
-            o += g->Wp;
-        }
-        /* the last row's right padding, the bottom rows and the slack */
-        o -= g->Wp - g->W;
-        memset(o, 0, (size_t)(dst + (c + 1) * g->stride - o) * sizeof(float));
-    }
+    for (int c = 0; c < n; c++)
+        qat_k_build_phases(dst + c * g->cs, g->ps, src + (size_t)c * g->H * g->W, g->H, g->W, g->s, g->pt,
+                           g->pl, g->Hq, g->Wq, g->na, g->nb);
 }
 
-/* n planes of src (OH x OW each) laid on a Wp-wide grid (columns OW..Wp-1
- * zero), each plane P floats (zeros after OH*Wp). */
-static void grid_planes(float *dst, ptrdiff_t P, const float *src, int n, int OH, int OW, int Wp)
+/* n planes of src (OH x OW each) laid on a Wq-wide grid (columns OW..Wq-1
+ * zero), each plane P floats (zeros after OH*Wq). */
+static void grid_planes(float *dst, ptrdiff_t P, const float *src, int n, int OH, int OW, int Wq)
 {
     for (int c = 0; c < n; c++) {
         float *o = dst + c * P;
         const float *s = src + (size_t)c * OH * OW;
         for (int h = 0; h < OH; h++) {
-            memcpy(o + (size_t)h * Wp, s + (size_t)h * OW, (size_t)OW * sizeof(float));
-            memset(o + (size_t)h * Wp + OW, 0, (size_t)(Wp - OW) * sizeof(float));
+            memcpy(o + (size_t)h * Wq, s + (size_t)h * OW, (size_t)OW * sizeof(float));
+            memset(o + (size_t)h * Wq + OW, 0, (size_t)(Wq - OW) * sizeof(float));
         }
-        memset(o + (size_t)OH * Wp, 0, (size_t)(P - (ptrdiff_t)OH * Wp) * sizeof(float));
+        memset(o + (size_t)OH * Wq, 0, (size_t)(P - (ptrdiff_t)OH * Wq) * sizeof(float));
     }
 }
 
-/* Offsets of the KH*KW taps in a Wp-wide plane */
-static void tap_offsets(ptrdiff_t *koff, int KH, int KW, int Wp)
+/* The forward taps: tap (kh, kw) at phase plane (kh%s, kw%s), offset
+ * (kh/s)*Wq + kw/s */
+static void fwd_taps(ptrdiff_t *koff, const conv_dims *d, const ph_geom *g)
 {
-    for (int kh = 0; kh < KH; kh++)
-        for (int kw = 0; kw < KW; kw++) koff[kh * KW + kw] = (ptrdiff_t)kh * Wp + kw;
+    const int s = d->stride;
+    for (int kh = 0; kh < d->KH; kh++)
+        for (int kw = 0; kw < d->KW; kw++)
+            koff[kh * d->KW + kw] = (ptrdiff_t)((kh % s) * g->nb + kw % s) * g->ps +
+                                    (ptrdiff_t)(kh / s) * g->Wq + kw / s;
 }
 
-/* The input gradient is a convolution with padding KH-1-pad: implicit
- * needs stride 1 and pad < kernel. */
+/* The input phases of x (padded by pad) */
+static ph_geom x_phases(const conv_dims *d)
+{
+    const int s = d->stride, Hp = d->H + 2 * d->pad, Wp = d->W + 2 * d->pad;
+    return ph_geometry(s, d->pad, d->pad, d->H, d->W, (Hp + s - 1) / s, (Wp + s - 1) / s,
+                       d->KH < s ? d->KH : s, d->KW < s ? d->KW : s, d->KW);
+}
+
 static int use_implicit(const conv_dims *d)
 {
-    return qat_simd_level() == QAT_SIMD_AVX512 && d->stride == 1 && d->pad < d->KH &&
-           d->pad < d->KW;
+    return qat_simd_level() == QAT_SIMD_AVX512 && d->stride <= MAX_STRIDE;
 }
 
-/* Samples of one dW group in the implicit backward: about 512 KB of padded
- * planes, at least one. */
+/* Samples of one dW group in the implicit backward: about 512 KB of planes,
+ * at least one. */
 static int dw_group(ptrdiff_t per_sample_floats)
 {
     ptrdiff_t g = 131072 / (per_sample_floats > 0 ? per_sample_floats : 1);
     return g < 1 ? 1 : g > 16 ? 16 : (int)g;
 }
 
+/* The input gradient of one sample, stride 1 and pad < kernel: the
+ * convolution of dy padded by (KH-1-pad, KW-1-pad) with the flipped,
+ * transposed kernel, written straight into dx. */
+typedef struct {
+    ph_geom g;        /* dy padded */
+    float *w2p;       /* packed W2 (C, OC*KH*KW) */
+    ptrdiff_t *koff;  /* KH*KW taps */
+} dx_direct;
+
+/* The input gradient, other cases: phase (a, b) of the padded input
+ * gradient is the correlation of dy with the sub-kernel W[.., s*u+a,
+ * s*v+b], u < U_a, v < V_b; dy is padded by (Umax-1, Vmax-1) once. */
+typedef struct {
+    ph_geom g;           /* dy padded */
+    int Hq, Wq;          /* the input gradient's phase planes */
+    float *wp[MAX_STRIDE * MAX_STRIDE];
+    ptrdiff_t *koff[MAX_STRIDE * MAX_STRIDE];
+    int kk[MAX_STRIDE * MAX_STRIDE]; /* U_a * V_b taps (0: no tap reaches the phase) */
+} dx_phased;
+
+/* dx (fresh: stored, else added) from the s*s phase planes t[ph] (C x Hq
+ * x Wq each; NULL: no tap reaches the phase, it contributes nothing) */
+static void merge_phases(float *dx, float *const *t, int C, const conv_dims *d, int Hq, int Wq, int fresh)
+{
+    const int s = d->stride, p = d->pad;
+    for (int c = 0; c < C; c++)
+        for (int r = 0; r < d->H; r++) {
+            int a = (r + p) % s, i = (r + p) / s;
+            float *o = dx + ((size_t)c * d->H + r) * d->W;
+            const size_t row = ((size_t)c * Hq + i) * Wq;
+            if (s == 2) {
+                /* even columns come from phase b = p % 2, odd ones from the other */
+                const float *te = t[a * 2 + p % 2], *to = t[a * 2 + (p + 1) % 2];
+                qat_k_interleave2(o, te ? te + row + p / 2 : NULL, to ? to + row + (p + 1) / 2 : NULL, d->W,
+                                  fresh);
+                continue;
+            }
+            for (int col = 0; col < d->W; col++) {
+                const float *tb = t[a * s + (col + p) % s];
+                float v = tb ? tb[row + (size_t)((col + p) / s)] : -0.0f;
+                if (fresh)
+                    o[col] = 0.0f + v;
+                else
+                    o[col] += v;
+            }
+        }
+}
+
 static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
 {
     qat_tensor *x = e->in[0], *w = e->in[1], *y = e->out;
     const conv_dims *d = e->saved;
-    const int C = d->C, OC = d->OC, KK = d->KH * d->KW, K = C * KK;
+    const int C = d->C, OC = d->OC, KH = d->KH, KW = d->KW, KK = KH * KW, K = C * KK, s = d->stride;
     const int ohw = d->OH * d->OW, hw = d->H * d->W;
-    /* dx is written in full (every pixel is one grid column): a fresh
-     * gradient is overwritten, an existing one added into */
+    /* dx is written in full: a fresh gradient is overwritten, an existing
+     * one added into */
     int fresh;
     float *dx = qat_grad_fresh(ctx, x, &fresh), *dw = qat_grad(ctx, w);
-    const int dx_mode = fresh ? QAT_C_ZERO : QAT_C_ADD;
-    /* dW: x padded as in forward, dy on the same Wp-wide grid */
-    const pad_geom xg = pad_geometry(d->H, d->W, d->pad, d->pad, d->KW);
-    const ptrdiff_t P = round16((ptrdiff_t)d->OH * xg.Wp);
-    /* dX: dy padded by kernel-1-pad, convolved with the flipped kernel */
-    const pad_geom qg = pad_geometry(d->OH, d->OW, d->KH - 1 - d->pad, d->KW - 1 - d->pad, d->KW);
-    const ptrdiff_t xs = (ptrdiff_t)C * xg.stride, ys = (ptrdiff_t)OC * P;
+    /* dW: x phases as in forward, dy on the same Wq-wide grid */
+    const ph_geom xg = x_phases(d);
+    const ptrdiff_t P = round16((ptrdiff_t)d->OH * xg.Wq);
+    const ptrdiff_t xs = (ptrdiff_t)C * xg.cs, ys = (ptrdiff_t)OC * P;
+    const int direct = s == 1 && d->pad < KH && d->pad < KW;
+    dx_direct dd;
+    dx_phased dp;
+    ptrdiff_t dy_floats = 0, t_floats = 0;
+    if (dx && direct) {
+        dd.g = ph_geometry(1, KH - 1 - d->pad, KW - 1 - d->pad, d->OH, d->OW, d->OH + 2 * (KH - 1 - d->pad),
+                           d->OW + 2 * (KW - 1 - d->pad), 1, 1, KW);
+        dy_floats = OC * dd.g.cs;
+    } else if (dx) {
+        const int Um = (KH + s - 1) / s, Vm = (KW + s - 1) / s;
+        dp.Hq = xg.Hq;
+        dp.Wq = xg.Wq;
+        int Hd = dp.Hq + Um - 1 > d->OH + 2 * (Um - 1) ? dp.Hq + Um - 1 : d->OH + 2 * (Um - 1);
+        int Wd = dp.Wq + Vm - 1 > d->OW + 2 * (Vm - 1) ? dp.Wq + Vm - 1 : d->OW + 2 * (Vm - 1);
+        dp.g = ph_geometry(1, Um - 1, Vm - 1, d->OH, d->OW, Hd, Wd, 1, 1, KW);
+        dy_floats = OC * dp.g.cs;
+        t_floats = (ptrdiff_t)s * s * C * dp.Hq * dp.Wq;
+    }
     const int G = dw ? dw_group(xs + ys) : 1;
     int nt = qat_get_num_threads();
     if (nt > d->N) nt = d->N;
-    const size_t per = (dw ? (size_t)G * (xs + ys) + (size_t)OC * K : 0) +
-                       (dx ? (size_t)OC * qg.stride : 0);
+    const size_t per = (dw ? (size_t)G * (xs + ys) + (size_t)OC * K : 0) + (size_t)(dy_floats + t_floats);
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
-    float *w2p = dx ? qat_arena_alloc(ctx, 2 * (size_t)C * OC * KK * sizeof(float)) : NULL;
+    float *wpk = dx ? qat_arena_alloc(ctx, 2 * (size_t)K * OC * sizeof(float)) : NULL;
     ptrdiff_t *koff = qat_arena_alloc(ctx, 2 * (size_t)KK * sizeof(ptrdiff_t));
-    if (!scratch || !koff || (dx && !w2p)) return; /* out of memory: error is set */
-    tap_offsets(koff, d->KH, d->KW, xg.Wp);
-    tap_offsets(koff + KK, d->KH, d->KW, qg.Wp);
-    if (dx) {
+    if (!scratch || !koff || (dx && !wpk)) return; /* out of memory: error is set */
+    fwd_taps(koff, d, &xg);
+    if (dx && direct) {
         /* W2(c, (oc, kh, kw)) = W(oc, c, KH-1-kh, KW-1-kw), packed */
-        float *w2 = w2p + (size_t)C * OC * KK;
+        float *w2 = wpk + (size_t)K * OC;
         for (int c = 0; c < C; c++)
             for (int o = 0; o < OC; o++)
                 for (int q = 0; q < KK; q++)
                     w2[((size_t)c * OC + o) * KK + q] = w->data[((size_t)o * C + c) * KK + (KK - 1 - q)];
-        qat_pack_a(w2p, w2, (ptrdiff_t)OC * KK, 1, C, OC * KK);
+        qat_pack_a(wpk, w2, (ptrdiff_t)OC * KK, 1, C, OC * KK);
+        dd.w2p = wpk;
+        dd.koff = koff + KK;
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++) dd.koff[kh * KW + kw] = (ptrdiff_t)kh * dd.g.Wq + kw;
+    } else if (dx) {
+        float *wa = wpk + (size_t)K * OC, *wo = wpk;
+        ptrdiff_t *ko = koff + KK;
+        const int Pt = dp.g.pt, Pl = dp.g.pl;
+        for (int a = 0; a < s; a++)
+            for (int b = 0; b < s; b++) {
+                int ph = a * s + b, U = a < KH ? (KH - a + s - 1) / s : 0, V = b < KW ? (KW - b + s - 1) / s : 0;
+                dp.kk[ph] = U * V;
+                dp.wp[ph] = wo;
+                dp.koff[ph] = ko;
+                if (!U || !V) continue;
+                /* A(c, (oc, u, v)) = W(oc, c, s*u + a, s*v + b); tap (u, v)
+                 * reads dy padded at (Pt - u, Pl - v) from the grid column */
+                for (int c = 0; c < C; c++)
+                    for (int o = 0; o < OC; o++)
+                        for (int u = 0; u < U; u++)
+                            for (int v = 0; v < V; v++)
+                                wa[(((size_t)c * OC + o) * U + u) * V + v] =
+                                    w->data[(((size_t)o * C + c) * KH + s * u + a) * KW + s * v + b];
+                qat_pack_a(wo, wa, (ptrdiff_t)OC * U * V, 1, C, OC * U * V);
+                for (int u = 0; u < U; u++)
+                    for (int v = 0; v < V; v++) ko[u * V + v] = (ptrdiff_t)(Pt - u) * dp.g.Wq + (Pl - v);
+                wo += (size_t)C * OC * U * V;
+                ko += U * V;
+            }
     }
     /* every partial is zeroed: a nested region may run fewer threads */
     if (dw)
@@ -282,29 +382,46 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
         float *dwp = scratch + (size_t)t * per; /* [OC][K] */
         float *xp = dwp + (dw ? (size_t)OC * K : 0), *yg = xp + (dw ? (size_t)G * xs : 0);
-        float *yq = yg + (dw ? (size_t)G * ys : 0);
+        float *yq = yg + (dw ? (size_t)G * ys : 0), *tq = yq + dy_floats;
         ptrdiff_t lo, hi;
         split_range(d->N, nth, t, 1, &lo, &hi);
         for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
             int ns = hi - s0 < G ? (int)(hi - s0) : G;
             if (dw) {
-                for (int s = 0; s < ns; s++) {
-                    pad_planes(xp + s * xs, x->data + (size_t)(s0 + s) * C * hw, C, &xg);
-                    grid_planes(yg + s * ys, P, y->grad + (size_t)(s0 + s) * OC * ohw, OC, d->OH,
-                                d->OW, xg.Wp);
+                for (int k = 0; k < ns; k++) {
+                    build_phases(xp + k * xs, x->data + (size_t)(s0 + k) * C * hw, C, &xg);
+                    grid_planes(yg + k * ys, P, y->grad + (size_t)(s0 + k) * OC * ohw, OC, d->OH, d->OW,
+                                xg.Wq);
                 }
                 /* dW (OC, K) += dy-grid (OC, P) . x taps (K, P) */
-                qat_brows br = {C, KK, xg.stride, koff};
+                qat_brows br = {C, KK, xg.cs, koff};
                 qat_gemm_dot(OC, (int)P, ns, yg, P, ys, xp, &br, xs, dwp, K);
             }
-            if (dx)
-                for (int s = 0; s < ns; s++) {
-                    pad_planes(yq, y->grad + (size_t)(s0 + s) * OC * ohw, OC, &qg);
+            if (!dx) continue;
+            for (int k = 0; k < ns; k++) {
+                const float *dyk = y->grad + (size_t)(s0 + k) * OC * ohw;
+                float *dxk = dx + (size_t)(s0 + k) * C * hw;
+                if (direct) {
+                    build_phases(yq, dyk, OC, &dd.g);
                     /* dx (C, H x Wq grid) (+)= W2 (C, OC*KK) . dy taps */
-                    qat_brows br = {OC, KK, qg.stride, koff + KK};
-                    qat_cmat cm = {dx + (size_t)(s0 + s) * C * hw, hw, qg.Wp, d->W, d->W};
-                    qat_gemm_bcast(C, d->H * qg.Wp, w2p, yq, &br, dx_mode, NULL, &cm, 0);
+                    qat_brows br = {OC, KK, dd.g.cs, dd.koff};
+                    qat_cmat cm = {dxk, hw, dd.g.Wq, d->W, d->W};
+                    qat_gemm_bcast(C, d->H * dd.g.Wq, dd.w2p, yq, &br, fresh ? QAT_C_ZERO : QAT_C_ADD, NULL,
+                                   &cm, 0);
+                    continue;
                 }
+                build_phases(yq, dyk, OC, &dp.g);
+                float *tp[MAX_STRIDE * MAX_STRIDE];
+                for (int ph = 0; ph < s * s; ph++) {
+                    tp[ph] = dp.kk[ph] ? tq + (size_t)ph * C * dp.Hq * dp.Wq : NULL;
+                    if (!tp[ph]) continue; /* no tap reaches these pixels */
+                    /* phase plane (C, Hq x Wd grid) = Wab (C, OC*U*V) . dy taps */
+                    qat_brows br = {OC, dp.kk[ph], dp.g.cs, dp.koff[ph]};
+                    qat_cmat cm = {tp[ph], (ptrdiff_t)dp.Hq * dp.Wq, dp.g.Wq, dp.Wq, dp.Wq};
+                    qat_gemm_bcast(C, dp.Hq * dp.g.Wq, dp.wp[ph], yq, &br, QAT_C_ZERO, NULL, &cm, 0);
+                }
+                merge_phases(dxk, tp, C, d, dp.Hq, dp.Wq, fresh);
+            }
         }
     }
     if (dw)
@@ -318,11 +435,11 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
                                  const float *bias, float *y)
 {
     const int C = d->C, OC = d->OC, KK = d->KH * d->KW, K = C * KK, ohw = d->OH * d->OW;
-    const pad_geom xg = pad_geometry(d->H, d->W, d->pad, d->pad, d->KW);
-    const ptrdiff_t xs = (ptrdiff_t)C * xg.stride, cols = (ptrdiff_t)d->OH * xg.Wp;
+    const ph_geom xg = x_phases(d);
+    const ptrdiff_t xs = (ptrdiff_t)C * xg.cs, cols = (ptrdiff_t)d->OH * xg.Wq;
     int nt = qat_get_num_threads();
     /* fewer samples than threads (inference of one image): the threads
-     * split each image's columns, the planes are padded first */
+     * split each image's columns, the phases are built first */
     const int by_cols = d->N < nt;
     if (!by_cols && nt > d->N) nt = d->N;
     float *scratch = qat_arena_alloc(ctx, (size_t)(by_cols ? d->N : nt) * xs * sizeof(float));
@@ -330,12 +447,11 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
     ptrdiff_t *koff = qat_arena_alloc(ctx, (size_t)KK * sizeof(ptrdiff_t));
     if (!scratch || !wp || !koff) return -1;
     qat_pack_a(wp, w, K, 1, OC, K);
-    tap_offsets(koff, d->KH, d->KW, xg.Wp);
-    qat_brows br = {C, KK, xg.stride, koff};
+    fwd_taps(koff, d, &xg);
+    qat_brows br = {C, KK, xg.cs, koff};
     const int mode = bias ? QAT_C_BIAS : QAT_C_ZERO;
     if (by_cols)
-        for (int s = 0; s < d->N; s++)
-            pad_planes(scratch + s * xs, x + (size_t)s * C * d->H * d->W, C, &xg);
+        for (int s = 0; s < d->N; s++) build_phases(scratch + s * xs, x + (size_t)s * C * d->H * d->W, C, &xg);
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -343,7 +459,7 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
             ptrdiff_t lo, hi;
             split_range(cols, nth, t, QAT_NR, &lo, &hi);
             for (int s = 0; s < d->N && lo < hi; s++) {
-                qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, xg.Wp, d->OW, d->OW};
+                qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, xg.Wq, d->OW, d->OW};
                 qat_gemm_bcast(OC, (int)(hi - lo), wp, scratch + s * xs + lo, &br, mode, bias, &cm, lo);
             }
         } else {
@@ -351,9 +467,9 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
             ptrdiff_t lo, hi;
             split_range(d->N, nth, t, 1, &lo, &hi);
             for (ptrdiff_t s = lo; s < hi; s++) {
-                pad_planes(xp, x + (size_t)s * C * d->H * d->W, C, &xg);
-                /* y (OC, OH x Wp grid) = W (OC, K) . x taps */
-                qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, xg.Wp, d->OW, d->OW};
+                build_phases(xp, x + (size_t)s * C * d->H * d->W, C, &xg);
+                /* y (OC, OH x Wq grid) = W (OC, K) . x taps */
+                qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, xg.Wq, d->OW, d->OW};
                 qat_gemm_bcast(OC, (int)cols, wp, xp, &br, mode, bias, &cm, 0);
             }
         }

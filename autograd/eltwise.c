@@ -132,6 +132,34 @@ static void bn_bwd_ref(float *restrict dx, const float *restrict dy, const float
         for (size_t i = 0; i < n; i++) dx[i] += gi * (dy[i] - mdy - ((x[i] - mean) * is) * mdyx);
 }
 
+static void interleave2_ref(float *restrict dst, const float *restrict e, const float *restrict o, int n,
+                            int fresh)
+{
+    for (int c = 0; c < n; c++) {
+        const float *src = c & 1 ? o : e;
+        float v = src ? src[c >> 1] : -0.0f; /* -0.0f: adds nothing, -0.0 included */
+        if (fresh)
+            dst[c] = 0.0f + v;
+        else
+            dst[c] += v;
+    }
+}
+
+static void build_phases_ref(float *dst, ptrdiff_t ps, const float *x, int H, int W, int s, int pt,
+                             int pl, int Hq, int Wq, int na, int nb)
+{
+    for (int a = 0; a < na; a++)
+        for (int b = 0; b < nb; b++) {
+            float *o = dst + (ptrdiff_t)(a * nb + b) * ps;
+            for (int i = 0; i < Hq; i++)
+                for (int j = 0; j < Wq; j++) {
+                    int r = s * i + a - pt, c = s * j + b - pl;
+                    o[(size_t)i * Wq + j] = r >= 0 && r < H && c >= 0 && c < W ? x[(size_t)r * W + c] : 0.0f;
+                }
+            for (ptrdiff_t k = (ptrdiff_t)Hq * Wq; k < ps; k++) o[k] = 0.0f;
+        }
+}
+
 /* ---- AVX-512 ---- */
 
 #if HAVE_AVX512
@@ -309,6 +337,80 @@ static AVX512 void bn_bwd_avx512(float *dx, const float *dy, const float *x, siz
         _mm512_mask_storeu_ps(dx + i, k, _mm512_add_ps(base, v));
     }
 }
+static AVX512 void interleave2_avx512(float *dst, const float *e, const float *o, int n, int fresh)
+{
+    const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512 z = _mm512_setzero_ps(), nz = _mm512_set1_ps(-0.0f);
+    for (int c = 0; c < n; c += 32) {
+        int cnt = n - c < 32 ? n - c : 32, ne = (cnt + 1) / 2, no = cnt / 2;
+        __m512 ev = e ? _mm512_maskz_loadu_ps(first((size_t)ne), e + c / 2) : nz;
+        __m512 ov = o ? _mm512_maskz_loadu_ps(first((size_t)no), o + c / 2) : nz;
+        __mmask16 klo = first((size_t)(cnt < 16 ? cnt : 16)), khi = first((size_t)(cnt > 16 ? cnt - 16 : 0));
+        __m512 lo = _mm512_permutex2var_ps(ev, ilo, ov), hi = _mm512_permutex2var_ps(ev, ihi, ov);
+        __m512 blo = fresh ? z : _mm512_maskz_loadu_ps(klo, dst + c);
+        __m512 bhi = fresh ? z : _mm512_maskz_loadu_ps(khi, dst + c + 16);
+        _mm512_mask_storeu_ps(dst + c, klo, _mm512_add_ps(blo, lo));
+        _mm512_mask_storeu_ps(dst + c + 16, khi, _mm512_add_ps(bhi, hi));
+    }
+}
+/* lanes k of [0, 32) with lo <= k < hi */
+static uint32_t lanes32(int lo, int hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 32 ? 32 : hi;
+    if (hi <= lo) return 0;
+    uint32_t below_hi = hi == 32 ? 0xffffffffu : (1u << hi) - 1u;
+    return below_hi & ~((1u << lo) - 1u);
+}
+
+/* 32 floats from row[base + k] where 0 <= base + k < W, else 0 (the
+ * address is formed from an integer, so a base before the row start is
+ * never a pointer out of bounds) */
+static AVX512 void load_row32(const float *row, int base, int W, __m512 *lo, __m512 *hi)
+{
+    uint32_t m = lanes32(-base, W - base);
+    const float *p = (const float *)(uintptr_t)((uintptr_t)row + (uintptr_t)((intptr_t)base * (intptr_t)sizeof(float)));
+    *lo = _mm512_maskz_loadu_ps((__mmask16)(m & 0xffffu), p);
+    *hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), p + 16);
+}
+
+static AVX512 void build_phases_avx512(float *dst, ptrdiff_t ps, const float *x, int H, int W, int s,
+                                       int pt, int pl, int Hq, int Wq, int na, int nb)
+{
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 z = _mm512_setzero_ps();
+    for (int i = 0; i < Hq; i++) /* source rows in order: s*i + a */
+        for (int a = 0; a < na; a++) {
+            int r = s * i + a - pt;
+            const float *xr = x + (size_t)(r < 0 ? 0 : r) * W;
+            int valid = r >= 0 && r < H;
+            float *o0 = dst + (ptrdiff_t)(a * nb) * ps + (size_t)i * Wq;
+            if (s == 1) {
+                for (int j = 0; j < Wq; j += 32) {
+                    uint32_t k = lanes32(0, Wq - j);
+                    __m512 lo = z, hi = z;
+                    if (valid) load_row32(xr, j - pl, W, &lo, &hi);
+                    _mm512_mask_storeu_ps(o0 + j, (__mmask16)(k & 0xffffu), lo);
+                    _mm512_mask_storeu_ps(o0 + j + 16, (__mmask16)(k >> 16), hi);
+                }
+                continue;
+            }
+            /* s == 2: lanes k of source columns 2*j - pl + k; even lanes are
+             * phase b = 0, odd lanes b = 1 */
+            for (int j = 0; j < Wq; j += 16) {
+                __mmask16 k = (__mmask16)(lanes32(0, Wq - j) & 0xffffu);
+                __m512 lo = z, hi = z;
+                if (valid) load_row32(xr, 2 * j - pl, W, &lo, &hi);
+                _mm512_mask_storeu_ps(o0 + j, k, _mm512_permutex2var_ps(lo, ie, hi));
+                if (nb > 1) _mm512_mask_storeu_ps(o0 + ps + j, k, _mm512_permutex2var_ps(lo, io, hi));
+            }
+        }
+    for (int ph = 0; ph < na * nb; ph++)
+        memset(dst + ph * ps + (ptrdiff_t)Hq * Wq, 0, (size_t)(ps - (ptrdiff_t)Hq * Wq) * sizeof(float));
+}
+
 #define SIMD (qat_simd_level() == QAT_SIMD_AVX512)
 #else
 #define SIMD 0
@@ -319,6 +421,7 @@ static AVX512 void bn_bwd_avx512(float *dx, const float *dy, const float *x, siz
 #define acc_dy_avx512 acc_dy_ref
 #define bn_apply_avx512 bn_apply_ref
 #define bn_bwd_avx512 bn_bwd_ref
+#define interleave2_avx512 interleave2_ref
 #endif
 
 /* ---- dispatch ---- */
@@ -403,4 +506,24 @@ void qat_k_bn_bwd(float *dx, const float *dy, const float *x, size_t n, float me
         bn_bwd_avx512(dx, dy, x, n, mean, is, gi, mdy, mdyx, fresh);
     else
         bn_bwd_ref(dx, dy, x, n, mean, is, gi, mdy, mdyx, fresh);
+}
+
+void qat_k_interleave2(float *dst, const float *e, const float *o, int n, int fresh)
+{
+    if (SIMD)
+        interleave2_avx512(dst, e, o, n, fresh);
+    else
+        interleave2_ref(dst, e, o, n, fresh);
+}
+
+void qat_k_build_phases(float *dst, ptrdiff_t ps, const float *x, int H, int W, int s, int pt, int pl,
+                        int Hq, int Wq, int na, int nb)
+{
+#if HAVE_AVX512
+    if (SIMD && s <= 2) {
+        build_phases_avx512(dst, ps, x, H, W, s, pt, pl, Hq, Wq, na, nb);
+        return;
+    }
+#endif
+    build_phases_ref(dst, ps, x, H, W, s, pt, pl, Hq, Wq, na, nb);
 }

@@ -129,3 +129,12 @@ void qat_k_bn_apply(float *y, const float *x, size_t n, float mean, float is, fl
 /* dx (+)= gi * (dy - mdy - ((x - mean) * is) * mdyx) */
 void qat_k_bn_bwd(float *dx, const float *dy, const float *x, size_t n, float mean, float is,
                   float gi, float mdy, float mdyx, int fresh);
+/* dst[2m] (+)= e[m] and dst[2m+1] (+)= o[m] for the n elements of dst;
+ * e or o NULL: zeros */
+void qat_k_interleave2(float *dst, const float *e, const float *o, int n, int fresh);
+/* The phase planes (a, b), a < na, b < nb, of one zero-padded H x W plane
+ * for stride s: plane (a, b) at dst + (a*nb + b)*ps holds
+ * x[s*i + a - pt][s*j + b - pl] (0 outside x) for i < Hq, j < Wq, then
+ * zeros up to ps. */
+void qat_k_build_phases(float *dst, ptrdiff_t ps, const float *x, int H, int W, int s, int pt, int pl,
+                        int Hq, int Wq, int na, int nb);

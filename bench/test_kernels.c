@@ -4,8 +4,9 @@
  *  - conv2d forward and backward on the reference models' layer shapes and
  *    on odd ones (stride 2/3, padding wider than the kernel, 1x1, images
  *    smaller than a tile, batch 1 with 2 threads);
- *  - the elementwise kernels (ReLU, 2x2 max pool, BN), which must give the
- *    same bits on both engines, -0.0, ties and NaN included.
+ *  - the elementwise kernels (ReLU, 2x2 max pool, BN) and the copies of
+ *    the strided convolutions, which must give the same bits on both
+ *    engines, -0.0, ties and NaN included.
  * On a CPU without AVX-512F the engine comparisons are skipped. */
 #include <check.h>
 #include <math.h>
@@ -174,6 +175,10 @@ static const conv_case conv_cases[] = {
     {3, 2, 4, 3, 3, 3, 1, 2, 0},     /* pad wider than the kernel allows */
     {3, 4, 3, 3, 3, 1, 1, 0, 1},     /* 1x1, tiny image */
     {2, 3, 2, 2, 4, 3, 1, 1, 0},     /* image smaller than a store piece */
+    {2, 3, 5, 6, 2, 1, 1, 1, 1},     /* 1x1 with padding: stride 1, pad >= kernel */
+    {2, 4, 9, 8, 3, 2, 2, 0, 0},     /* 2x2 stride 2: one tap per phase */
+    {2, 2, 11, 10, 3, 5, 2, 2, 1},   /* 5x5 stride 2 pad 2 */
+    {1, 2, 13, 13, 3, 3, 5, 1, 0},   /* stride 5: the im2col path */
 };
 
 typedef struct {
@@ -368,6 +373,70 @@ START_TEST(test_eltwise_same_bits)
 }
 END_TEST
 
+/* the copies of the strided convolutions: phase planes and their merge */
+START_TEST(test_phase_copies_same_bits)
+{
+    if (!have_simd()) return;
+    qat_rng r;
+    qat_rng_seed(&r, 14);
+    /* H, W, s, pt, pl, na, nb */
+    const int cases[][7] = {{28, 28, 1, 1, 1, 1, 1}, {28, 28, 2, 1, 1, 2, 2}, {14, 14, 2, 0, 0, 1, 1},
+                            {7, 9, 2, 2, 1, 2, 2}, {5, 40, 1, 4, 4, 1, 1}, {9, 9, 3, 1, 1, 3, 3},
+                            {3, 70, 2, 1, 0, 2, 1}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int *c = cases[ci];
+        int H = c[0], W = c[1], s = c[2], pt = c[3], pl = c[4], na = c[5], nb = c[6];
+        int Hq = (H + 2 * pt + s - 1) / s, Wq = (W + 2 * pl + s - 1) / s;
+        ptrdiff_t ps = (ptrdiff_t)Hq * Wq + 37;
+        float *x = malloc((size_t)H * W * 4), *p[2];
+        fill_special(x, (size_t)H * W, &r);
+        for (int lv = 0; lv < 2; lv++) {
+            qat_simd_set_level(lv);
+            p[lv] = malloc((size_t)na * nb * ps * 4);
+            qat_k_build_phases(p[lv], ps, x, H, W, s, pt, pl, Hq, Wq, na, nb);
+        }
+        qat_simd_set_level(-1);
+        assert_same_bits(p[0], p[1], (size_t)na * nb * ps * 4, "phase planes");
+        /* spot check against the definition */
+        for (int a = 0; a < na; a++)
+            for (int b = 0; b < nb; b++)
+                for (int i = 0; i < Hq; i++)
+                    for (int j = 0; j < Wq; j++) {
+                        int rr = s * i + a - pt, cc = s * j + b - pl;
+                        float want = rr >= 0 && rr < H && cc >= 0 && cc < W ? x[rr * W + cc] : 0.0f;
+                        float got = p[0][(a * nb + b) * ps + i * Wq + j];
+                        ck_assert(memcmp(&want, &got, 4) == 0 || (isnan(want) && isnan(got)));
+                    }
+        free(x), free(p[0]), free(p[1]);
+    }
+    const int lens[] = {1, 2, 15, 28, 31, 32, 33, 100};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        int n = lens[li];
+        float *e = malloc(64 * 4), *o = malloc(64 * 4), *base = malloc((size_t)n * 4), *d[2][4];
+        fill_special(e, 64, &r);
+        fill_special(o, 64, &r);
+        fill_special(base, (size_t)n, &r);
+        for (int lv = 0; lv < 2; lv++) {
+            qat_simd_set_level(lv);
+            for (int k = 0; k < 4; k++) { /* fresh/adding x with/without the odd source */
+                d[lv][k] = malloc((size_t)n * 4);
+                memcpy(d[lv][k], base, (size_t)n * 4);
+                qat_k_interleave2(d[lv][k], e, k & 2 ? NULL : o, n, k & 1);
+            }
+        }
+        qat_simd_set_level(-1);
+        for (int k = 0; k < 4; k++) assert_same_bits(d[0][k], d[1][k], (size_t)n * 4, "interleave");
+        for (int m = 0; m < n; m++) { /* adding from NULL keeps the bits */
+            float want = m & 1 ? base[m] : base[m] + e[m / 2];
+            ck_assert(memcmp(&d[0][2][m], &want, 4) == 0 || (isnan(want) && isnan(d[0][2][m])));
+        }
+        for (int lv = 0; lv < 2; lv++)
+            for (int k = 0; k < 4; k++) free(d[lv][k]);
+        free(e), free(o), free(base);
+    }
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -377,6 +446,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_gemm_dot);
     tcase_add_loop_test(tc, test_conv_engines, 0, (int)(sizeof conv_cases / sizeof conv_cases[0]));
     tcase_add_test(tc, test_eltwise_same_bits);
+    tcase_add_test(tc, test_phase_copies_same_bits);
     suite_add_tcase(s, tc);
     return s;
 }
