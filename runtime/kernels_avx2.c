@@ -123,10 +123,11 @@ static int avx2_prepare_conv(rt_op *op)
     rt_gemm *g = &op->g;
     qat_rti_gemm_free(g);
     g->isa = QAT_RT_ISA_AVX2;
-    int st = qat_rti_conv_geometry(op, g, 2, 8);
+    int st = qat_rti_conv_geometry(op, g, 2, 8, 2);
     if (!st) st = qat_rti_epi_init(op, g, op->oc, 0);
     if (st) return st;
-    const int OC = op->oc, C = op->ic, KH = op->kh, KW = op->kw, kg = g->kg;
+    const int OC = op->oc, kg = g->kg;
+    const size_t K = (size_t)op->ic * op->kh * op->kw;
     int16_t *w = qat_rti_alloc((size_t)OC * kg * 4);
     if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
     g->w = w;
@@ -134,15 +135,12 @@ static int avx2_prepare_conv(rt_op *op)
     for (int m0 = 0; m0 < OC; m0 += CONV_MR) {
         const int mr = imin(CONV_MR, OC - m0);
         int16_t *wt = w + (size_t)m0 * kg * 2;
-        for (int j = 0; j < kg; j++) {
-            const int grp = j / (KH * KW), kh = j / KW % KH, kw = j % KW;
+        for (int j = 0; j < kg; j++)
             for (int r = 0; r < mr; r++)
                 for (int e = 0; e < 2; e++) {
-                    const int c = grp * 2 + e;
-                    wt[((size_t)j * mr + r) * 2 + e] =
-                        c < C ? op->weight[(((size_t)(m0 + r) * C + c) * KH + kh) * KW + kw] : 0;
+                    const long k = qat_rti_conv_k(op, g, 2, j, e);
+                    wt[((size_t)j * mr + r) * 2 + e] = k < 0 ? 0 : op->weight[(size_t)(m0 + r) * K + (size_t)k];
                 }
-        }
     }
     g->tmp_bytes = (size_t)OC * g->q_vecs * 8;
     return QAT_OK;
@@ -153,13 +151,64 @@ static size_t avx2_conv_slot_bytes(const rt_op *op)
     return (op->g.img_bytes + 63) / 64 * 64 + op->g.tmp_bytes;
 }
 
+/* tap cells: each input channel staged as int16 planes (x - zp, padding 0),
+ * then every pair of taps interleaved from its 2 shifted streams */
+AVX2 static void conv_pack_taps(const rt_op *op, const int8_t *x, uint8_t *xp)
+{
+    const rt_gemm *g = &op->g;
+    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, s = g->s, ws = g->ws;
+    const int32_t zp = op->in_zp;
+    const size_t cells = g->splane;
+    int16_t *st = (int16_t *)(void *)(xp + g->stage_off);
+    for (int c = 0; c < C; c++)
+        for (int ph = 0; ph < s; ph++)
+            for (int pw = 0; pw < s; pw++) {
+                int16_t *pl = st + ((size_t)(c * s + ph) * s + pw) * cells;
+                if (g->shared_pad) { /* rows of W + P, P more at the end */
+                    memset(pl, 0, cells * 2);
+                    for (int ih = 0; ih < H; ih++) {
+                        int16_t *row = pl + (size_t)(ih + P) * ws + P;
+                        const int8_t *src = x + ((size_t)c * H + ih) * W;
+                        for (int iw = 0; iw < W; iw++) row[iw] = (int16_t)(src[iw] - zp);
+                    }
+                    continue;
+                }
+                for (int i = 0; i < g->hs; i++) {
+                    const int ih = i * s + ph - P;
+                    for (int j = 0; j < ws; j++) {
+                        const int iw = j * s + pw - P;
+                        pl[(size_t)i * ws + j] = (int16_t)(ih >= 0 && ih < H && iw >= 0 && iw < W
+                                                               ? x[((size_t)c * H + ih) * W + iw] - zp
+                                                               : 0);
+                    }
+                }
+            }
+    const long K = (long)C * op->kh * op->kw;
+    for (int j = 0; j < g->kg; j++) {
+        const int16_t *a = st + g->soff[2 * j];
+        const int16_t *b = st + (2L * j + 1 < K ? g->soff[2 * j + 1] : 0);
+        uint8_t *d = xp + (size_t)j * g->plane_bytes;
+        for (int v = 0; v < g->q_vecs; v++) {
+            const __m128i va = _mm_loadu_si128((const __m128i *)(const void *)(a + 8 * v));
+            const __m128i vb = _mm_loadu_si128((const __m128i *)(const void *)(b + 8 * v));
+            _mm_storeu_si128((__m128i *)(void *)(d + (size_t)v * 32), _mm_unpacklo_epi16(va, vb));
+            _mm_storeu_si128((__m128i *)(void *)(d + (size_t)v * 32 + 16), _mm_unpackhi_epi16(va, vb));
+        }
+    }
+}
+
 /* x [C][H][W] int8 -> cells of two int16 x - zp (padding 0) */
 AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
 {
+    if (op->g.tap_mode) {
+        conv_pack_taps(op, x, xp);
+        return;
+    }
     const rt_gemm *g = &op->g;
     const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, s = g->s;
     const int32_t zp = op->in_zp;
-    if (s == 1) {
+    if (g->shared_pad) {
+        /* rows of ws = W + P cells sharing their pad columns (prepare.c) */
         const __m256i zpv = _mm256_set1_epi16((short)zp);
         const int ws = g->ws;
         for (int grp = 0; grp < g->groups; grp++) {
@@ -193,8 +242,8 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
                     row[(size_t)(P + c0) * 2] = (int16_t)(a[c0] - zp);
                     row[(size_t)(P + c0) * 2 + 1] = (int16_t)(b ? b[c0] - zp : 0);
                 }
-                memset(row + (size_t)(P + W) * 2, 0, (size_t)(ws - P - W) * 4);
             }
+            memset(pl + (size_t)g->hp * ws * 2, 0, (size_t)P * 4);
         }
         return;
     }
@@ -306,25 +355,22 @@ static void conv_unstage(const rt_op *op, const int8_t *tmp, int8_t *yimg, int c
             memcpy(yimg + ((size_t)c * OH + oh) * OW, tmp + c * ldt + (size_t)oh * g->ws, (size_t)OW);
 }
 
-static void avx2_conv2d(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
-                        uint8_t *scratch, size_t slot_bytes, int slots)
+AVX2 static void avx2_conv_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
 {
-    (void)slots;
+    int8_t *tmp = (int8_t *)(slot + (op->g.img_bytes + 63) / 64 * 64);
+    conv_pack(op, x, slot);
+    conv_image(op, slot, tmp, 0, (op->g.q_vecs + CONV_NR - 1) / CONV_NR);
+    conv_unstage(op, tmp, y, 0, op->oc);
+}
+
+/* fewer images than threads: one slot per image, the tiles split */
+static void avx2_conv2d_split(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                              uint8_t *scratch, size_t slot_bytes)
+{
     const size_t in_sz = (size_t)op->ic * op->in_h * op->in_w;
     const size_t out_sz = (size_t)op->oc * op->out_shape[1] * op->out_shape[2];
     const size_t tmp_off = (op->g.img_bytes + 63) / 64 * 64;
     const int qtiles = (op->g.q_vecs + CONV_NR - 1) / CONV_NR;
-    if (n >= threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int i = 0; i < n; i++) {
-            uint8_t *xp = scratch + (size_t)omp_get_thread_num() * slot_bytes;
-            int8_t *tmp = (int8_t *)(xp + tmp_off);
-            conv_pack(op, x + (size_t)i * in_sz, xp);
-            conv_image(op, xp, tmp, 0, qtiles);
-            conv_unstage(op, tmp, y + (size_t)i * out_sz, 0, op->oc);
-        }
-        return;
-    }
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp for schedule(static)
@@ -487,7 +533,8 @@ const rt_isa_kernels qat_rti_avx2 = {
     .prepare_linear = avx2_prepare_linear,
     .conv_slot_bytes = avx2_conv_slot_bytes,
     .linear_sample_bytes = avx2_linear_sample_bytes,
-    .conv2d = avx2_conv2d,
+    .conv_image = avx2_conv_image,
+    .conv2d_split = avx2_conv2d_split,
     .linear = avx2_linear,
-    .maxpool2d = NULL,
+    .maxpool_image = NULL,
 };

@@ -47,15 +47,20 @@ static inline int imin(int a, int b)
 
 /* ---- requantization epilogue (prepare.c proves it exact) ---- */
 
-/* per-row (one output channel) parameters, broadcast */
+/* per-row (one output channel) parameters, broadcast. The odd lanes'
+ * products are shifted so that r lands directly in their high dword:
+ * right by t - 32, or left by 32 - t when t < 32 (the high dword of
+ * u << (32 - t) is u >> t modulo 2^32). */
 typedef struct {
     __m512i alo, ahi, m, rnd, cadd, lo, hi;
-    __m128i t;
+    __m128i te, to;
+    int left, fin;
 } epi_row;
 
 VNNI_INLINE epi_row epi_row_load(const rt_epi *e, int c)
 {
     epi_row p;
+    const int t = e->t[c];
     p.alo = _mm512_set1_epi32(e->alo[c]);
     p.ahi = _mm512_set1_epi32(e->ahi[c]);
     p.m = _mm512_set1_epi32(e->m[c]);
@@ -63,7 +68,10 @@ VNNI_INLINE epi_row epi_row_load(const rt_epi *e, int c)
     p.cadd = _mm512_set1_epi32(e->cadd[c]);
     p.lo = _mm512_set1_epi32(e->lo);
     p.hi = _mm512_set1_epi32(e->hi);
-    p.t = _mm_cvtsi32_si128(e->t[c]);
+    p.te = _mm_cvtsi32_si128(t);
+    p.left = t < 32;
+    p.to = _mm_cvtsi32_si128(t < 32 ? 32 - t : t - 32);
+    p.fin = e->fin[c];
     return p;
 }
 
@@ -72,11 +80,12 @@ VNNI_INLINE __m128i epi_row_apply(__m512i a, const epi_row *p)
     a = _mm512_min_epi32(_mm512_max_epi32(a, p->alo), p->ahi);
     __m512i ev = _mm512_mul_epi32(a, p->m);
     __m512i od = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), p->m);
-    ev = _mm512_srl_epi64(_mm512_add_epi64(ev, p->rnd), p->t);
-    od = _mm512_srl_epi64(_mm512_add_epi64(od, p->rnd), p->t);
-    __m512i r = _mm512_mask_blend_epi32(0xAAAA, ev, _mm512_slli_epi64(od, 32));
+    ev = _mm512_srl_epi64(_mm512_add_epi64(ev, p->rnd), p->te);
+    od = _mm512_add_epi64(od, p->rnd);
+    od = p->left ? _mm512_sll_epi64(od, p->to) : _mm512_srl_epi64(od, p->to);
+    __m512i r = _mm512_mask_blend_epi32(0xAAAA, ev, od);
     r = _mm512_add_epi32(r, p->cadd);
-    r = _mm512_min_epi32(_mm512_max_epi32(r, p->lo), p->hi);
+    if (p->fin) r = _mm512_min_epi32(_mm512_max_epi32(r, p->lo), p->hi);
     return _mm512_cvtepi32_epi8(r);
 }
 
@@ -126,10 +135,11 @@ static int vnni_prepare_conv(rt_op *op)
     rt_gemm *g = &op->g;
     qat_rti_gemm_free(g);
     g->isa = QAT_RT_ISA_AVX512_VNNI;
-    int st = qat_rti_conv_geometry(op, g, 4, 16);
+    int st = qat_rti_conv_geometry(op, g, 4, 16, 1);
     if (!st) st = qat_rti_epi_init(op, g, op->oc, 1);
     if (st) return st;
-    const int OC = op->oc, C = op->ic, KH = op->kh, KW = op->kw, kg = g->kg;
+    const int OC = op->oc, kg = g->kg;
+    const size_t K = (size_t)op->ic * op->kh * op->kw;
     int8_t *w = qat_rti_alloc((size_t)OC * kg * 4);
     if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
     g->w = w;
@@ -137,41 +147,29 @@ static int vnni_prepare_conv(rt_op *op)
     for (int m0 = 0; m0 < OC; m0 += CONV_MR) {
         const int mr = imin(CONV_MR, OC - m0);
         int8_t *wt = w + (size_t)m0 * kg * 4;
-        for (int j = 0; j < kg; j++) {
-            const int grp = j / (KH * KW), kh = j / KW % KH, kw = j % KW;
+        for (int j = 0; j < kg; j++)
             for (int r = 0; r < mr; r++)
                 for (int e = 0; e < 4; e++) {
-                    const int c = grp * 4 + e;
-                    wt[((size_t)j * mr + r) * 4 + e] =
-                        c < C ? op->weight[(((size_t)(m0 + r) * C + c) * KH + kh) * KW + kw] : 0;
+                    const long k = qat_rti_conv_k(op, g, 4, j, e);
+                    wt[((size_t)j * mr + r) * 4 + e] = k < 0 ? 0 : op->weight[(size_t)(m0 + r) * K + (size_t)k];
                 }
-        }
     }
-    /* output segments: lanes of vector v in output row oh with ow < OW */
+    /* output stores: the valid lanes of vector v (ow < OW) */
     const int OH = op->out_shape[1], OW = op->out_shape[2], ws = g->ws;
-    g->seg_start = qat_rti_alloc(((size_t)g->q_vecs + 1) * sizeof(int32_t));
-    size_t cap = (size_t)g->q_vecs * (16 / (size_t)ws + 2);
-    g->segs = qat_rti_alloc(cap * sizeof(rt_seg));
-    if (!g->seg_start || !g->segs)
-        return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
-    int ns = 0;
+    g->vst = qat_rti_alloc((size_t)g->q_vecs * sizeof(rt_vstore));
+    if (!g->vst) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
     for (int v = 0; v < g->q_vecs; v++) {
-        g->seg_start[v] = ns;
-        for (int l = 0; l < 16;) {
-            const int q = v * 16 + l;
-            if (q >= g->q_count) break;
-            const int oh = q / ws, ow = q % ws;
-            const int run = imin(16 - l, ws - ow);
-            const int valid = imin(run, OW - ow);
-            if (valid > 0 && oh < OH) {
-                g->segs[ns].off = oh * OW + ow - l;
-                g->segs[ns].mask = ((1u << valid) - 1) << l;
-                ns++;
-            }
-            l += run;
+        rt_vstore *d = &g->vst[v];
+        int cnt = 0;
+        memset(d->perm, 0x80, sizeof d->perm);
+        for (int l = 0; l < 16; l++) {
+            const int q = v * 16 + l, oh = q / ws, ow = q % ws;
+            if (q >= g->q_count || oh >= OH || ow >= OW) continue;
+            if (!cnt) d->off = oh * OW + ow;
+            d->perm[cnt++] = (uint8_t)l;
         }
+        d->mask = (1u << cnt) - 1;
     }
-    g->seg_start[g->q_vecs] = ns;
     return QAT_OK;
 }
 
@@ -180,13 +178,92 @@ static size_t vnni_conv_slot_bytes(const rt_op *op)
     return op->g.img_bytes;
 }
 
+/* 4 rows of 16 bytes -> 16 cells of 4 bytes (64 bytes at d) */
+VNNI_INLINE void interleave4(uint8_t *d, __m128i r0, __m128i r1, __m128i r2, __m128i r3)
+{
+    const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+    const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+    _mm_storeu_si128((__m128i *)(void *)d, _mm_unpacklo_epi16(t0, t2));
+    _mm_storeu_si128((__m128i *)(void *)(d + 16), _mm_unpackhi_epi16(t0, t2));
+    _mm_storeu_si128((__m128i *)(void *)(d + 32), _mm_unpacklo_epi16(t1, t3));
+    _mm_storeu_si128((__m128i *)(void *)(d + 48), _mm_unpackhi_epi16(t1, t3));
+}
+
+/* tap cells: each input channel staged as u8 planes (x ^ 0x80, padding
+ * zp + 128; prepare.c's layout with one byte per element), then every group
+ * of 4 taps interleaved from its 4 shifted streams */
+VNNI static void conv_pack_taps(const rt_op *op, const int8_t *x, uint8_t *xp)
+{
+    const rt_gemm *g = &op->g;
+    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, s = g->s, ws = g->ws;
+    const uint8_t pv = (uint8_t)(op->in_zp + 128);
+    const size_t cells = g->splane;
+    uint8_t *st = xp + g->stage_off;
+    if (g->shared_pad) {
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
+        for (int c = 0; c < C; c++) {
+            uint8_t *pl = st + (size_t)c * cells;
+            for (int hp = 0; hp < g->hp; hp++) {
+                uint8_t *row = pl + (size_t)hp * ws;
+                const int ih = hp - P;
+                if (ih < 0 || ih >= H) {
+                    memset(row, pv, (size_t)ws);
+                    continue;
+                }
+                memset(row, pv, (size_t)P);
+                const int8_t *src = x + ((size_t)c * H + ih) * W;
+                for (int c0 = 0; c0 < W; c0 += 64) {
+                    const int len = imin(64, W - c0);
+                    const __mmask64 mk = len == 64 ? ~(__mmask64)0 : (((__mmask64)1 << len) - 1);
+                    _mm512_mask_storeu_epi8(row + P + c0, mk,
+                                            _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + c0), flip));
+                }
+            }
+            memset(pl + (size_t)g->hp * ws, pv, (size_t)P);
+        }
+    } else {
+        for (int c = 0; c < C; c++)
+            for (int ph = 0; ph < s; ph++)
+                for (int pw = 0; pw < s; pw++) {
+                    uint8_t *pl = st + ((size_t)(c * s + ph) * s + pw) * cells;
+                    for (int i = 0; i < g->hs; i++) {
+                        const int ih = i * s + ph - P;
+                        for (int j = 0; j < ws; j++) {
+                            const int iw = j * s + pw - P;
+                            pl[(size_t)i * ws + j] = ih >= 0 && ih < H && iw >= 0 && iw < W
+                                                         ? (uint8_t)(x[((size_t)c * H + ih) * W + iw] ^ 0x80)
+                                                         : pv;
+                        }
+                    }
+                }
+    }
+    const long K = (long)C * op->kh * op->kw;
+    for (int j = 0; j < g->kg; j++) {
+        const uint8_t *src[4];
+        for (int e = 0; e < 4; e++) src[e] = st + (4L * j + e < K ? g->soff[4 * j + e] : 0);
+        uint8_t *d = xp + (size_t)j * g->plane_bytes;
+        for (int v = 0; v < g->q_vecs; v++)
+            interleave4(d + (size_t)v * 64, _mm_loadu_si128((const __m128i *)(const void *)(src[0] + 16 * v)),
+                        _mm_loadu_si128((const __m128i *)(const void *)(src[1] + 16 * v)),
+                        _mm_loadu_si128((const __m128i *)(const void *)(src[2] + 16 * v)),
+                        _mm_loadu_si128((const __m128i *)(const void *)(src[3] + 16 * v)));
+    }
+}
+
 /* x [C][H][W] int8 -> packed u8 cells (x ^ 0x80; padding zp + 128) */
 VNNI static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
 {
+    if (op->g.tap_mode) {
+        conv_pack_taps(op, x, xp);
+        return;
+    }
     const rt_gemm *g = &op->g;
     const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, s = g->s;
     const uint8_t pv = (uint8_t)(op->in_zp + 128);
-    if (s == 1) {
+    if (g->shared_pad) {
+        /* rows of ws = W + P cells: P pad cells (the previous row's right
+         * pad is this row's left pad) then W pixels; P more pad cells end
+         * the plane */
         const __m128i pvv = _mm_set1_epi8((char)pv), flip = _mm_set1_epi8((char)0x80);
         const int ws = g->ws;
         for (int grp = 0; grp < g->groups; grp++) {
@@ -208,17 +285,11 @@ VNNI static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
                     for (int e = 0; e < 4; e++)
                         r[e] = src[e] ? _mm_xor_si128(_mm_maskz_loadu_epi8(mk, src[e] + (size_t)ih * W + c0), flip)
                                       : pvv;
-                    const __m128i t0 = _mm_unpacklo_epi8(r[0], r[1]), t1 = _mm_unpackhi_epi8(r[0], r[1]);
-                    const __m128i t2 = _mm_unpacklo_epi8(r[2], r[3]), t3 = _mm_unpackhi_epi8(r[2], r[3]);
-                    uint8_t *d = row + (size_t)(P + c0) * 4;
                     /* full 64-byte stores: a tail spills into cells written next */
-                    _mm_storeu_si128((__m128i *)(void *)d, _mm_unpacklo_epi16(t0, t2));
-                    _mm_storeu_si128((__m128i *)(void *)(d + 16), _mm_unpackhi_epi16(t0, t2));
-                    _mm_storeu_si128((__m128i *)(void *)(d + 32), _mm_unpacklo_epi16(t1, t3));
-                    _mm_storeu_si128((__m128i *)(void *)(d + 48), _mm_unpackhi_epi16(t1, t3));
+                    interleave4(row + (size_t)(P + c0) * 4, r[0], r[1], r[2], r[3]);
                 }
-                memset(row + (size_t)(P + W) * 4, pv, (size_t)(ws - P - W) * 4);
             }
+            memset(pl + (size_t)g->hp * ws * 4, pv, (size_t)P * 4);
         }
         return;
     }
@@ -250,7 +321,7 @@ VNNI static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
 
 VNNI_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const int32_t *koff,
                            int kg, const int8_t *wt, const rt_epi *e, int m0, int8_t *yimg,
-                           size_t plane, const rt_seg *segs, const int32_t *sst, int v0)
+                           size_t plane, const rt_vstore *vst, int v0)
 {
     const __m512i z = _mm512_setzero_si512();
 #define CT_DECL(r) __m512i a##r##0 = z, a##r##1 = z, a##r##2 = z;
@@ -293,22 +364,23 @@ VNNI_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const 
 #undef CT_SAVE
     for (int r = 0; r < MR; r++) {
         const epi_row p = epi_row_load(e, m0 + r);
-        const intptr_t yrow = (intptr_t)(yimg + (size_t)(m0 + r) * plane);
+        int8_t *yrow = yimg + (size_t)(m0 + r) * plane;
         for (int v = 0; v < NR; v++) {
-            const __m128i y8 = epi_row_apply(acc[r][v], &p);
-            for (int k = sst[v0 + v]; k < sst[v0 + v + 1]; k++)
-                _mm_mask_storeu_epi8((void *)(yrow + segs[k].off), (__mmask16)segs[k].mask, y8);
+            const rt_vstore *d = &vst[v0 + v];
+            const __m128i y8 = _mm_shuffle_epi8(epi_row_apply(acc[r][v], &p),
+                                                _mm_loadu_si128((const __m128i *)(const void *)d->perm));
+            _mm_mask_storeu_epi8(yrow + d->off, (__mmask16)d->mask, y8);
         }
     }
 }
 
 VNNI static void conv_tile_any(int mr, int nr, const uint8_t *xq, const int32_t *koff, int kg,
                                const int8_t *wt, const rt_epi *e, int m0, int8_t *yimg,
-                               size_t plane, const rt_seg *segs, const int32_t *sst, int v0)
+                               size_t plane, const rt_vstore *vst, int v0)
 {
-#define CT(MR_, NR_)                                                                  \
-    case MR_ * 4 + NR_:                                                               \
-        conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, yimg, plane, segs, sst, v0); \
+#define CT(MR_, NR_)                                                        \
+    case MR_ * 4 + NR_:                                                     \
+        conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, yimg, plane, vst, v0); \
         break;
 #define CT3(MR_) CT(MR_, 1) CT(MR_, 2) CT(MR_, 3)
     switch (mr * 4 + nr) {
@@ -330,27 +402,23 @@ VNNI static void conv_image(const rt_op *op, const uint8_t *xp, int8_t *yimg, in
         for (int m0 = 0; m0 < op->oc; m0 += CONV_MR)
             conv_tile_any(imin(CONV_MR, op->oc - m0), nr, xq, g->koff, g->kg,
                           (const int8_t *)g->w + (size_t)m0 * g->kg * 4, &g->epi, m0, yimg,
-                          plane, g->segs, g->seg_start, v0);
+                          plane, g->vst, v0);
     }
 }
 
-static void vnni_conv2d(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
-                        uint8_t *scratch, size_t slot_bytes, int slots)
+VNNI static void vnni_conv_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
 {
-    (void)slots;
+    conv_pack(op, x, slot);
+    conv_image(op, slot, y, 0, (op->g.q_vecs + CONV_NR - 1) / CONV_NR);
+}
+
+/* fewer images than threads: one slot per image, the tiles split */
+static void vnni_conv2d_split(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                              uint8_t *scratch, size_t slot_bytes)
+{
     const size_t in_sz = (size_t)op->ic * op->in_h * op->in_w;
     const size_t out_sz = (size_t)op->oc * op->out_shape[1] * op->out_shape[2];
     const int qtiles = (op->g.q_vecs + CONV_NR - 1) / CONV_NR;
-    if (n >= threads) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int i = 0; i < n; i++) {
-            uint8_t *xp = scratch + (size_t)omp_get_thread_num() * slot_bytes;
-            conv_pack(op, x + (size_t)i * in_sz, xp);
-            conv_image(op, xp, y + (size_t)i * out_sz, 0, qtiles);
-        }
-        return;
-    }
-    /* fewer images than threads: one slot per image, split the tiles */
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp for schedule(static)
@@ -525,18 +593,15 @@ VNNI static void maxpool2_plane(const int8_t *x, int8_t *y, int H, int W, int OH
     }
 }
 
-static void vnni_maxpool2d(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
-                           int threads)
+VNNI static void vnni_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
 {
     if (op->kernel != 2 || op->stride != 2) {
-        qat_rti_maxpool2d_s8(op, in, x, y, n, threads);
+        qat_rti_maxpool2d_s8(op, x, y);
         return;
     }
-    const int C = op->in_c, H = op->in_h, W = op->in_w;
-    const int OH = op->out_shape[1], OW = op->out_shape[2];
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int i = 0; i < n * C; i++)
-        maxpool2_plane(x + (size_t)i * H * W, y + (size_t)i * OH * OW, H, W, OH, OW);
+    const int H = op->in_h, W = op->in_w, OH = op->out_shape[1], OW = op->out_shape[2];
+    for (int c = 0; c < op->in_c; c++)
+        maxpool2_plane(x + (size_t)c * H * W, y + (size_t)c * OH * OW, H, W, OH, OW);
 }
 
 const rt_isa_kernels qat_rti_vnni = {
@@ -544,7 +609,8 @@ const rt_isa_kernels qat_rti_vnni = {
     .prepare_linear = vnni_prepare_linear,
     .conv_slot_bytes = vnni_conv_slot_bytes,
     .linear_sample_bytes = vnni_linear_sample_bytes,
-    .conv2d = vnni_conv2d,
+    .conv_image = vnni_conv_image,
+    .conv2d_split = vnni_conv2d_split,
     .linear = vnni_linear,
-    .maxpool2d = vnni_maxpool2d,
+    .maxpool_image = vnni_maxpool_image,
 };

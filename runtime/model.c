@@ -206,36 +206,74 @@ static int run_threads(const qat_rt_model *m)
     return m->threads < m->slots ? m->threads : m->slots;
 }
 
-/* Ops 1..N-1 over the input already in out[0]; copies the logits. */
+/* One op on sample b (every op but linear), on the calling thread. */
+static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int b, uint8_t *slot)
+{
+    const rt_op *op = &m->ops[i];
+    const int8_t *x = m->out[op->inputs[0]] + (size_t)b * m->ops[op->inputs[0]].out_size;
+    int8_t *y = m->out[i] + (size_t)b * op->out_size;
+    switch (op->type) {
+    case RT_OP_CONV2D:
+        if (k) k->conv_image(op, x, y, slot);
+        else qat_rti_conv2d_ref(op, x, y, slot);
+        break;
+    case RT_OP_ADD:
+        qat_rti_add_s8(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
+        break;
+    case RT_OP_GLOBAL_AVGPOOL: qat_rti_global_avgpool_s8(op, x, y); break;
+    case RT_OP_AVGPOOL2D: qat_rti_avgpool2d_s8(op, x, y); break;
+    case RT_OP_MAXPOOL2D:
+        if (k && k->maxpool_image) k->maxpool_image(op, x, y);
+        else qat_rti_maxpool2d_s8(op, x, y);
+        break;
+    case RT_OP_RELU: qat_rti_relu_s8(op, x, y); break;
+    default: break; /* flatten aliases its input; linear runs batched */
+    }
+}
+
+/* Ops 1..N-1 over the input already in out[0]; copies the logits.
+ *
+ * Runs of per-sample ops (everything but linear) go image by image: with at
+ * least as many images as threads, each thread takes its images through the
+ * whole run, so an image's activations stay in its core's cache from one op
+ * to the next. Linear layers run batched (weights reused across samples).
+ * With fewer images than threads, conv2d splits each image's tiles over the
+ * threads instead. */
 static void run_graph(qat_rt_model *m, int n, int8_t *logits)
 {
     const rt_isa_kernels *k = isa_kernels(m->isa);
     const int T = run_threads(m);
-    for (int i = 1; i < m->n_ops; i++) {
+    for (int i = 1; i < m->n_ops;) {
         const rt_op *op = &m->ops[i];
-        const rt_op *in = &m->ops[op->inputs[0]];
-        const int8_t *x = m->out[op->inputs[0]];
-        int8_t *y = m->out[i];
-        switch (op->type) {
-        case RT_OP_CONV2D:
-            if (k) k->conv2d(op, x, y, n, T, m->scratch, m->slot_bytes, m->slots);
-            else qat_rti_conv2d_ref(op, x, y, n, T, m->scratch, m->slot_bytes);
-            break;
-        case RT_OP_LINEAR:
-            if (k) k->linear(op, x, y, n, T, m->shared);
-            else qat_rti_linear_ref(op, x, y, n, T);
-            break;
-        case RT_OP_ADD: qat_rti_add_s8(op, x, m->out[op->inputs[1]], y, n, T); break;
-        case RT_OP_GLOBAL_AVGPOOL: qat_rti_global_avgpool_s8(op, in, x, y, n, T); break;
-        case RT_OP_AVGPOOL2D: qat_rti_avgpool2d_s8(op, in, x, y, n, T); break;
-        case RT_OP_MAXPOOL2D:
-            if (k && k->maxpool2d) k->maxpool2d(op, in, x, y, n, T);
-            else qat_rti_maxpool2d_s8(op, in, x, y, n, T);
-            break;
-        case RT_OP_RELU: qat_rti_relu_s8(op, x, y, n, T); break;
-        case RT_OP_FLATTEN: break; /* aliases its input */
-        default: break;
+        if (op->type == RT_OP_LINEAR) {
+            const int8_t *x = m->out[op->inputs[0]];
+            if (k) k->linear(op, x, m->out[i], n, T, m->shared);
+            else qat_rti_linear_ref(op, x, m->out[i], n, T);
+            i++;
+            continue;
         }
+        int j = i;
+        while (j < m->n_ops && m->ops[j].type != RT_OP_LINEAR) j++;
+        if (n >= T) {
+#pragma omp parallel for num_threads(T) schedule(static)
+            for (int b = 0; b < n; b++) {
+                uint8_t *slot = m->scratch + (size_t)omp_get_thread_num() * m->slot_bytes;
+                for (int o = i; o < j; o++) sample_op(m, k, o, b, slot);
+            }
+        } else {
+            for (int o = i; o < j; o++) {
+                const rt_op *c = &m->ops[o];
+                if (c->type == RT_OP_CONV2D && k) {
+                    k->conv2d_split(c, m->out[c->inputs[0]], m->out[o], n, T, m->scratch,
+                                    m->slot_bytes);
+                    continue;
+                }
+#pragma omp parallel for num_threads(n) schedule(static)
+                for (int b = 0; b < n; b++)
+                    sample_op(m, k, o, b, m->scratch + (size_t)omp_get_thread_num() * m->slot_bytes);
+            }
+        }
+        i = j;
     }
     const rt_op *last = &m->ops[m->n_ops - 1];
     memcpy(logits, m->out[m->n_ops - 1], (size_t)n * last->out_size);

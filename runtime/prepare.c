@@ -77,8 +77,8 @@ void qat_rti_gemm_free(rt_gemm *g)
 {
     qat_rti_dealloc(g->w);
     qat_rti_dealloc(g->koff);
-    qat_rti_dealloc(g->segs);
-    qat_rti_dealloc(g->seg_start);
+    qat_rti_dealloc(g->soff);
+    qat_rti_dealloc(g->vst);
     rt_epi *e = &g->epi;
     qat_rti_dealloc(e->bias);
     qat_rti_dealloc(e->m);
@@ -88,6 +88,7 @@ void qat_rti_gemm_free(rt_gemm *g)
     qat_rti_dealloc(e->alo);
     qat_rti_dealloc(e->ahi);
     qat_rti_dealloc(e->cadd);
+    qat_rti_dealloc(e->fin);
     memset(g, 0, sizeof *g);
 }
 
@@ -103,7 +104,9 @@ int qat_rti_epi_init(const rt_op *op, rt_gemm *g, int mpad, int rowsum_corr)
     e->alo = qat_rti_alloc(n * 4);
     e->ahi = qat_rti_alloc(n * 4);
     e->cadd = qat_rti_alloc(n * 4);
-    if (!e->bias || !e->m || !e->t || !e->t64 || !e->rnd || !e->alo || !e->ahi || !e->cadd)
+    e->fin = qat_rti_alloc(n * 4);
+    if (!e->bias || !e->m || !e->t || !e->t64 || !e->rnd || !e->alo || !e->ahi || !e->cadd ||
+        !e->fin)
         return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
     e->lo = op->act_min;
     e->hi = op->act_max;
@@ -132,37 +135,90 @@ int qat_rti_epi_init(const rt_op *op, rt_gemm *g, int mpad, int rowsum_corr)
         e->cadd[o] = (int32_t)(uint32_t)((uint32_t)op->out_zp - (uint32_t)((uint64_t)1 << (63 - t)));
         e->ahi[o] = first_at_least(m, s, op->out_zp, op->act_max);
         e->alo[o] = last_at_most(m, s, op->out_zp, op->act_min);
+        /* after the acc clamp f lies in [f(alo), f(ahi)] (f(ahi) if alo > ahi) */
+        const int64_t fl = f_requant(e->alo[o] <= e->ahi[o] ? e->alo[o] : e->ahi[o], m, s, op->out_zp);
+        const int64_t fh = f_requant(e->ahi[o], m, s, op->out_zp);
+        e->fin[o] = !(fl >= op->act_min && fh <= op->act_max);
     }
     return QAT_OK;
 }
 
-/* Geometry of a conv's packed input (both fast ISAs): channels in groups of
- * cpg (4 for VNNI u8 quadruples, 2 for AVX2 int16 pairs), so one pixel of one
- * group is 4 bytes; stride s split into s*s phase planes
+/* Geometry of a conv's packed input (both fast ISAs). A cell is 4 bytes:
+ * cpg input values (4 u8 for VNNI, 2 int16 for AVX2), one k group of the
+ * GEMM; output position q = oh*ws + ow reads, for k group j, the cell at
+ * byte koff[j] + 4q. Two layouts:
+ *
+ * Channel cells (cpg channels of one pixel): planes of cells per channel
+ * group and stride phase,
  *   plane(grp, ph, pw)[i][j] = padded input at (i*s + ph, j*s + pw),
  * so tap (kh, kw) of output (oh, ow) is plane(grp, kh%s, kw%s) at
- * (oh + kh/s, ow + kw/s): for consecutive q = oh*ws + ow the operands are
- * consecutive 4-byte cells at byte offset koff[k group] + 4q. Output lanes
- * with ow >= OW read neighbouring cells and are never stored. */
-int qat_rti_conv_geometry(const rt_op *op, rt_gemm *g, int cpg, int lanes)
+ * (oh + kh/s, ow + kw/s): consecutive q read consecutive cells. With
+ * stride 1 and P < KW, rows share their pad columns (the right pad of row i
+ * is the left pad of row i + 1, both the zero point): rows of W + P cells,
+ * P more at the end of the plane, fewer garbage lanes. Output lanes with
+ * ow >= OW read neighbouring cells and are never stored.
+ *
+ * Tap cells (inputs with fewer than cpg channels, where channel cells would
+ * be mostly padding): an im2col in cells, one plane of q positions per
+ * group of cpg consecutive taps k = (ic, kh, kw). The packer first lays each
+ * input channel out in the same planes as above with one value per element
+ * (the staging area, esize bytes per element), then interleaves the cpg
+ * streams staging + soff[k] of each group. */
+int qat_rti_conv_geometry(const rt_op *op, rt_gemm *g, int cpg, int lanes, int esize)
 {
     const int s = op->stride;
+    const int OH = op->out_shape[1], OW = op->out_shape[2];
+    const size_t K = (size_t)op->ic * op->kh * op->kw;
     g->s = s;
-    g->groups = (op->ic + cpg - 1) / cpg;
     g->hp = op->in_h + 2 * op->pad;
     g->wp = op->in_w + 2 * op->pad;
     g->hs = (g->hp + s - 1) / s;
     g->ws = (g->wp + s - 1) / s;
-    g->plane_bytes = ((size_t)g->hs * g->ws * 4 + 63) / 64 * 64;
-    /* the last vector reads at most lanes - 1 cells past the end of a plane:
-     * the last valid q plus the largest tap offset is cell hs*ws - 1 */
-    g->img_bytes = (size_t)g->groups * s * s * g->plane_bytes + (size_t)lanes * 4 + 128;
-    g->kg = g->groups * op->kh * op->kw;
+    size_t cells = (size_t)g->hs * g->ws;
+    g->shared_pad = s == 1 && op->pad <= op->kw - 1;
+    if (g->shared_pad) {
+        g->ws = op->in_w + op->pad;
+        cells = (size_t)g->hs * g->ws + (size_t)op->pad;
+    }
+    g->q_count = (OH - 1) * g->ws + OW;
+    g->q_vecs = (g->q_count + lanes - 1) / lanes;
+    g->tap_mode = op->ic < cpg;
+    if (g->tap_mode) {
+        g->groups = op->ic;
+        g->kg = (int)((K + (size_t)cpg - 1) / (size_t)cpg);
+        g->splane = cells;
+        g->plane_bytes = ((size_t)g->q_vecs * lanes * 4 + 63) / 64 * 64;
+        g->stage_off = (size_t)g->kg * g->plane_bytes;
+        /* the streams read up to lanes * q_vecs - 1 elements past their
+         * offset, at most the last plane's end plus lanes - 1 */
+        g->img_bytes = g->stage_off +
+                       ((size_t)op->ic * s * s * cells + (size_t)lanes * 2) * (size_t)esize + 128;
+    } else {
+        g->groups = (op->ic + cpg - 1) / cpg;
+        g->kg = g->groups * op->kh * op->kw;
+        g->plane_bytes = (cells * 4 + 63) / 64 * 64;
+        /* the last vector reads at most lanes - 1 cells past the end of a
+         * plane: the last valid q plus the largest tap offset is the
+         * plane's last cell */
+        g->img_bytes = (size_t)g->groups * s * s * g->plane_bytes + (size_t)lanes * 4 + 128;
+    }
     if (g->img_bytes > (size_t)INT32_MAX)
         return qat_rti_error(QAT_ERR_UNSUPPORTED, "%s: input too large for the fast kernels",
                              op->name);
     g->koff = qat_rti_alloc((size_t)g->kg * sizeof(int32_t));
-    if (!g->koff) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
+    if (g->tap_mode) g->soff = qat_rti_alloc(K * sizeof(int32_t));
+    if (!g->koff || (g->tap_mode && !g->soff))
+        return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
+    if (g->tap_mode) {
+        for (int j = 0; j < g->kg; j++) g->koff[j] = (int32_t)((size_t)j * g->plane_bytes);
+        size_t k = 0;
+        for (int ic = 0; ic < op->ic; ic++)
+            for (int kh = 0; kh < op->kh; kh++)
+                for (int kw = 0; kw < op->kw; kw++)
+                    g->soff[k++] = (int32_t)(((size_t)ic * s * s + (size_t)(kh % s) * s + kw % s) * cells +
+                                             (size_t)(kh / s) * g->ws + kw / s);
+        return QAT_OK;
+    }
     int j = 0;
     for (int grp = 0; grp < g->groups; grp++)
         for (int kh = 0; kh < op->kh; kh++)
@@ -170,8 +226,19 @@ int qat_rti_conv_geometry(const rt_op *op, rt_gemm *g, int cpg, int lanes)
                 g->koff[j++] = (int32_t)(((size_t)grp * s * s + (size_t)(kh % s) * s + kw % s) *
                                              g->plane_bytes +
                                          ((size_t)(kh / s) * g->ws + kw / s) * 4);
-    const int OH = op->out_shape[1], OW = op->out_shape[2];
-    g->q_count = (OH - 1) * g->ws + OW;
-    g->q_vecs = (g->q_count + lanes - 1) / lanes;
     return QAT_OK;
+}
+
+/* The weight index (oc, k) with k = (ic*KH + kh)*KW + kw that element e of
+ * k group j multiplies, or -1 for padding. */
+long qat_rti_conv_k(const rt_op *op, const rt_gemm *g, int cpg, int j, int e)
+{
+    const long K = (long)op->ic * op->kh * op->kw;
+    if (g->tap_mode) {
+        const long k = (long)j * cpg + e;
+        return k < K ? k : -1;
+    }
+    const int grp = j / (op->kh * op->kw), kh = j / op->kw % op->kh, kw = j % op->kw;
+    const int c = grp * cpg + e;
+    return c < op->ic ? ((long)c * op->kh + kh) * op->kw + kw : -1;
 }

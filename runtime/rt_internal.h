@@ -55,15 +55,20 @@ typedef struct rt_epi {
     uint64_t *rnd;  /* 2^(t-1) + 2^63 */
     int32_t *alo, *ahi;
     int32_t *cadd;  /* zp - 2^(63-t), wrapped */
+    int32_t *fin;   /* 1: the final clamp to [lo, hi] is needed (else the
+                     * acc clamp already lands in [lo, hi]: m * 2^-t <= 1) */
     int32_t lo, hi; /* act_min, act_max */
 } rt_epi;
 
-/* One masked store of a vector of 16 conv outputs into the NCHW plane:
- * lanes selected by mask go to plane + off + lane. */
-typedef struct rt_seg {
+/* How a vector of 16 conv outputs (positions q = oh*ws + ow) goes into the
+ * NCHW plane: its valid lanes (ow < OW) are consecutive outputs, so a byte
+ * shuffle (perm) moves them to the front and one masked store of `mask`
+ * writes them at plane + off. */
+typedef struct rt_vstore {
     int32_t off;
     uint32_t mask;
-} rt_seg;
+    uint8_t perm[16];
+} rt_vstore;
 
 /* Prepared state of a conv2d / linear op for the fast kernels. */
 typedef struct rt_gemm {
@@ -76,11 +81,15 @@ typedef struct rt_gemm {
      * planes of hs x ws pixels, each pixel one k group of input channels */
     int32_t *koff;      /* [kg] byte offset of each k group in the packed image */
     int s, hp, wp, hs, ws, groups;
+    int shared_pad;     /* stride 1, P < KW: rows of W + P cells (prepare.c) */
+    int tap_mode;       /* cells of consecutive taps instead of channels */
+    int32_t *soff;      /* tap mode: [K] element offset of each tap's stream */
+    size_t splane;      /* tap mode: elements per staging plane */
+    size_t stage_off;   /* tap mode: byte offset of the staging area */
     size_t plane_bytes, img_bytes; /* img_bytes includes read slack */
     int q_count, q_vecs; /* output positions q = oh*ws + ow, vectors of 16 or 8 */
     size_t tmp_bytes;   /* per-image output staging (AVX2) */
-    rt_seg *segs;       /* VNNI: segments of each output vector */
-    int32_t *seg_start; /* [q_vecs + 1] */
+    rt_vstore *vst;     /* VNNI: [q_vecs] stores of the output vectors */
     /* linear: packed activations row length in bytes */
     size_t xrow_bytes;
 } rt_gemm;
@@ -135,22 +144,17 @@ int qat_rti_load(const void *image, size_t size, const char *path, qat_rt_model 
 void qat_rti_free_ops(qat_rt_model *m);
 
 /* ---- reference kernels (kernels_ref.c), integer only ----
- * All take a batch of n samples, int8 NCHW / NF layouts as in
- * docs/FORMAT-int8.md, and split the batch over `threads` OpenMP threads.
- * scratch: `slots` regions of slot_bytes (conv uses int32 accumulators). */
-void qat_rti_conv2d_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
-                        uint8_t *scratch, size_t slot_bytes);
+ * Layouts as in docs/FORMAT-int8.md. All but linear and the input take one
+ * sample (no threads inside); linear takes a batch of n and splits it over
+ * `threads` OpenMP threads. conv2d needs qat_rti_conv2d_ref_scratch bytes. */
+void qat_rti_conv2d_ref(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *scratch);
 size_t qat_rti_conv2d_ref_scratch(const rt_op *op);
 void qat_rti_linear_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads);
-void qat_rti_add_s8(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y, int n,
-                    int threads);
-void qat_rti_global_avgpool_s8(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y,
-                               int n, int threads);
-void qat_rti_avgpool2d_s8(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
-                          int threads);
-void qat_rti_maxpool2d_s8(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
-                          int threads);
-void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads);
+void qat_rti_add_s8(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);
+void qat_rti_global_avgpool_s8(const rt_op *op, const int8_t *x, int8_t *y);
+void qat_rti_avgpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
+void qat_rti_maxpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
+void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_input_u8(const rt_op *op, const uint8_t *p, int8_t *y, int n, int threads);
 
 /* ---- float boundary (boundary.c) ---- */
@@ -164,8 +168,11 @@ long long qat_rti_input_f32(const rt_op *op, const float *x, int8_t *y, int n, i
 int qat_rti_epi_init(const rt_op *op, rt_gemm *g, int mpad, int rowsum_corr);
 void qat_rti_gemm_free(rt_gemm *g);
 /* Packed-input geometry and koff of a conv for the fast kernels: cpg
- * channels per 4-byte cell, output vectors of `lanes` positions. */
-int qat_rti_conv_geometry(const rt_op *op, rt_gemm *g, int cpg, int lanes);
+ * values per 4-byte cell, output vectors of `lanes` positions, esize bytes
+ * per staged value (tap cells). */
+int qat_rti_conv_geometry(const rt_op *op, rt_gemm *g, int cpg, int lanes, int esize);
+/* weight index k within an output channel for element e of k group j, or -1 */
+long qat_rti_conv_k(const rt_op *op, const rt_gemm *g, int cpg, int j, int e);
 void *qat_rti_alloc(size_t bytes); /* 64-byte aligned, zeroed; NULL on failure */
 void qat_rti_dealloc(void *p);
 
@@ -180,13 +187,17 @@ typedef struct rt_isa_kernels {
     /* bytes of per-slot scratch (conv) and batch scratch per sample (linear) */
     size_t (*conv_slot_bytes)(const rt_op *op);
     size_t (*linear_sample_bytes)(const rt_op *op);
-    void (*conv2d)(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
-                   uint8_t *scratch, size_t slot_bytes, int slots);
+    /* one image, on the calling thread, slot: conv_slot_bytes of scratch */
+    void (*conv_image)(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot);
+    /* n < threads images: the tiles of each image split over the threads;
+     * image i uses slot i (scratch + i * slot_bytes) */
+    void (*conv2d_split)(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
+                         uint8_t *scratch, size_t slot_bytes);
+    /* a batch of n, split over the threads */
     void (*linear)(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
                    uint8_t *shared);
-    /* optional (NULL: the reference) */
-    void (*maxpool2d)(const rt_op *op, const rt_op *in, const int8_t *x, int8_t *y, int n,
-                      int threads);
+    /* optional (NULL: the reference), one image */
+    void (*maxpool_image)(const rt_op *op, const int8_t *x, int8_t *y);
 } rt_isa_kernels;
 
 extern const rt_isa_kernels qat_rti_avx2;
