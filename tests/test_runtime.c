@@ -131,7 +131,8 @@ static int tm_input(tm_model *M, int ndim, int c, int h, int w, int32_t zp)
 }
 
 /* Random conv2d / linear parameters. mode 0: typical, 1: extreme (weights
- * -128/127 only, large biases, clamped multipliers). */
+ * -128/127 only, large biases, clamped multipliers), 2: real multipliers
+ * around 1 (shifts -2..3, so 31 - shift crosses 32) with small weights. */
 static void tm_params(tm_op *o, int K, int mode, qat_rng *r)
 {
     const int OC = o->oc;
@@ -140,10 +141,15 @@ static void tm_params(tm_op *o, int K, int mode, qat_rng *r)
     o->mult = malloc(OC * sizeof(int32_t));
     o->shift = malloc(OC * sizeof(int32_t));
     for (int i = 0; i < OC * K; i++)
-        o->w[i] = mode ? (qat_rng_below(r, 2) ? 127 : -128) : (int8_t)rnd_int(r, -127, 127);
+        o->w[i] = mode == 1   ? (qat_rng_below(r, 2) ? 127 : -128)
+                  : mode == 2 ? (int8_t)rnd_int(r, -2, 2)
+                              : (int8_t)rnd_int(r, -127, 127);
     for (int c = 0; c < OC; c++) {
-        o->bias[c] = mode ? rnd_int(r, -2000000, 2000000) : rnd_int(r, -20000, 20000);
+        o->bias[c] = mode == 1 ? rnd_int(r, -2000000, 2000000)
+                     : mode == 2 ? rnd_int(r, -40, 40)
+                                 : rnd_int(r, -20000, 20000);
         double target = 40.0 / (sqrt((double)K) * 73.0 * 75.0) * pow(2.0, 3.0 * qat_rng_uniform(r) - 1.5);
+        if (mode == 2) target = pow(2.0, 5.0 * qat_rng_uniform(r) - 2.0) / (double)K;
         to_mult(target, &o->mult[c], &o->shift[c]);
         uint32_t pick = qat_rng_below(r, 16);
         if (pick == 0) o->mult[c] = 0, o->shift[c] = rnd_int(r, -31, 30);
@@ -151,7 +157,7 @@ static void tm_params(tm_op *o, int K, int mode, qat_rng *r)
         if (pick == 2) o->mult[c] = 1 << 30, o->shift[c] = -31;
         if (pick == 3) o->shift[c] = rnd_int(r, -31, 30);
     }
-    o->zp = mode ? (qat_rng_below(r, 2) ? 127 : -128) : rnd_int(r, -128, 127);
+    o->zp = mode == 1 ? (qat_rng_below(r, 2) ? 127 : -128) : rnd_int(r, -128, 127);
     uint32_t act = qat_rng_below(r, 3);
     o->act_min = act == 1 ? o->zp : -128;
     o->act_max = 127;
@@ -993,6 +999,36 @@ START_TEST(test_isa_extreme_conv)
 }
 END_TEST
 
+/* real multipliers around 1 (the kernels' shift paths for 31 - shift on
+ * both sides of 32) on inputs close to the zero point */
+START_TEST(test_isa_multipliers)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 31 + (uint64_t)_i);
+    tm_model M = {0};
+    int x = tm_input(&M, 3, 1 + _i, 9, 21, 0);
+    x = tm_conv(&M, x, 13, 1, 1, 1, 0, 2, &r);
+    x = tm_conv(&M, x, 17, 3, 3, 1, 1, 2, &r);
+    x = tm_flatten(&M, x);
+    tm_linear(&M, x, 19, 2, &r);
+    qat_rt_model *m = tm_load(&M, "mult.h5");
+    ck_assert_int_eq(qat_rt_prepare(m, 3), QAT_OK);
+    int8_t in[3 * 4 * 9 * 21];
+    for (size_t i = 0; i < sizeof in; i++) in[i] = (int8_t)rnd_int(&r, -6, 6);
+    for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (qat_rt_set_isa(m, (qat_rt_isa)isa) != QAT_OK) continue;
+        check_against_forward(m, &M, in, 3, "multipliers");
+    }
+    /* the outputs are not all saturated: the test sees the rounding */
+    int inner = 0;
+    const int8_t *y = qat_rt_op_output(m, 2);
+    for (int i = 0; i < 3 * 17 * 9 * 21; i++) inner += y[i] > -128 && y[i] < 127;
+    ck_assert_int_gt(inner, 3 * 17 * 9 * 21 / 4);
+    qat_rt_free(m);
+    tm_free(&M);
+}
+END_TEST
+
 /* ---- malformed files ---- */
 
 /* the base model of the malformed tests: input (2,5,5) -> conv 3x3 pad 1
@@ -1388,6 +1424,7 @@ static Suite *runtime_suite(void)
     tcase_add_loop_test(tc, test_each_op, 0, 9);
     tcase_add_loop_test(tc, test_isa_random, 0, 8);
     tcase_add_loop_test(tc, test_isa_extreme_conv, 0, 4);
+    tcase_add_loop_test(tc, test_isa_multipliers, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("malformed");
     tcase_add_test(tc, test_bad_float_weights);
