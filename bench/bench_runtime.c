@@ -1,0 +1,304 @@
+/* bench/bench_runtime.c: throughput and latency of the integer runtime.
+ *
+ * Writes convnet- and lenet5-shaped int8 models (docs/MODELS.md shapes,
+ * random weights, fused ReLUs) with the HDF5 C API, loads them with the
+ * runtime and prints one JSON object: images/s at batch 128 and batch-1
+ * latency for every kernel family this CPU runs. Links only libqat_runtime
+ * and HDF5.
+ *
+ * Usage: bench_runtime [--threads N] [--model convnet|lenet5|all] [--seconds S]
+ *                      [--keep DIR]   (also leave the model files in DIR)
+ * Time: median over repeats of about S/10 seconds each (default S = 2). */
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qat/runtime.h"
+
+/* ---- a tiny seeded generator (splitmix64) ---- */
+static uint64_t rng_state = 12345;
+static uint32_t rnd(void)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+
+/* ---- writing ---- */
+
+static void a_str(hid_t o, const char *n, const char *v)
+{
+    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, H5T_VARIABLE);
+    hid_t a = H5Acreate2(o, n, t, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, &v);
+    H5Aclose(a);
+    H5Sclose(s);
+    H5Tclose(t);
+}
+
+static void a_i32s(hid_t o, const char *n, const int32_t *v, int k, int scalar)
+{
+    hsize_t d = (hsize_t)k;
+    hid_t s = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL);
+    hid_t a = H5Acreate2(o, n, H5T_STD_I32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    if (k) H5Awrite(a, H5T_NATIVE_INT32, v);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+static void a_i32(hid_t o, const char *n, int32_t v)
+{
+    a_i32s(o, n, &v, 1, 1);
+}
+
+static void a_f32(hid_t o, const char *n, float v)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(o, n, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_FLOAT, &v);
+    H5Aclose(a);
+    H5Sclose(s);
+}
+
+static void d_write(hid_t g, const char *n, hid_t ft, hid_t mt, int rank, const hsize_t *d,
+                    const void *p)
+{
+    hid_t s = H5Screate_simple(rank, d, NULL);
+    hid_t ds = H5Dcreate2(g, n, ft, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, p);
+    H5Dclose(ds);
+    H5Sclose(s);
+}
+
+typedef struct {
+    hid_t ops;
+    int n;
+    int c, h, w, ndim; /* shape of the last op */
+    int32_t zp;
+} net;
+
+static hid_t op_begin(net *t, const char *type, int n_in, int32_t in, int ndim, int c, int h,
+                      int w, int32_t zp)
+{
+    char nm[16], name[32];
+    snprintf(nm, sizeof nm, "%03d", t->n);
+    snprintf(name, sizeof name, "%s%d", type, t->n);
+    hid_t g = H5Gcreate2(t->ops, nm, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    a_str(g, "type", type);
+    a_str(g, "name", name);
+    a_i32s(g, "inputs", &in, n_in, 0);
+    int32_t sh[3] = {c, h, w};
+    a_i32s(g, "out_shape", sh, ndim, 0);
+    a_f32(g, "out_scale", 0.05f);
+    a_i32(g, "out_zero_point", zp);
+    t->n++;
+    t->ndim = ndim;
+    t->c = c;
+    t->h = h;
+    t->w = w;
+    t->zp = zp;
+    return g;
+}
+
+/* conv2d (kh = kw = k) or linear (k = 0) with a fused ReLU */
+static void gemm_op(net *t, int oc, int k, int pad)
+{
+    const int conv = k > 0;
+    const int ic = conv ? t->c : t->c * (t->ndim == 3 ? t->h * t->w : 1);
+    const int K = conv ? ic * k * k : ic;
+    const int oh = conv ? t->h + 2 * pad - k + 1 : 1, ow = conv ? t->w + 2 * pad - k + 1 : 1;
+    const int32_t in_zp = t->zp, zp = (int32_t)(rnd() % 64) - 100;
+    hid_t g = op_begin(t, conv ? "conv2d" : "linear", 1, t->n - 1, conv ? 3 : 1, oc, oh, ow, zp);
+    if (conv) {
+        a_i32(g, "stride", 1);
+        a_i32(g, "pad", pad);
+    }
+    a_i32(g, "in_zero_point", in_zp);
+    a_i32(g, "act_min", zp);
+    a_i32(g, "act_max", 127);
+    int8_t *w = malloc((size_t)oc * K);
+    int32_t *b = malloc(oc * 4), *m = malloc(oc * 4), *s = malloc(oc * 4);
+    float *ws = malloc(oc * 4);
+    for (size_t i = 0; i < (size_t)oc * K; i++) w[i] = (int8_t)((int)(rnd() % 255) - 127);
+    for (int o = 0; o < oc; o++) {
+        b[o] = (int32_t)(rnd() % 20001) - 10000;
+        int e;
+        double f = frexp(40.0 / (sqrt((double)K) * 73.0 * 75.0), &e);
+        m[o] = (int32_t)llround(f * 2147483648.0);
+        s[o] = e;
+        ws[o] = 0.01f;
+    }
+    hsize_t wd[4] = {(hsize_t)oc, (hsize_t)ic, (hsize_t)k, (hsize_t)k}, od = (hsize_t)oc;
+    d_write(g, "weight", H5T_STD_I8LE, H5T_NATIVE_INT8, conv ? 4 : 2, wd, w);
+    d_write(g, "bias", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, b);
+    d_write(g, "multiplier", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, m);
+    d_write(g, "shift", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, s);
+    d_write(g, "weight_scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &od, ws);
+    free(w);
+    free(b);
+    free(m);
+    free(s);
+    free(ws);
+    H5Gclose(g);
+}
+
+static void maxpool2(net *t)
+{
+    hid_t g = op_begin(t, "maxpool2d", 1, t->n - 1, 3, t->c, t->h / 2, t->w / 2, t->zp);
+    a_i32(g, "kernel", 2);
+    a_i32(g, "stride", 2);
+    H5Gclose(g);
+}
+
+static void flatten(net *t)
+{
+    H5Gclose(op_begin(t, "flatten", 1, t->n - 1, 1, t->c * t->h * t->w, 1, 1, t->zp));
+}
+
+static int write_model(const char *path, const char *arch)
+{
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return -1;
+    net t = {H5Gcreate2(f, "ops", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), 0, 0, 0, 0, 0, 0};
+    hid_t g = op_begin(&t, "input", 0, 0, 3, 1, 28, 28, -128);
+    a_f32(g, "mean", 0.2860f);
+    a_f32(g, "std", 0.3530f);
+    int8_t lut[256];
+    for (int p = 0; p < 256; p++) lut[p] = (int8_t)(p - 128);
+    hsize_t d = 256;
+    d_write(g, "lut", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, &d, lut);
+    H5Gclose(g);
+    if (!strcmp(arch, "convnet")) {
+        gemm_op(&t, 32, 3, 1);
+        gemm_op(&t, 32, 3, 1);
+        maxpool2(&t);
+        gemm_op(&t, 64, 3, 1);
+        gemm_op(&t, 64, 3, 1);
+        maxpool2(&t);
+        flatten(&t);
+        gemm_op(&t, 128, 0, 0);
+        gemm_op(&t, 10, 0, 0);
+    } else {
+        gemm_op(&t, 6, 5, 2);
+        maxpool2(&t);
+        gemm_op(&t, 16, 5, 0);
+        maxpool2(&t);
+        flatten(&t);
+        gemm_op(&t, 120, 0, 0);
+        gemm_op(&t, 84, 0, 0);
+        gemm_op(&t, 10, 0, 0);
+    }
+    H5Gclose(t.ops);
+    a_str(f, "qat_format", "int8-model");
+    a_i32(f, "format_version", 1);
+    a_str(f, "arch", arch);
+    a_i32(f, "num_ops", t.n);
+    a_str(f, "source", "bench_runtime.c");
+    return H5Fclose(f) < 0 ? -1 : 0;
+}
+
+/* ---- timing ---- */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* median seconds per call of run(n) over `reps` repeats of ~budget seconds */
+static double time_runs(qat_rt_model *m, const uint8_t *px, int n, int8_t *y, double budget)
+{
+    enum { REPS = 7 };
+    double t[REPS];
+    int iters = 1;
+    double t0 = now();
+    qat_rt_run_u8(m, px, n, y);
+    double one = now() - t0;
+    if (one > 0) iters = (int)(budget / REPS / one) + 1;
+    for (int r = 0; r < REPS; r++) {
+        t0 = now();
+        for (int i = 0; i < iters; i++) qat_rt_run_u8(m, px, n, y);
+        t[r] = (now() - t0) / iters;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_d);
+    return t[REPS / 2];
+}
+
+int main(int argc, char **argv)
+{
+    int threads = 0;
+    double seconds = 2.0;
+    const char *which = "all", *keep = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) which = argv[++i];
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--threads N] [--model convnet|lenet5|all] [--seconds S] [--keep DIR]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    const char *archs[2] = {"convnet", "lenet5"};
+    enum { B = 128 };
+    uint8_t *px = malloc((size_t)B * 784);
+    for (int i = 0; i < B * 784; i++) px[i] = (uint8_t)rnd();
+    int8_t y[B * 10];
+    printf("{\"bench\": \"runtime\", \"batch\": %d, \"models\": [", B);
+    int first_model = 1;
+    for (int a = 0; a < 2; a++) {
+        if (strcmp(which, "all") && strcmp(which, archs[a])) continue;
+        char path[] = "/tmp/qat-bench-runtime-XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0 || write_model(path, archs[a])) {
+            fprintf(stderr, "cannot write a model file\n");
+            return 1;
+        }
+        close(fd);
+        qat_rt_model *m = NULL;
+        if (qat_rt_load_file(path, &m)) {
+            fprintf(stderr, "%s\n", qat_rt_last_error());
+            return 1;
+        }
+        if (keep) {
+            char dst[4096];
+            snprintf(dst, sizeof dst, "%s/%s.int8.h5", keep, archs[a]);
+            if (rename(path, dst)) write_model(dst, archs[a]);
+        }
+        remove(path);
+        qat_rt_set_threads(m, threads);
+        printf("%s{\"model\": \"%s\", \"payload_bytes\": %zu, \"threads\": %d, \"isas\": [",
+               first_model ? "" : ", ", archs[a], qat_rt_payload_bytes(m),
+               threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+        first_model = 0;
+        int first = 1;
+        for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+            if (qat_rt_set_isa(m, (qat_rt_isa)isa) || qat_rt_prepare(m, B)) continue;
+            double tb = time_runs(m, px, B, y, seconds * 0.7);
+            double t1 = time_runs(m, px, 1, y, seconds * 0.3);
+            printf("%s{\"isa\": \"%s\", \"images_per_s\": %.0f, \"batch1_latency_us\": %.1f}",
+                   first ? "" : ", ", qat_rt_isa_name((qat_rt_isa)isa), B / tb, t1 * 1e6);
+            fflush(stdout);
+            first = 0;
+        }
+        printf("]}");
+        qat_rt_free(m);
+    }
+    printf("]}\n");
+    free(px);
+    return 0;
+}
