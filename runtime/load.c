@@ -181,8 +181,11 @@ static int ld_attr_str(const ld_ctx *c, hid_t obj, const char *name, char **out)
                     name, (long long)np);
     } else if (H5Tis_variable_str(t) > 0) {
         char *p = NULL;
+        /* the memory type takes the file's character set (UTF-8 or ASCII):
+         * HDF5 does not convert between the two */
         mt = H5Tcopy(H5T_C_S1);
-        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &p) < 0 || !p) {
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
+            H5Aread(a, mt, &p) < 0 || !p) {
             st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
         } else {
             *out = strdup(p);

@@ -393,11 +393,16 @@ static void tm_forward_free(const tm_model *M, int8_t **outs)
 
 /* ---- writing the file (HDF5 C API) ---- */
 
+/* vlen: variable-length UTF-8 (what the exporter writes), else fixed ASCII */
 static void wr_str(hid_t o, const char *name, const char *v, int vlen)
 {
     hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
-    if (vlen) H5Tset_size(t, H5T_VARIABLE);
-    else H5Tset_size(t, strlen(v) + 1);
+    if (vlen) {
+        H5Tset_size(t, H5T_VARIABLE);
+        H5Tset_cset(t, H5T_CSET_UTF8);
+    } else {
+        H5Tset_size(t, strlen(v) + 1);
+    }
     hid_t a = H5Acreate2(o, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
     ck_assert_int_ge(a, 0);
     if (vlen) H5Awrite(a, t, &v);
@@ -936,6 +941,7 @@ START_TEST(test_isa_random)
         const int extreme = _i % 2;
         tm_model M;
         build_random_net(&M, extreme, &r);
+        M.vlen = t % 2;
         qat_rt_model *m = tm_load(&M, "isa.h5");
         const int maxb = 1 + (int)qat_rng_below(&r, 9);
         ck_assert_int_eq(qat_rt_prepare(m, maxb), QAT_OK);
