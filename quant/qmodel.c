@@ -362,6 +362,11 @@ void qat_qmodel_clamp_params(qat_qmodel *qm)
     }
 }
 
+static float qat_clamp_q(float v, int32_t lo, int32_t hi)
+{
+    return v < (float)lo ? (float)lo : v > (float)hi ? (float)hi : v;
+}
+
 /* ---- switches ---- */
 
 void qat_qmodel_freeze_bn(qat_qmodel *qm, int frozen)
@@ -394,13 +399,59 @@ int qat_qmodel_set_unit_fake_quant(qat_qmodel *qm, const char *unit, int enabled
     return QAT_OK;
 }
 
+/* Learnable weight scales start where the quantization error of the
+ * folded weights is smallest: per channel, the clipping ratio r in
+ * [0.30, 1.00] (steps of 0.01) of s = r * max|w| / qmax minimising
+ * sum (w - fq(w))^2. MinMax (r = 1) wastes most levels of a 4- or 2-bit
+ * grid on the few largest weights. */
+static int lsq_weight_init(qat_qmodel *qm, qat_qunit *un)
+{
+    qat_quantizer *q = &un->weight;
+    qat_ctx *ctx = qat_ctx_create((size_t)1 << 20);
+    if (!ctx) return QAT_ERR_NOMEM;
+    qat_ctx_set_grad(ctx, 0);
+    qat_tensor *w, *b;
+    int rc = qat_qunit_fold(ctx, qm, un, &w, &b);
+    if (!rc) {
+        size_t per = w->numel / (size_t)q->n;
+        for (int c = 0; c < q->n; c++) {
+            const float *wc = w->data + (q->n > 1 ? (size_t)c * per : 0);
+            size_t n = q->n > 1 ? per : w->numel;
+            float amax = 0;
+            for (size_t i = 0; i < n; i++) amax = fabsf(wc[i]) > amax ? fabsf(wc[i]) : amax;
+            if (!(amax > 0)) continue;
+            double best = INFINITY;
+            float best_s = q->scale[c];
+            for (int k = 30; k <= 100; k++) {
+                float sc = (float)k / 100.0f * amax / (float)q->qmax, inv = 1.0f / sc;
+                double err = 0;
+                for (size_t i = 0; i < n; i++) {
+                    float v = (float)qat_clamp_q(nearbyintf(wc[i] * inv), q->qmin, q->qmax) * sc - wc[i];
+                    err += (double)v * v;
+                }
+                if (err < best) {
+                    best = err;
+                    best_s = sc;
+                }
+            }
+            q->scale[c] = best_s > QAT_SCALE_EPS ? best_s : QAT_SCALE_EPS;
+            q->lsq_scale->data[c] = q->scale[c];
+        }
+    }
+    qat_ctx_free(ctx);
+    return rc;
+}
+
 static int finalize_with(qat_qmodel *qm, int cal)
 {
     for (int u = 0; u < qm->n_units; u++) {
         qat_qunit *un = &qm->units[u];
         if (!un->cfg.quantize) continue;
         int rc;
-        if (un->weight.n && (rc = qat_quantizer_from_observer(&un->weight, -1))) return rc;
+        if (un->weight.n) {
+            if ((rc = qat_quantizer_from_observer(&un->weight, -1))) return rc;
+            if (un->weight.lsq_scale && (rc = lsq_weight_init(qm, un))) return rc;
+        }
         if (cal >= 0 && qat_observer_options(un->act.obs)->kind != QAT_OBSERVER_HISTOGRAM) continue;
         un->act.initialized = 0; /* recompute even if set during calibration */
         if ((rc = qat_quantizer_from_observer(&un->act, cal))) return rc;

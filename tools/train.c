@@ -236,6 +236,11 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
     if (qat && !o.resume) {
         qat_qconfig cfg;
         if ((rc = cli_qconfig(&cfg, o.quant, o.overrides, o.n_overrides))) goto done;
+        /* learnable activation scales start from the MSE-optimal range;
+         * the others follow the moving-average observer */
+        if (cfg.base.lsq_act) cfg.base.calib = QAT_CALIBRATOR_MSE;
+        for (int k = 0; k < cfg.n_overrides; k++)
+            if (cfg.overrides[k].cfg.lsq_act) cfg.overrides[k].cfg.calib = QAT_CALIBRATOR_MSE;
         if (!(qm = qat_qmodel_prepare(m, &cfg))) {
             rc = cli_fail_lib("train: preparing QAT");
             goto done;
@@ -243,7 +248,7 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
         /* Start from PTQ: calibrate every quantizer on training images. */
         if ((rc = cli_calibrate(ctx, qm, d.train, o.calib_size, c.seed + 777, 256))) goto done;
         double a0 = cli_evaluate(ctx, m, qm, d.test, 500);
-        cli_log("QAT %s from %s: PTQ start point (EMA calibration on %d images): test_acc %.4f", o.quant,
+        cli_log("QAT %s from %s: PTQ start point (calibration on %d images): test_acc %.4f", o.quant,
                 o.from ? o.from : "scratch", o.calib_size, a0);
         qat_qmodel_set_observers(qm, 1);
         snprintf(qr.method, sizeof qr.method, "qat");
