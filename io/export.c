@@ -305,7 +305,9 @@ static int write_op(hid_t ops, int i, const xop *o, int digits)
     if (!rc) rc = qat_h5_attr_write_i32(h, "out_zero_point", o->out_zp);
     const char *t = o->type;
     if (!rc && !strcmp(t, "input")) {
-        rc = qat_h5_attr_write(h, "mean", QAT_H5_F32, 0, &o->mean);
+        rc = qat_h5_attr_write_i32(h, "act_min", o->act_min);
+        if (!rc) rc = qat_h5_attr_write_i32(h, "act_max", o->act_max);
+        if (!rc) rc = qat_h5_attr_write(h, "mean", QAT_H5_F32, 0, &o->mean);
         if (!rc) rc = qat_h5_attr_write(h, "std", QAT_H5_F32, 0, &o->std);
         int n = 256;
         if (!rc) rc = qat_h5_write(h, "lut", QAT_H5_I8, 1, &n, o->lut);
@@ -334,6 +336,8 @@ static int write_op(hid_t ops, int i, const xop *o, int digits)
         if (!rc) rc = qat_h5_attr_write_i32(h, "act_max", o->act_max);
     } else if (!rc && (!strcmp(t, "global_avgpool") || !strcmp(t, "avgpool2d"))) {
         rc = qat_h5_attr_write_i32(h, "in_zero_point", o->in_zp);
+        if (!rc) rc = qat_h5_attr_write_i32(h, "act_min", o->act_min);
+        if (!rc) rc = qat_h5_attr_write_i32(h, "act_max", o->act_max);
         if (!rc) rc = qat_h5_attr_write_i32(h, "multiplier", o->pool_m);
         if (!rc) rc = qat_h5_attr_write_i32(h, "shift", o->pool_shift);
         if (!rc && t[0] == 'a') rc = qat_h5_attr_write_i32(h, "kernel", o->k);

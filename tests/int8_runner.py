@@ -163,7 +163,8 @@ def quantize_float(x, op):
         r = np.rint(y).astype(np.float64)          # round half to even
     if np.any(np.isnan(r)):
         raise FormatError("NaN in the float input")
-    q = clamp(np.float64(op.out_zero_point) + r, -128.0, 127.0)
+    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
+    q = clamp(np.float64(op.out_zero_point) + r, float(lo), float(hi))
     return q.astype(np.int8)
 
 
@@ -246,7 +247,7 @@ def run_global_avgpool(op, x):
     zin = op.int_attr("in_zero_point")
     acc = (x.astype(np.int64) - zin).sum(axis=(2, 3))
     y = requant(acc, op.int_attr("multiplier"), op.int_attr("shift")) + op.out_zero_point
-    return clamp(y, -128, 127).astype(np.int8)
+    return clamp(y, op.int_attr("act_min"), op.int_attr("act_max")).astype(np.int8)
 
 
 def pool_windows(op, x):
@@ -263,7 +264,7 @@ def run_avgpool2d(op, x):
     zin = op.int_attr("in_zero_point")
     acc = (pool_windows(op, x).astype(np.int64) - zin).sum(axis=(4, 5))
     y = requant(acc, op.int_attr("multiplier"), op.int_attr("shift")) + op.out_zero_point
-    return clamp(y, -128, 127).astype(np.int8)
+    return clamp(y, op.int_attr("act_min"), op.int_attr("act_max")).astype(np.int8)
 
 
 def run_maxpool2d(op, x):
