@@ -8,7 +8,7 @@
  *
  * Usage: bench_runtime [--threads N] [--model convnet|lenet5|all] [--seconds S]
  *                      [--keep DIR]   (also leave the model files in DIR)
- * Time: median over repeats of about S/10 seconds each (default S = 2). */
+ * Time: median and best of 7 repeats (S seconds per ISA in all, default 2). */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -218,8 +218,11 @@ static int cmp_d(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* median seconds per call of run(n) over `reps` repeats of ~budget seconds */
-static double time_runs(qat_rt_model *m, const uint8_t *px, int n, int8_t *y, double budget)
+/* median (and in *best the minimum) seconds per call of run(n) over 7
+ * repeats of ~budget/7 seconds: on a shared machine the minimum is the
+ * better estimate of the uncontended speed */
+static double time_runs(qat_rt_model *m, const uint8_t *px, int n, int8_t *y, double budget,
+                        double *best)
 {
     enum { REPS = 7 };
     double t[REPS];
@@ -234,6 +237,7 @@ static double time_runs(qat_rt_model *m, const uint8_t *px, int n, int8_t *y, do
         t[r] = (now() - t0) / iters;
     }
     qsort(t, REPS, sizeof t[0], cmp_d);
+    *best = t[0];
     return t[REPS / 2];
 }
 
@@ -288,10 +292,13 @@ int main(int argc, char **argv)
         int first = 1;
         for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
             if (qat_rt_set_isa(m, (qat_rt_isa)isa) || qat_rt_prepare(m, B)) continue;
-            double tb = time_runs(m, px, B, y, seconds * 0.7);
-            double t1 = time_runs(m, px, 1, y, seconds * 0.3);
-            printf("%s{\"isa\": \"%s\", \"images_per_s\": %.0f, \"batch1_latency_us\": %.1f}",
-                   first ? "" : ", ", qat_rt_isa_name((qat_rt_isa)isa), B / tb, t1 * 1e6);
+            double bb, b1;
+            double tb = time_runs(m, px, B, y, seconds * 0.7, &bb);
+            double t1 = time_runs(m, px, 1, y, seconds * 0.3, &b1);
+            printf("%s{\"isa\": \"%s\", \"images_per_s\": %.0f, \"images_per_s_best\": %.0f, "
+                   "\"batch1_latency_us\": %.1f, \"batch1_latency_us_best\": %.1f}",
+                   first ? "" : ", ", qat_rt_isa_name((qat_rt_isa)isa), B / tb, B / bb, t1 * 1e6,
+                   b1 * 1e6);
             fflush(stdout);
             first = 0;
         }

@@ -80,7 +80,7 @@ void qat_rti_linear_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int 
 {
     const int IN = op->ic, OUT = op->oc;
     const int32_t zp = op->in_zp;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int i = 0; i < n; i++) {
         const int8_t *xi = x + (size_t)i * IN;
         for (int o = 0; o < OUT; o++) {

@@ -423,7 +423,7 @@ static void vnni_conv2d_split(const rt_op *op, const int8_t *x, int8_t *y, int n
     {
 #pragma omp for schedule(static)
         for (int i = 0; i < n; i++) conv_pack(op, x + (size_t)i * in_sz, scratch + (size_t)i * slot_bytes);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int w = 0; w < n * qtiles; w++) {
             const int i = w / qtiles, t = w % qtiles;
             conv_image(op, scratch + (size_t)i * slot_bytes, y + (size_t)i * out_sz, t, t + 1);
@@ -566,9 +566,8 @@ static void vnni_linear(const rt_op *op, const int8_t *x, int8_t *y, int n, int 
         for (int i = 0; i < n; i++)
             lin_pack(x + (size_t)i * op->ic, shared + (size_t)i * g->xrow_bytes, op->ic,
                      g->xrow_bytes);
-        const int T = omp_get_num_threads(), id = omp_get_thread_num();
-        lin_tiles(op, shared, y, n, (int)((long long)items * id / T),
-                  (int)((long long)items * (id + 1) / T));
+#pragma omp for schedule(dynamic, 1)
+        for (int w = 0; w < items; w++) lin_tiles(op, shared, y, n, w, w + 1);
     }
 }
 

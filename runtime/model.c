@@ -255,7 +255,9 @@ static void run_graph(qat_rt_model *m, int n, int8_t *logits)
         int j = i;
         while (j < m->n_ops && m->ops[j].type != RT_OP_LINEAR) j++;
         if (n >= T) {
-#pragma omp parallel for num_threads(T) schedule(static)
+            /* dynamic: a thread that loses its core (a busy machine) does
+             * not hold back the batch */
+#pragma omp parallel for num_threads(T) schedule(dynamic, 1)
             for (int b = 0; b < n; b++) {
                 uint8_t *slot = m->scratch + (size_t)omp_get_thread_num() * m->slot_bytes;
                 for (int o = i; o < j; o++) sample_op(m, k, o, b, slot);
