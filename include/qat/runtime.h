@@ -15,10 +15,16 @@
  *
  * Validation happens once, at load: every dataset's type, shape and range
  * (zero points in [-128,127], multipliers in [2^30,2^31) or 0, shifts in
- * [-31,30], inputs of earlier ops, shapes consistent along the graph). A
- * malformed or truncated file is an error with a message, never a crash.
- * The run path never allocates (after qat_rt_prepare) and never fails on a
- * valid model. Status codes are qat/core.h's. */
+ * [-31,30], inputs of earlier ops, shapes consistent along the graph, and
+ * no int32 accumulator able to overflow). A malformed or truncated file is
+ * an error with a message naming the op and the dataset or attribute
+ * ("model.h5: ops/003 (features.0): dataset multiplier has 5 elements,
+ * expected 6"), never a crash. Where an op repeats a value its input op
+ * also stores (an in_zero_point), the op's own attribute is used, as the
+ * format specifies. The run path never allocates (after qat_rt_prepare)
+ * and never fails on a valid model and valid input. Errors go to the
+ * runtime's own thread-local slot, qat_rt_last_error() (the runtime links
+ * nothing else of qat). Status codes are qat/core.h's. */
 #ifndef QAT_RUNTIME_H
 #define QAT_RUNTIME_H
 
@@ -36,48 +42,64 @@ QAT_API const char *qat_rt_last_error(void);
 
 typedef struct qat_rt_model qat_rt_model;
 
+/* Loads and validates an int8 model file; *out is NULL on failure.
+ * QAT_ERR_IO (cannot open), QAT_ERR_FORMAT (malformed, truncated, not an
+ * int8 model), QAT_ERR_UNSUPPORTED (unknown op type, newer format_version),
+ * QAT_ERR_NOMEM. The kernels start as qat_rt_best_isa(). */
 QAT_API int qat_rt_load_file(const char *path, qat_rt_model **out);
 /* From an in-memory copy of the file (targets without a file system). The
- * buffer may be freed after the call. */
+ * buffer may be freed after the call. Same errors as qat_rt_load_file. */
 QAT_API int qat_rt_load_memory(const void *data, size_t size, qat_rt_model **out);
 QAT_API void qat_rt_free(qat_rt_model *m); /* NULL is a no-op */
 
 /* Plans activation buffers for batches of up to max_batch images (the
- * only allocation after load). Run calls with n <= max_batch. */
+ * only allocation after load): one int8 buffer per op output of
+ * [max_batch, per-sample shape], per-thread scratch, and the weights packed
+ * for the chosen kernels. Run calls with n <= max_batch. May be called
+ * again (re-plans). Range of max_batch: [1, 2^20]. */
 QAT_API int qat_rt_prepare(qat_rt_model *m, int max_batch);
 
 /* Inference on n images; logits [n, classes] int8. Inputs: raw uint8
  * pixels [n,C,H,W] (through the input LUT), float inputs (already
  * normalised, quantized with the input scale), or int8 already on the
  * input grid. Return QAT_OK, or QAT_ERR_ARG for n outside [1, max_batch]
- * / NULL pointers / not prepared. */
+ * / NULL pointers / not prepared / a NaN among the float inputs (the
+ * format makes it an error; +-inf clamp to -128 / 127). Results do not
+ * depend on the kernels or the thread count. */
 QAT_API int qat_rt_run_u8(qat_rt_model *m, const uint8_t *pixels, int n, int8_t *logits);
 QAT_API int qat_rt_run_f32(qat_rt_model *m, const float *x, int n, int8_t *logits);
 QAT_API int qat_rt_run_s8(qat_rt_model *m, const int8_t *xq, int n, int8_t *logits);
 
 /* Model facts. */
+/* Per-sample input shape (C, H, W); a flat input (F,) gives (F, 1, 1). */
 QAT_API void qat_rt_input_shape(const qat_rt_model *m, int shape[3]);
+/* Elements per sample of the last op's output (the logits). */
 QAT_API int qat_rt_num_classes(const qat_rt_model *m);
+/* Scale and zero point of the logits. */
 QAT_API float qat_rt_output_scale(const qat_rt_model *m);
 QAT_API int32_t qat_rt_output_zero_point(const qat_rt_model *m);
-/* real logits = (q - zp) * scale, n values */
+/* real logits = (q - zp) * scale in float32, n values */
 QAT_API void qat_rt_dequantize(const qat_rt_model *m, const int8_t *q, size_t n, float *out);
 
 /* Ops, for inspection and per-layer comparison. */
 typedef struct qat_rt_op_info {
-    const char *type;      /* "conv2d", ... */
+    const char *type;      /* "conv2d", ... (valid while the model lives) */
     const char *name;      /* source layer name */
-    int n_inputs, inputs[2];
-    int out_ndim, out_shape[3];
+    int n_inputs, inputs[2]; /* unused entries are -1 */
+    int out_ndim, out_shape[3]; /* unused dimensions are 0 */
     float out_scale;
     int32_t out_zero_point;
-    size_t weight_bytes;   /* bytes of int8 weights + int32 bias/multiplier/shift */
+    size_t weight_bytes;   /* bytes of int8 weights + int32 bias/multiplier/shift (0 if none) */
 } qat_rt_op_info;
 QAT_API int qat_rt_num_ops(const qat_rt_model *m);
+/* Facts of op i in [0, num_ops); QAT_ERR_ARG outside. */
 QAT_API int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info);
-/* The int8 output of op i from the last run ([n, per-sample shape]). */
+/* The int8 output of op i from the last run ([n, per-sample shape], valid
+ * until the next run, prepare or free; a flatten shares its input's
+ * buffer). NULL before qat_rt_prepare or for i out of range. */
 QAT_API const int8_t *qat_rt_op_output(const qat_rt_model *m, int i);
-/* Sum of the bytes of every dataset in the file (the payload). */
+/* Sum over every dataset in the file of element count x element size (the
+ * payload). */
 QAT_API size_t qat_rt_payload_bytes(const qat_rt_model *m);
 
 /* Kernels: the portable C reference, or the fast paths chosen at run time
@@ -89,13 +111,20 @@ typedef enum {
     QAT_RT_ISA_AVX512_VNNI,
     QAT_RT_ISA_COUNT
 } qat_rt_isa;
-/* Forces a kernel family (QAT_ERR_UNSUPPORTED if the CPU lacks it). */
+/* Forces a kernel family (QAT_ERR_UNSUPPORTED if the CPU lacks it;
+ * QAT_RT_ISA_AUTO: the best one). On a prepared model the weights are
+ * repacked for it (if that fails the model is left unprepared). */
 QAT_API int qat_rt_set_isa(qat_rt_model *m, qat_rt_isa isa);
+/* The kernel family in use (never QAT_RT_ISA_AUTO). */
 QAT_API qat_rt_isa qat_rt_get_isa(const qat_rt_model *m);
+/* "auto", "ref", "avx2", "avx512_vnni". */
 QAT_API const char *qat_rt_isa_name(qat_rt_isa isa);
 /* Best ISA this CPU supports. */
 QAT_API qat_rt_isa qat_rt_best_isa(void);
-/* Threads for runs (OpenMP); <= 0: all processors. */
+/* Threads for runs (OpenMP); <= 0: the QAT_NUM_THREADS environment
+ * variable if set, else all processors (the default). qat_rt_prepare plans
+ * scratch for max(processors, threads): more threads than processors must
+ * be set before it, or runs use at most the planned number. */
 QAT_API void qat_rt_set_threads(qat_rt_model *m, int n);
 
 #ifdef __cplusplus
