@@ -527,6 +527,39 @@ static void avx2_linear(const rt_op *op, const int8_t *x, int8_t *y, int n, int 
     }
 }
 
+/* ---- maxpool 2x2 stride 2 ---- */
+
+AVX2 static void avx2_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
+{
+    if (op->kernel != 2 || op->stride != 2) {
+        qat_rti_maxpool2d_s8(op, x, y);
+        return;
+    }
+    const int H = op->in_h, W = op->in_w, OH = op->out_shape[1], OW = op->out_shape[2];
+    for (int c = 0; c < op->in_c; c++)
+        for (int oh = 0; oh < OH; oh++) {
+            const int8_t *r0 = x + ((size_t)c * H + 2 * oh) * W, *r1 = r0 + W;
+            int8_t *yr = y + ((size_t)c * OH + oh) * OW;
+            int o = 0;
+            for (; o + 32 <= OW; o += 32) { /* 64 input columns -> 32 outputs */
+                __m256i a = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o)),
+                                            _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o)));
+                __m256i b = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o + 32)),
+                                            _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o + 32)));
+                /* low byte of each 16-bit lane: the pair's maximum, sign-extended */
+                a = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(a, _mm256_srli_epi16(a, 8)), 8), 8);
+                b = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(b, _mm256_srli_epi16(b, 8)), 8), 8);
+                _mm256_storeu_si256((__m256i *)(void *)(yr + o),
+                                    _mm256_permute4x64_epi64(_mm256_packs_epi16(a, b), 0xD8));
+            }
+            for (; o < OW; o++) {
+                int8_t m0 = r0[2 * o] > r0[2 * o + 1] ? r0[2 * o] : r0[2 * o + 1];
+                int8_t m1 = r1[2 * o] > r1[2 * o + 1] ? r1[2 * o] : r1[2 * o + 1];
+                yr[o] = m0 > m1 ? m0 : m1;
+            }
+        }
+}
+
 const rt_isa_kernels qat_rti_avx2 = {
     .prepare_conv = avx2_prepare_conv,
     .prepare_linear = avx2_prepare_linear,
@@ -535,5 +568,5 @@ const rt_isa_kernels qat_rti_avx2 = {
     .conv_image = avx2_conv_image,
     .conv2d_split = avx2_conv2d_split,
     .linear = avx2_linear,
-    .maxpool_image = NULL,
+    .maxpool_image = avx2_maxpool_image,
 };
