@@ -25,6 +25,8 @@
 #include "runtime/rounding.h"
 #include "runtime/rt_internal.h"
 
+#pragma GCC poison float double
+
 void *qat_rti_alloc(size_t bytes)
 {
     size_t n = (bytes + 63) / 64 * 64;

@@ -24,7 +24,9 @@
  * format specifies. The run path never allocates (after qat_rt_prepare)
  * and never fails on a valid model and valid input. Errors go to the
  * runtime's own thread-local slot, qat_rt_last_error() (the runtime links
- * nothing else of qat). Status codes are qat/core.h's. */
+ * nothing else of qat). Status codes are qat/core.h's. A model runs one
+ * call at a time (its buffers are shared): use one model per thread for
+ * concurrent inference; each run is itself multi-threaded. */
 #ifndef QAT_RUNTIME_H
 #define QAT_RUNTIME_H
 
