@@ -1,6 +1,6 @@
 /* Batch normalisation over (N, H, W) per channel; forward and backward.
  *
- * Statistics are summed in double over 8 interleaved lanes (fixed order,
+ * Statistics are summed in double over 32 interleaved lanes (fixed order,
  * so the result does not depend on the thread count and the loops
  * vectorise). The normalised input xhat = (x - mean) * invstd is not
  * stored: backward recomputes it from x with the same float operations,
@@ -17,11 +17,16 @@ typedef struct {
     int training;  /* batch statistics were used */
 } bn_saved;
 
-#define LANES 8 /* the kernels' double accumulator lanes */
+#define LANES QAT_BN_LANES /* the kernels' double accumulator lanes */
 
+/* the lanes summed pairwise, in a fixed order */
 static double lanes_total(const double *acc)
 {
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    double t[LANES];
+    memcpy(t, acc, sizeof t);
+    for (int w = LANES / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) t[j] = t[j] + t[j + w];
+    return t[0];
 }
 
 static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)

@@ -327,10 +327,18 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
         dy_floats = OC * dp.g.cs;
         t_floats = (ptrdiff_t)s * s * C * dp.Hq * dp.Wq;
     }
-    const int G = dw ? dw_group(xs + ys) : 1;
+    /* A "same" convolution pads dy by pad for its input gradient, and that
+     * plane, read from offset pad*Wq + pad, is dy on the Wq-wide grid of
+     * the weight gradient (zero columns and rows included): one copy of dy
+     * serves both. */
+    const int shared = dw && dx && direct && KH - 1 - d->pad == d->pad && KW - 1 - d->pad == d->pad;
+    const ptrdiff_t shift = shared ? (ptrdiff_t)d->pad * xg.Wq + d->pad : 0;
+    const ptrdiff_t yst = shared ? dy_floats : ys; /* between the samples' dy planes */
+    const int G = dw ? dw_group(xs + yst) : 1;
     int nt = qat_get_num_threads();
     if (nt > d->N) nt = d->N;
-    const size_t per = (dw ? (size_t)G * (xs + ys) + (size_t)OC * K : 0) + (size_t)(dy_floats + t_floats);
+    const size_t per = (dw ? (size_t)G * xs + (size_t)OC * K : 0) + (dw && !shared ? (size_t)G * ys : 0) +
+                       (size_t)(shared ? G : 1) * (size_t)dy_floats + (size_t)t_floats;
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
     float *wpk = dx ? qat_arena_alloc(ctx, 2 * (size_t)K * OC * sizeof(float)) : NULL;
     ptrdiff_t *koff = qat_arena_alloc(ctx, 2 * (size_t)KK * sizeof(ptrdiff_t));
@@ -382,31 +390,39 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
         float *dwp = scratch + (size_t)t * per; /* [OC][K] */
         float *xp = dwp + (dw ? (size_t)OC * K : 0), *yg = xp + (dw ? (size_t)G * xs : 0);
-        float *yq = yg + (dw ? (size_t)G * ys : 0), *tq = yq + dy_floats;
+        float *yq = yg + (dw && !shared ? (size_t)G * ys : 0), *tq = yq + (size_t)(shared ? G : 1) * dy_floats;
         ptrdiff_t lo, hi;
         split_range(d->N, nth, t, 1, &lo, &hi);
         for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
             int ns = hi - s0 < G ? (int)(hi - s0) : G;
+            if (shared)
+                for (int k = 0; k < ns; k++)
+                    build_phases(yq + k * yst, y->grad + (size_t)(s0 + k) * OC * ohw, OC, &dd.g);
             if (dw) {
                 for (int k = 0; k < ns; k++) {
                     build_phases(xp + k * xs, x->data + (size_t)(s0 + k) * C * hw, C, &xg);
-                    grid_planes(yg + k * ys, P, y->grad + (size_t)(s0 + k) * OC * ohw, OC, d->OH, d->OW,
-                                xg.Wq);
+                    if (!shared)
+                        grid_planes(yg + k * ys, P, y->grad + (size_t)(s0 + k) * OC * ohw, OC, d->OH, d->OW,
+                                    xg.Wq);
                 }
                 /* dW (OC, K) += dy-grid (OC, P) . x taps (K, P) */
-                qat_brows br = {C, KK, xg.cs, koff};
-                qat_gemm_dot(OC, (int)P, ns, yg, P, ys, xp, &br, xs, dwp, K);
+                qat_brows br = {C, KK, xg.cs, koff, NULL};
+                if (shared)
+                    qat_gemm_dot(OC, (int)P, ns, yq + shift, dd.g.cs, yst, xp, &br, xs, NULL, dwp, K);
+                else
+                    qat_gemm_dot(OC, (int)P, ns, yg, P, ys, xp, &br, xs, NULL, dwp, K);
             }
             if (!dx) continue;
             for (int k = 0; k < ns; k++) {
                 const float *dyk = y->grad + (size_t)(s0 + k) * OC * ohw;
                 float *dxk = dx + (size_t)(s0 + k) * C * hw;
                 if (direct) {
-                    build_phases(yq, dyk, OC, &dd.g);
+                    float *yk = shared ? yq + k * yst : yq;
+                    if (!shared) build_phases(yq, dyk, OC, &dd.g);
                     /* dx (C, H x Wq grid) (+)= W2 (C, OC*KK) . dy taps */
-                    qat_brows br = {OC, KK, dd.g.cs, dd.koff};
+                    qat_brows br = {OC, KK, dd.g.cs, dd.koff, NULL};
                     qat_cmat cm = {dxk, hw, dd.g.Wq, d->W, d->W};
-                    qat_gemm_bcast(C, d->H * dd.g.Wq, dd.w2p, yq, &br, fresh ? QAT_C_ZERO : QAT_C_ADD, NULL,
+                    qat_gemm_bcast(C, d->H * dd.g.Wq, dd.w2p, yk, &br, fresh ? QAT_C_ZERO : QAT_C_ADD, NULL,
                                    &cm, 0);
                     continue;
                 }
@@ -416,7 +432,7 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
                     tp[ph] = dp.kk[ph] ? tq + (size_t)ph * C * dp.Hq * dp.Wq : NULL;
                     if (!tp[ph]) continue; /* no tap reaches these pixels */
                     /* phase plane (C, Hq x Wd grid) = Wab (C, OC*U*V) . dy taps */
-                    qat_brows br = {OC, dp.kk[ph], dp.g.cs, dp.koff[ph]};
+                    qat_brows br = {OC, dp.kk[ph], dp.g.cs, dp.koff[ph], NULL};
                     qat_cmat cm = {tp[ph], (ptrdiff_t)dp.Hq * dp.Wq, dp.g.Wq, dp.Wq, dp.Wq};
                     qat_gemm_bcast(C, dp.Hq * dp.g.Wq, dp.wp[ph], yq, &br, QAT_C_ZERO, NULL, &cm, 0);
                 }
@@ -448,7 +464,7 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
     if (!scratch || !wp || !koff) return -1;
     qat_pack_a(wp, w, K, 1, OC, K);
     fwd_taps(koff, d, &xg);
-    qat_brows br = {C, KK, xg.cs, koff};
+    qat_brows br = {C, KK, xg.cs, koff, NULL};
     const int mode = bias ? QAT_C_BIAS : QAT_C_ZERO;
     if (by_cols)
         for (int s = 0; s < d->N; s++) build_phases(scratch + s * xs, x + (size_t)s * C * d->H * d->W, C, &xg);
@@ -475,6 +491,142 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
         }
     }
     return 0;
+}
+
+/* ---- "same" convolutions: no copies at all ----
+ *
+ * Stride 1 with 2*pad = KH-1 = KW-1 keeps the image size, so output pixel q
+ * (0 <= q < H*W) reads tap (kh, kw) at q + (kh-pad)*W + (kw-pad) of the
+ * unpadded input plane: the GEMMs read x and dy in place, with lane masks
+ * for the taps that fall into the padding (the same masks for the forward,
+ * whose taps they are, and the input gradient, a "same" convolution of dy
+ * with the flipped kernel). */
+
+static int is_same(const conv_dims *d)
+{
+    return qat_simd_level() == QAT_SIMD_AVX512 && d->stride == 1 && 2 * d->pad == d->KH - 1 &&
+           2 * d->pad == d->KW - 1;
+}
+
+typedef struct {
+    ptrdiff_t *koff; /* KH*KW tap offsets */
+    uint32_t *m32;   /* [strip][KK]: the bcast kernel's masks of 32-column strips */
+    uint16_t *m16;   /* [vector][KK + 1]: the dot kernel's, entry KK the image's own pixels */
+} same_taps;
+
+static int same_taps_make(qat_ctx *ctx, const conv_dims *d, same_taps *t)
+{
+    const int H = d->H, W = d->W, HW = H * W, KK = d->KH * d->KW, p = d->pad;
+    const int ns = (HW + 31) / 32, nv = (HW + 15) / 16;
+    t->koff = qat_arena_alloc(ctx, (size_t)KK * sizeof(ptrdiff_t));
+    t->m32 = qat_arena_alloc(ctx, (size_t)ns * KK * sizeof(uint32_t));
+    t->m16 = qat_arena_alloc(ctx, (size_t)nv * (KK + 1) * sizeof(uint16_t));
+    if (!t->koff || !t->m32 || !t->m16) return -1;
+    memset(t->m32, 0, (size_t)ns * KK * sizeof(uint32_t));
+    memset(t->m16, 0, (size_t)nv * (KK + 1) * sizeof(uint16_t));
+    for (int kh = 0; kh < d->KH; kh++)
+        for (int kw = 0; kw < d->KW; kw++) {
+            int q = kh * d->KW + kw;
+            t->koff[q] = (ptrdiff_t)(kh - p) * W + (kw - p);
+            for (int px = 0; px < HW; px++) {
+                int r = px / W + kh - p, c = px % W + kw - p;
+                if (r < 0 || r >= H || c < 0 || c >= W) continue;
+                t->m32[(px / 32) * KK + q] |= 1u << (px % 32);
+                t->m16[(px / 16) * (KK + 1) + q] |= (uint16_t)(1u << (px % 16));
+            }
+        }
+    for (int px = 0; px < HW; px++) t->m16[(px / 16) * (KK + 1) + KK] |= (uint16_t)(1u << (px % 16));
+    return 0;
+}
+
+static int conv_forward_same(qat_ctx *ctx, const conv_dims *d, const float *x, const float *w,
+                             const float *bias, float *y)
+{
+    const int C = d->C, OC = d->OC, KK = d->KH * d->KW, K = C * KK, HW = d->H * d->W;
+    same_taps tp;
+    float *wp = qat_arena_alloc(ctx, (size_t)OC * K * sizeof(float));
+    if (!wp || same_taps_make(ctx, d, &tp)) return -1;
+    qat_pack_a(wp, w, K, 1, OC, K);
+    const int mode = bias ? QAT_C_BIAS : QAT_C_ZERO;
+    int nt = qat_get_num_threads();
+    /* fewer samples than threads (inference of one image): the threads
+     * split each image's columns */
+    const int by_cols = d->N < nt;
+    if (!by_cols && nt > d->N) nt = d->N;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        ptrdiff_t lo = 0, hi = HW, s0 = 0, s1 = d->N;
+        if (by_cols)
+            split_range(HW, nth, t, QAT_NR, &lo, &hi);
+        else
+            split_range(d->N, nth, t, 1, &s0, &s1);
+        qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK};
+        for (ptrdiff_t s = s0; s < s1 && lo < hi; s++) {
+            /* y (OC, HW) = W (OC, K) . x taps */
+            qat_cmat cm = {y + (size_t)s * OC * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
+            qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
+        }
+    }
+    return 0;
+}
+
+static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    qat_tensor *x = e->in[0], *w = e->in[1], *y = e->out;
+    const conv_dims *d = e->saved;
+    const int C = d->C, OC = d->OC, KK = d->KH * d->KW, K = C * KK, HW = d->H * d->W;
+    int fresh;
+    float *dx = qat_grad_fresh(ctx, x, &fresh), *dw = qat_grad(ctx, w);
+    int nt = qat_get_num_threads();
+    if (nt > d->N) nt = d->N;
+    same_taps tp;
+    float *dwp = dw ? qat_arena_alloc(ctx, (size_t)nt * OC * K * sizeof(float)) : NULL;
+    float *w2p = dx ? qat_arena_alloc(ctx, 2 * (size_t)K * OC * sizeof(float)) : NULL;
+    if ((dw && !dwp) || (dx && !w2p) || same_taps_make(ctx, d, &tp)) return; /* error is set */
+    if (dx) {
+        /* W2(c, (oc, kh, kw)) = W(oc, c, KH-1-kh, KW-1-kw), packed */
+        float *w2 = w2p + (size_t)K * OC;
+        for (int c = 0; c < C; c++)
+            for (int o = 0; o < OC; o++)
+                for (int q = 0; q < KK; q++)
+                    w2[((size_t)c * OC + o) * KK + q] = w->data[((size_t)o * C + c) * KK + (KK - 1 - q)];
+        qat_pack_a(w2p, w2, (ptrdiff_t)OC * KK, 1, C, OC * KK);
+    }
+    /* every partial is zeroed: a nested region may run fewer threads */
+    if (dw) memset(dwp, 0, (size_t)nt * OC * K * sizeof(float));
+    /* dW samples in groups whose x and dy stay in cache while every tile of
+     * dW passes over them */
+    const int G = dw_group((ptrdiff_t)(C + OC) * HW);
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        ptrdiff_t lo, hi;
+        split_range(d->N, nth, t, 1, &lo, &hi);
+        for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
+            int ns = hi - s0 < G ? (int)(hi - s0) : G;
+            if (dw) {
+                /* dW (OC, K) += dy (OC, HW) . x taps (K, HW) */
+                qat_brows br = {C, KK, HW, tp.koff, NULL};
+                qat_gemm_dot(OC, HW, ns, y->grad + (size_t)s0 * OC * HW, HW, (ptrdiff_t)OC * HW,
+                             x->data + (size_t)s0 * C * HW, &br, (ptrdiff_t)C * HW, tp.m16,
+                             dwp + (size_t)t * OC * K, K);
+            }
+            if (dx)
+                for (ptrdiff_t s = s0; s < s0 + ns; s++) {
+                    /* dx (C, HW) (+)= W2 (C, OC*KK) . dy taps */
+                    qat_brows br = {OC, KK, HW, tp.koff, tp.m32};
+                    qat_cmat cm = {dx + (size_t)s * C * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
+                    qat_gemm_bcast(C, HW, w2p, y->grad + (size_t)s * OC * HW, &br, fresh ? QAT_C_ZERO : QAT_C_ADD,
+                                   NULL, &cm, 0);
+                }
+        }
+    }
+    if (dw)
+        for (int t = 0; t < nt; t++) {
+            const float *p = dwp + (size_t)t * OC * K;
+            for (size_t i = 0; i < (size_t)OC * K; i++) dw[i] += p[i];
+        }
 }
 
 /* ---- im2col paths (avx512 kernels or OpenBLAS) ---- */
@@ -529,8 +681,8 @@ static void conv_backward_im2col(qat_ctx *ctx, const qat_tape_entry *e)
                 im2col_range(col, ld, x->data, d, g, g + n);
                 /* dW (OC,K) += dy (OC,n) col^T (n,K) */
                 if (simd) {
-                    qat_brows br = {K, 1, ld, zero_off};
-                    qat_gemm_dot(OC, (int)ld, 1, dyc, ld, 0, col, &br, 0, dwp, K);
+                    qat_brows br = {K, 1, ld, zero_off, NULL};
+                    qat_gemm_dot(OC, (int)ld, 1, dyc, ld, 0, col, &br, 0, NULL, dwp, K);
                 } else {
                     qat_sgemm(0, 1, OC, K, (int)n, 1.0f, dyc, (int)ld, col, (int)ld, 1.0f, dwp, K);
                 }
@@ -538,7 +690,7 @@ static void conv_backward_im2col(qat_ctx *ctx, const qat_tape_entry *e)
             if (dx) {
                 /* dcol (K,n) = W^T (K,OC) dy (OC,n) */
                 if (simd) {
-                    qat_brows br = {OC, 1, ld, zero_off};
+                    qat_brows br = {OC, 1, ld, zero_off, NULL};
                     qat_cmat cm = {dcol, ld, PTRDIFF_MAX, PTRDIFF_MAX, 0};
                     qat_gemm_bcast(K, (int)n, wtp, dyc, &br, QAT_C_ZERO, NULL, &cm, 0);
                 } else {
@@ -581,7 +733,7 @@ static int conv_forward_im2col(qat_ctx *ctx, const conv_dims *d, const float *x,
             im2col_range(col, n, x, d, g, g + n);
             /* y (OC, n) = W (OC,K) col (K,n) [+ b] */
             if (simd) {
-                qat_brows br = {K, 1, n, zero_off};
+                qat_brows br = {K, 1, n, zero_off, NULL};
                 qat_cmat cm = {y, ohw, ohw, ohw, (ptrdiff_t)OC * ohw};
                 qat_gemm_bcast(OC, (int)n, wp, col, &br, bias ? QAT_C_BIAS : QAT_C_ZERO, bias, &cm, g);
             } else {
@@ -598,7 +750,9 @@ static void conv_backward(qat_ctx *ctx, const qat_tape_entry *e)
     qat_tensor *b = e->in[2], *y = e->out;
     const conv_dims *d = e->saved;
     if (e->in[0]->requires_grad || e->in[1]->requires_grad) {
-        if (use_implicit(d))
+        if (is_same(d))
+            conv_backward_same(ctx, e);
+        else if (use_implicit(d))
             conv_backward_implicit(ctx, e);
         else
             conv_backward_im2col(ctx, e);
@@ -643,8 +797,9 @@ qat_tensor *qat_conv2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b
     qat_tensor *y = qat_new(ctx, 4, (int[]){d->N, d->OC, d->OH, d->OW});
     if (!y) return NULL;
     const float *bias = b ? b->data : NULL;
-    int rc = use_implicit(d) ? conv_forward_implicit(ctx, d, x->data, w->data, bias, y->data)
-                             : conv_forward_im2col(ctx, d, x->data, w->data, bias, y->data);
+    int rc = is_same(d)        ? conv_forward_same(ctx, d, x->data, w->data, bias, y->data)
+             : use_implicit(d) ? conv_forward_implicit(ctx, d, x->data, w->data, bias, y->data)
+                               : conv_forward_im2col(ctx, d, x->data, w->data, bias, y->data);
     if (rc) return NULL;
     qat_tensor *in[3] = {x, w, b};
     if (qat_needs_grad(ctx, 3, in) &&

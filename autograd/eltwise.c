@@ -18,7 +18,7 @@
 #define HAVE_AVX512 0
 #endif
 
-#define LANES 8 /* double accumulator lanes of the BN sums */
+#define LANES QAT_BN_LANES /* double accumulator lanes of the BN sums */
 
 /* ---- portable ---- */
 
@@ -263,52 +263,72 @@ static AVX512 void maxpool2_bwd_fresh_avx512(float *dx, const float *dy, const u
     for (int h = 2 * OH; h < H; h++) memset(dx + (size_t)h * W, 0, (size_t)W * sizeof(float));
 }
 
-/* 8 floats from p (k of them; the rest 0) as doubles */
-static AVX512 __m512d load8_pd(const float *p, size_t k)
+/* 8 floats from p (k of them, k may be 0 or more than 8; the rest 0) as
+ * doubles */
+static AVX512 __m512d load8_pd(const float *p, ptrdiff_t k)
 {
-    __m512 v = _mm512_maskz_loadu_ps(first(k), p);
-    return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m256 v = _mm512_castps512_ps256(_mm512_maskz_loadu_ps(first(k < 0 ? 0 : k > 8 ? 8 : (size_t)k), p));
+    return _mm512_cvtps_pd(v);
 }
 
-/* The masked tail adds +0.0 to the unused lanes, which changes nothing:
- * a lane's sum starts at +0.0 and so is never -0.0. */
+/* The sums keep 32 lanes in four registers (four independent chains):
+ * register r, lane l takes the elements i = 8r + l mod 32. A masked tail
+ * adds +0.0 to the unused lanes, which changes nothing: a lane's sum
+ * starts at +0.0 and so is never -0.0. */
 static AVX512 void acc_sum_avx512(double *acc, const float *p, size_t n)
 {
-    __m512d a = _mm512_loadu_pd(acc);
-    for (size_t i = 0; i < n; i += LANES) a = _mm512_add_pd(a, load8_pd(p + i, n - i < LANES ? n - i : LANES));
-    _mm512_storeu_pd(acc, a);
+    __m512d a[4];
+    for (int r = 0; r < 4; r++) a[r] = _mm512_loadu_pd(acc + 8 * r);
+    for (size_t i = 0; i < n; i += LANES)
+        for (int r = 0; r < 4; r++) a[r] = _mm512_add_pd(a[r], load8_pd(p + i + 8 * r, (ptrdiff_t)(n - i) - 8 * r));
+    for (int r = 0; r < 4; r++) _mm512_storeu_pd(acc + 8 * r, a[r]);
 }
 
 static AVX512 void acc_sqdev_avx512(double *acc, const float *p, size_t n, double mu)
 {
-    __m512d a = _mm512_loadu_pd(acc), m = _mm512_set1_pd(mu);
-    for (size_t i = 0; i < n; i += LANES) {
-        size_t k = n - i < LANES ? n - i : LANES;
-        __m512d d = _mm512_sub_pd(load8_pd(p + i, k), m);
-        /* unused lanes: (0 - mu)^2 must not be added */
-        d = _mm512_maskz_mov_pd((__mmask8)first(k), d);
-        a = _mm512_add_pd(a, _mm512_mul_pd(d, d));
-    }
-    _mm512_storeu_pd(acc, a);
+    __m512d a[4], m = _mm512_set1_pd(mu);
+    for (int r = 0; r < 4; r++) a[r] = _mm512_loadu_pd(acc + 8 * r);
+    for (size_t i = 0; i < n; i += LANES)
+        for (int r = 0; r < 4; r++) {
+            ptrdiff_t k = (ptrdiff_t)(n - i) - 8 * r;
+            __m512d d = _mm512_sub_pd(load8_pd(p + i + 8 * r, k), m);
+            /* unused lanes: (0 - mu)^2 must not be added */
+            d = _mm512_maskz_mov_pd((__mmask8)first(k < 0 ? 0 : k > 8 ? 8 : (size_t)k), d);
+            a[r] = _mm512_add_pd(a[r], _mm512_mul_pd(d, d));
+        }
+    for (int r = 0; r < 4; r++) _mm512_storeu_pd(acc + 8 * r, a[r]);
 }
 
 static AVX512 void acc_dy_avx512(double *s, double *t, const float *dy, const float *x, size_t n,
                                  float mean, float is)
 {
-    __m512d as = _mm512_loadu_pd(s), at = _mm512_loadu_pd(t);
-    const __m256 mv = _mm256_set1_ps(mean), iv = _mm256_set1_ps(is);
-    for (size_t i = 0; i < n; i += LANES) {
-        size_t k = n - i < LANES ? n - i : LANES;
-        __mmask16 km = first(k);
-        __m256 xv = _mm512_castps512_ps256(_mm512_maskz_loadu_ps(km, x + i));
-        __m256 g = _mm512_castps512_ps256(_mm512_maskz_loadu_ps(km, dy + i));
-        __m256 h = _mm256_mul_ps(_mm256_sub_ps(xv, mv), iv);
-        __m512d gd = _mm512_cvtps_pd(g); /* unused lanes: dy = 0, so 0 * h = 0 */
-        as = _mm512_add_pd(as, gd);
-        at = _mm512_add_pd(at, _mm512_mul_pd(gd, _mm512_cvtps_pd(h)));
+    __m512d as[4], at[4];
+    for (int r = 0; r < 4; r++) {
+        as[r] = _mm512_loadu_pd(s + 8 * r);
+        at[r] = _mm512_loadu_pd(t + 8 * r);
     }
-    _mm512_storeu_pd(s, as);
-    _mm512_storeu_pd(t, at);
+    const __m512 mv = _mm512_set1_ps(mean), iv = _mm512_set1_ps(is);
+    for (size_t i = 0; i < n; i += LANES)
+        for (int r = 0; r < 4; r += 2) {
+            /* 16 elements: h in float, then both halves in double */
+            ptrdiff_t k = (ptrdiff_t)(n - i) - 8 * r;
+            __mmask16 km = first(k < 0 ? 0 : k > 16 ? 16 : (size_t)k);
+            __m512 xv = _mm512_maskz_loadu_ps(km, x + i + 8 * r);
+            __m512 g = _mm512_maskz_loadu_ps(km, dy + i + 8 * r); /* unused lanes: dy = 0, 0 * h = 0 */
+            __m512 h = _mm512_mul_ps(_mm512_sub_ps(xv, mv), iv);
+            __m512d g0 = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+            __m512d g1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(g), 1)));
+            __m512d h0 = _mm512_cvtps_pd(_mm512_castps512_ps256(h));
+            __m512d h1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(h), 1)));
+            as[r] = _mm512_add_pd(as[r], g0);
+            as[r + 1] = _mm512_add_pd(as[r + 1], g1);
+            at[r] = _mm512_add_pd(at[r], _mm512_mul_pd(g0, h0));
+            at[r + 1] = _mm512_add_pd(at[r + 1], _mm512_mul_pd(g1, h1));
+        }
+    for (int r = 0; r < 4; r++) {
+        _mm512_storeu_pd(s + 8 * r, as[r]);
+        _mm512_storeu_pd(t + 8 * r, at[r]);
+    }
 }
 
 static AVX512 void bn_apply_avx512(float *y, const float *x, size_t n, float mean, float is, float g,

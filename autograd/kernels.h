@@ -16,6 +16,7 @@
 #define QAT_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "qat/tensor.h"
 
@@ -30,13 +31,17 @@ int qat_simd_set_level(int level);
 /* ---- GEMM kernels of the avx512 engine ----
  * Both read the reduction operand B through a qat_brows: row k = c*kk + q
  * of B starts at b + c*cstride + koff[q]. A plain row-major B is
- * {nc = K, kk = 1, cstride = ldb, koff = {0}}; a convolution reads the
- * zero-padded input directly: c the input channel, q = (kh, kw), koff[q]
- * = kh*Wp + kw, columns the pixels of a Wp-wide grid (implicit im2col). */
+ * {nc = K, kk = 1, cstride = ldb, koff = {0}}; a convolution reads its
+ * input directly: c the input channel, q = (kh, kw), koff[q] the tap's
+ * offset, columns the output pixels (implicit im2col). With `mask`, the
+ * lanes of tap q that fall outside the image (padding) are not read:
+ * bit j of mask[t*kk + q] says whether column 32*t + j of the rows of tap
+ * q exists; those rows may then start before their plane. */
 typedef struct {
     int nc, kk;
     ptrdiff_t cstride;
     const ptrdiff_t *koff;
+    const uint32_t *mask; /* qat_gemm_bcast: NULL or [strip][kk] */
 } qat_brows;
 
 #define QAT_MR 12 /* rows per packed A panel */
@@ -81,10 +86,14 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
 
 /* D(i, k) += sum_{s < ns} sum_{p < P} A_s(i, p) B_s(k, p), i < M, k < K =
  * nc*kk, with A_s(i, p) = a[s*sa + i*lda + p] and row k of B_s at
- * b + s*sb (through br). P is a multiple of 16: callers pad A's rows with
- * zeros and keep B's padding finite. Single-threaded; avx512 engine. */
+ * b + s*sb (through br; br->mask unused). Without mask, P is a multiple of
+ * 16: callers pad A's rows with zeros and keep B's padding finite. With
+ * mask ([ceil(P/16)][kk + 1], 16-bit): entry q < kk holds the lanes of
+ * tap q's rows that exist in each 16-column vector, entry kk those of A's
+ * rows. Single-threaded; avx512 engine. */
 void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
-                  const float *b, const qat_brows *br, ptrdiff_t sb, float *d, ptrdiff_t ldd);
+                  const float *b, const qat_brows *br, ptrdiff_t sb, const uint16_t *mask, float *d,
+                  ptrdiff_t ldd);
 
 #endif
 
@@ -104,6 +113,8 @@ float *qat_grad_fresh(qat_ctx *ctx, qat_tensor *t, int *fresh);
  * lanes, lane j taking elements i = j mod 8), so both give the same bits.
  * `fresh`: the destination is uninitialised and is stored (0.0f + v),
  * else v is added into it. */
+
+#define QAT_BN_LANES 32
 
 /* y = x > 0 ? x : 0 */
 void qat_k_relu_fwd(float *y, const float *x, size_t n);

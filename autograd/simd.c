@@ -81,15 +81,23 @@ typedef struct {
     __mmask16 blo, bhi;
 } tile_map;
 
-typedef void (*bcast_fn)(const float *a, const float *b, const qat_brows *br, const tile_map *t,
-                         int mode, const float *bias, float *c, ptrdiff_t ldc);
+/* B rows are addressed through integers: with masks, a row may start
+ * before its plane (the lanes there are never read). */
+static INLINE const float *at_offset(const float *b, ptrdiff_t off)
+{
+    return (const float *)(uintptr_t)((uintptr_t)b + (uintptr_t)(off * (ptrdiff_t)sizeof(float)));
+}
+
+typedef void (*bcast_fn)(const float *a, const float *b, const qat_brows *br, const uint32_t *km,
+                         const tile_map *t, int mode, const float *bias, float *c, ptrdiff_t ldc);
 
 /* An MR x (16*NV) tile: a is the packed panel [K][MR], b column 0 of the
- * tile in B, c row 0 of C (piece offsets in t). */
-static INLINE AVX512 void bcast_body(const int MR, const int NV, const float *restrict a,
-                                     const float *restrict b, const qat_brows *br,
-                                     const tile_map *t, int mode, const float *bias, float *c,
-                                     ptrdiff_t ldc)
+ * tile in B, c row 0 of C (piece offsets in t); km: the strip's tap masks
+ * (MASKED) or unused. */
+static INLINE AVX512 void bcast_body(const int MR, const int NV, const int MASKED,
+                                     const float *restrict a, const float *restrict b,
+                                     const qat_brows *br, const uint32_t *km, const tile_map *t,
+                                     int mode, const float *bias, float *c, ptrdiff_t ldc)
 {
     __m512 c0[QAT_MR], c1[QAT_MR];
 #pragma GCC unroll 12
@@ -111,11 +119,20 @@ static INLINE AVX512 void bcast_body(const int MR, const int NV, const float *re
     const int nc = br->nc, kk = br->kk;
     const ptrdiff_t cs = br->cstride, *koff = br->koff;
     for (int ch = 0; ch < nc; ch++) {
-        const float *bc = b + ch * cs;
+        const float *bc = at_offset(b, ch * cs);
         for (int q = 0; q < kk; q++) {
-            const float *bk = bc + koff[q];
-            __m512 b0 = _mm512_maskz_loadu_ps(blo, bk);
-            __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(bhi, bk + 16) : b0;
+            const float *bk = at_offset(bc, koff[q]);
+            __mmask16 mlo = blo, mhi = bhi;
+            if (MASKED) {
+                uint32_t m = km[q];
+                mlo = (__mmask16)(m & blo);
+                mhi = (__mmask16)((m >> 16) & bhi);
+            }
+            __m512 b0 = _mm512_maskz_loadu_ps(mlo, bk);
+            __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(mhi, bk + 16) : b0;
+            /* the same row two tiles on: read in place (not a copy in
+             * cache), B streams in from L2 or memory */
+            if (MASKED) _mm_prefetch((const char *)at_offset(bk, 2 * QAT_NR), _MM_HINT_T0);
 #pragma GCC unroll 12
             for (int i = 0; i < MR; i++) {
                 __m512 av = _mm512_set1_ps(a[i]);
@@ -135,22 +152,22 @@ static INLINE AVX512 void bcast_body(const int MR, const int NV, const float *re
     }
 }
 
-#define BK(MR, NV)                                                                              \
-    static AVX512 void bk_##MR##_##NV(const float *a, const float *b, const qat_brows *br,       \
-                                      const tile_map *t, int mode, const float *bias, float *c,   \
-                                      ptrdiff_t ldc)                                              \
+#define BK(MR, NV, M)                                                                           \
+    static AVX512 void bk_##MR##_##NV##_##M(const float *a, const float *b, const qat_brows *br, \
+                                            const uint32_t *km, const tile_map *t, int mode,     \
+                                            const float *bias, float *c, ptrdiff_t ldc)          \
     {                                                                                             \
-        bcast_body(MR, NV, a, b, br, t, mode, bias, c, ldc);                                      \
+        bcast_body(MR, NV, M, a, b, br, km, t, mode, bias, c, ldc);                               \
     }
-#define BK_NV(MR) BK(MR, 1) BK(MR, 2)
+#define BK_NV(MR) BK(MR, 1, 0) BK(MR, 2, 0) BK(MR, 1, 1) BK(MR, 2, 1)
 BK_NV(1) BK_NV(2) BK_NV(3) BK_NV(4) BK_NV(5) BK_NV(6)
 BK_NV(7) BK_NV(8) BK_NV(9) BK_NV(10) BK_NV(11) BK_NV(12)
 
-static const bcast_fn bcast_kernels[QAT_MR + 1][2] = {
-    {NULL, NULL},
-    {bk_1_1, bk_1_2}, {bk_2_1, bk_2_2}, {bk_3_1, bk_3_2}, {bk_4_1, bk_4_2},
-    {bk_5_1, bk_5_2}, {bk_6_1, bk_6_2}, {bk_7_1, bk_7_2}, {bk_8_1, bk_8_2},
-    {bk_9_1, bk_9_2}, {bk_10_1, bk_10_2}, {bk_11_1, bk_11_2}, {bk_12_1, bk_12_2},
+#define BROW(MR) {{bk_##MR##_1_0, bk_##MR##_2_0}, {bk_##MR##_1_1, bk_##MR##_2_1}}
+static const bcast_fn bcast_kernels[QAT_MR + 1][2][2] = {
+    {{NULL, NULL}, {NULL, NULL}},
+    BROW(1), BROW(2), BROW(3), BROW(4), BROW(5), BROW(6),
+    BROW(7), BROW(8), BROW(9), BROW(10), BROW(11), BROW(12),
 };
 _Static_assert(QAT_MR == 12, "bcast_kernels lists 12 panel heights");
 
@@ -197,23 +214,26 @@ static ptrdiff_t col_offset(const qat_cmat *cm, ptrdiff_t g)
 void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_brows *br, int mode,
                     const float *bias, const qat_cmat *cm, ptrdiff_t g0)
 {
-    const int np = qat_panel_count(M), K = br->nc * br->kk;
+    const int np = qat_panel_count(M), K = br->nc * br->kk, masked = br->mask != NULL;
     for (int j0 = 0; j0 < N; j0 += QAT_NR) {
         int n = N - j0 < QAT_NR ? N - j0 : QAT_NR;
         int nv = n > 16 ? 2 : 1;
         uint32_t all = lanes(0, n);
+        const uint32_t *km = masked ? br->mask + (size_t)(j0 / QAT_NR) * br->kk : NULL;
         tile_map t;
         int direct = map_tile(&t, cm, g0 + j0, n);
+        if (direct && t.np == 0) continue; /* no column of the tile exists */
         t.blo = lo16(all);
         t.bhi = hi16(all);
+        const bcast_fn *row = NULL;
         for (int pi = 0; pi < np; pi++) {
             int r0, mr;
             qat_panel(M, pi, &r0, &mr);
+            row = bcast_kernels[mr][masked];
             const float *a = ap + (size_t)r0 * K, *bi = bias ? bias + r0 : NULL;
             float *c = cm->c + r0 * cm->ldc;
-            if (t.np == 0 && direct) continue; /* no column of the tile exists */
             if (direct) {
-                bcast_kernels[mr][nv - 1](a, b + j0, br, &t, mode, bi, c, cm->ldc);
+                row[nv - 1](a, b + j0, br, km, &t, mode, bi, c, cm->ldc);
                 continue;
             }
             /* too many pieces: through a plain tile */
@@ -224,7 +244,7 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
                 ptrdiff_t o = col_offset(cm, g0 + j0 + j);
                 for (int i = 0; i < mr; i++) tmp[i * QAT_NR + j] = o < 0 ? 0.0f : c[i * cm->ldc + o];
             }
-            bcast_kernels[mr][nv - 1](a, b + j0, br, &tt, mode, bi, tmp, QAT_NR);
+            row[nv - 1](a, b + j0, br, km, &tt, mode, bi, tmp, QAT_NR);
             for (int j = 0; j < n; j++) {
                 ptrdiff_t o = col_offset(cm, g0 + j0 + j);
                 if (o >= 0)
@@ -236,23 +256,31 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
 
 /* ---- dot-product kernel (weight gradients) ---- */
 
-/* An MI x NJ tile of D: MI rows of A (aligned loads), NJ rows of B
- * (unaligned: the taps of a plane). 6 x 4 measured fastest on Zen 5
- * (4 x 6 and 3 x 8, with more unaligned loads, were 10-50% slower). */
+/* An MI x NJ tile of D: MI rows of A, NJ rows of B (unaligned: the taps of
+ * a plane). 6 x 4 measured fastest on Zen 5 (4 x 6 and 3 x 8, with more
+ * unaligned loads, were 10-50% slower). */
 #define DOT_MI 6
 #define DOT_NJ 4
 
 typedef void (*dot_fn)(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
-                       const float *const *bj, ptrdiff_t sb, float *d, ptrdiff_t ldd);
+                       const float *const *bj, const int *qj, int kk, const uint16_t *mask,
+                       ptrdiff_t sb, float *d, ptrdiff_t ldd);
 
-static INLINE AVX512 void dot_body(const int MI, const int NJ, int P, int ns, const float *a,
-                                   ptrdiff_t lda, ptrdiff_t sa, const float *const *bj,
-                                   ptrdiff_t sb, float *d, ptrdiff_t ldd)
+/* mask (MASKED): [vector][kk + 1], entry q < kk the lanes of tap q's B
+ * rows, entry kk the lanes of the A rows */
+static INLINE AVX512 void dot_body(const int MI, const int NJ, const int MASKED, int P, int ns,
+                                   const float *a, ptrdiff_t lda, ptrdiff_t sa,
+                                   const float *const *bj, const int *qj, int kk,
+                                   const uint16_t *mask, ptrdiff_t sb, float *d, ptrdiff_t ldd)
 {
     __m512 acc[DOT_MI][DOT_NJ];
     const float *bp[DOT_NJ];
+    int q[DOT_NJ];
 #pragma GCC unroll 8
-    for (int j = 0; j < NJ; j++) bp[j] = bj[j];
+    for (int j = 0; j < NJ; j++) {
+        bp[j] = bj[j];
+        q[j] = MASKED ? qj[j] : 0;
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < MI; i++)
 #pragma GCC unroll 8
@@ -260,13 +288,17 @@ static INLINE AVX512 void dot_body(const int MI, const int NJ, int P, int ns, co
     for (int s = 0; s < ns; s++) {
         const float *as = a + s * sa;
         const ptrdiff_t bo = s * sb;
-        for (int p = 0; p < P; p += 16) {
+        const uint16_t *mv = mask;
+        for (int p = 0; p < P; p += 16, mv += kk + 1) {
             __m512 av[DOT_MI];
 #pragma GCC unroll 8
-            for (int i = 0; i < MI; i++) av[i] = _mm512_loadu_ps(as + i * lda + p);
+            for (int i = 0; i < MI; i++)
+                av[i] = MASKED ? _mm512_maskz_loadu_ps(mv[kk], as + i * lda + p) : _mm512_loadu_ps(as + i * lda + p);
 #pragma GCC unroll 8
             for (int j = 0; j < NJ; j++) {
-                __m512 bv = _mm512_loadu_ps(bp[j] + bo + p);
+                const float *bq = at_offset(bp[j], bo + p);
+                __m512 bv = MASKED ? _mm512_maskz_loadu_ps(mv[q[j]], bq) : _mm512_loadu_ps(bq);
+                if (MASKED) _mm_prefetch((const char *)at_offset(bq, 64), _MM_HINT_T0);
 #pragma GCC unroll 8
                 for (int i = 0; i < MI; i++) acc[i][j] = _mm512_fmadd_ps(av[i], bv, acc[i][j]);
             }
@@ -278,18 +310,21 @@ static INLINE AVX512 void dot_body(const int MI, const int NJ, int P, int ns, co
         for (int j = 0; j < NJ; j++) d[i * ldd + j] += _mm512_reduce_add_ps(acc[i][j]);
 }
 
-#define DK(MI, NJ)                                                                              \
-    static AVX512 void dk_##MI##_##NJ(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa, \
-                                      const float *const *bj, ptrdiff_t sb, float *d,             \
-                                      ptrdiff_t ldd)                                              \
+#define DK(MI, NJ, M)                                                                           \
+    static AVX512 void dk_##MI##_##NJ##_##M(int P, int ns, const float *a, ptrdiff_t lda,        \
+                                            ptrdiff_t sa, const float *const *bj, const int *qj, \
+                                            int kk, const uint16_t *mask, ptrdiff_t sb, float *d, \
+                                            ptrdiff_t ldd)                                        \
     {                                                                                             \
-        dot_body(MI, NJ, P, ns, a, lda, sa, bj, sb, d, ldd);                                      \
+        dot_body(MI, NJ, M, P, ns, a, lda, sa, bj, qj, kk, mask, sb, d, ldd);                     \
     }
-#define DK_NJ(MI) DK(MI, 1) DK(MI, 2) DK(MI, 3) DK(MI, 4)
-DK_NJ(1) DK_NJ(2) DK_NJ(3) DK_NJ(4) DK_NJ(5) DK_NJ(6)
-#define DROW(MI) {NULL, dk_##MI##_1, dk_##MI##_2, dk_##MI##_3, dk_##MI##_4}
-static const dot_fn dot_kernels[DOT_MI + 1][DOT_NJ + 1] = {
-    {NULL}, DROW(1), DROW(2), DROW(3), DROW(4), DROW(5), DROW(6),
+#define DK_NJ(MI, M) DK(MI, 1, M) DK(MI, 2, M) DK(MI, 3, M) DK(MI, 4, M)
+#define DK_M(MI) DK_NJ(MI, 0) DK_NJ(MI, 1)
+DK_M(1) DK_M(2) DK_M(3) DK_M(4) DK_M(5) DK_M(6)
+#define DROW(MI, M) {NULL, dk_##MI##_1_##M, dk_##MI##_2_##M, dk_##MI##_3_##M, dk_##MI##_4_##M}
+static const dot_fn dot_kernels[2][DOT_MI + 1][DOT_NJ + 1] = {
+    {{NULL}, DROW(1, 0), DROW(2, 0), DROW(3, 0), DROW(4, 0), DROW(5, 0), DROW(6, 0)},
+    {{NULL}, DROW(1, 1), DROW(2, 1), DROW(3, 1), DROW(4, 1), DROW(5, 1), DROW(6, 1)},
 };
 _Static_assert(DOT_MI == 6 && DOT_NJ == 4, "dot_kernels lists 6 x 4 tile shapes");
 
@@ -303,22 +338,27 @@ static void even_block(int n, int max, int b, int *start, int *len)
 }
 
 void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
-                  const float *b, const qat_brows *br, ptrdiff_t sb, float *d, ptrdiff_t ldd)
+                  const float *b, const qat_brows *br, ptrdiff_t sb, const uint16_t *mask, float *d,
+                  ptrdiff_t ldd)
 {
     const int K = br->nc * br->kk;
     const int nbk = (K + DOT_NJ - 1) / DOT_NJ, nbi = (M + DOT_MI - 1) / DOT_MI;
+    const int masked = mask != NULL;
     for (int bk = 0; bk < nbk; bk++) {
         int k0, nj;
         even_block(K, DOT_NJ, bk, &k0, &nj);
         const float *bj[DOT_NJ];
+        int qj[DOT_NJ];
         for (int j = 0; j < nj; j++) {
             int k = k0 + j;
-            bj[j] = b + (k / br->kk) * br->cstride + br->koff[k % br->kk];
+            qj[j] = k % br->kk;
+            bj[j] = at_offset(b, (k / br->kk) * br->cstride + br->koff[qj[j]]);
         }
         for (int bi = 0; bi < nbi; bi++) {
             int i0, mi;
             even_block(M, DOT_MI, bi, &i0, &mi);
-            dot_kernels[mi][nj](P, ns, a + i0 * lda, lda, sa, bj, sb, d + i0 * ldd + k0, ldd);
+            dot_kernels[masked][mi][nj](P, ns, a + i0 * lda, lda, sa, bj, qj, br->kk, mask, sb,
+                                        d + i0 * ldd + k0, ldd);
         }
     }
 }
@@ -331,10 +371,11 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
 }
 
 void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
-                  const float *b, const qat_brows *br, ptrdiff_t sb, float *d, ptrdiff_t ldd)
+                  const float *b, const qat_brows *br, ptrdiff_t sb, const uint16_t *mask, float *d,
+                  ptrdiff_t ldd)
 {
-    (void)M, (void)P, (void)ns, (void)a, (void)lda, (void)sa, (void)b, (void)br, (void)sb, (void)d,
-        (void)ldd;
+    (void)M, (void)P, (void)ns, (void)a, (void)lda, (void)sa, (void)b, (void)br, (void)sb, (void)mask,
+        (void)d, (void)ldd;
     abort();
 }
 #endif

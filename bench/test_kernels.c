@@ -84,7 +84,7 @@ START_TEST(test_gemm_bcast)
                 memcpy(c, c0, csz * 4);
                 qat_pack_a(ap, a, K, 1, M, K);
                 static const ptrdiff_t zero[1] = {0};
-                qat_brows br = {K, 1, N, zero};
+                qat_brows br = {K, 1, N, zero, NULL};
                 /* rows must not overlap: for the maps with ldc 0, the row
                  * stride is one past the largest column offset */
                 ptrdiff_t ldc = cm->ldc;
@@ -137,8 +137,8 @@ START_TEST(test_gemm_dot)
         fill(b, (size_t)ns * sb + 1024, &r, -1, 1);
         fill(d0, (size_t)M * K, &r, -1, 1);
         memcpy(d, d0, (size_t)M * K * 4);
-        qat_brows br = {nc, kk, cstride, koff};
-        qat_gemm_dot(M, P, ns, a, lda, sa, b, &br, sb, d, K);
+        qat_brows br = {nc, kk, cstride, koff, NULL};
+        qat_gemm_dot(M, P, ns, a, lda, sa, b, &br, sb, NULL, d, K);
         double worst = 0;
         for (int i = 0; i < M; i++)
             for (int k = 0; k < K; k++) {
@@ -322,7 +322,7 @@ START_TEST(test_eltwise_same_bits)
         for (size_t i = 0; i < n; i++) /* and the values are right */
             ck_assert(x[i] > 0 ? o[0][i] == x[i] : (o[0][i] == 0 && !signbit(o[0][i])));
         /* BN kernels */
-        double acc[2][4][8];
+        double acc[2][4][QAT_BN_LANES];
         float ap[2][3][1000];
         for (int lv = 0; lv < 2; lv++) {
             qat_simd_set_level(lv);
