@@ -287,6 +287,15 @@ static int64_t search(const hctx *c, const hview *v, int folded, int move_hi, in
     return c0 + best;
 }
 
+/* Smallest window a search tries: nlev bins (one source bin per level);
+ * KL starts at TensorRT's start_bin 128 whatever the bit width: below 8
+ * bits a window of nlev bins has Q == P and KL would clip to a sliver
+ * (lenet5 W4A4 PTQ-KL fell to 10%). */
+static int64_t min_window(qat_calib_method m, int nlev)
+{
+    return m == QAT_CALIB_KL && nlev < 128 ? 128 : nlev;
+}
+
 static int nomem(void) { return qat_error(QAT_ERR_NOMEM, "observer calibration: out of memory"); }
 
 /* Folded |x| histogram: symmetric schemes, or affine with one-sided data. */
@@ -316,10 +325,10 @@ static int range_folded(const hctx *c, qat_calib_method m, double pct, int nlev,
         int64_t k = 0;
         while (k < nf - 1 && v.pre[k + 1] < target) k++;
         b = k + 1;
-    } else if (nf >= nlev) {
+    } else if (nf >= min_window(m, nlev)) {
         if (m == QAT_CALIB_KL && nf >= 2) v.h[0] = v.h[1]; /* suppress the zero spike */
         prefix(&v);
-        b = search(c, &v, 1, 1, 0, nlev, nf, nlev, m == QAT_CALIB_KL ? OBJ_KL : OBJ_MSE);
+        b = search(c, &v, 1, 1, 0, min_window(m, nlev), nf, nlev, m == QAT_CALIB_KL ? OBJ_KL : OBJ_MSE);
         if (b < 0) rc = nomem();
     }
     if (rc == QAT_OK) folded_range(c, b, lo, hi);
@@ -357,16 +366,17 @@ static int range_signed(const hctx *c, qat_calib_method m, double pct, int nlev,
         while (a + 1 < n && v.pre[a + 1] <= tail) a++;
         if (b < z0) b = z0;
         if (a > z0) a = z0;
-    } else if (n >= nlev) {
+    } else if (n >= min_window(m, nlev)) {
         if (m == QAT_CALIB_KL && z0 + 1 < n) v.h[z0] = v.h[z0 + 1]; /* zero spike */
         prefix(&v);
         int obj = m == QAT_CALIB_KL ? OBJ_KL : OBJ_MSE;
+        int64_t w = min_window(m, nlev);
         for (int round = 0; round < 4; round++) {
             int64_t a_old = a, b_old = b;
-            int64_t lo_b = a + nlev > z0 ? a + nlev : z0;
+            int64_t lo_b = a + w > z0 ? a + w : z0;
             if (lo_b <= n) b = search(c, &v, 0, 1, a, lo_b, n, nlev, obj);
             if (b < 0) break;
-            int64_t hi_a = b - nlev < z0 ? b - nlev : z0;
+            int64_t hi_a = b - w < z0 ? b - w : z0;
             if (hi_a >= 0) a = search(c, &v, 0, 0, b, 0, hi_a, nlev, obj);
             if (a < 0) break;
             if (a == a_old && b == b_old) break;
