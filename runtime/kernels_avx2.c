@@ -560,6 +560,48 @@ AVX2 static void avx2_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
         }
 }
 
+/* ---- add (prepare.c: qat_rti_add_prepare) ---- */
+
+AVX2 static void avx2_add_image(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y)
+{
+    const size_t n = op->out_size;
+    const int32_t zp = op->out_zp, lo = op->act_min, hi = op->act_max;
+    if (op->add_fast == 2) {
+        memset(y, (int8_t)(zp < lo ? lo : zp > hi ? hi : zp), n);
+        return;
+    }
+    if (op->add_fast != 1) {
+        qat_rti_add_s8(op, a, b, y);
+        return;
+    }
+    const __m256i za = _mm256_set1_epi16((short)op->add_zp[0]), zb = _mm256_set1_epi16((short)op->add_zp[1]);
+    const __m256i hm = _mm256_set1_epi32(op->add_h), lm = _mm256_set1_epi32(op->add_l);
+    const __m256i c = _mm256_set1_epi32(op->add_c), z = _mm256_set1_epi32(zp);
+    const __m256i vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
+    const __m128i sh = _mm_cvtsi32_si128(op->add_sh);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i da = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + i))), za);
+        const __m256i db = _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + i))), zb);
+        __m256i r[2];
+        for (int k = 0; k < 2; k++) {
+            const __m256i pr = k ? _mm256_unpackhi_epi16(da, db) : _mm256_unpacklo_epi16(da, db);
+            const __m256i hv = _mm256_madd_epi16(pr, hm), lv = _mm256_madd_epi16(pr, lm);
+            __m256i v = _mm256_add_epi32(_mm256_add_epi32(hv, c), _mm256_srai_epi32(lv, 16));
+            v = _mm256_add_epi32(_mm256_sra_epi32(v, sh), z);
+            r[k] = _mm256_min_epi32(_mm256_max_epi32(v, vlo), vhi);
+        }
+        const __m256i p16 = _mm256_packs_epi32(r[0], r[1]); /* original order */
+        const __m256i p8 = _mm256_permute4x64_epi64(_mm256_packs_epi16(p16, p16), 0xD8);
+        _mm_storeu_si128((__m128i *)(void *)(y + i), _mm256_castsi256_si128(p8));
+    }
+    if (i < n) { /* tail: the reference on the last elements */
+        rt_op tail = *op;
+        tail.out_size = n - i;
+        qat_rti_add_s8(&tail, a + i, b + i, y + i);
+    }
+}
+
 const rt_isa_kernels qat_rti_avx2 = {
     .prepare_conv = avx2_prepare_conv,
     .prepare_linear = avx2_prepare_linear,
@@ -569,4 +611,5 @@ const rt_isa_kernels qat_rti_avx2 = {
     .conv2d_split = avx2_conv2d_split,
     .linear = avx2_linear,
     .maxpool_image = avx2_maxpool_image,
+    .add_image = avx2_add_image,
 };

@@ -173,9 +173,16 @@ static int vnni_prepare_conv(rt_op *op)
     return QAT_OK;
 }
 
+/* bytes of the stride-2 packer's padded rows (4 channels) */
+static size_t s2_rows_bytes(const rt_gemm *g)
+{
+    return 4 * (2 * (((size_t)g->ws + 15) / 16 * 16) + 64);
+}
+
 static size_t vnni_conv_slot_bytes(const rt_op *op)
 {
-    return op->g.img_bytes;
+    const rt_gemm *g = &op->g;
+    return (g->img_bytes + 63) / 64 * 64 + (g->s == 2 && !g->tap_mode ? s2_rows_bytes(g) : 0);
 }
 
 /* 4 rows of 16 bytes -> 16 cells of 4 bytes (64 bytes at d) */
@@ -187,6 +194,60 @@ VNNI_INLINE void interleave4(uint8_t *d, __m128i r0, __m128i r1, __m128i r2, __m
     _mm_storeu_si128((__m128i *)(void *)(d + 16), _mm_unpackhi_epi16(t0, t2));
     _mm_storeu_si128((__m128i *)(void *)(d + 32), _mm_unpacklo_epi16(t1, t3));
     _mm_storeu_si128((__m128i *)(void *)(d + 48), _mm_unpackhi_epi16(t1, t3));
+}
+
+/* the same, as one vector (for masked stores) */
+VNNI_INLINE __m512i interleave4_v(__m128i r0, __m128i r1, __m128i r2, __m128i r3)
+{
+    const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
+    const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
+    __m512i v = _mm512_castsi128_si512(_mm_unpacklo_epi16(t0, t2));
+    v = _mm512_inserti32x4(v, _mm_unpackhi_epi16(t0, t2), 1);
+    v = _mm512_inserti32x4(v, _mm_unpacklo_epi16(t1, t3), 2);
+    return _mm512_inserti32x4(v, _mm_unpackhi_epi16(t1, t3), 3);
+}
+
+/* stride 2, channel cells: each padded input row (4 channels, built in
+ * `rows`) splits into its even and odd columns, the rows of phase planes
+ * (hp % 2, 0) and (hp % 2, 1) */
+VNNI static void conv_pack_s2(const rt_op *op, const int8_t *x, uint8_t *xp, uint8_t *rows)
+{
+    const rt_gemm *g = &op->g;
+    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, ws = g->ws;
+    const uint8_t pv = (uint8_t)(op->in_zp + 128);
+    const size_t tl = s2_rows_bytes(g) / 4;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int grp = 0; grp < g->groups; grp++)
+        for (int hp = 0; hp < 2 * g->hs; hp++) {
+            const int ph = hp & 1, i = hp >> 1, ih = hp - P;
+            for (int e = 0; e < 4; e++) {
+                uint8_t *t = rows + (size_t)e * tl;
+                memset(t, pv, tl);
+                const int c = grp * 4 + e;
+                if (c >= C || ih < 0 || ih >= H || hp >= g->hp) continue;
+                const int8_t *src = x + ((size_t)c * H + ih) * W;
+                for (int c0 = 0; c0 < W; c0 += 64) {
+                    const int len = imin(64, W - c0);
+                    const __mmask64 mk = len == 64 ? ~(__mmask64)0 : (((__mmask64)1 << len) - 1);
+                    _mm512_mask_storeu_epi8(t + P + c0, mk,
+                                            _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + c0), flip));
+                }
+            }
+            uint8_t *r0 = xp + ((size_t)(grp * 2 + ph) * 2 + 0) * g->plane_bytes + (size_t)i * ws * 4;
+            uint8_t *r1 = xp + ((size_t)(grp * 2 + ph) * 2 + 1) * g->plane_bytes + (size_t)i * ws * 4;
+            for (int j0 = 0; j0 < ws; j0 += 16) {
+                __m128i ev[4], od[4];
+                for (int e = 0; e < 4; e++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(rows + (size_t)e * tl + 2 * j0));
+                    ev[e] = _mm256_cvtepi16_epi8(v);
+                    od[e] = _mm256_cvtepi16_epi8(_mm256_srli_epi16(v, 8));
+                }
+                const int cnt = imin(16, ws - j0);
+                const __mmask16 mk = (__mmask16)(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
+                _mm512_mask_storeu_epi32(r0 + (size_t)j0 * 4, mk, interleave4_v(ev[0], ev[1], ev[2], ev[3]));
+                _mm512_mask_storeu_epi32(r1 + (size_t)j0 * 4, mk, interleave4_v(od[0], od[1], od[2], od[3]));
+            }
+        }
 }
 
 /* tap cells: each input channel staged as u8 planes (x ^ 0x80, padding
@@ -291,6 +352,10 @@ VNNI static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
             }
             memset(pl + (size_t)g->hp * ws * 4, pv, (size_t)P * 4);
         }
+        return;
+    }
+    if (s == 2) {
+        conv_pack_s2(op, x, xp, xp + (g->img_bytes + 63) / 64 * 64);
         return;
     }
     for (int grp = 0; grp < g->groups; grp++)
@@ -603,6 +668,44 @@ VNNI static void vnni_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
         maxpool2_plane(x + (size_t)c * H * W, y + (size_t)c * OH * OW, H, W, OH, OW);
 }
 
+/* ---- add (prepare.c: qat_rti_add_prepare) ---- */
+
+VNNI static void vnni_add_image(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y)
+{
+    const size_t n = op->out_size;
+    const int32_t zp = op->out_zp, lo = op->act_min, hi = op->act_max;
+    if (op->add_fast == 2) {
+        memset(y, (int8_t)(zp < lo ? lo : zp > hi ? hi : zp), n);
+        return;
+    }
+    if (op->add_fast != 1) {
+        qat_rti_add_s8(op, a, b, y);
+        return;
+    }
+    const __m512i za = _mm512_set1_epi16((short)op->add_zp[0]), zb = _mm512_set1_epi16((short)op->add_zp[1]);
+    const __m512i hm = _mm512_set1_epi32(op->add_h), lm = _mm512_set1_epi32(op->add_l);
+    const __m512i c = _mm512_set1_epi32(op->add_c), z = _mm512_set1_epi32(zp);
+    const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+    const __m128i sh = _mm_cvtsi32_si128(op->add_sh);
+    for (size_t i = 0; i < n; i += 32) {
+        const size_t left = n - i;
+        const __mmask32 mk = left >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << left) - 1);
+        const __m512i da = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mk, a + i)), za);
+        const __m512i db = _mm512_sub_epi16(_mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mk, b + i)), zb);
+        __m512i r[2];
+        for (int k = 0; k < 2; k++) {
+            /* (d_a, d_b) pairs: elements 0-3 (k = 0) / 4-7 (k = 1) of each 128-bit lane */
+            const __m512i pr = k ? _mm512_unpackhi_epi16(da, db) : _mm512_unpacklo_epi16(da, db);
+            const __m512i hv = _mm512_madd_epi16(pr, hm), lv = _mm512_madd_epi16(pr, lm);
+            __m512i v = _mm512_add_epi32(_mm512_add_epi32(hv, c), _mm512_srai_epi32(lv, 16));
+            v = _mm512_add_epi32(_mm512_sra_epi32(v, sh), z);
+            r[k] = _mm512_min_epi32(_mm512_max_epi32(v, vlo), vhi);
+        }
+        /* packs puts each lane's elements 0-3 then 4-7: the original order */
+        _mm256_mask_storeu_epi8(y + i, mk, _mm512_cvtepi16_epi8(_mm512_packs_epi32(r[0], r[1])));
+    }
+}
+
 const rt_isa_kernels qat_rti_vnni = {
     .prepare_conv = vnni_prepare_conv,
     .prepare_linear = vnni_prepare_linear,
@@ -612,4 +715,5 @@ const rt_isa_kernels qat_rti_vnni = {
     .conv2d_split = vnni_conv2d_split,
     .linear = vnni_linear,
     .maxpool_image = vnni_maxpool_image,
+    .add_image = vnni_add_image,
 };

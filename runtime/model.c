@@ -150,6 +150,8 @@ static int plan(qat_rt_model *m, int max_batch)
                 b = k->conv_slot_bytes(op);
             }
             if (b > slot) slot = b;
+        } else if (op->type == RT_OP_ADD) {
+            qat_rti_add_prepare(op);
         } else if (op->type == RT_OP_LINEAR && k) {
             if ((st = k->prepare_linear(op))) break;
             size_t b = (size_t)max_batch * k->linear_sample_bytes(op);
@@ -218,7 +220,8 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
         else qat_rti_conv2d_ref(op, x, y, slot);
         break;
     case RT_OP_ADD:
-        qat_rti_add_s8(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
+        if (k && k->add_image) k->add_image(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
+        else qat_rti_add_s8(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
         break;
     case RT_OP_GLOBAL_AVGPOOL: qat_rti_global_avgpool_s8(op, x, y); break;
     case RT_OP_AVGPOOL2D: qat_rti_avgpool2d_s8(op, x, y); break;

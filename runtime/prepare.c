@@ -244,3 +244,30 @@ long qat_rti_conv_k(const rt_op *op, const rt_gemm *g, int cpg, int j, int e)
     const int c = grp * cpg + e;
     return c < op->ic ? ((long)c * op->kh + kh) * op->kw + kw : -1;
 }
+
+/* The add without 64-bit lanes. With d_a = a - z_a, d_b = b - z_b (|d| <=
+ * 255) and each multiplier split as m = h * 2^16 + l, l the low 16 bits
+ * read as a signed int16 (so h <= 2^15; the split is used when h < 2^15):
+ *   v = d_a m_a + d_b m_b = H * 2^16 + L,  H = d_a h_a + d_b h_b,
+ *   L = d_a l_a + d_b l_b  (|H|, |L| < 2^24: two vpmaddwd of int16 pairs)
+ *   (v + 2^(t-1)) >> t = (H + 2^(t-17) + (L >> 16)) >> (t - 16)
+ * for 17 <= t <= 40 (nested floor divisions; the sum stays below 2^25).
+ * For t >= 41, |v| < 2^40 <= 2^(t-1), so the shifted value is 0. */
+void qat_rti_add_prepare(rt_op *op)
+{
+    const int t = op->add_shift;
+    int16_t h[2], l[2];
+    int ok = 1;
+    for (int i = 0; i < 2; i++) {
+        const int32_t m = op->add_mult[i];
+        l[i] = (int16_t)(uint16_t)(m & 0xFFFF);
+        const int32_t hi = (int32_t)(((int64_t)m - l[i]) >> 16);
+        ok &= hi <= INT16_MAX;
+        h[i] = (int16_t)(hi <= INT16_MAX ? hi : 0);
+    }
+    op->add_h = (int32_t)((uint32_t)(uint16_t)h[0] | ((uint32_t)(uint16_t)h[1] << 16));
+    op->add_l = (int32_t)((uint32_t)(uint16_t)l[0] | ((uint32_t)(uint16_t)l[1] << 16));
+    op->add_fast = t >= 41 ? 2 : (t >= 17 && ok) ? 1 : 0;
+    op->add_c = t >= 17 && t <= 40 ? (int32_t)1 << (t - 17) : 0;
+    op->add_sh = t - 16;
+}

@@ -114,6 +114,12 @@ typedef struct rt_op {
     float *weight_scale; /* optional, informational */
     /* add */
     int32_t add_mult[2], add_shift, add_zp[2];
+    /* add, for the fast kernels (qat_rti_add_prepare): 0 use the reference,
+     * 1 the 16-bit split (add_h/add_l: int16 pairs (m_a, m_b) high and low
+     * parts, add_c = 2^(t-17), shift t - 16), 2 every output is
+     * clamp(out_zp) (t >= 41) */
+    int add_fast;
+    int32_t add_h, add_l, add_c, add_sh;
     /* global_avgpool / avgpool2d / maxpool2d (stride in stride) */
     int kernel;
     int32_t pool_mult, pool_shift;
@@ -157,6 +163,9 @@ void qat_rti_maxpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_input_u8(const rt_op *op, const uint8_t *p, int8_t *y, int n, int threads);
 
+/* Fills the add_* fields of an add op (prepare.c). */
+void qat_rti_add_prepare(rt_op *op);
+
 /* ---- float boundary (boundary.c) ---- */
 /* returns the index of the first NaN in x (an error), or -1 */
 long long qat_rti_input_f32(const rt_op *op, const float *x, int8_t *y, int n, int threads);
@@ -198,6 +207,7 @@ typedef struct rt_isa_kernels {
                    uint8_t *shared);
     /* optional (NULL: the reference), one image */
     void (*maxpool_image)(const rt_op *op, const int8_t *x, int8_t *y);
+    void (*add_image)(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);
 } rt_isa_kernels;
 
 extern const rt_isa_kernels qat_rti_avx2;

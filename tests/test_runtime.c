@@ -274,10 +274,17 @@ static int tm_addop(tm_model *M, int a, int b, qat_rng *r)
     o->in[1] = b;
     o->azp[0] = M->op[a].zp;
     o->azp[1] = M->op[b].zp;
+    /* shifts across the fast kernels' cases (<= 16, 17..40, >= 41), ratios
+     * m * 2^-t mostly in [1/4, 1], sometimes 2^31 - 1 (the split's edge) */
     o->ashift = rnd_int(r, 20, 31);
-    o->amult[0] = rnd_int(r, 1 << (o->ashift - 2), (int32_t)(((1LL << o->ashift) - 1) > INT32_MAX ? INT32_MAX : (1LL << o->ashift) - 1));
-    o->amult[1] = rnd_int(r, 1 << (o->ashift - 2), (int32_t)(((1LL << o->ashift) - 1) > INT32_MAX ? INT32_MAX : (1LL << o->ashift) - 1));
-    if (qat_rng_below(r, 4) == 0) o->ashift = qat_rng_below(r, 2) ? 1 : 62;
+    for (int k = 0; k < 2; k++) {
+        const int64_t top = (1LL << o->ashift) - 1 > INT32_MAX ? INT32_MAX : (1LL << o->ashift) - 1;
+        o->amult[k] = rnd_int(r, (int32_t)(top / 4), (int32_t)top);
+        if (qat_rng_below(r, 8) == 0) o->amult[k] = INT32_MAX;
+    }
+    uint32_t pick = qat_rng_below(r, 6);
+    if (pick == 0) o->ashift = rnd_int(r, 1, 16);
+    if (pick == 1) o->ashift = rnd_int(r, 32, 62);
     o->zp = rnd_int(r, -128, 127);
     o->scale = 0.09f;
     o->act_min = qat_rng_below(r, 2) ? o->zp : -128;
