@@ -249,9 +249,11 @@ static void run_graph(qat_rt_model *m, int n, int8_t *logits)
     for (int i = 1; i < m->n_ops;) {
         const rt_op *op = &m->ops[i];
         if (op->type == RT_OP_LINEAR) {
+            /* below ~1M multiply-adds a second thread costs more than it saves */
+            const int TL = (double)n * op->ic * op->oc >= (double)(1 << 20) ? T : 1;
             const int8_t *x = m->out[op->inputs[0]];
-            if (k) k->linear(op, x, m->out[i], n, T, m->shared);
-            else qat_rti_linear_ref(op, x, m->out[i], n, T);
+            if (k) k->linear(op, x, m->out[i], n, TL, m->shared);
+            else qat_rti_linear_ref(op, x, m->out[i], n, TL);
             i++;
             continue;
         }
@@ -268,9 +270,17 @@ static void run_graph(qat_rt_model *m, int n, int8_t *logits)
         } else {
             for (int o = i; o < j; o++) {
                 const rt_op *c = &m->ops[o];
-                if (c->type == RT_OP_CONV2D && k) {
+                /* split a conv's tiles over the threads when it has enough
+                 * work per image (~2M multiply-adds) */
+                if (c->type == RT_OP_CONV2D && k &&
+                    (double)c->oc * c->out_shape[1] * c->out_shape[2] * c->ic * c->kh * c->kw >=
+                        (double)(1 << 21)) {
                     k->conv2d_split(c, m->out[c->inputs[0]], m->out[o], n, T, m->scratch,
                                     m->slot_bytes);
+                    continue;
+                }
+                if (n == 1) {
+                    sample_op(m, k, o, 0, m->scratch);
                     continue;
                 }
 #pragma omp parallel for num_threads(n) schedule(static)
