@@ -26,7 +26,9 @@
  * runtime's own thread-local slot, qat_rt_last_error() (the runtime links
  * nothing else of qat). Status codes are qat/core.h's. A model runs one
  * call at a time (its buffers are shared): use one model per thread for
- * concurrent inference; each run is itself multi-threaded. */
+ * concurrent inference; each run is itself multi-threaded. Loading goes
+ * through HDF5, which (in its usual, serial build) is not thread-safe: load
+ * from one thread at a time. */
 #ifndef QAT_RUNTIME_H
 #define QAT_RUNTIME_H
 
