@@ -19,6 +19,18 @@ typedef struct {
 
 #define LANES QAT_BN_LANES /* the kernels' double accumulator lanes */
 
+/* A channel's values are N runs of HW floats, one per sample, a sample
+ * apart: the hardware prefetcher loses the stream at every jump, so the
+ * next run is requested while this one is summed. */
+static void prefetch_run(const float *p, size_t n)
+{
+#if defined(__GNUC__)
+    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 /* the lanes summed pairwise, in a fixed order */
 static double lanes_total(const double *acc)
 {
@@ -45,7 +57,11 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
         const float mean = s->mean[c], is = s->invstd[c];
         double as[LANES] = {0}, at[LANES] = {0};
         for (int n = 0; n < N; n++) {
-            size_t o = ((size_t)n * C + c) * HW;
+            size_t o = ((size_t)n * C + c) * HW, next = o + (size_t)C * HW;
+            if (n + 1 < N) {
+                prefetch_run(dyall + next, HW);
+                prefetch_run(xall + next, HW);
+            }
             qat_k_acc_dy(as, at, dyall + o, xall + o, HW, mean, is);
         }
         double sdy = lanes_total(as), sdyx = lanes_total(at);
@@ -93,7 +109,10 @@ qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_
         if (training) {
             /* two passes: the mean, then the squared deviations from it */
             double acc[LANES] = {0};
-            for (int n = 0; n < N; n++) qat_k_acc_sum(acc, xall + ((size_t)n * C + c) * HW, HW);
+            for (int n = 0; n < N; n++) {
+                if (n + 1 < N) prefetch_run(xall + ((size_t)(n + 1) * C + c) * HW, HW);
+                qat_k_acc_sum(acc, xall + ((size_t)n * C + c) * HW, HW);
+            }
             double mu = lanes_total(acc) / M;
             memset(acc, 0, sizeof acc);
             for (int n = 0; n < N; n++) qat_k_acc_sqdev(acc, xall + ((size_t)n * C + c) * HW, HW, mu);

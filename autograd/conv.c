@@ -406,7 +406,7 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
                                     xg.Wq);
                 }
                 /* dW (OC, K) += dy-grid (OC, P) . x taps (K, P) */
-                qat_brows br = {C, KK, xg.cs, koff, NULL};
+                qat_brows br = {C, KK, xg.cs, koff, NULL, 0};
                 if (shared)
                     qat_gemm_dot(OC, (int)P, ns, yq + shift, dd.g.cs, yst, xp, &br, xs, NULL, dwp, K);
                 else
@@ -420,7 +420,7 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
                     float *yk = shared ? yq + k * yst : yq;
                     if (!shared) build_phases(yq, dyk, OC, &dd.g);
                     /* dx (C, H x Wq grid) (+)= W2 (C, OC*KK) . dy taps */
-                    qat_brows br = {OC, KK, dd.g.cs, dd.koff, NULL};
+                    qat_brows br = {OC, KK, dd.g.cs, dd.koff, NULL, 0};
                     qat_cmat cm = {dxk, hw, dd.g.Wq, d->W, d->W};
                     qat_gemm_bcast(C, d->H * dd.g.Wq, dd.w2p, yk, &br, fresh ? QAT_C_ZERO : QAT_C_ADD, NULL,
                                    &cm, 0);
@@ -432,7 +432,7 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
                     tp[ph] = dp.kk[ph] ? tq + (size_t)ph * C * dp.Hq * dp.Wq : NULL;
                     if (!tp[ph]) continue; /* no tap reaches these pixels */
                     /* phase plane (C, Hq x Wd grid) = Wab (C, OC*U*V) . dy taps */
-                    qat_brows br = {OC, dp.kk[ph], dp.g.cs, dp.koff[ph], NULL};
+                    qat_brows br = {OC, dp.kk[ph], dp.g.cs, dp.koff[ph], NULL, 0};
                     qat_cmat cm = {tp[ph], (ptrdiff_t)dp.Hq * dp.Wq, dp.g.Wq, dp.Wq, dp.Wq};
                     qat_gemm_bcast(C, dp.Hq * dp.g.Wq, dp.wp[ph], yq, &br, QAT_C_ZERO, NULL, &cm, 0);
                 }
@@ -464,7 +464,7 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
     if (!scratch || !wp || !koff) return -1;
     qat_pack_a(wp, w, K, 1, OC, K);
     fwd_taps(koff, d, &xg);
-    qat_brows br = {C, KK, xg.cs, koff, NULL};
+    qat_brows br = {C, KK, xg.cs, koff, NULL, 0};
     const int mode = bias ? QAT_C_BIAS : QAT_C_ZERO;
     if (by_cols)
         for (int s = 0; s < d->N; s++) build_phases(scratch + s * xs, x + (size_t)s * C * d->H * d->W, C, &xg);
@@ -561,7 +561,7 @@ static int conv_forward_same(qat_ctx *ctx, const conv_dims *d, const float *x, c
             split_range(HW, nth, t, QAT_NR, &lo, &hi);
         else
             split_range(d->N, nth, t, 1, &s0, &s1);
-        qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK};
+        qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK, 0};
         for (ptrdiff_t s = s0; s < s1 && lo < hi; s++) {
             /* y (OC, HW) = W (OC, K) . x taps */
             qat_cmat cm = {y + (size_t)s * OC * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
@@ -606,8 +606,10 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
         for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
             int ns = hi - s0 < G ? (int)(hi - s0) : G;
             if (dw) {
-                /* dW (OC, K) += dy (OC, HW) . x taps (K, HW) */
-                qat_brows br = {C, KK, HW, tp.koff, NULL};
+                /* dW (OC, K) += dy (OC, HW) . x taps (K, HW); away from the
+                 * batch's first and last sample, the taps' reads past a plane
+                 * land in x itself */
+                qat_brows br = {C, KK, HW, tp.koff, NULL, s0 > 0 && s0 + ns < d->N};
                 qat_gemm_dot(OC, HW, ns, y->grad + (size_t)s0 * OC * HW, HW, (ptrdiff_t)OC * HW,
                              x->data + (size_t)s0 * C * HW, &br, (ptrdiff_t)C * HW, tp.m16,
                              dwp + (size_t)t * OC * K, K);
@@ -615,7 +617,7 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
             if (dx)
                 for (ptrdiff_t s = s0; s < s0 + ns; s++) {
                     /* dx (C, HW) (+)= W2 (C, OC*KK) . dy taps */
-                    qat_brows br = {OC, KK, HW, tp.koff, tp.m32};
+                    qat_brows br = {OC, KK, HW, tp.koff, tp.m32, 0};
                     qat_cmat cm = {dx + (size_t)s * C * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
                     qat_gemm_bcast(C, HW, w2p, y->grad + (size_t)s * OC * HW, &br, fresh ? QAT_C_ZERO : QAT_C_ADD,
                                    NULL, &cm, 0);
@@ -625,6 +627,153 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
     if (dw)
         for (int t = 0; t < nt; t++) {
             const float *p = dwp + (size_t)t * OC * K;
+            for (size_t i = 0; i < (size_t)OC * K; i++) dw[i] += p[i];
+        }
+}
+
+/* ---- stride 1, no padding ("valid"): x read in place ----
+ *
+ * Output pixel (oh, ow) is column q = oh*W + ow of a W-wide grid (columns
+ * OW..W-1 are computed and not stored) and tap (kh, kw) reads x at
+ * q + kh*W + kw: the input planes are read in place, the masks only keep
+ * the reads inside the tensor. dy is copied once per sample onto the same
+ * grid (zero columns OW..W-1) between KH zero rows above and below: the
+ * weight gradient is a dot product over that grid, and the input gradient
+ * a convolution of it with the flipped kernel whose output is dx itself. */
+
+static int is_valid_conv(const conv_dims *d)
+{
+    return qat_simd_level() == QAT_SIMD_AVX512 && d->stride == 1 && d->pad == 0;
+}
+
+typedef struct {
+    ptrdiff_t *koff; /* KH*KW: kh*W + kw */
+    uint32_t *m32;   /* [strip][KK] over the OH*W grid columns */
+    uint16_t *m16;   /* [vector][KK + 1] */
+} valid_taps;
+
+static int valid_taps_make(qat_ctx *ctx, const conv_dims *d, valid_taps *t)
+{
+    const int W = d->W, HW = d->H * W, KK = d->KH * d->KW, G = d->OH * W;
+    const int ns = (G + 31) / 32, nv = (G + 15) / 16;
+    t->koff = qat_arena_alloc(ctx, (size_t)KK * sizeof(ptrdiff_t));
+    t->m32 = qat_arena_alloc(ctx, (size_t)ns * KK * sizeof(uint32_t));
+    t->m16 = qat_arena_alloc(ctx, (size_t)nv * (KK + 1) * sizeof(uint16_t));
+    if (!t->koff || !t->m32 || !t->m16) return -1;
+    memset(t->m32, 0, (size_t)ns * KK * sizeof(uint32_t));
+    memset(t->m16, 0, (size_t)nv * (KK + 1) * sizeof(uint16_t));
+    for (int q = 0; q < KK; q++) {
+        t->koff[q] = (ptrdiff_t)(q / d->KW) * W + q % d->KW;
+        for (int px = 0; px < G && px + t->koff[q] < HW; px++) {
+            t->m32[(px / 32) * KK + q] |= 1u << (px % 32);
+            t->m16[(px / 16) * (KK + 1) + q] |= (uint16_t)(1u << (px % 16));
+        }
+    }
+    for (int px = 0; px < G; px++) t->m16[(px / 16) * (KK + 1) + KK] |= (uint16_t)(1u << (px % 16));
+    return 0;
+}
+
+static int conv_forward_valid(qat_ctx *ctx, const conv_dims *d, const float *x, const float *w,
+                              const float *bias, float *y)
+{
+    const int C = d->C, OC = d->OC, KK = d->KH * d->KW, K = C * KK, HW = d->H * d->W;
+    const int ohw = d->OH * d->OW, cols = d->OH * d->W;
+    valid_taps tp;
+    float *wp = qat_arena_alloc(ctx, (size_t)OC * K * sizeof(float));
+    if (!wp || valid_taps_make(ctx, d, &tp)) return -1;
+    qat_pack_a(wp, w, K, 1, OC, K);
+    const int mode = bias ? QAT_C_BIAS : QAT_C_ZERO;
+    int nt = qat_get_num_threads();
+    const int by_cols = d->N < nt;
+    if (!by_cols && nt > d->N) nt = d->N;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        ptrdiff_t lo = 0, hi = cols, s0 = 0, s1 = d->N;
+        if (by_cols)
+            split_range(cols, nth, t, QAT_NR, &lo, &hi);
+        else
+            split_range(d->N, nth, t, 1, &s0, &s1);
+        qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK, 0};
+        for (ptrdiff_t s = s0; s < s1 && lo < hi; s++) {
+            /* y (OC, OH x W grid) = W (OC, K) . x taps */
+            qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, d->W, d->OW, d->OW};
+            qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
+        }
+    }
+    return 0;
+}
+
+static void conv_backward_valid(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    qat_tensor *x = e->in[0], *w = e->in[1], *y = e->out;
+    const conv_dims *d = e->saved;
+    const int C = d->C, OC = d->OC, KH = d->KH, KW = d->KW, KK = KH * KW, K = C * KK;
+    const int W = d->W, HW = d->H * W, ohw = d->OH * d->OW, cols = d->OH * W;
+    int fresh;
+    float *dx = qat_grad_fresh(ctx, x, &fresh), *dw = qat_grad(ctx, w);
+    /* dy grid plane: KH zero rows, OH rows of W (OW values, then zeros),
+     * KH zero rows, and slack for the dot kernel's last vector */
+    const ptrdiff_t top = (ptrdiff_t)KH * W, ps = round16(top + cols + top + 16);
+    const ptrdiff_t ys = (ptrdiff_t)OC * ps;
+    const int G = dw ? dw_group((ptrdiff_t)C * HW + ys) : 1;
+    int nt = qat_get_num_threads();
+    if (nt > d->N) nt = d->N;
+    const size_t per = (dw ? (size_t)OC * K : 0) + (size_t)G * ys;
+    valid_taps tp;
+    float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
+    float *w2p = dx ? qat_arena_alloc(ctx, 2 * (size_t)K * OC * sizeof(float)) : NULL;
+    ptrdiff_t *koff2 = qat_arena_alloc(ctx, (size_t)KK * sizeof(ptrdiff_t));
+    if (!scratch || !koff2 || (dx && !w2p) || valid_taps_make(ctx, d, &tp)) return; /* error is set */
+    if (dx) {
+        /* W2(c, (oc, kh, kw)) = W(oc, c, KH-1-kh, KW-1-kw), packed; its tap
+         * (kh, kw) reads dy at (kh - KH + 1)*W + kw - KW + 1 from the pixel */
+        float *w2 = w2p + (size_t)K * OC;
+        for (int c = 0; c < C; c++)
+            for (int o = 0; o < OC; o++)
+                for (int q = 0; q < KK; q++)
+                    w2[((size_t)c * OC + o) * KK + q] = w->data[((size_t)o * C + c) * KK + (KK - 1 - q)];
+        qat_pack_a(w2p, w2, (ptrdiff_t)OC * KK, 1, C, OC * KK);
+        for (int q = 0; q < KK; q++) koff2[q] = (ptrdiff_t)(q / KW - KH + 1) * W + (q % KW - KW + 1);
+    }
+    if (dw)
+        for (int t = 0; t < nt; t++) memset(scratch + (size_t)t * per, 0, (size_t)OC * K * sizeof(float));
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *dwp = scratch + (size_t)t * per, *yg = dwp + (dw ? (size_t)OC * K : 0);
+        ptrdiff_t lo, hi;
+        split_range(d->N, nth, t, 1, &lo, &hi);
+        for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
+            int ns = hi - s0 < G ? (int)(hi - s0) : G;
+            for (int k = 0; k < ns; k++) {
+                const float *dyk = y->grad + (size_t)(s0 + k) * OC * ohw;
+                for (int o = 0; o < OC; o++) {
+                    float *pl = yg + k * ys + o * ps;
+                    memset(pl, 0, (size_t)top * sizeof(float));
+                    grid_planes(pl + top, ps - top, dyk + (size_t)o * ohw, 1, d->OH, d->OW, W);
+                }
+            }
+            if (dw) {
+                /* dW (OC, K) += dy grid (OC, OH*W) . x taps (reads past the
+                 * last plane of a sample land in x unless it is the last) */
+                qat_brows br = {C, KK, HW, tp.koff, NULL, s0 + ns < d->N};
+                qat_gemm_dot(OC, cols, ns, yg + top, ps, ys, x->data + (size_t)s0 * C * HW, &br,
+                             (ptrdiff_t)C * HW, tp.m16, dwp, K);
+            }
+            if (dx)
+                for (int k = 0; k < ns; k++) {
+                    /* dx (C, HW) (+)= W2 (C, OC*KK) . dy grid taps */
+                    qat_brows br = {OC, KK, ps, koff2, NULL, 0};
+                    qat_cmat cm = {dx + (size_t)(s0 + k) * C * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
+                    qat_gemm_bcast(C, HW, w2p, yg + k * ys + top, &br, fresh ? QAT_C_ZERO : QAT_C_ADD, NULL,
+                                   &cm, 0);
+                }
+        }
+    }
+    if (dw)
+        for (int t = 0; t < nt; t++) {
+            const float *p = scratch + (size_t)t * per;
             for (size_t i = 0; i < (size_t)OC * K; i++) dw[i] += p[i];
         }
 }
@@ -681,7 +830,7 @@ static void conv_backward_im2col(qat_ctx *ctx, const qat_tape_entry *e)
                 im2col_range(col, ld, x->data, d, g, g + n);
                 /* dW (OC,K) += dy (OC,n) col^T (n,K) */
                 if (simd) {
-                    qat_brows br = {K, 1, ld, zero_off, NULL};
+                    qat_brows br = {K, 1, ld, zero_off, NULL, 0};
                     qat_gemm_dot(OC, (int)ld, 1, dyc, ld, 0, col, &br, 0, NULL, dwp, K);
                 } else {
                     qat_sgemm(0, 1, OC, K, (int)n, 1.0f, dyc, (int)ld, col, (int)ld, 1.0f, dwp, K);
@@ -690,7 +839,7 @@ static void conv_backward_im2col(qat_ctx *ctx, const qat_tape_entry *e)
             if (dx) {
                 /* dcol (K,n) = W^T (K,OC) dy (OC,n) */
                 if (simd) {
-                    qat_brows br = {OC, 1, ld, zero_off, NULL};
+                    qat_brows br = {OC, 1, ld, zero_off, NULL, 0};
                     qat_cmat cm = {dcol, ld, PTRDIFF_MAX, PTRDIFF_MAX, 0};
                     qat_gemm_bcast(K, (int)n, wtp, dyc, &br, QAT_C_ZERO, NULL, &cm, 0);
                 } else {
@@ -733,7 +882,7 @@ static int conv_forward_im2col(qat_ctx *ctx, const conv_dims *d, const float *x,
             im2col_range(col, n, x, d, g, g + n);
             /* y (OC, n) = W (OC,K) col (K,n) [+ b] */
             if (simd) {
-                qat_brows br = {K, 1, n, zero_off, NULL};
+                qat_brows br = {K, 1, n, zero_off, NULL, 0};
                 qat_cmat cm = {y, ohw, ohw, ohw, (ptrdiff_t)OC * ohw};
                 qat_gemm_bcast(OC, (int)n, wp, col, &br, bias ? QAT_C_BIAS : QAT_C_ZERO, bias, &cm, g);
             } else {
@@ -752,6 +901,8 @@ static void conv_backward(qat_ctx *ctx, const qat_tape_entry *e)
     if (e->in[0]->requires_grad || e->in[1]->requires_grad) {
         if (is_same(d))
             conv_backward_same(ctx, e);
+        else if (is_valid_conv(d))
+            conv_backward_valid(ctx, e);
         else if (use_implicit(d))
             conv_backward_implicit(ctx, e);
         else
@@ -797,9 +948,10 @@ qat_tensor *qat_conv2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b
     qat_tensor *y = qat_new(ctx, 4, (int[]){d->N, d->OC, d->OH, d->OW});
     if (!y) return NULL;
     const float *bias = b ? b->data : NULL;
-    int rc = is_same(d)        ? conv_forward_same(ctx, d, x->data, w->data, bias, y->data)
-             : use_implicit(d) ? conv_forward_implicit(ctx, d, x->data, w->data, bias, y->data)
-                               : conv_forward_im2col(ctx, d, x->data, w->data, bias, y->data);
+    int rc = is_same(d)         ? conv_forward_same(ctx, d, x->data, w->data, bias, y->data)
+             : is_valid_conv(d) ? conv_forward_valid(ctx, d, x->data, w->data, bias, y->data)
+             : use_implicit(d)  ? conv_forward_implicit(ctx, d, x->data, w->data, bias, y->data)
+                                : conv_forward_im2col(ctx, d, x->data, w->data, bias, y->data);
     if (rc) return NULL;
     qat_tensor *in[3] = {x, w, b};
     if (qat_needs_grad(ctx, 3, in) &&

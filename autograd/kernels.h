@@ -42,6 +42,8 @@ typedef struct {
     ptrdiff_t cstride;
     const ptrdiff_t *koff;
     const uint32_t *mask; /* qat_gemm_bcast: NULL or [strip][kk] */
+    int readable;         /* qat_gemm_dot with a mask: the masked-off lanes of
+                           * B lie in readable memory (finite or not) */
 } qat_brows;
 
 #define QAT_MR 12 /* rows per packed A panel */

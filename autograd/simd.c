@@ -263,24 +263,21 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
 #define DOT_NJ 4
 
 typedef void (*dot_fn)(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
-                       const float *const *bj, const int *qj, int kk, const uint16_t *mask,
-                       ptrdiff_t sb, float *d, ptrdiff_t ldd);
+                       const float *const *bj, const uint16_t *tm, ptrdiff_t sb, float *d,
+                       ptrdiff_t ldd);
 
-/* mask (MASKED): [vector][kk + 1], entry q < kk the lanes of tap q's B
- * rows, entry kk the lanes of the A rows */
+/* tm (MASKED): the tile's masks, [vector][1 + NJ]: entry 0 the lanes of
+ * the A rows, entry 1 + j those of B row j (gathered per tile, so the loop
+ * keeps one mask pointer) */
 static INLINE AVX512 void dot_body(const int MI, const int NJ, const int MASKED, int P, int ns,
                                    const float *a, ptrdiff_t lda, ptrdiff_t sa,
-                                   const float *const *bj, const int *qj, int kk,
-                                   const uint16_t *mask, ptrdiff_t sb, float *d, ptrdiff_t ldd)
+                                   const float *const *bj, const uint16_t *tm, ptrdiff_t sb,
+                                   float *d, ptrdiff_t ldd)
 {
     __m512 acc[DOT_MI][DOT_NJ];
     const float *bp[DOT_NJ];
-    int q[DOT_NJ];
 #pragma GCC unroll 8
-    for (int j = 0; j < NJ; j++) {
-        bp[j] = bj[j];
-        q[j] = MASKED ? qj[j] : 0;
-    }
+    for (int j = 0; j < NJ; j++) bp[j] = bj[j];
 #pragma GCC unroll 8
     for (int i = 0; i < MI; i++)
 #pragma GCC unroll 8
@@ -288,17 +285,31 @@ static INLINE AVX512 void dot_body(const int MI, const int NJ, const int MASKED,
     for (int s = 0; s < ns; s++) {
         const float *as = a + s * sa;
         const ptrdiff_t bo = s * sb;
-        const uint16_t *mv = mask;
-        for (int p = 0; p < P; p += 16, mv += kk + 1) {
+        const uint16_t *mv = tm;
+        for (int p = 0; p < P; p += 16, mv += 1 + NJ) {
             __m512 av[DOT_MI];
+            /* masked loads cost about twice a plain one here (Zen 5): the
+             * A rows are masked only in the last, partial vector */
+            const int tail = MASKED && p + 16 > P;
 #pragma GCC unroll 8
             for (int i = 0; i < MI; i++)
-                av[i] = MASKED ? _mm512_maskz_loadu_ps(mv[kk], as + i * lda + p) : _mm512_loadu_ps(as + i * lda + p);
+                av[i] = tail ? _mm512_maskz_loadu_ps(mv[0], as + i * lda + p) : _mm512_loadu_ps(as + i * lda + p);
+            /* in place, B streams in: one prefetch ahead for the tile's last
+             * (furthest) row covers the others a few steps later */
+            if (MASKED) _mm_prefetch((const char *)at_offset(bp[NJ - 1], bo + p + 64), _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int j = 0; j < NJ; j++) {
                 const float *bq = at_offset(bp[j], bo + p);
-                __m512 bv = MASKED ? _mm512_maskz_loadu_ps(mv[q[j]], bq) : _mm512_loadu_ps(bq);
-                if (MASKED) _mm_prefetch((const char *)at_offset(bq, 64), _MM_HINT_T0);
+                if (MASKED == 2) {
+                    /* B's masked-off lanes are readable: a plain load, and
+                     * the lanes outside the image are left out of the sums */
+                    __m512 bv = _mm512_loadu_ps(bq);
+                    __mmask16 m = mv[1 + j];
+#pragma GCC unroll 8
+                    for (int i = 0; i < MI; i++) acc[i][j] = _mm512_mask3_fmadd_ps(av[i], bv, acc[i][j], m);
+                    continue;
+                }
+                __m512 bv = MASKED ? _mm512_maskz_loadu_ps(mv[1 + j], bq) : _mm512_loadu_ps(bq);
 #pragma GCC unroll 8
                 for (int i = 0; i < MI; i++) acc[i][j] = _mm512_fmadd_ps(av[i], bv, acc[i][j]);
             }
@@ -312,19 +323,20 @@ static INLINE AVX512 void dot_body(const int MI, const int NJ, const int MASKED,
 
 #define DK(MI, NJ, M)                                                                           \
     static AVX512 void dk_##MI##_##NJ##_##M(int P, int ns, const float *a, ptrdiff_t lda,        \
-                                            ptrdiff_t sa, const float *const *bj, const int *qj, \
-                                            int kk, const uint16_t *mask, ptrdiff_t sb, float *d, \
+                                            ptrdiff_t sa, const float *const *bj,                 \
+                                            const uint16_t *tm, ptrdiff_t sb, float *d,           \
                                             ptrdiff_t ldd)                                        \
     {                                                                                             \
-        dot_body(MI, NJ, M, P, ns, a, lda, sa, bj, qj, kk, mask, sb, d, ldd);                     \
+        dot_body(MI, NJ, M, P, ns, a, lda, sa, bj, tm, sb, d, ldd);                               \
     }
 #define DK_NJ(MI, M) DK(MI, 1, M) DK(MI, 2, M) DK(MI, 3, M) DK(MI, 4, M)
-#define DK_M(MI) DK_NJ(MI, 0) DK_NJ(MI, 1)
+#define DK_M(MI) DK_NJ(MI, 0) DK_NJ(MI, 1) DK_NJ(MI, 2)
 DK_M(1) DK_M(2) DK_M(3) DK_M(4) DK_M(5) DK_M(6)
 #define DROW(MI, M) {NULL, dk_##MI##_1_##M, dk_##MI##_2_##M, dk_##MI##_3_##M, dk_##MI##_4_##M}
-static const dot_fn dot_kernels[2][DOT_MI + 1][DOT_NJ + 1] = {
+static const dot_fn dot_kernels[3][DOT_MI + 1][DOT_NJ + 1] = {
     {{NULL}, DROW(1, 0), DROW(2, 0), DROW(3, 0), DROW(4, 0), DROW(5, 0), DROW(6, 0)},
     {{NULL}, DROW(1, 1), DROW(2, 1), DROW(3, 1), DROW(4, 1), DROW(5, 1), DROW(6, 1)},
+    {{NULL}, DROW(1, 2), DROW(2, 2), DROW(3, 2), DROW(4, 2), DROW(5, 2), DROW(6, 2)},
 };
 _Static_assert(DOT_MI == 6 && DOT_NJ == 4, "dot_kernels lists 6 x 4 tile shapes");
 
@@ -337,13 +349,16 @@ static void even_block(int n, int max, int b, int *start, int *len)
     *start = b * base + (b < extra ? b : extra);
 }
 
+#define DOT_CHUNK 512 /* vectors of P per pass with gathered masks */
+
 void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
                   const float *b, const qat_brows *br, ptrdiff_t sb, const uint16_t *mask, float *d,
                   ptrdiff_t ldd)
 {
-    const int K = br->nc * br->kk;
+    const int K = br->nc * br->kk, kk = br->kk;
     const int nbk = (K + DOT_NJ - 1) / DOT_NJ, nbi = (M + DOT_MI - 1) / DOT_MI;
-    const int masked = mask != NULL;
+    const int masked = mask != NULL, variant = !masked ? 0 : br->readable ? 2 : 1;
+    uint16_t tm[DOT_CHUNK * (1 + DOT_NJ)];
     for (int bk = 0; bk < nbk; bk++) {
         int k0, nj;
         even_block(K, DOT_NJ, bk, &k0, &nj);
@@ -351,14 +366,28 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
         int qj[DOT_NJ];
         for (int j = 0; j < nj; j++) {
             int k = k0 + j;
-            qj[j] = k % br->kk;
-            bj[j] = at_offset(b, (k / br->kk) * br->cstride + br->koff[qj[j]]);
+            qj[j] = k % kk;
+            bj[j] = at_offset(b, (k / kk) * br->cstride + br->koff[qj[j]]);
         }
-        for (int bi = 0; bi < nbi; bi++) {
-            int i0, mi;
-            even_block(M, DOT_MI, bi, &i0, &mi);
-            dot_kernels[masked][mi][nj](P, ns, a + i0 * lda, lda, sa, bj, qj, br->kk, mask, sb,
-                                        d + i0 * ldd + k0, ldd);
+        /* without masks, one pass; with, passes of DOT_CHUNK vectors */
+        const int nvec = (P + 15) / 16, chunk = masked ? DOT_CHUNK : nvec;
+        for (int v0 = 0; v0 < nvec; v0 += chunk) {
+            int nv = nvec - v0 < chunk ? nvec - v0 : chunk;
+            int pc = masked ? (nv * 16 < P - v0 * 16 ? nv * 16 : P - v0 * 16) : P;
+            if (masked)
+                for (int v = 0; v < nv; v++) {
+                    const uint16_t *m = mask + (size_t)(v0 + v) * (kk + 1);
+                    tm[v * (1 + nj)] = m[kk];
+                    for (int j = 0; j < nj; j++) tm[v * (1 + nj) + 1 + j] = m[qj[j]];
+                }
+            const float *bjc[DOT_NJ];
+            for (int j = 0; j < nj; j++) bjc[j] = at_offset(bj[j], (ptrdiff_t)v0 * 16);
+            for (int bi = 0; bi < nbi; bi++) {
+                int i0, mi;
+                even_block(M, DOT_MI, bi, &i0, &mi);
+                dot_kernels[variant][mi][nj](pc, ns, a + i0 * lda + (ptrdiff_t)v0 * 16, lda, sa, bjc, tm, sb,
+                                            d + i0 * ldd + k0, ldd);
+            }
         }
     }
 }

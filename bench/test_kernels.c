@@ -84,7 +84,7 @@ START_TEST(test_gemm_bcast)
                 memcpy(c, c0, csz * 4);
                 qat_pack_a(ap, a, K, 1, M, K);
                 static const ptrdiff_t zero[1] = {0};
-                qat_brows br = {K, 1, N, zero, NULL};
+                qat_brows br = {K, 1, N, zero, NULL, 0};
                 /* rows must not overlap: for the maps with ldc 0, the row
                  * stride is one past the largest column offset */
                 ptrdiff_t ldc = cm->ldc;
@@ -137,7 +137,7 @@ START_TEST(test_gemm_dot)
         fill(b, (size_t)ns * sb + 1024, &r, -1, 1);
         fill(d0, (size_t)M * K, &r, -1, 1);
         memcpy(d, d0, (size_t)M * K * 4);
-        qat_brows br = {nc, kk, cstride, koff, NULL};
+        qat_brows br = {nc, kk, cstride, koff, NULL, 0};
         qat_gemm_dot(M, P, ns, a, lda, sa, b, &br, sb, NULL, d, K);
         double worst = 0;
         for (int i = 0; i < M; i++)
@@ -179,6 +179,8 @@ static const conv_case conv_cases[] = {
     {2, 4, 9, 8, 3, 2, 2, 0, 0},     /* 2x2 stride 2: one tap per phase */
     {2, 2, 11, 10, 3, 5, 2, 2, 1},   /* 5x5 stride 2 pad 2 */
     {1, 2, 13, 13, 3, 3, 5, 1, 0},   /* stride 5: the im2col path */
+    {3, 3, 4, 5, 2, 3, 1, 0, 1},     /* valid 3x3 on a tiny image */
+    {2, 5, 6, 40, 7, 2, 1, 0, 0},    /* valid 2x2, rows wider than a tile */
 };
 
 typedef struct {
