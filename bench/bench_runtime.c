@@ -169,6 +169,8 @@ static int write_model(const char *path, const char *arch)
     hid_t g = op_begin(&t, "input", 0, 0, 3, 1, 28, 28, -128);
     a_f32(g, "mean", 0.2860f);
     a_f32(g, "std", 0.3530f);
+    a_i32(g, "act_min", -128);
+    a_i32(g, "act_max", 127);
     int8_t lut[256];
     for (int p = 0; p < 256; p++) lut[p] = (int8_t)(p - 128);
     hsize_t d = 256;

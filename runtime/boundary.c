@@ -8,19 +8,19 @@
 #include "runtime/rt_internal.h"
 
 /* q = clamp(out_zero_point + round_half_even(fl32(x * fl32(1 / out_scale))),
- * -128, 127) (docs/FORMAT-int8.md, input op), x and y [n, size]. A NaN is
- * an error of the input: returns the index of the first NaN, or -1. */
+ * act_min, act_max) (docs/FORMAT-int8.md, input op), x and y [n, size]. A
+ * NaN is an error of the input: returns the index of the first NaN, or -1. */
 long long qat_rti_input_f32(const rt_op *op, const float *x, int8_t *y, int n, int threads)
 {
     const size_t sz = op->out_size;
     const float inv = 1.0f / op->out_scale;
-    const int32_t zp = op->out_zp;
+    const int32_t zp = op->out_zp, lo = op->act_min, hi = op->act_max;
     long long nans = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : nans)
     for (int i = 0; i < n; i++)
         for (size_t j = (size_t)i * sz; j < (size_t)(i + 1) * sz; j++) {
             nans += x[j] != x[j];
-            y[j] = (int8_t)qat_quantize_val(x[j], inv, zp, -128, 127);
+            y[j] = (int8_t)qat_quantize_val(x[j], inv, zp, lo, hi);
         }
     if (!nans) return -1;
     for (size_t j = 0;; j++)

@@ -118,7 +118,7 @@ void qat_rti_global_avgpool_s8(const rt_op *op, const int8_t *x, int8_t *y)
         const int8_t *xc = x + (size_t)c * hw;
         int32_t acc = 0;
         for (size_t p = 0; p < hw; p++) acc += (int32_t)xc[p] - zp;
-        y[c] = requant_s8(acc, op->pool_mult, op->pool_shift, op->out_zp, -128, 127);
+        y[c] = requant_s8(acc, op->pool_mult, op->pool_shift, op->out_zp, op->act_min, op->act_max);
     }
 }
 
@@ -137,7 +137,8 @@ void qat_rti_avgpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y)
                 for (int kh = 0; kh < K; kh++)
                     for (int kw = 0; kw < K; kw++)
                         acc += (int32_t)xc[(size_t)(oh * S + kh) * W + ow * S + kw] - zp;
-                yc[oh * OW + ow] = requant_s8(acc, op->pool_mult, op->pool_shift, op->out_zp, -128, 127);
+                yc[oh * OW + ow] = requant_s8(acc, op->pool_mult, op->pool_shift, op->out_zp,
+                                              op->act_min, op->act_max);
             }
     }
 }

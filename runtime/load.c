@@ -479,7 +479,7 @@ static int ld_pool(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
     if ((st = ld_requant_params(c, "multiplier", m, sh, -1))) return st;
     op->pool_mult = (int32_t)m;
     op->pool_shift = (int32_t)sh;
-    return QAT_OK;
+    return ld_act(c, g, op); /* the output quantizer's range */
 }
 
 static int ld_add(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *a, const rt_op *b)
@@ -607,6 +607,7 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     case RT_OP_INPUT: {
         if ((st = ld_attr_f32(c, g, "mean", 0, &op->mean))) return st;
         if ((st = ld_attr_f32(c, g, "std", 1, &op->std))) return st;
+        if ((st = ld_act(c, g, op))) return st; /* the quantizer's range */
         int8_t *lut = NULL;
         int64_t d256[1] = {256};
         if ((st = ld_dset(c, g, "lut", LD_I8, 1, d256, (void **)&lut))) return st;

@@ -95,6 +95,8 @@ static int write_model(const char *path)
     hid_t g = op_group(ops, 0, "input", "input", NULL, 0, s222, 3, 0.1f, 3);
     attr_f32(g, "mean", 0.0f);
     attr_f32(g, "std", 1.0f);
+    attr_int(g, "act_min", -128);
+    attr_int(g, "act_max", 127);
     int8_t lut[256];
     for (int p = 0; p < 256; p++) lut[p] = (int8_t)(p / 2 - 128);
     hsize_t d256 = 256;
@@ -122,6 +124,8 @@ static int write_model(const char *path)
     attr_int(g, "in_zero_point", -5);
     attr_int(g, "multiplier", 1 << 30);
     attr_int(g, "shift", -1);
+    attr_int(g, "act_min", -128);
+    attr_int(g, "act_max", 127);
     H5Gclose(g);
 
     g = op_group(ops, 3, "linear", "fc", in2, 1, s3, 1, 0.4f, -10);

@@ -109,6 +109,17 @@ static tm_op *tm_add_op(tm_model *M, const char *type, const char *name)
     return o;
 }
 
+/* the input formula: x = (p/255 - mean)/std, q = clamp(zp + rne(x * 1/scale)) */
+static void tm_input_lut(tm_op *o)
+{
+    const float inv = 1.0f / o->scale;
+    for (int p = 0; p < 256; p++) {
+        float x = ((float)p / 255.0f - o->mean) / o->std;
+        float q = rintf(x * inv) + (float)o->zp;
+        o->lut[p] = (int8_t)(q < (float)o->act_min ? o->act_min : q > (float)o->act_max ? o->act_max : q);
+    }
+}
+
 static int tm_input(tm_model *M, int ndim, int c, int h, int w, int32_t zp)
 {
     tm_op *o = tm_add_op(M, "input", "input");
@@ -120,13 +131,9 @@ static int tm_input(tm_model *M, int ndim, int c, int h, int w, int32_t zp)
     o->scale = 1.0f / 64;
     o->mean = 0.25f;
     o->std = 0.5f;
-    /* the input formula: x = (p/255 - mean)/std, q = clamp(zp + rne(x * 1/scale)) */
-    const float inv = 1.0f / o->scale;
-    for (int p = 0; p < 256; p++) {
-        float x = ((float)p / 255.0f - o->mean) / o->std;
-        float q = rintf(x * inv) + (float)zp;
-        o->lut[p] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
-    }
+    o->act_min = -128;
+    o->act_max = 127;
+    tm_input_lut(o);
     return M->n - 1;
 }
 
@@ -262,6 +269,8 @@ static int tm_pool(tm_model *M, const char *type, int in, int k, int s, qat_rng 
     if (strcmp(type, "maxpool2d")) {
         o->zp = rnd_int(r, -128, 127);
         o->scale = 0.07f;
+        o->act_min = -128; /* the output quantizer's range (8 bits) */
+        o->act_max = 127;
     }
     return i;
 }
@@ -363,7 +372,7 @@ static void tm_forward(const tm_model *M, const int8_t *x, int n, int8_t **outs)
                 for (int c = 0; c < a->shape[0]; c++) {
                     int64_t acc = 0;
                     for (int p = 0; p < hw; p++) acc += xi[c * hw + p] - o->in_zp;
-                    yi[c] = t_clamp(t_requant(acc, o->pmult, o->pshift) + o->zp, -128, 127);
+                    yi[c] = t_clamp(t_requant(acc, o->pmult, o->pshift) + o->zp, o->act_min, o->act_max);
                 }
             } else if (!strcmp(o->type, "avgpool2d") || !strcmp(o->type, "maxpool2d")) {
                 const int mx = !strcmp(o->type, "maxpool2d");
@@ -380,7 +389,8 @@ static void tm_forward(const tm_model *M, const int8_t *x, int n, int8_t **outs)
                                 }
                             yi[(c * OH + oh) * OW + ow] =
                                 mx ? (int8_t)best
-                                   : t_clamp(t_requant(acc, o->pmult, o->pshift) + o->zp, -128, 127);
+                                   : t_clamp(t_requant(acc, o->pmult, o->pshift) + o->zp, o->act_min,
+                                             o->act_max);
                         }
             } else if (!strcmp(o->type, "relu")) {
                 for (size_t k = 0; k < osz; k++) yi[k] = xi[k] > o->zp ? xi[k] : (int8_t)o->zp;
@@ -481,6 +491,8 @@ static void tm_write(const tm_model *M, const char *path)
         if (!strcmp(o->type, "input")) {
             wr_f32(g, "mean", o->mean);
             wr_f32(g, "std", o->std);
+            wr_i32(g, "act_min", o->act_min);
+            wr_i32(g, "act_max", o->act_max);
             hsize_t d = 256;
             wr_dset(g, "lut", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, &d, o->lut);
         } else if (!strcmp(o->type, "conv2d") || !strcmp(o->type, "linear")) {
@@ -516,6 +528,8 @@ static void tm_write(const tm_model *M, const char *path)
             wr_i32(g, "in_zero_point", o->in_zp);
             wr_i32(g, "multiplier", o->pmult);
             wr_i32(g, "shift", o->pshift);
+            wr_i32(g, "act_min", o->act_min);
+            wr_i32(g, "act_max", o->act_max);
         } else if (!strcmp(o->type, "maxpool2d")) {
             wr_i32(g, "kernel", o->kernel);
             wr_i32(g, "stride", o->stride);
@@ -652,6 +666,8 @@ static void hand_model(tm_model *M)
     g->scale = 0.3f;
     g->pmult = 1 << 30;
     g->pshift = -1;
+    g->act_min = -128;
+    g->act_max = 127;
 
     tm_op *l = tm_add_op(M, "linear", "fc");
     l->n_in = 1;
@@ -800,6 +816,21 @@ START_TEST(test_input_paths)
     ck_assert_int_eq(qat_rt_run_f32(m, xn, 2, y), QAT_OK);
     ck_assert_int_eq(qat_rt_op_output(m, 0)[13], 127);
     ck_assert_int_eq(qat_rt_op_output(m, 0)[2], -128);
+    /* a 4-bit input quantizer (act [-8, 7]): float inputs clamp to it */
+    {
+        tm_model N;
+        hand_model(&N);
+        N.op[0].act_min = -8;
+        N.op[0].act_max = 7;
+        tm_input_lut(&N.op[0]);
+        qat_rt_model *m4 = tm_load(&N, "hand_a4.h5");
+        ck_assert_int_eq(qat_rt_prepare(m4, 1), QAT_OK);
+        ck_assert_int_eq(qat_rt_run_f32(m4, xf, 1, y), QAT_OK);
+        const int8_t want4[8] = {3, 5, 3, 1, 7, -8, 7, -8};
+        ck_assert_mem_eq(qat_rt_op_output(m4, 0), want4, 8);
+        qat_rt_free(m4);
+        tm_free(&N);
+    }
     /* the hand input through the float path: (q - 3) / 64 is exact */
     float xh[8];
     for (int i = 0; i < 8; i++) xh[i] = (float)(hand_x[i] - 3) / 64.0f;
@@ -884,8 +915,17 @@ static void build_op_model(tm_model *M, int kind, int seed, qat_rng *r)
         tm_relu(M, x);
         break;
     }
-    case 3: tm_pool(M, "global_avgpool", x, 0, 0, r); break;
-    case 4: tm_pool(M, "avgpool2d", x, 1 + seed % 3, 1 + seed % 2, r); break;
+    case 3:
+    case 4: {
+        x = kind == 3 ? tm_pool(M, "global_avgpool", x, 0, 0, r)
+                      : tm_pool(M, "avgpool2d", x, 1 + seed % 3, 1 + seed % 2, r);
+        if (seed % 2 == 0) { /* a 4-bit output quantizer */
+            M->op[x].act_min = -8;
+            M->op[x].act_max = 7;
+            M->op[x].zp = rnd_int(r, -8, 7);
+        }
+        break;
+    }
     case 5: tm_pool(M, "maxpool2d", x, 1 + seed % 3, 1 + (seed / 3) % 3, r); break;
     case 6: /* maxpool 2x2 stride 2 (a fast path) on odd and even sizes */
         tm_pool(M, "maxpool2d", x, 2, 2, r);
@@ -1348,6 +1388,14 @@ START_TEST(test_bad_misc)
     H5Dclose(d);
     H5Fclose(f);
     expect_load_error(path, QAT_ERR_FORMAT, "ops/003 (fc): channel 1: |bias|");
+    /* the input op's quantizer range is required */
+    path = bad_file("bad_inact.h5");
+    f = bad_open(path);
+    g = H5Gopen2(f, "ops/000", H5P_DEFAULT);
+    H5Adelete(g, "act_max");
+    H5Gclose(g);
+    H5Fclose(f);
+    expect_load_error(path, QAT_ERR_FORMAT, "ops/000 (input): missing attribute act_max");
     /* a path that does not exist, a file that is not HDF5 */
     qat_rt_model *m = NULL;
     ck_assert_int_eq(qat_rt_load_file(tu_tmp_path("nonexistent.h5"), &m), QAT_ERR_IO);
