@@ -68,7 +68,7 @@ QAT_API int qat_rt_prepare(qat_rt_model *m, int max_batch);
  * normalised, quantized with the input scale), or int8 already on the
  * input grid. Return QAT_OK, or QAT_ERR_ARG for n outside [1, max_batch]
  * / NULL pointers / not prepared / a NaN among the float inputs (the
- * format makes it an error; +-inf clamp to -128 / 127). Results do not
+ * format makes it an error; +-inf clamp to the input range). Results do not
  * depend on the kernels or the thread count. */
 QAT_API int qat_rt_run_u8(qat_rt_model *m, const uint8_t *pixels, int n, int8_t *logits);
 QAT_API int qat_rt_run_f32(qat_rt_model *m, const float *x, int n, int8_t *logits);
