@@ -52,7 +52,9 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
     float *dx = qat_grad_fresh(ctx, x, &fresh);
     float *dg = qat_grad(ctx, gamma), *db = qat_grad(ctx, beta);
     const float *dyall = y->grad, *xall = x->data;
-#pragma omp parallel for schedule(static) if (x->numel > 32768)
+/* channels handed out as threads come free (a parked thread does not hold
+ * the others back); each channel is summed by one thread */
+#pragma omp parallel for schedule(dynamic, 1) if (x->numel > 32768)
     for (int c = 0; c < C; c++) {
         const float mean = s->mean[c], is = s->invstd[c];
         double as[LANES] = {0}, at[LANES] = {0};
@@ -103,7 +105,9 @@ qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_
     double M = (double)N * HW;
     const float *xall = x->data;
     float *yall = y->data;
-#pragma omp parallel for schedule(static) if (x->numel > 32768)
+/* channels handed out as threads come free (a parked thread does not hold
+ * the others back); each channel is summed by one thread */
+#pragma omp parallel for schedule(dynamic, 1) if (x->numel > 32768)
     for (int c = 0; c < C; c++) {
         float mean, var;
         if (training) {

@@ -247,6 +247,17 @@ static int dw_group(ptrdiff_t per_sample_floats)
     return g < 1 ? 1 : g > 16 ? 16 : (int)g;
 }
 
+/* The backward passes hand out fixed groups of samples to the threads as
+ * they come free (a thread the OS has parked does not hold the others
+ * back), and each group sums its weight gradient into its own partial;
+ * the partials are added in group order, so the result depends neither on
+ * which thread ran a group nor on the number of threads. */
+static void dw_reduce(float *dw, const float *parts, int ngroups, size_t n)
+{
+    for (int g = 0; g < ngroups; g++)
+        for (size_t i = 0; i < n; i++) dw[i] += parts[(size_t)g * n + i];
+}
+
 /* The input gradient of one sample, stride 1 and pad < kernel: the
  * convolution of dy padded by (KH-1-pad, KW-1-pad) with the flipped,
  * transposed kernel, written straight into dx. */
@@ -334,15 +345,16 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
     const int shared = dw && dx && direct && KH - 1 - d->pad == d->pad && KW - 1 - d->pad == d->pad;
     const ptrdiff_t shift = shared ? (ptrdiff_t)d->pad * xg.Wq + d->pad : 0;
     const ptrdiff_t yst = shared ? dy_floats : ys; /* between the samples' dy planes */
-    const int G = dw ? dw_group(xs + yst) : 1;
+    const int G = dw ? dw_group(xs + yst) : 1, ng = (d->N + G - 1) / G;
     int nt = qat_get_num_threads();
-    if (nt > d->N) nt = d->N;
-    const size_t per = (dw ? (size_t)G * xs + (size_t)OC * K : 0) + (dw && !shared ? (size_t)G * ys : 0) +
+    if (nt > ng) nt = ng;
+    const size_t per = (dw ? (size_t)G * xs : 0) + (dw && !shared ? (size_t)G * ys : 0) +
                        (size_t)(shared ? G : 1) * (size_t)dy_floats + (size_t)t_floats;
-    float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
+    float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float) + 64);
+    float *parts = dw ? qat_arena_alloc(ctx, (size_t)ng * OC * K * sizeof(float)) : NULL;
     float *wpk = dx ? qat_arena_alloc(ctx, 2 * (size_t)K * OC * sizeof(float)) : NULL;
     ptrdiff_t *koff = qat_arena_alloc(ctx, 2 * (size_t)KK * sizeof(ptrdiff_t));
-    if (!scratch || !koff || (dx && !wpk)) return; /* out of memory: error is set */
+    if (!scratch || !koff || (dx && !wpk) || (dw && !parts)) return; /* out of memory: error is set */
     fwd_taps(koff, d, &xg);
     if (dx && direct) {
         /* W2(c, (oc, kh, kw)) = W(oc, c, KH-1-kh, KW-1-kw), packed */
@@ -382,19 +394,17 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
                 ko += U * V;
             }
     }
-    /* every partial is zeroed: a nested region may run fewer threads */
-    if (dw)
-        for (int t = 0; t < nt; t++) memset(scratch + (size_t)t * per, 0, (size_t)OC * K * sizeof(float));
 #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *dwp = scratch + (size_t)t * per; /* [OC][K] */
-        float *xp = dwp + (dw ? (size_t)OC * K : 0), *yg = xp + (dw ? (size_t)G * xs : 0);
+        int t = omp_get_thread_num();
+        float *xp = scratch + (size_t)t * per, *yg = xp + (dw ? (size_t)G * xs : 0);
         float *yq = yg + (dw && !shared ? (size_t)G * ys : 0), *tq = yq + (size_t)(shared ? G : 1) * dy_floats;
-        ptrdiff_t lo, hi;
-        split_range(d->N, nth, t, 1, &lo, &hi);
-        for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
-            int ns = hi - s0 < G ? (int)(hi - s0) : G;
+#pragma omp for schedule(dynamic, 1)
+        for (int gi = 0; gi < ng; gi++) {
+            const ptrdiff_t s0 = (ptrdiff_t)gi * G;
+            const int ns = d->N - s0 < G ? (int)(d->N - s0) : G;
+            float *dwp = dw ? parts + (size_t)gi * OC * K : NULL; /* [OC][K] */
+            if (dwp) memset(dwp, 0, (size_t)OC * K * sizeof(float));
             if (shared)
                 for (int k = 0; k < ns; k++)
                     build_phases(yq + k * yst, y->grad + (size_t)(s0 + k) * OC * ohw, OC, &dd.g);
@@ -440,11 +450,7 @@ static void conv_backward_implicit(qat_ctx *ctx, const qat_tape_entry *e)
             }
         }
     }
-    if (dw)
-        for (int t = 0; t < nt; t++) {
-            const float *p = scratch + (size_t)t * per;
-            for (size_t i = 0; i < (size_t)OC * K; i++) dw[i] += p[i];
-        }
+    if (dw) dw_reduce(dw, parts, ng, (size_t)OC * K);
 }
 
 static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *x, const float *w,
@@ -480,9 +486,8 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
             }
         } else {
             float *xp = scratch + (size_t)t * xs;
-            ptrdiff_t lo, hi;
-            split_range(d->N, nth, t, 1, &lo, &hi);
-            for (ptrdiff_t s = lo; s < hi; s++) {
+#pragma omp for schedule(dynamic, 1)
+            for (int s = 0; s < d->N; s++) {
                 build_phases(xp, x + (size_t)s * C * d->H * d->W, C, &xg);
                 /* y (OC, OH x Wq grid) = W (OC, K) . x taps */
                 qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, xg.Wq, d->OW, d->OW};
@@ -555,17 +560,23 @@ static int conv_forward_same(qat_ctx *ctx, const conv_dims *d, const float *x, c
     if (!by_cols && nt > d->N) nt = d->N;
 #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        ptrdiff_t lo = 0, hi = HW, s0 = 0, s1 = d->N;
-        if (by_cols)
+        if (by_cols) { /* a share of each image's columns */
+            int t = omp_get_thread_num(), nth = omp_get_num_threads();
+            ptrdiff_t lo, hi;
             split_range(HW, nth, t, QAT_NR, &lo, &hi);
-        else
-            split_range(d->N, nth, t, 1, &s0, &s1);
-        qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK, 0};
-        for (ptrdiff_t s = s0; s < s1 && lo < hi; s++) {
-            /* y (OC, HW) = W (OC, K) . x taps */
-            qat_cmat cm = {y + (size_t)s * OC * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
-            qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
+            qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK, 0};
+            for (int s = 0; s < d->N && lo < hi; s++) {
+                qat_cmat cm = {y + (size_t)s * OC * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
+                qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
+            }
+        } else { /* whole images, handed out as threads come free */
+            qat_brows br = {C, KK, HW, tp.koff, tp.m32, 0};
+#pragma omp for schedule(dynamic, 1)
+            for (int s = 0; s < d->N; s++) {
+                /* y (OC, HW) = W (OC, K) . x taps */
+                qat_cmat cm = {y + (size_t)s * OC * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
+                qat_gemm_bcast(OC, HW, wp, x + (size_t)s * C * HW, &br, mode, bias, &cm, 0);
+            }
         }
     }
     return 0;
@@ -578,12 +589,15 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
     const int C = d->C, OC = d->OC, KK = d->KH * d->KW, K = C * KK, HW = d->H * d->W;
     int fresh;
     float *dx = qat_grad_fresh(ctx, x, &fresh), *dw = qat_grad(ctx, w);
+    /* dW samples in groups whose x and dy stay in cache while every tile of
+     * dW passes over them */
+    const int G = dw_group((ptrdiff_t)(C + OC) * HW), ng = (d->N + G - 1) / G;
     int nt = qat_get_num_threads();
-    if (nt > d->N) nt = d->N;
+    if (nt > ng) nt = ng;
     same_taps tp;
-    float *dwp = dw ? qat_arena_alloc(ctx, (size_t)nt * OC * K * sizeof(float)) : NULL;
+    float *parts = dw ? qat_arena_alloc(ctx, (size_t)ng * OC * K * sizeof(float)) : NULL;
     float *w2p = dx ? qat_arena_alloc(ctx, 2 * (size_t)K * OC * sizeof(float)) : NULL;
-    if ((dw && !dwp) || (dx && !w2p) || same_taps_make(ctx, d, &tp)) return; /* error is set */
+    if ((dw && !parts) || (dx && !w2p) || same_taps_make(ctx, d, &tp)) return; /* error is set */
     if (dx) {
         /* W2(c, (oc, kh, kw)) = W(oc, c, KH-1-kh, KW-1-kw), packed */
         float *w2 = w2p + (size_t)K * OC;
@@ -593,26 +607,20 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
                     w2[((size_t)c * OC + o) * KK + q] = w->data[((size_t)o * C + c) * KK + (KK - 1 - q)];
         qat_pack_a(w2p, w2, (ptrdiff_t)OC * KK, 1, C, OC * KK);
     }
-    /* every partial is zeroed: a nested region may run fewer threads */
-    if (dw) memset(dwp, 0, (size_t)nt * OC * K * sizeof(float));
-    /* dW samples in groups whose x and dy stay in cache while every tile of
-     * dW passes over them */
-    const int G = dw_group((ptrdiff_t)(C + OC) * HW);
-#pragma omp parallel num_threads(nt)
-    {
-        int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        ptrdiff_t lo, hi;
-        split_range(d->N, nth, t, 1, &lo, &hi);
-        for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
-            int ns = hi - s0 < G ? (int)(hi - s0) : G;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int gi = 0; gi < ng; gi++) {
+        const ptrdiff_t s0 = (ptrdiff_t)gi * G;
+        const int ns = d->N - s0 < G ? (int)(d->N - s0) : G;
+        {
             if (dw) {
+                float *dwp = parts + (size_t)gi * OC * K;
+                memset(dwp, 0, (size_t)OC * K * sizeof(float));
                 /* dW (OC, K) += dy (OC, HW) . x taps (K, HW); away from the
                  * batch's first and last sample, the taps' reads past a plane
                  * land in x itself */
                 qat_brows br = {C, KK, HW, tp.koff, NULL, s0 > 0 && s0 + ns < d->N};
                 qat_gemm_dot(OC, HW, ns, y->grad + (size_t)s0 * OC * HW, HW, (ptrdiff_t)OC * HW,
-                             x->data + (size_t)s0 * C * HW, &br, (ptrdiff_t)C * HW, tp.m16,
-                             dwp + (size_t)t * OC * K, K);
+                             x->data + (size_t)s0 * C * HW, &br, (ptrdiff_t)C * HW, tp.m16, dwp, K);
             }
             if (dx)
                 for (ptrdiff_t s = s0; s < s0 + ns; s++) {
@@ -624,11 +632,7 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
                 }
         }
     }
-    if (dw)
-        for (int t = 0; t < nt; t++) {
-            const float *p = dwp + (size_t)t * OC * K;
-            for (size_t i = 0; i < (size_t)OC * K; i++) dw[i] += p[i];
-        }
+    if (dw) dw_reduce(dw, parts, ng, (size_t)OC * K);
 }
 
 /* ---- stride 1, no padding ("valid"): x read in place ----
@@ -688,17 +692,23 @@ static int conv_forward_valid(qat_ctx *ctx, const conv_dims *d, const float *x, 
     if (!by_cols && nt > d->N) nt = d->N;
 #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        ptrdiff_t lo = 0, hi = cols, s0 = 0, s1 = d->N;
-        if (by_cols)
+        if (by_cols) { /* a share of each image's columns */
+            int t = omp_get_thread_num(), nth = omp_get_num_threads();
+            ptrdiff_t lo, hi;
             split_range(cols, nth, t, QAT_NR, &lo, &hi);
-        else
-            split_range(d->N, nth, t, 1, &s0, &s1);
-        qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK, 0};
-        for (ptrdiff_t s = s0; s < s1 && lo < hi; s++) {
-            /* y (OC, OH x W grid) = W (OC, K) . x taps */
-            qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, d->W, d->OW, d->OW};
-            qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
+            qat_brows br = {C, KK, HW, tp.koff, tp.m32 + (lo / QAT_NR) * KK, 0};
+            for (int s = 0; s < d->N && lo < hi; s++) {
+                qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, d->W, d->OW, d->OW};
+                qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
+            }
+        } else { /* whole images, handed out as threads come free */
+            qat_brows br = {C, KK, HW, tp.koff, tp.m32, 0};
+#pragma omp for schedule(dynamic, 1)
+            for (int s = 0; s < d->N; s++) {
+                /* y (OC, OH x W grid) = W (OC, K) . x taps */
+                qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, d->W, d->OW, d->OW};
+                qat_gemm_bcast(OC, cols, wp, x + (size_t)s * C * HW, &br, mode, bias, &cm, 0);
+            }
         }
     }
     return 0;
@@ -716,12 +726,14 @@ static void conv_backward_valid(qat_ctx *ctx, const qat_tape_entry *e)
      * KH zero rows, and slack for the dot kernel's last vector */
     const ptrdiff_t top = (ptrdiff_t)KH * W, ps = round16(top + cols + top + 16);
     const ptrdiff_t ys = (ptrdiff_t)OC * ps;
-    const int G = dw ? dw_group((ptrdiff_t)C * HW + ys) : 1;
+    const int G = dw ? dw_group((ptrdiff_t)C * HW + ys) : 1, ng = (d->N + G - 1) / G;
     int nt = qat_get_num_threads();
-    if (nt > d->N) nt = d->N;
-    const size_t per = (dw ? (size_t)OC * K : 0) + (size_t)G * ys;
+    if (nt > ng) nt = ng;
+    const size_t per = (size_t)G * ys;
     valid_taps tp;
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
+    float *parts = dw ? qat_arena_alloc(ctx, (size_t)ng * OC * K * sizeof(float)) : NULL;
+    if (dw && !parts) return;
     float *w2p = dx ? qat_arena_alloc(ctx, 2 * (size_t)K * OC * sizeof(float)) : NULL;
     ptrdiff_t *koff2 = qat_arena_alloc(ctx, (size_t)KK * sizeof(ptrdiff_t));
     if (!scratch || !koff2 || (dx && !w2p) || valid_taps_make(ctx, d, &tp)) return; /* error is set */
@@ -736,16 +748,15 @@ static void conv_backward_valid(qat_ctx *ctx, const qat_tape_entry *e)
         qat_pack_a(w2p, w2, (ptrdiff_t)OC * KK, 1, C, OC * KK);
         for (int q = 0; q < KK; q++) koff2[q] = (ptrdiff_t)(q / KW - KH + 1) * W + (q % KW - KW + 1);
     }
-    if (dw)
-        for (int t = 0; t < nt; t++) memset(scratch + (size_t)t * per, 0, (size_t)OC * K * sizeof(float));
 #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *dwp = scratch + (size_t)t * per, *yg = dwp + (dw ? (size_t)OC * K : 0);
-        ptrdiff_t lo, hi;
-        split_range(d->N, nth, t, 1, &lo, &hi);
-        for (ptrdiff_t s0 = lo; s0 < hi; s0 += G) {
-            int ns = hi - s0 < G ? (int)(hi - s0) : G;
+        float *yg = scratch + (size_t)omp_get_thread_num() * per;
+#pragma omp for schedule(dynamic, 1)
+        for (int gi = 0; gi < ng; gi++) {
+            const ptrdiff_t s0 = (ptrdiff_t)gi * G;
+            const int ns = d->N - s0 < G ? (int)(d->N - s0) : G;
+            float *dwp = dw ? parts + (size_t)gi * OC * K : NULL;
+            if (dwp) memset(dwp, 0, (size_t)OC * K * sizeof(float));
             for (int k = 0; k < ns; k++) {
                 const float *dyk = y->grad + (size_t)(s0 + k) * OC * ohw;
                 for (int o = 0; o < OC; o++) {
@@ -771,11 +782,7 @@ static void conv_backward_valid(qat_ctx *ctx, const qat_tape_entry *e)
                 }
         }
     }
-    if (dw)
-        for (int t = 0; t < nt; t++) {
-            const float *p = scratch + (size_t)t * per;
-            for (size_t i = 0; i < (size_t)OC * K; i++) dw[i] += p[i];
-        }
+    if (dw) dw_reduce(dw, parts, ng, (size_t)OC * K);
 }
 
 /* ---- im2col paths (avx512 kernels or OpenBLAS) ---- */
@@ -788,72 +795,61 @@ static void conv_backward_im2col(qat_ctx *ctx, const qat_tape_entry *e)
     const ptrdiff_t L = (ptrdiff_t)d->N * ohw;
     float *dx = qat_grad(ctx, x), *dw = qat_grad(ctx, w);
     const int simd = qat_simd_level() == QAT_SIMD_AVX512;
-    /* With dx, threads take whole samples (col2im of a sample stays in one
-     * thread); without, any columns. */
-    int nt = qat_get_num_threads();
-    ptrdiff_t units = dx ? d->N : (L + QAT_NR - 1) / QAT_NR;
-    if (nt > units) nt = (int)units;
     const int Lc = chunk_cols(K);
+    /* groups of whole samples (col2im of a sample stays in one thread),
+     * about a chunk of columns each */
+    const int G = ohw >= Lc ? 1 : Lc / ohw, ng = (d->N + G - 1) / G;
+    int nt = qat_get_num_threads();
+    if (nt > ng) nt = ng;
     const size_t kc = (size_t)K * Lc, oc = (size_t)OC * Lc, kw = (size_t)K * OC;
-    /* per thread: dW partial, im2col, dy gathered, dcol */
-    const size_t per = (dw ? kw + kc : 0) + oc + (dx ? kc : 0);
+    /* per thread: im2col, dy gathered, dcol */
+    const size_t per = (dw ? kc : 0) + oc + (dx ? kc : 0);
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
+    float *parts = dw ? qat_arena_alloc(ctx, (size_t)ng * kw * sizeof(float)) : NULL;
     float *wtp = dx && simd ? qat_arena_alloc(ctx, kw * sizeof(float)) : NULL;
-    if (!scratch || (dx && simd && !wtp)) return; /* out of memory: error is set */
+    if (!scratch || (dx && simd && !wtp) || (dw && !parts)) return; /* out of memory: error is set */
     if (wtp) qat_pack_a(wtp, w->data, 1, K, K, OC); /* A(k, oc) = W[oc][k] */
-    /* every partial is zeroed: a nested region may run fewer threads */
-    if (dw)
-        for (int t = 0; t < nt; t++) memset(scratch + (size_t)t * per, 0, kw * sizeof(float));
     static const ptrdiff_t zero_off[1] = {0};
 #pragma omp parallel num_threads(nt)
     {
-        /* split over the threads actually running: a nested region (the
-         * caller's own parallel loop) may get fewer than nt */
-        int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *dwp = scratch + (size_t)t * per; /* [OC][K] */
-        float *col = dwp + (dw ? kw : 0), *dyc = col + (dw ? kc : 0), *dcol = dyc + oc;
-        ptrdiff_t lo, hi;
-        if (dx) {
-            split_range(d->N, nth, t, 1, &lo, &hi);
-            lo *= ohw;
-            hi *= ohw;
-        } else {
-            split_range(L, nth, t, QAT_NR, &lo, &hi);
-        }
-        for (ptrdiff_t g = lo; g < hi; g += Lc) {
-            ptrdiff_t n = hi - g < Lc ? hi - g : Lc;
-            /* simd: rows padded to 16 columns with zeros for the dot kernel */
-            ptrdiff_t ld = simd ? round16(n) : n;
-            if (ld > Lc) ld = n; /* Lc is a multiple of 32: cannot happen */
-            gather_cols(dyc, ld, y->grad, OC, ohw, g, n);
-            if (dw) {
-                im2col_range(col, ld, x->data, d, g, g + n);
-                /* dW (OC,K) += dy (OC,n) col^T (n,K) */
-                if (simd) {
-                    qat_brows br = {K, 1, ld, zero_off, NULL, 0};
-                    qat_gemm_dot(OC, (int)ld, 1, dyc, ld, 0, col, &br, 0, NULL, dwp, K);
-                } else {
-                    qat_sgemm(0, 1, OC, K, (int)n, 1.0f, dyc, (int)ld, col, (int)ld, 1.0f, dwp, K);
+        float *col = scratch + (size_t)omp_get_thread_num() * per;
+        float *dyc = col + (dw ? kc : 0), *dcol = dyc + oc;
+#pragma omp for schedule(dynamic, 1)
+        for (int gi = 0; gi < ng; gi++) {
+            const ptrdiff_t lo = (ptrdiff_t)gi * G * ohw, hi = lo + (ptrdiff_t)G * ohw < L ? lo + (ptrdiff_t)G * ohw : L;
+            float *dwp = dw ? parts + (size_t)gi * kw : NULL; /* [OC][K] */
+            if (dwp) memset(dwp, 0, kw * sizeof(float));
+            for (ptrdiff_t g = lo; g < hi; g += Lc) {
+                ptrdiff_t n = hi - g < Lc ? hi - g : Lc;
+                /* simd: rows padded to 16 columns with zeros for the dot kernel */
+                ptrdiff_t ld = simd ? round16(n) : n;
+                if (ld > Lc) ld = n; /* Lc is a multiple of 32: cannot happen */
+                gather_cols(dyc, ld, y->grad, OC, ohw, g, n);
+                if (dw) {
+                    im2col_range(col, ld, x->data, d, g, g + n);
+                    /* dW (OC,K) += dy (OC,n) col^T (n,K) */
+                    if (simd) {
+                        qat_brows br = {K, 1, ld, zero_off, NULL, 0};
+                        qat_gemm_dot(OC, (int)ld, 1, dyc, ld, 0, col, &br, 0, NULL, dwp, K);
+                    } else {
+                        qat_sgemm(0, 1, OC, K, (int)n, 1.0f, dyc, (int)ld, col, (int)ld, 1.0f, dwp, K);
+                    }
                 }
-            }
-            if (dx) {
-                /* dcol (K,n) = W^T (K,OC) dy (OC,n) */
-                if (simd) {
-                    qat_brows br = {OC, 1, ld, zero_off, NULL, 0};
-                    qat_cmat cm = {dcol, ld, PTRDIFF_MAX, PTRDIFF_MAX, 0};
-                    qat_gemm_bcast(K, (int)n, wtp, dyc, &br, QAT_C_ZERO, NULL, &cm, 0);
-                } else {
-                    qat_sgemm(1, 0, K, (int)n, OC, 1.0f, w->data, K, dyc, (int)ld, 0.0f, dcol, (int)ld);
+                if (dx) {
+                    /* dcol (K,n) = W^T (K,OC) dy (OC,n) */
+                    if (simd) {
+                        qat_brows br = {OC, 1, ld, zero_off, NULL, 0};
+                        qat_cmat cm = {dcol, ld, PTRDIFF_MAX, PTRDIFF_MAX, 0};
+                        qat_gemm_bcast(K, (int)n, wtp, dyc, &br, QAT_C_ZERO, NULL, &cm, 0);
+                    } else {
+                        qat_sgemm(1, 0, K, (int)n, OC, 1.0f, w->data, K, dyc, (int)ld, 0.0f, dcol, (int)ld);
+                    }
+                    col2im_range(dx, dcol, ld, d, g, g + n);
                 }
-                col2im_range(dx, dcol, ld, d, g, g + n);
             }
         }
     }
-    if (dw)
-        for (int t = 0; t < nt; t++) {
-            const float *p = scratch + (size_t)t * per;
-            for (size_t i = 0; i < kw; i++) dw[i] += p[i];
-        }
+    if (dw) dw_reduce(dw, parts, ng, kw);
 }
 
 static int conv_forward_im2col(qat_ctx *ctx, const conv_dims *d, const float *x, const float *w,
@@ -862,9 +858,12 @@ static int conv_forward_im2col(qat_ctx *ctx, const conv_dims *d, const float *x,
     const int K = d->C * d->KH * d->KW, OC = d->OC, ohw = d->OH * d->OW;
     const ptrdiff_t L = (ptrdiff_t)d->N * ohw;
     const int simd = qat_simd_level() == QAT_SIMD_AVX512;
-    int nt = qat_get_num_threads();
-    if (nt > (L + QAT_NR - 1) / QAT_NR) nt = (int)((L + QAT_NR - 1) / QAT_NR);
+    /* chunks of Lc columns (of the batch's pixels), handed out as threads
+     * come free */
     const int Lc = chunk_cols(K);
+    const ptrdiff_t nchunks = (L + Lc - 1) / Lc;
+    int nt = qat_get_num_threads();
+    if (nt > nchunks) nt = (int)nchunks;
     size_t per = (size_t)K * Lc + (simd ? 0 : (size_t)OC * Lc);
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
     float *wp = simd ? qat_arena_alloc(ctx, (size_t)OC * K * sizeof(float)) : NULL;
@@ -873,12 +872,10 @@ static int conv_forward_im2col(qat_ctx *ctx, const conv_dims *d, const float *x,
     static const ptrdiff_t zero_off[1] = {0};
 #pragma omp parallel num_threads(nt)
     {
-        int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *col = scratch + (size_t)t * per, *tmp = col + (size_t)K * Lc;
-        ptrdiff_t lo, hi;
-        split_range(L, nth, t, QAT_NR, &lo, &hi);
-        for (ptrdiff_t g = lo; g < hi; g += Lc) {
-            ptrdiff_t n = hi - g < Lc ? hi - g : Lc;
+        float *col = scratch + (size_t)omp_get_thread_num() * per, *tmp = col + (size_t)K * Lc;
+#pragma omp for schedule(dynamic, 1)
+        for (ptrdiff_t ci = 0; ci < nchunks; ci++) {
+            ptrdiff_t g = ci * Lc, n = L - g < Lc ? L - g : Lc;
             im2col_range(col, n, x, d, g, g + n);
             /* y (OC, n) = W (OC,K) col (K,n) [+ b] */
             if (simd) {
@@ -996,7 +993,7 @@ static void maxpool_backward(qat_ctx *ctx, const qat_tape_entry *e)
     if (!dx) return;
     const int NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     const int OH = y->shape[2], OW = y->shape[3];
-#pragma omp parallel for if (x->numel > 32768) schedule(static)
+#pragma omp parallel for if (x->numel > 32768) schedule(dynamic, 16)
     for (int p = 0; p < NC; p++) {
         float *d = dx + (size_t)p * H * W;
         const float *g = dy + (size_t)p * OH * OW;
@@ -1029,7 +1026,7 @@ qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride)
     if (fast) {
         /* first maximum in the order (0,0) (0,1) (1,0) (1,1); NaN is never
          * selected unless it is first, as in the general loop below */
-#pragma omp parallel for if (y->numel > 32768) schedule(static)
+#pragma omp parallel for if (y->numel > 32768) schedule(dynamic, 16)
         for (int p = 0; p < NC; p++)
             qat_k_maxpool2_fwd(y->data + (size_t)p * OH * OW, win ? win + (size_t)p * OH * OW : NULL,
                                x->data + (size_t)p * H * W, H, W, OH, OW);

@@ -7,6 +7,12 @@
 #include "autograd/kernels.h"
 
 #define PAR_MIN 32768 /* elements below which a loop stays serial */
+/* Large elementwise loops run in blocks of BLK elements handed out to the
+ * threads as they come free: on a shared machine a thread the OS has
+ * parked does not hold the others back (results do not depend on the
+ * split). */
+#define BLK 4096
+#define NBLK(n) ((ptrdiff_t)(((n) + BLK - 1) / BLK))
 
 static int same_shape(const qat_tensor *a, const qat_tensor *b)
 {
@@ -148,12 +154,13 @@ static void add_backward(qat_ctx *ctx, const qat_tape_entry *e)
         int fresh;
         float *restrict d = qat_grad_fresh(ctx, e->in[k], &fresh);
         if (!d) continue;
-        if (fresh) {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-            for (size_t i = 0; i < n; i++) d[i] = 0.0f + dy[i];
-        } else {
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-            for (size_t i = 0; i < n; i++) d[i] += dy[i];
+#pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
+        for (ptrdiff_t b = 0; b < NBLK(n); b++) {
+            size_t i0 = (size_t)b * BLK, i1 = n - i0 < BLK ? n : i0 + BLK;
+            if (fresh)
+                for (size_t i = i0; i < i1; i++) d[i] = 0.0f + dy[i];
+            else
+                for (size_t i = i0; i < i1; i++) d[i] += dy[i];
         }
     }
 }
@@ -165,8 +172,13 @@ qat_tensor *qat_add(qat_ctx *ctx, qat_tensor *a, qat_tensor *b)
     qat_tensor *y = qat_new(ctx, a->ndim, a->shape);
     if (!y) return NULL;
     size_t n = a->numel;
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (size_t i = 0; i < n; i++) y->data[i] = a->data[i] + b->data[i];
+    const float *restrict ad = a->data, *restrict bd = b->data;
+    float *restrict yd = y->data;
+#pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
+    for (ptrdiff_t k = 0; k < NBLK(n); k++) {
+        size_t i0 = (size_t)k * BLK, i1 = n - i0 < BLK ? n : i0 + BLK;
+        for (size_t i = i0; i < i1; i++) yd[i] = ad[i] + bd[i];
+    }
     qat_tensor *in[2] = {a, b};
     if (qat_needs_grad(ctx, 2, in) &&
         qat_tape_record(ctx, "add", add_backward, y, 2, in, NULL) != QAT_OK)
@@ -207,11 +219,9 @@ static void relu_backward(qat_ctx *ctx, const qat_tape_entry *e)
     if (!dx) return;
     const float *y = e->out->data, *dy = e->out->grad;
     size_t n = e->out->numel;
-    /* in blocks, so the kernel sees contiguous runs */
-    const ptrdiff_t nb = (ptrdiff_t)((n + 4095) / 4096);
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (ptrdiff_t b = 0; b < nb; b++) {
-        size_t i = (size_t)b * 4096, m = n - i < 4096 ? n - i : 4096;
+#pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
+    for (ptrdiff_t b = 0; b < NBLK(n); b++) {
+        size_t i = (size_t)b * BLK, m = n - i < BLK ? n - i : BLK;
         qat_k_relu_bwd(dx + i, y + i, dy + i, m, fresh);
     }
 }
@@ -222,10 +232,9 @@ qat_tensor *qat_relu(qat_ctx *ctx, qat_tensor *x)
     qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
     if (!y) return NULL;
     size_t n = x->numel;
-    const ptrdiff_t nb = (ptrdiff_t)((n + 4095) / 4096);
-#pragma omp parallel for if (n > PAR_MIN) schedule(static)
-    for (ptrdiff_t b = 0; b < nb; b++) {
-        size_t i = (size_t)b * 4096, m = n - i < 4096 ? n - i : 4096;
+#pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
+    for (ptrdiff_t b = 0; b < NBLK(n); b++) {
+        size_t i = (size_t)b * BLK, m = n - i < BLK ? n - i : BLK;
         qat_k_relu_fwd(y->data + i, x->data + i, m);
     }
     if (qat_needs_grad(ctx, 1, &x) &&
