@@ -654,6 +654,9 @@ typedef struct {
     ptrdiff_t *koff; /* KH*KW: kh*W + kw */
     uint32_t *m32;   /* [strip][KK] over the OH*W grid columns */
     uint16_t *m16;   /* [vector][KK + 1] */
+    uint32_t *mdx;   /* [strip][KK] over dx's H*W pixels: the flipped kernel's
+                      * taps that read dy, not its zero border (only to skip
+                      * the taps that read nothing in a tile) */
 } valid_taps;
 
 static int valid_taps_make(qat_ctx *ctx, const conv_dims *d, valid_taps *t)
@@ -674,6 +677,15 @@ static int valid_taps_make(qat_ctx *ctx, const conv_dims *d, valid_taps *t)
         }
     }
     for (int px = 0; px < G; px++) t->m16[(px / 16) * (KK + 1) + KK] |= (uint16_t)(1u << (px % 16));
+    const int nsx = (HW + 31) / 32;
+    t->mdx = qat_arena_alloc(ctx, (size_t)nsx * KK * sizeof(uint32_t));
+    if (!t->mdx) return -1;
+    memset(t->mdx, 0, (size_t)nsx * KK * sizeof(uint32_t));
+    for (int q = 0; q < KK; q++)
+        for (int px = 0; px < HW; px++) {
+            int r = px / W + q / d->KW - (d->KH - 1), c = px % W + q % d->KW - (d->KW - 1);
+            if (r >= 0 && r < d->OH && c >= 0 && c < d->OW) t->mdx[(px / 32) * KK + q] |= 1u << (px % 32);
+        }
     return 0;
 }
 
@@ -775,7 +787,7 @@ static void conv_backward_valid(qat_ctx *ctx, const qat_tape_entry *e)
             if (dx)
                 for (int k = 0; k < ns; k++) {
                     /* dx (C, HW) (+)= W2 (C, OC*KK) . dy grid taps */
-                    qat_brows br = {OC, KK, ps, koff2, NULL, 0};
+                    qat_brows br = {OC, KK, ps, koff2, tp.mdx, 1};
                     qat_cmat cm = {dx + (size_t)(s0 + k) * C * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
                     qat_gemm_bcast(C, HW, w2p, yg + k * ys + top, &br, fresh ? QAT_C_ZERO : QAT_C_ADD, NULL,
                                    &cm, 0);

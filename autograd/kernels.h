@@ -42,8 +42,11 @@ typedef struct {
     ptrdiff_t cstride;
     const ptrdiff_t *koff;
     const uint32_t *mask; /* qat_gemm_bcast: NULL or [strip][kk] */
-    int readable;         /* qat_gemm_dot with a mask: the masked-off lanes of
-                           * B lie in readable memory (finite or not) */
+    int readable;         /* with a mask, the masked-off lanes of B lie in
+                           * readable memory: qat_gemm_dot then loads plainly
+                           * and leaves them out of the sums; for
+                           * qat_gemm_bcast they must also hold zeros, and the
+                           * mask only skips the taps with no lane in a tile */
 } qat_brows;
 
 #define QAT_MR 12 /* rows per packed A panel */

@@ -116,6 +116,10 @@ static INLINE AVX512 void bcast_body(const int MR, const int NV, const int MASKE
         }
     }
     const __mmask16 blo = t->blo, bhi = t->bhi;
+    const uint32_t all = (uint32_t)blo | (uint32_t)bhi << 16;
+    /* masked loads cost about twice a plain one (Zen 5): a full tile whose
+     * lanes need no masking loads plainly */
+    const int plain = MASKED != 1 && blo == 0xffff && (NV == 1 || bhi == 0xffff);
     const int nc = br->nc, kk = br->kk;
     const ptrdiff_t cs = br->cstride, *koff = br->koff;
     for (int ch = 0; ch < nc; ch++) {
@@ -124,12 +128,24 @@ static INLINE AVX512 void bcast_body(const int MR, const int NV, const int MASKE
             const float *bk = at_offset(bc, koff[q]);
             __mmask16 mlo = blo, mhi = bhi;
             if (MASKED) {
-                uint32_t m = km[q];
-                mlo = (__mmask16)(m & blo);
-                mhi = (__mmask16)((m >> 16) & bhi);
+                uint32_t m = km[q] & all;
+                if (!m) { /* the tap reads only padding in this tile */
+                    a += MR;
+                    continue;
+                }
+                if (MASKED == 1) {
+                    mlo = (__mmask16)m;
+                    mhi = (__mmask16)(m >> 16);
+                }
             }
-            __m512 b0 = _mm512_maskz_loadu_ps(mlo, bk);
-            __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(mhi, bk + 16) : b0;
+            __m512 b0, b1;
+            if (plain) {
+                b0 = _mm512_loadu_ps(bk);
+                b1 = NV > 1 ? _mm512_loadu_ps(bk + 16) : b0;
+            } else {
+                b0 = _mm512_maskz_loadu_ps(mlo, bk);
+                b1 = NV > 1 ? _mm512_maskz_loadu_ps(mhi, bk + 16) : b0;
+            }
             /* the same row two tiles on: read in place (not a copy in
              * cache), B streams in from L2 or memory */
             if (MASKED) _mm_prefetch((const char *)at_offset(bk, 2 * QAT_NR), _MM_HINT_T0);
@@ -146,8 +162,14 @@ static INLINE AVX512 void bcast_body(const int MR, const int NV, const int MASKE
     for (int i = 0; i < MR; i++) {
         float *ci = c + i * ldc;
         for (int p = 0; p < t->np; p++) {
-            if (t->lo[p]) _mm512_mask_storeu_ps(ci + t->off[p], t->lo[p], c0[i]);
-            if (NV > 1 && t->hi[p]) _mm512_mask_storeu_ps(ci + t->off[p] + 16, t->hi[p], c1[i]);
+            if (t->lo[p] == 0xffff)
+                _mm512_storeu_ps(ci + t->off[p], c0[i]);
+            else if (t->lo[p])
+                _mm512_mask_storeu_ps(ci + t->off[p], t->lo[p], c0[i]);
+            if (NV > 1 && t->hi[p] == 0xffff)
+                _mm512_storeu_ps(ci + t->off[p] + 16, c1[i]);
+            else if (NV > 1 && t->hi[p])
+                _mm512_mask_storeu_ps(ci + t->off[p] + 16, t->hi[p], c1[i]);
         }
     }
 }
@@ -159,13 +181,13 @@ static INLINE AVX512 void bcast_body(const int MR, const int NV, const int MASKE
     {                                                                                             \
         bcast_body(MR, NV, M, a, b, br, km, t, mode, bias, c, ldc);                               \
     }
-#define BK_NV(MR) BK(MR, 1, 0) BK(MR, 2, 0) BK(MR, 1, 1) BK(MR, 2, 1)
+#define BK_NV(MR) BK(MR, 1, 0) BK(MR, 2, 0) BK(MR, 1, 1) BK(MR, 2, 1) BK(MR, 1, 2) BK(MR, 2, 2)
 BK_NV(1) BK_NV(2) BK_NV(3) BK_NV(4) BK_NV(5) BK_NV(6)
 BK_NV(7) BK_NV(8) BK_NV(9) BK_NV(10) BK_NV(11) BK_NV(12)
 
-#define BROW(MR) {{bk_##MR##_1_0, bk_##MR##_2_0}, {bk_##MR##_1_1, bk_##MR##_2_1}}
-static const bcast_fn bcast_kernels[QAT_MR + 1][2][2] = {
-    {{NULL, NULL}, {NULL, NULL}},
+#define BROW(MR) {{bk_##MR##_1_0, bk_##MR##_2_0}, {bk_##MR##_1_1, bk_##MR##_2_1}, {bk_##MR##_1_2, bk_##MR##_2_2}}
+static const bcast_fn bcast_kernels[QAT_MR + 1][3][2] = {
+    {{NULL, NULL}, {NULL, NULL}, {NULL, NULL}},
     BROW(1), BROW(2), BROW(3), BROW(4), BROW(5), BROW(6),
     BROW(7), BROW(8), BROW(9), BROW(10), BROW(11), BROW(12),
 };
@@ -214,7 +236,8 @@ static ptrdiff_t col_offset(const qat_cmat *cm, ptrdiff_t g)
 void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_brows *br, int mode,
                     const float *bias, const qat_cmat *cm, ptrdiff_t g0)
 {
-    const int np = qat_panel_count(M), K = br->nc * br->kk, masked = br->mask != NULL;
+    const int np = qat_panel_count(M), K = br->nc * br->kk;
+    const int masked = br->mask == NULL ? 0 : br->readable ? 2 : 1;
     for (int j0 = 0; j0 < N; j0 += QAT_NR) {
         int n = N - j0 < QAT_NR ? N - j0 : QAT_NR;
         int nv = n > 16 ? 2 : 1;
