@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""qat against PyTorch on this machine: one command, one JSON object.
+
+Runs, interleaved and repeated (medians reported), for each model:
+  - float training images/s, batch 128, 2 threads: `qat train` vs the
+    peer (shared/peer/pytorch_qat.py --float-only), same images;
+  - QAT step cost: `qat train --from F --quant w8a8 / w4a4` images/s over
+    the float step;
+  - int8 inference images/s at batch 128 (`qat eval` through the runtime on
+    an exported model; peer: --bench-only, oneDNN int8) and fp32 inference
+    (bench_train);
+  - peak RSS of `qat train` vs the peer's training.
+Usage: bench/run_bench.py [--models lenet5,convnet] [--reps 3] [--limit-train 12800]
+                          [--native-blas] [--no-peer] [--out FILE]
+--native-blas unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for both sides.
+Build first (scripts/bench.sh does both)."""
+import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+QAT = os.path.join(ROOT, "build", "tools", "qat")
+BENCH_TRAIN = os.path.join(ROOT, "build", "bench", "bench_train")
+PEER = os.path.join(ROOT, "..", "shared", "peer", "pytorch_qat.py")
+
+
+def run(cmd, env, timeout=3600):
+    t = time.time()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr[-3000:])
+        raise SystemExit("failed: " + " ".join(cmd))
+    return p.stdout, time.time() - t
+
+
+def qat_json(args, env):
+    out, _ = run(["/usr/bin/time", "-f", "RSS %M"] + [QAT] + args + ["--json"], env)
+    return json.loads(out)
+
+
+def peak_rss_kib(cmd, env):
+    p = subprocess.run(["/usr/bin/time", "-f", "RSS %M"] + cmd, env=env, capture_output=True, text=True)
+    m = re.findall(r"RSS (\d+)", p.stderr)
+    return int(m[-1]) if m else None
+
+
+def med(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="mlp,lenet5,convnet,resnet8")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--limit-train", type=int, default=12800)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--native-blas", action="store_true")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    env = dict(os.environ)
+    if a.native_blas:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    penv = dict(env, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS="1")
+    tmp = tempfile.mkdtemp(prefix="qat-bench-")
+    common = ["--threads", str(a.threads), "--limit-train", str(a.limit_train), "--val", "1000",
+              "--limit-test", "2000"]
+    R = {"machine": os.uname().nodename, "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+         "threads": a.threads, "reps": a.reps, "limit_train": a.limit_train,
+         "openblas_coretype": env.get("OPENBLAS_CORETYPE", "(unset: native)"), "models": {}}
+    cfg, _ = run([BENCH_TRAIN, "--models", "mlp", "--steps", "2", "--reps", "1", "--threads", "1"], env)
+    R["openblas"] = json.loads(cfg).get("openblas")
+    for model in a.models.split(","):
+        M = {"qat": {}, "peer": {}}
+        fl = os.path.join(tmp, model + "-float.h5")
+        run([QAT, "train", "--model", model, "--epochs", "1", "--out", fl] + common, env)
+        q8, q4 = os.path.join(tmp, model + "-w8a8.h5"), os.path.join(tmp, model + "-w4a4.h5")
+        i8 = os.path.join(tmp, model + ".int8.h5")
+        sd = os.path.join(tmp, model + ".pt")
+        tr, trq8, trq4, rss, ips8, peer_tr, peer_rss, peer_i8, peer_fp32 = ([] for _ in range(9))
+        for rep in range(a.reps):
+            # interleaved: ours, then the peer, each rep
+            j = qat_json(["train", "--model", model, "--epochs", "1", "--out", os.path.join(tmp, "x.h5")] + common, env)
+            tr.append(j["train_images_per_s"])
+            rss.append(peak_rss_kib([QAT, "train", "--model", model, "--epochs", "1", "--out",
+                                     os.path.join(tmp, "y.h5"), "--json"] + common, env))
+            j = qat_json(["train", "--from", fl, "--quant", "w8a8", "--epochs", "2", "--out", q8] + common, env)
+            trq8.append(j["train_images_per_s"])
+            j = qat_json(["train", "--from", fl, "--quant", "w4a4", "--epochs", "2", "--out", q4] + common, env)
+            trq4.append(j["train_images_per_s"])
+            run([QAT, "export", "--from", q8, "--out", i8], env)
+            j = qat_json(["eval", i8, "--threads", str(a.threads)], env)
+            ips8.append(j["int8_images_per_s"])
+            if not a.no_peer:
+                pj = os.path.join(tmp, "peer.json")
+                run(["/usr/bin/python3", PEER, "--model", model, "--epochs", "1", "--float-only",
+                     "--limit-train", str(a.limit_train), "--save-float", sd, "--out", pj], penv)
+                P = json.load(open(pj))
+                peer_tr.append(P["float"]["train_images_per_s_median"])
+                peer_rss.append(P["float"].get("peak_rss_train_bytes", 0) / 1024 or None)
+                if rep == 0 or True:
+                    run(["/usr/bin/python3", PEER, "--model", model, "--load-float", sd, "--bench-only",
+                         "--lat-iters", "200", "--out", pj], penv)
+                    P = json.load(open(pj))
+                    inf = P["inference"]
+                    peer_fp32.append(inf["fp32"]["throughput_images_per_s"])
+                    k8 = [k for k in inf if k.startswith("int8")][0]
+                    peer_i8.append(inf[k8]["throughput_images_per_s"])
+        bt, _ = run([BENCH_TRAIN, "--models", model, "--threads", str(a.threads), "--reps", str(a.reps)], env)
+        B = json.loads(bt)
+        b = B["models"][model] if "models" in B else B.get(model, {})
+        M["qat"] = {"train_images_per_s": med(tr), "qat_w8a8_images_per_s": med(trq8),
+                    "qat_w4a4_images_per_s": med(trq4),
+                    "qat_w8a8_step_cost_vs_float": ratio(med(tr), med(trq8)),
+                    "qat_w4a4_step_cost_vs_float": ratio(med(tr), med(trq4)),
+                    "int8_images_per_s": med(ips8),
+                    "fp32_infer_images_per_s": b.get("infer_images_per_s"),
+                    "int8_vs_own_fp32": ratio(med(ips8), b.get("infer_images_per_s")),
+                    "peak_rss_mib": med(rss) / 1024 if med(rss) else None,
+                    "runs_train_images_per_s": tr}
+        if not a.no_peer:
+            M["peer"] = {"train_images_per_s": med(peer_tr), "int8_images_per_s": med(peer_i8),
+                         "fp32_infer_images_per_s": med(peer_fp32),
+                         "peak_rss_mib": med(peer_rss) / 1024 if med(peer_rss) else None,
+                         "runs_train_images_per_s": peer_tr}
+            M["ratios"] = {"train_vs_peer": ratio(med(tr), med(peer_tr)),
+                           "int8_vs_peer_int8": ratio(med(ips8), med(peer_i8)),
+                           "peak_rss_vs_peer": ratio(med(rss), med(peer_rss))}
+        R["models"][model] = M
+        sys.stderr.write(json.dumps({model: M.get("ratios", M["qat"])}) + "\n")
+    s = json.dumps(R, indent=1)
+    print(s)
+    if a.out:
+        open(a.out, "w").write(s + "\n")
+
+
+if __name__ == "__main__":
+    main()

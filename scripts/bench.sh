@@ -1,0 +1,13 @@
+#!/bin/sh
+# Benchmarks against PyTorch (shared/peer/pytorch_qat.py), side by side,
+# printing one JSON object. Installs what is missing (python3-torch for the
+# peer), builds, then runs bench/run_bench.py with the given options
+# (e.g. --models lenet5,convnet --reps 3 --native-blas).
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/setup.sh build
+if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-torch >&2
+fi
+exec /usr/bin/python3 bench/run_bench.py "$@"
