@@ -570,10 +570,10 @@ static int conv_forward_same(qat_ctx *ctx, const conv_dims *d, const float *x, c
                 qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
             }
         } else { /* whole images, handed out as threads come free */
-            qat_brows br = {C, KK, HW, tp.koff, tp.m32, 0};
 #pragma omp for schedule(dynamic, 1)
             for (int s = 0; s < d->N; s++) {
                 /* y (OC, HW) = W (OC, K) . x taps */
+                qat_brows br = {C, KK, HW, tp.koff, tp.m32, QAT_OUT_UNREADABLE};
                 qat_cmat cm = {y + (size_t)s * OC * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
                 qat_gemm_bcast(OC, HW, wp, x + (size_t)s * C * HW, &br, mode, bias, &cm, 0);
             }
@@ -618,14 +618,14 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
                 /* dW (OC, K) += dy (OC, HW) . x taps (K, HW); away from the
                  * batch's first and last sample, the taps' reads past a plane
                  * land in x itself */
-                qat_brows br = {C, KK, HW, tp.koff, NULL, s0 > 0 && s0 + ns < d->N};
+                qat_brows br = {C, KK, HW, tp.koff, NULL, QAT_OUT_UNREADABLE};
                 qat_gemm_dot(OC, HW, ns, y->grad + (size_t)s0 * OC * HW, HW, (ptrdiff_t)OC * HW,
                              x->data + (size_t)s0 * C * HW, &br, (ptrdiff_t)C * HW, tp.m16, dwp, K);
             }
             if (dx)
                 for (ptrdiff_t s = s0; s < s0 + ns; s++) {
                     /* dx (C, HW) (+)= W2 (C, OC*KK) . dy taps */
-                    qat_brows br = {OC, KK, HW, tp.koff, tp.m32, 0};
+                    qat_brows br = {OC, KK, HW, tp.koff, tp.m32, QAT_OUT_UNREADABLE};
                     qat_cmat cm = {dx + (size_t)s * C * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
                     qat_gemm_bcast(C, HW, w2p, y->grad + (size_t)s * OC * HW, &br, fresh ? QAT_C_ZERO : QAT_C_ADD,
                                    NULL, &cm, 0);
@@ -714,10 +714,12 @@ static int conv_forward_valid(qat_ctx *ctx, const conv_dims *d, const float *x, 
                 qat_gemm_bcast(OC, (int)(hi - lo), wp, x + (size_t)s * C * HW + lo, &br, mode, bias, &cm, lo);
             }
         } else { /* whole images, handed out as threads come free */
-            qat_brows br = {C, KK, HW, tp.koff, tp.m32, 0};
 #pragma omp for schedule(dynamic, 1)
             for (int s = 0; s < d->N; s++) {
-                /* y (OC, OH x W grid) = W (OC, K) . x taps */
+                /* y (OC, OH x W grid) = W (OC, K) . x taps; only the last
+                 * image's reads can leave x (the lanes past a plane are
+                 * grid columns that are not stored) */
+                qat_brows br = {C, KK, HW, tp.koff, s < d->N - 1 ? NULL : tp.m32, 0};
                 qat_cmat cm = {y + (size_t)s * OC * ohw, ohw, d->W, d->OW, d->OW};
                 qat_gemm_bcast(OC, cols, wp, x + (size_t)s * C * HW, &br, mode, bias, &cm, 0);
             }
@@ -780,14 +782,14 @@ static void conv_backward_valid(qat_ctx *ctx, const qat_tape_entry *e)
             if (dw) {
                 /* dW (OC, K) += dy grid (OC, OH*W) . x taps (reads past the
                  * last plane of a sample land in x unless it is the last) */
-                qat_brows br = {C, KK, HW, tp.koff, NULL, s0 + ns < d->N};
+                qat_brows br = {C, KK, HW, tp.koff, NULL, QAT_OUT_UNREADABLE};
                 qat_gemm_dot(OC, cols, ns, yg + top, ps, ys, x->data + (size_t)s0 * C * HW, &br,
                              (ptrdiff_t)C * HW, tp.m16, dwp, K);
             }
             if (dx)
                 for (int k = 0; k < ns; k++) {
                     /* dx (C, HW) (+)= W2 (C, OC*KK) . dy grid taps */
-                    qat_brows br = {OC, KK, ps, koff2, tp.mdx, 1};
+                    qat_brows br = {OC, KK, ps, koff2, tp.mdx, QAT_OUT_ZERO};
                     qat_cmat cm = {dx + (size_t)(s0 + k) * C * HW, HW, PTRDIFF_MAX, PTRDIFF_MAX, 0};
                     qat_gemm_bcast(C, HW, w2p, yg + k * ys + top, &br, fresh ? QAT_C_ZERO : QAT_C_ADD, NULL,
                                    &cm, 0);

@@ -237,7 +237,9 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
                     const float *bias, const qat_cmat *cm, ptrdiff_t g0)
 {
     const int np = qat_panel_count(M), K = br->nc * br->kk;
-    const int masked = br->mask == NULL ? 0 : br->readable ? 2 : 1;
+    /* kernel variants: 0 no mask, 1 masked loads, 2 skip empty taps (zeros
+     * outside) */
+    const int masked = br->mask == NULL ? 0 : br->outside == QAT_OUT_ZERO ? 2 : 1;
     for (int j0 = 0; j0 < N; j0 += QAT_NR) {
         int n = N - j0 < QAT_NR ? N - j0 : QAT_NR;
         int nv = n > 16 ? 2 : 1;
@@ -323,15 +325,6 @@ static INLINE AVX512 void dot_body(const int MI, const int NJ, const int MASKED,
 #pragma GCC unroll 8
             for (int j = 0; j < NJ; j++) {
                 const float *bq = at_offset(bp[j], bo + p);
-                if (MASKED == 2) {
-                    /* B's masked-off lanes are readable: a plain load, and
-                     * the lanes outside the image are left out of the sums */
-                    __m512 bv = _mm512_loadu_ps(bq);
-                    __mmask16 m = mv[1 + j];
-#pragma GCC unroll 8
-                    for (int i = 0; i < MI; i++) acc[i][j] = _mm512_mask3_fmadd_ps(av[i], bv, acc[i][j], m);
-                    continue;
-                }
                 __m512 bv = MASKED ? _mm512_maskz_loadu_ps(mv[1 + j], bq) : _mm512_loadu_ps(bq);
 #pragma GCC unroll 8
                 for (int i = 0; i < MI; i++) acc[i][j] = _mm512_fmadd_ps(av[i], bv, acc[i][j]);
@@ -353,13 +346,12 @@ static INLINE AVX512 void dot_body(const int MI, const int NJ, const int MASKED,
         dot_body(MI, NJ, M, P, ns, a, lda, sa, bj, tm, sb, d, ldd);                               \
     }
 #define DK_NJ(MI, M) DK(MI, 1, M) DK(MI, 2, M) DK(MI, 3, M) DK(MI, 4, M)
-#define DK_M(MI) DK_NJ(MI, 0) DK_NJ(MI, 1) DK_NJ(MI, 2)
+#define DK_M(MI) DK_NJ(MI, 0) DK_NJ(MI, 1)
 DK_M(1) DK_M(2) DK_M(3) DK_M(4) DK_M(5) DK_M(6)
 #define DROW(MI, M) {NULL, dk_##MI##_1_##M, dk_##MI##_2_##M, dk_##MI##_3_##M, dk_##MI##_4_##M}
-static const dot_fn dot_kernels[3][DOT_MI + 1][DOT_NJ + 1] = {
+static const dot_fn dot_kernels[2][DOT_MI + 1][DOT_NJ + 1] = {
     {{NULL}, DROW(1, 0), DROW(2, 0), DROW(3, 0), DROW(4, 0), DROW(5, 0), DROW(6, 0)},
     {{NULL}, DROW(1, 1), DROW(2, 1), DROW(3, 1), DROW(4, 1), DROW(5, 1), DROW(6, 1)},
-    {{NULL}, DROW(1, 2), DROW(2, 2), DROW(3, 2), DROW(4, 2), DROW(5, 2), DROW(6, 2)},
 };
 _Static_assert(DOT_MI == 6 && DOT_NJ == 4, "dot_kernels lists 6 x 4 tile shapes");
 
@@ -380,7 +372,7 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
 {
     const int K = br->nc * br->kk, kk = br->kk;
     const int nbk = (K + DOT_NJ - 1) / DOT_NJ, nbi = (M + DOT_MI - 1) / DOT_MI;
-    const int masked = mask != NULL, variant = !masked ? 0 : br->readable ? 2 : 1;
+    const int masked = mask != NULL;
     uint16_t tm[DOT_CHUNK * (1 + DOT_NJ)];
     for (int bk = 0; bk < nbk; bk++) {
         int k0, nj;
@@ -408,7 +400,7 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
             for (int bi = 0; bi < nbi; bi++) {
                 int i0, mi;
                 even_block(M, DOT_MI, bi, &i0, &mi);
-                dot_kernels[variant][mi][nj](pc, ns, a + i0 * lda + (ptrdiff_t)v0 * 16, lda, sa, bjc, tm, sb,
+                dot_kernels[masked][mi][nj](pc, ns, a + i0 * lda + (ptrdiff_t)v0 * 16, lda, sa, bjc, tm, sb,
                                             d + i0 * ldd + k0, ldd);
             }
         }
