@@ -100,6 +100,8 @@ int qat_io_write_train(hid_t file, const qat_train_state *st)
     if (!rc) rc = qat_h5_attr_write_f64(rg, "weight_decay", r->weight_decay);
     if (!rc) rc = qat_h5_attr_write_f64(rg, "momentum", r->momentum);
     if (!rc) rc = qat_h5_attr_write_i32(rg, "val_size", r->val_size);
+    if (!rc) rc = qat_h5_attr_write_i32(rg, "train_limit", r->train_limit);
+    if (!rc) rc = qat_h5_attr_write_str(rg, "data_dir", r->data_dir);
     if (!rc) rc = write_history(file, st);
 done:
     if (rg >= 0) H5Gclose(rg);
@@ -176,6 +178,10 @@ int qat_io_read_train(hid_t file, qat_train_state *st)
     if (!rc) rc = qat_h5_attr_read_f64(rg, "weight_decay", &r->weight_decay);
     if (!rc) rc = qat_h5_attr_read_f64(rg, "momentum", &r->momentum);
     if (!rc) rc = qat_h5_attr_read_i32(rg, "val_size", &r->val_size);
+    /* optional: files written before these existed */
+    if (!rc && qat_h5_attr_exists(rg, "train_limit") == 1) rc = qat_h5_attr_read_i32(rg, "train_limit", &r->train_limit);
+    if (!rc && qat_h5_attr_exists(rg, "data_dir") == 1)
+        rc = qat_h5_attr_read_str(rg, "data_dir", r->data_dir, sizeof r->data_dir);
     if (!rc) rc = read_history(file, st);
 done:
     if (rg >= 0) H5Gclose(rg);

@@ -58,6 +58,7 @@ int cli_common_parse(cli_common *c, int argc, char **argv, int *i)
     if (!strcmp(a, "--data")) {
         if (!(v = cli_value(argc, argv, i))) return -1;
         c->data_dir = v;
+        c->data_dir_given = 1;
         return 1;
     }
     if (!strcmp(a, "--seed")) {

@@ -12,6 +12,7 @@
 /* Options every command takes. */
 typedef struct cli_common {
     const char *data_dir; /* --data */
+    int data_dir_given;   /* --data was on the command line */
     int threads;          /* --threads (0: QAT_NUM_THREADS or all cores) */
     uint64_t seed;        /* --seed */
     int json;             /* --json: stdout holds exactly one JSON object */

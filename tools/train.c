@@ -199,6 +199,9 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
         o.momentum = st.recipe.momentum;
         c.val = st.recipe.val_size;
         c.seed = st.seed;
+        /* the same images: a resumed run reads what the original read */
+        c.limit_train = st.recipe.train_limit;
+        if (st.recipe.data_dir[0] && !cp->data_dir_given) c.data_dir = st.recipe.data_dir;
         if (st.threads != qat_get_num_threads())
             cli_log("note: the run used %d threads, this one %d: numbers may differ in the last bits", st.threads,
                     qat_get_num_threads());
@@ -291,6 +294,8 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
         st.recipe.weight_decay = o.wd;
         st.recipe.momentum = o.momentum;
         st.recipe.val_size = c.val;
+        st.recipe.train_limit = c.limit_train;
+        snprintf(st.recipe.data_dir, sizeof st.recipe.data_dir, "%s", c.data_dir);
     }
     qat_batch_opts bo = qat_batch_opts_defaults();
     bo.batch_size = o.batch;

@@ -67,6 +67,8 @@ typedef struct qat_recipe {
     double weight_decay;
     double momentum;
     int val_size;            /* images held out for validation */
+    int train_limit;         /* the run used the first N training images (0: all) */
+    char data_dir[256];      /* where the data came from ("" if unknown) */
 } qat_recipe;
 
 /* Everything besides the model and the optimizer that an exact resume
