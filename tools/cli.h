@@ -9,6 +9,11 @@
 #include "qat/data.h"
 #include "qat/quant.h"
 
+/* Batch of evaluation and calibration passes: the training batch, so the
+ * step arena (which keeps every layer's output of a forward) does not grow
+ * past what training needs. */
+#define CLI_EVAL_BATCH 128
+
 /* Options every command takes. */
 typedef struct cli_common {
     const char *data_dir; /* --data */

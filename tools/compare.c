@@ -90,7 +90,7 @@ static int export_and_check(qat_ctx *ctx, qat_qmodel *qm, const char *ckpt, cons
     if (qat_rt_load_file(path, &rt)) return cli_fail("%s", qat_rt_last_error());
     int8_t *lq = NULL, *lf = NULL;
     int rc = int8_evaluate(rt, test, 256, &lq, &r->int8_test_accuracy, &r->int8_images_per_s);
-    if (!rc) rc = fq_logits(ctx, qm, test, 500, &lf, NULL);
+    if (!rc) rc = fq_logits(ctx, qm, test, CLI_EVAL_BATCH, &lf, NULL);
     if (!rc) {
         agreement ag;
         int8_agreement(lq, lf, test->n, qat_rt_num_classes(rt), &ag);
@@ -117,13 +117,13 @@ static int ptq_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_model *m, 
     qat_qconfig_set_calibrator(&cfg, (qat_calibrator)cal);
     qat_qmodel *qm = qat_qmodel_prepare(m, &cfg);
     if (!qm) return cli_fail_lib("ptq");
-    int rc = cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, 256);
+    int rc = cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, CLI_EVAL_BATCH);
     snprintf(r->spec, sizeof r->spec, "%s", n_over ? "mixed" : spec);
     snprintf(r->method, sizeof r->method, "ptq");
     snprintf(r->calib, sizeof r->calib, "%s", qat_calibrator_name((qat_calibrator)cal));
     if (!rc) {
-        r->val_accuracy = cli_evaluate(ctx, m, qm, d->val, 500);
-        r->test_accuracy = cli_evaluate(ctx, m, qm, d->test, 500);
+        r->val_accuracy = cli_evaluate(ctx, m, qm, d->val, CLI_EVAL_BATCH);
+        r->test_accuracy = cli_evaluate(ctx, m, qm, d->test, CLI_EVAL_BATCH);
         r->model_bytes = estimate_bytes(qm, 0);
         rc = layer_errors(ctx, qm, d->test, o->layer_images, r);
     }
@@ -208,14 +208,14 @@ static int sensitivity(cli_common *c, const cmp_opts *o, cli_data *d, qat_model 
             break;
         }
         qat_qmodel *qm = qat_qmodel_prepare(m, &one);
-        if (!qm || cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, 256)) {
+        if (!qm || cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, CLI_EVAL_BATCH)) {
             qat_qmodel_free(qm);
             rc = cli_fail_lib("sensitivity");
             break;
         }
         cmp_sens *s = &res->sens[res->n_sens++];
         snprintf(s->unit, sizeof s->unit, "%s", un->name);
-        s->val_accuracy = cli_evaluate(ctx, m, qm, d->val, 500);
+        s->val_accuracy = cli_evaluate(ctx, m, qm, d->val, CLI_EVAL_BATCH);
         s->drop = res->float_val_accuracy - s->val_accuracy;
         s->weight_params = weight_params(all, un);
         cmp_run tmp = {0};
@@ -341,8 +341,8 @@ int cmd_compare(int argc, char **argv)
     res->calib_images = o.calib_size;
     res->qat_epochs = o.skip_qat ? 0 : o.qat_epochs;
     res->float_bytes = 4 * (long)qat_model_param_count(m);
-    res->float_val_accuracy = cli_evaluate(ctx, m, NULL, d.val, 500);
-    res->float_test_accuracy = cli_evaluate(ctx, m, NULL, d.test, 500);
+    res->float_val_accuracy = cli_evaluate(ctx, m, NULL, d.val, CLI_EVAL_BATCH);
+    res->float_test_accuracy = cli_evaluate(ctx, m, NULL, d.test, CLI_EVAL_BATCH);
     {
         qat_train_state st;
         qat_train_state_init(&st);

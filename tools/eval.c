@@ -38,7 +38,7 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref)
     if (!rc && ref) {
         if (!(qm = qat_qmodel_load(ref, &m, NULL, NULL)) || !(ctx = qat_ctx_create(0)))
             rc = cli_fail_lib(ref);
-        if (!rc) rc = fq_logits(ctx, qm, d.test, 500, &lf, &fq_acc);
+        if (!rc) rc = fq_logits(ctx, qm, d.test, CLI_EVAL_BATCH, &lf, &fq_acc);
         if (!rc && qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0] != qat_rt_num_classes(rt))
             rc = cli_fail("%s and %s have different numbers of classes", file, ref);
         if (!rc) int8_agreement(lq, lf, d.test->n, qat_rt_num_classes(rt), &ag);
@@ -137,7 +137,7 @@ int cmd_eval(int argc, char **argv)
         rc = 1;
         goto done;
     }
-    double acc = cli_evaluate(ctx, m, qm, d.test, 500);
+    double acc = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
     if (acc < 0) {
         rc = cli_fail_lib("eval");
         goto done;

@@ -77,10 +77,10 @@ int cmd_ptq(int argc, char **argv)
         rc = cli_fail_lib("ptq");
         goto done;
     }
-    double float_acc = cli_evaluate(ctx, m, NULL, d.test, 500);
-    if ((rc = cli_calibrate(ctx, qm, d.train, calib_size, c.seed + 777, 256))) goto done;
-    double val_acc = d.val ? cli_evaluate(ctx, m, qm, d.val, 500) : 0;
-    double test_acc = cli_evaluate(ctx, m, qm, d.test, 500);
+    double float_acc = cli_evaluate(ctx, m, NULL, d.test, CLI_EVAL_BATCH);
+    if ((rc = cli_calibrate(ctx, qm, d.train, calib_size, c.seed + 777, CLI_EVAL_BATCH))) goto done;
+    double val_acc = d.val ? cli_evaluate(ctx, m, qm, d.val, CLI_EVAL_BATCH) : 0;
+    double test_acc = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
     if (!out) {
         snprintf(out_buf, sizeof out_buf, "%s-ptq-%s-%s.h5", qat_model_arch(m), spec, calib);
         out = out_buf;

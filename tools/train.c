@@ -249,8 +249,8 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
             goto done;
         }
         /* Start from PTQ: calibrate every quantizer on training images. */
-        if ((rc = cli_calibrate(ctx, qm, d.train, o.calib_size, c.seed + 777, 256))) goto done;
-        double a0 = cli_evaluate(ctx, m, qm, d.test, 500);
+        if ((rc = cli_calibrate(ctx, qm, d.train, o.calib_size, c.seed + 777, CLI_EVAL_BATCH))) goto done;
+        double a0 = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
         cli_log("QAT %s from %s: PTQ start point (calibration on %d images): test_acc %.4f", o.quant,
                 o.from ? o.from : "scratch", o.calib_size, a0);
         qat_qmodel_set_observers(qm, 1);
@@ -366,8 +366,8 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
         double wall = cli_now() - w0;
         ips[n_timed] = seen / t_compute;
         ipsw[n_timed] = seen / wall;
-        double val_acc = d.val ? cli_evaluate(ctx, m, qm, d.val, 500) : 0;
-        test_acc = cli_evaluate(ctx, m, qm, d.test, 500);
+        double val_acc = d.val ? cli_evaluate(ctx, m, qm, d.val, CLI_EVAL_BATCH) : 0;
+        test_acc = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
         cli_log("epoch %d/%d  loss %.4f  train_acc %.4f  val_acc %.4f  test_acc %.4f  %.0f img/s (wall %.0f)",
                 ep + 1, o.epochs, loss_sum / seen, (double)correct / seen, val_acc, test_acc, ips[n_timed],
                 ipsw[n_timed]);
@@ -398,7 +398,7 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
         if (!rc) rc = 130;
         goto done;
     }
-    if (n_timed == 0) test_acc = cli_evaluate(ctx, m, qm, d.test, 500);
+    if (n_timed == 0) test_acc = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
     res->train_images_per_s = cli_median(ips, n_timed);
     res->train_images_per_s_wall = cli_median(ipsw, n_timed);
     res->test_accuracy = test_acc;
