@@ -201,18 +201,12 @@ static void build_phases(float *dst, const float *src, int n, const ph_geom *g)
 }
 
 /* n planes of src (OH x OW each) laid on a Wq-wide grid (columns OW..Wq-1
- * zero), each plane P floats (zeros after OH*Wq). */
+ * zero), each plane P floats (zeros after OH*Wq): the one phase of an
+ * unpadded plane */
 static void grid_planes(float *dst, ptrdiff_t P, const float *src, int n, int OH, int OW, int Wq)
 {
-    for (int c = 0; c < n; c++) {
-        float *o = dst + c * P;
-        const float *s = src + (size_t)c * OH * OW;
-        for (int h = 0; h < OH; h++) {
-            memcpy(o + (size_t)h * Wq, s + (size_t)h * OW, (size_t)OW * sizeof(float));
-            memset(o + (size_t)h * Wq + OW, 0, (size_t)(Wq - OW) * sizeof(float));
-        }
-        memset(o + (size_t)OH * Wq, 0, (size_t)(P - (ptrdiff_t)OH * Wq) * sizeof(float));
-    }
+    for (int c = 0; c < n; c++)
+        qat_k_build_phases(dst + c * P, P, src + (size_t)c * OH * OW, OH, OW, 1, 0, 0, OH, Wq, 1, 1);
 }
 
 /* The forward taps: tap (kh, kw) at phase plane (kh%s, kw%s), offset
@@ -283,18 +277,26 @@ typedef struct {
 static void merge_phases(float *dx, float *const *t, int C, const conv_dims *d, int Hq, int Wq, int fresh)
 {
     const int s = d->stride, p = d->pad;
+    if (s == 2) {
+        /* rows r with (r + p) % 2 == a come from phase row a, every other
+         * row; their even columns from phase b = p % 2, odd ones from the
+         * other */
+        for (int c = 0; c < C; c++)
+            for (int a = 0; a < 2; a++) {
+                int r0 = (a - p % 2 + 2) % 2, i0 = (r0 + p) / 2, rows = (d->H - r0 + 1) / 2;
+                const float *te = t[a * 2 + p % 2], *to = t[a * 2 + (p + 1) % 2];
+                const size_t row = ((size_t)c * Hq + i0) * Wq;
+                qat_k_interleave2(dx + ((size_t)c * d->H + r0) * d->W, 2 * (ptrdiff_t)d->W,
+                                  te ? te + row + p / 2 : NULL, to ? to + row + (p + 1) / 2 : NULL, Wq,
+                                  rows, d->W, fresh);
+            }
+        return;
+    }
     for (int c = 0; c < C; c++)
         for (int r = 0; r < d->H; r++) {
             int a = (r + p) % s, i = (r + p) / s;
             float *o = dx + ((size_t)c * d->H + r) * d->W;
             const size_t row = ((size_t)c * Hq + i) * Wq;
-            if (s == 2) {
-                /* even columns come from phase b = p % 2, odd ones from the other */
-                const float *te = t[a * 2 + p % 2], *to = t[a * 2 + (p + 1) % 2];
-                qat_k_interleave2(o, te ? te + row + p / 2 : NULL, to ? to + row + (p + 1) / 2 : NULL, d->W,
-                                  fresh);
-                continue;
-            }
             for (int col = 0; col < d->W; col++) {
                 const float *tb = t[a * s + (col + p) % s];
                 float v = tb ? tb[row + (size_t)((col + p) / s)] : -0.0f;

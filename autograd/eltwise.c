@@ -132,17 +132,18 @@ static void bn_bwd_ref(float *restrict dx, const float *restrict dy, const float
         for (size_t i = 0; i < n; i++) dx[i] += gi * (dy[i] - mdy - ((x[i] - mean) * is) * mdyx);
 }
 
-static void interleave2_ref(float *restrict dst, const float *restrict e, const float *restrict o, int n,
-                            int fresh)
+static void interleave2_ref(float *dst, ptrdiff_t ds, const float *e, const float *o, ptrdiff_t ss, int rows,
+                            int n, int fresh)
 {
-    for (int c = 0; c < n; c++) {
-        const float *src = c & 1 ? o : e;
-        float v = src ? src[c >> 1] : -0.0f; /* -0.0f: adds nothing, -0.0 included */
-        if (fresh)
-            dst[c] = 0.0f + v;
-        else
-            dst[c] += v;
-    }
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < n; c++) {
+            const float *src = c & 1 ? o : e;
+            float v = src ? src[r * ss + (c >> 1)] : -0.0f; /* -0.0f: adds nothing, -0.0 included */
+            if (fresh)
+                dst[r * ds + c] = 0.0f + v;
+            else
+                dst[r * ds + c] += v;
+        }
 }
 
 static void build_phases_ref(float *dst, ptrdiff_t ps, const float *x, int H, int W, int s, int pt,
@@ -402,23 +403,31 @@ static AVX512 void bn_bwd_avx512(float *dx, const float *dy, const float *x, siz
         st(dx + i, k, _mm512_add_ps(base, v));
     }
 }
-static AVX512 void interleave2_avx512(float *dst, const float *e, const float *o, int n, int fresh)
+static AVX512 void interleave2_avx512(float *dst, ptrdiff_t ds, const float *e, const float *o,
+                                      ptrdiff_t ss, int rows, int n, int fresh)
 {
     const __m512i ilo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     const __m512 z = _mm512_setzero_ps(), nz = _mm512_set1_ps(-0.0f);
-    for (int c = 0; c < n; c += 32) {
-        int cnt = n - c < 32 ? n - c : 32, ne = (cnt + 1) / 2, no = cnt / 2;
-        __m512 ev = e ? _mm512_maskz_loadu_ps(first((size_t)ne), e + c / 2) : nz;
-        __m512 ov = o ? _mm512_maskz_loadu_ps(first((size_t)no), o + c / 2) : nz;
-        __mmask16 klo = first((size_t)(cnt < 16 ? cnt : 16)), khi = first((size_t)(cnt > 16 ? cnt - 16 : 0));
-        __m512 lo = _mm512_permutex2var_ps(ev, ilo, ov), hi = _mm512_permutex2var_ps(ev, ihi, ov);
-        __m512 blo = fresh ? z : _mm512_maskz_loadu_ps(klo, dst + c);
-        __m512 bhi = fresh ? z : _mm512_maskz_loadu_ps(khi, dst + c + 16);
-        _mm512_mask_storeu_ps(dst + c, klo, _mm512_add_ps(blo, lo));
-        _mm512_mask_storeu_ps(dst + c + 16, khi, _mm512_add_ps(bhi, hi));
+    for (int r = 0; r < rows; r++) {
+        float *d = dst + r * ds;
+        const float *er = e ? e + r * ss : NULL, *orow = o ? o + r * ss : NULL;
+        if (er) pf_at(er, 4 * ss);
+        if (orow) pf_at(orow, 4 * ss);
+        for (int c = 0; c < n; c += 32) {
+            int cnt = n - c < 32 ? n - c : 32, ne = (cnt + 1) / 2, no = cnt / 2;
+            __m512 ev = er ? _mm512_maskz_loadu_ps(first((size_t)ne), er + c / 2) : nz;
+            __m512 ov = orow ? _mm512_maskz_loadu_ps(first((size_t)no), orow + c / 2) : nz;
+            __mmask16 klo = first((size_t)(cnt < 16 ? cnt : 16)), khi = first((size_t)(cnt > 16 ? cnt - 16 : 0));
+            __m512 lo = _mm512_permutex2var_ps(ev, ilo, ov), hi = _mm512_permutex2var_ps(ev, ihi, ov);
+            __m512 blo = fresh ? z : _mm512_maskz_loadu_ps(klo, d + c);
+            __m512 bhi = fresh ? z : _mm512_maskz_loadu_ps(khi, d + c + 16);
+            _mm512_mask_storeu_ps(d + c, klo, _mm512_add_ps(blo, lo));
+            _mm512_mask_storeu_ps(d + c + 16, khi, _mm512_add_ps(bhi, hi));
+        }
     }
 }
+
 /* lanes k of [0, 32) with lo <= k < hi */
 static uint32_t lanes32(int lo, int hi)
 {
@@ -575,12 +584,13 @@ void qat_k_bn_bwd(float *dx, const float *dy, const float *x, size_t n, float me
         bn_bwd_ref(dx, dy, x, n, mean, is, gi, mdy, mdyx, fresh);
 }
 
-void qat_k_interleave2(float *dst, const float *e, const float *o, int n, int fresh)
+void qat_k_interleave2(float *dst, ptrdiff_t ds, const float *e, const float *o, ptrdiff_t ss, int rows,
+                       int n, int fresh)
 {
     if (SIMD)
-        interleave2_avx512(dst, e, o, n, fresh);
+        interleave2_avx512(dst, ds, e, o, ss, rows, n, fresh);
     else
-        interleave2_ref(dst, e, o, n, fresh);
+        interleave2_ref(dst, ds, e, o, ss, rows, n, fresh);
 }
 
 void qat_k_build_phases(float *dst, ptrdiff_t ps, const float *x, int H, int W, int s, int pt, int pl,

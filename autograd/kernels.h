@@ -149,9 +149,11 @@ void qat_k_bn_apply(float *y, const float *x, size_t n, float mean, float is, fl
 /* dx (+)= gi * (dy - mdy - ((x - mean) * is) * mdyx) */
 void qat_k_bn_bwd(float *dx, const float *dy, const float *x, size_t n, float mean, float is,
                   float gi, float mdy, float mdyx, int fresh);
-/* dst[2m] (+)= e[m] and dst[2m+1] (+)= o[m] for the n elements of dst;
- * e or o NULL: zeros */
-void qat_k_interleave2(float *dst, const float *e, const float *o, int n, int fresh);
+/* For each of `rows` rows r: dst[r*ds + 2m] (+)= e[r*ss + m] and
+ * dst[r*ds + 2m+1] (+)= o[r*ss + m] for the n elements of the dst row; e or
+ * o NULL adds nothing (stores +0.0 when fresh). */
+void qat_k_interleave2(float *dst, ptrdiff_t ds, const float *e, const float *o, ptrdiff_t ss, int rows,
+                       int n, int fresh);
 /* The phase planes (a, b), a < na, b < nb, of one zero-padded H x W plane
  * for stride s: plane (a, b) at dst + (a*nb + b)*ps holds
  * x[s*i + a - pt][s*j + b - pl] (0 outside x) for i < Hq, j < Wq, then

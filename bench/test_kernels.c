@@ -423,7 +423,7 @@ START_TEST(test_phase_copies_same_bits)
             for (int k = 0; k < 4; k++) { /* fresh/adding x with/without the odd source */
                 d[lv][k] = malloc((size_t)n * 4);
                 memcpy(d[lv][k], base, (size_t)n * 4);
-                qat_k_interleave2(d[lv][k], e, k & 2 ? NULL : o, n, k & 1);
+                qat_k_interleave2(d[lv][k], 0, e, k & 2 ? NULL : o, 0, 1, n, k & 1);
             }
         }
         qat_simd_set_level(-1);
@@ -435,6 +435,20 @@ START_TEST(test_phase_copies_same_bits)
         for (int lv = 0; lv < 2; lv++)
             for (int k = 0; k < 4; k++) free(d[lv][k]);
         free(e), free(o), free(base);
+    }
+    /* several rows: every other row of a 40-wide plane from 20-wide rows */
+    {
+        float e[5 * 20], o[5 * 20], d[2][10 * 40];
+        fill_special(e, 100, &r);
+        fill_special(o, 100, &r);
+        fill_special(d[0], 400, &r);
+        memcpy(d[1], d[0], sizeof d[0]);
+        for (int lv = 0; lv < 2; lv++) {
+            qat_simd_set_level(lv);
+            qat_k_interleave2(d[lv] + 40, 80, e, o, 20, 5, 39, 0);
+        }
+        qat_simd_set_level(-1);
+        assert_same_bits(d[0], d[1], sizeof d[0], "interleave rows");
     }
 }
 END_TEST
