@@ -30,6 +30,14 @@ typedef struct {
 
 /* ---- helpers shared by the paths ---- */
 
+/* Threads for a forward: one below about a million multiply-adds (a
+ * batch-1 LeNet layer), where starting a team costs more than it saves. */
+static int conv_threads(const conv_dims *d)
+{
+    double macs = (double)d->N * d->OC * d->C * d->KH * d->KW * d->OH * d->OW;
+    return macs < 1e6 ? 1 : qat_get_num_threads();
+}
+
 /* Columns per chunk: the chunk's im2col matrix (K x cols) about 256 KB. */
 static int chunk_cols(int K)
 {
@@ -461,7 +469,7 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
     const int C = d->C, OC = d->OC, KK = d->KH * d->KW, K = C * KK, ohw = d->OH * d->OW;
     const ph_geom xg = x_phases(d);
     const ptrdiff_t xs = (ptrdiff_t)C * xg.cs, cols = (ptrdiff_t)d->OH * xg.Wq;
-    int nt = qat_get_num_threads();
+    int nt = conv_threads(d);
     /* fewer samples than threads (inference of one image): the threads
      * split each image's columns, the phases are built first */
     const int by_cols = d->N < nt;
@@ -521,10 +529,28 @@ typedef struct {
     uint16_t *m16;   /* [vector][KK + 1]: the dot kernel's, entry KK the image's own pixels */
 } same_taps;
 
+/* Sets bits [q0, q1) of tap q in a table of 32-bit strip masks ([strip][kk],
+ * may be NULL) and one of 16-bit vector masks ([vector][kk16], may be
+ * NULL): a run at a time, so building the tables costs little next to a
+ * batch-1 forward. */
+static void mask_run(uint32_t *m32, int kk, uint16_t *m16, int kk16, int q, int q0, int q1)
+{
+    for (int px = q0; px < q1;) {
+        int w = px / 32, b1 = q1 - w * 32 < 32 ? q1 - w * 32 : 32;
+        uint32_t bits = (b1 == 32 ? 0xffffffffu : (1u << b1) - 1u) & ~((1u << (px % 32)) - 1u);
+        if (m32) m32[(size_t)w * kk + q] |= bits;
+        if (m16) {
+            m16[(size_t)(2 * w) * kk16 + q] |= (uint16_t)(bits & 0xffffu);
+            if (bits >> 16) m16[(size_t)(2 * w + 1) * kk16 + q] |= (uint16_t)(bits >> 16);
+        }
+        px = w * 32 + b1;
+    }
+}
+
 static int same_taps_make(qat_ctx *ctx, const conv_dims *d, same_taps *t)
 {
     const int H = d->H, W = d->W, HW = H * W, KK = d->KH * d->KW, p = d->pad;
-    const int ns = (HW + 31) / 32, nv = (HW + 15) / 16;
+    const int ns = (HW + 31) / 32, nv = 2 * ns;
     t->koff = qat_arena_alloc(ctx, (size_t)KK * sizeof(ptrdiff_t));
     t->m32 = qat_arena_alloc(ctx, (size_t)ns * KK * sizeof(uint32_t));
     t->m16 = qat_arena_alloc(ctx, (size_t)nv * (KK + 1) * sizeof(uint16_t));
@@ -535,14 +561,13 @@ static int same_taps_make(qat_ctx *ctx, const conv_dims *d, same_taps *t)
         for (int kw = 0; kw < d->KW; kw++) {
             int q = kh * d->KW + kw;
             t->koff[q] = (ptrdiff_t)(kh - p) * W + (kw - p);
-            for (int px = 0; px < HW; px++) {
-                int r = px / W + kh - p, c = px % W + kw - p;
-                if (r < 0 || r >= H || c < 0 || c >= W) continue;
-                t->m32[(px / 32) * KK + q] |= 1u << (px % 32);
-                t->m16[(px / 16) * (KK + 1) + q] |= (uint16_t)(1u << (px % 16));
-            }
+            /* output pixel (oh, ow) reads (oh + kh - p, ow + kw - p) */
+            int c0 = p - kw > 0 ? p - kw : 0, c1 = W + p - kw < W ? W + p - kw : W;
+            for (int oh = 0; oh < H; oh++)
+                if (oh + kh - p >= 0 && oh + kh - p < H && c0 < c1)
+                    mask_run(t->m32, KK, t->m16, KK + 1, q, oh * W + c0, oh * W + c1);
         }
-    for (int px = 0; px < HW; px++) t->m16[(px / 16) * (KK + 1) + KK] |= (uint16_t)(1u << (px % 16));
+    mask_run(NULL, 0, t->m16, KK + 1, KK, 0, HW);
     return 0;
 }
 
@@ -555,7 +580,7 @@ static int conv_forward_same(qat_ctx *ctx, const conv_dims *d, const float *x, c
     if (!wp || same_taps_make(ctx, d, &tp)) return -1;
     qat_pack_a(wp, w, K, 1, OC, K);
     const int mode = bias ? QAT_C_BIAS : QAT_C_ZERO;
-    int nt = qat_get_num_threads();
+    int nt = conv_threads(d);
     /* fewer samples than threads (inference of one image): the threads
      * split each image's columns */
     const int by_cols = d->N < nt;
@@ -664,30 +689,27 @@ typedef struct {
 static int valid_taps_make(qat_ctx *ctx, const conv_dims *d, valid_taps *t)
 {
     const int W = d->W, HW = d->H * W, KK = d->KH * d->KW, G = d->OH * W;
-    const int ns = (G + 31) / 32, nv = (G + 15) / 16;
+    const int ns = (G + 31) / 32, nv = 2 * ns, nsx = (HW + 31) / 32;
     t->koff = qat_arena_alloc(ctx, (size_t)KK * sizeof(ptrdiff_t));
     t->m32 = qat_arena_alloc(ctx, (size_t)ns * KK * sizeof(uint32_t));
     t->m16 = qat_arena_alloc(ctx, (size_t)nv * (KK + 1) * sizeof(uint16_t));
-    if (!t->koff || !t->m32 || !t->m16) return -1;
+    t->mdx = qat_arena_alloc(ctx, (size_t)nsx * KK * sizeof(uint32_t));
+    if (!t->koff || !t->m32 || !t->m16 || !t->mdx) return -1;
     memset(t->m32, 0, (size_t)ns * KK * sizeof(uint32_t));
     memset(t->m16, 0, (size_t)nv * (KK + 1) * sizeof(uint16_t));
-    for (int q = 0; q < KK; q++) {
-        t->koff[q] = (ptrdiff_t)(q / d->KW) * W + q % d->KW;
-        for (int px = 0; px < G && px + t->koff[q] < HW; px++) {
-            t->m32[(px / 32) * KK + q] |= 1u << (px % 32);
-            t->m16[(px / 16) * (KK + 1) + q] |= (uint16_t)(1u << (px % 16));
-        }
-    }
-    for (int px = 0; px < G; px++) t->m16[(px / 16) * (KK + 1) + KK] |= (uint16_t)(1u << (px % 16));
-    const int nsx = (HW + 31) / 32;
-    t->mdx = qat_arena_alloc(ctx, (size_t)nsx * KK * sizeof(uint32_t));
-    if (!t->mdx) return -1;
     memset(t->mdx, 0, (size_t)nsx * KK * sizeof(uint32_t));
-    for (int q = 0; q < KK; q++)
-        for (int px = 0; px < HW; px++) {
-            int r = px / W + q / d->KW - (d->KH - 1), c = px % W + q % d->KW - (d->KW - 1);
-            if (r >= 0 && r < d->OH && c >= 0 && c < d->OW) t->mdx[(px / 32) * KK + q] |= 1u << (px % 32);
-        }
+    for (int q = 0; q < KK; q++) {
+        int kh = q / d->KW, kw = q % d->KW;
+        t->koff[q] = (ptrdiff_t)kh * W + kw;
+        /* grid column px reads x at px + koff: inside the plane below HW */
+        mask_run(t->m32, KK, t->m16, KK + 1, q, 0, G < HW - (int)t->koff[q] ? G : HW - (int)t->koff[q]);
+        /* dx pixel (r, c) reads dy at (r + kh - KH + 1, c + kw - KW + 1) */
+        int c0 = d->KW - 1 - kw, c1 = c0 + d->OW;
+        for (int r = 0; r < d->H; r++)
+            if (r + kh - (d->KH - 1) >= 0 && r + kh - (d->KH - 1) < d->OH)
+                mask_run(t->mdx, KK, NULL, 0, q, r * W + c0, r * W + c1);
+    }
+    mask_run(NULL, 0, t->m16, KK + 1, KK, 0, G);
     return 0;
 }
 
@@ -701,7 +723,7 @@ static int conv_forward_valid(qat_ctx *ctx, const conv_dims *d, const float *x, 
     if (!wp || valid_taps_make(ctx, d, &tp)) return -1;
     qat_pack_a(wp, w, K, 1, OC, K);
     const int mode = bias ? QAT_C_BIAS : QAT_C_ZERO;
-    int nt = qat_get_num_threads();
+    int nt = conv_threads(d);
     const int by_cols = d->N < nt;
     if (!by_cols && nt > d->N) nt = d->N;
 #pragma omp parallel num_threads(nt)
@@ -878,7 +900,7 @@ static int conv_forward_im2col(qat_ctx *ctx, const conv_dims *d, const float *x,
      * come free */
     const int Lc = chunk_cols(K);
     const ptrdiff_t nchunks = (L + Lc - 1) / Lc;
-    int nt = qat_get_num_threads();
+    int nt = conv_threads(d);
     if (nt > nchunks) nt = (int)nchunks;
     size_t per = (size_t)K * Lc + (simd ? 0 : (size_t)OC * Lc);
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
