@@ -42,7 +42,64 @@ float *qat_grad_fresh(qat_ctx *ctx, qat_tensor *t, int *fresh)
     return qat_grad(ctx, t);
 }
 
-/* ---- linear / matmul ---- */
+/* ---- linear / matmul ----
+ * The avx512 engine runs the three products of a linear layer through the
+ * kernels of autograd/kernels.h (OpenBLAS is kept to its AVX2 kernels on
+ * this machine): y = x W^T as dot products over K (x and W are both
+ * K-contiguous, nothing is packed), dx = dy W and dW = dy^T x through the
+ * broadcast kernel with the small dy packed. Every output element is
+ * computed by one thread, so the results do not depend on the thread
+ * count. */
+
+/* 16-bit masks of the dot kernel for a reduction of length K (B's tap and
+ * A's rows alike: the first K lanes); NULL when K is a multiple of 16 */
+static uint16_t *tail_masks(qat_ctx *ctx, int K)
+{
+    if (K % 16 == 0) return NULL;
+    int nv = (K + 15) / 16;
+    uint16_t *m = qat_arena_alloc(ctx, (size_t)nv * 2 * sizeof(uint16_t));
+    if (!m) return NULL;
+    for (int v = 0; v < nv; v++) {
+        int n = K - 16 * v < 16 ? K - 16 * v : 16;
+        m[2 * v] = m[2 * v + 1] = (uint16_t)(n == 16 ? 0xffffu : (1u << n) - 1u);
+    }
+    return m;
+}
+
+/* Threads for a product of about `macs` multiply-adds */
+static int gemm_threads(double macs) { return macs < 1e6 ? 1 : qat_get_num_threads(); }
+
+/* y (N,M) += x (N,K) W (M,K)^T, rows of y in blocks over the threads */
+static int linear_fwd_simd(qat_ctx *ctx, const float *x, const float *w, float *y, int N, int K, int M)
+{
+    static const ptrdiff_t zero_off[1] = {0};
+    uint16_t *mask = tail_masks(ctx, K);
+    if (K % 16 && !mask) return -1;
+    const int RB = 12, nb = (N + RB - 1) / RB;
+    qat_brows br = {M, 1, K, zero_off, NULL, QAT_OUT_UNREADABLE};
+#pragma omp parallel for num_threads(gemm_threads((double)N * K * M)) schedule(dynamic, 1)
+    for (int bi = 0; bi < nb; bi++) {
+        int n0 = bi * RB, rows = N - n0 < RB ? N - n0 : RB;
+        qat_gemm_dot(rows, K, 1, x + (size_t)n0 * K, K, 0, w, &br, 0, mask, y + (size_t)n0 * M, M);
+    }
+    return 0;
+}
+
+/* C (R, Ncol) (+)= A (R, Kr) B (Kr, Ncol), A packed (ap), B row-major (ldb),
+ * C row-major (ldc); columns in 32-wide strips over the threads */
+static void bcast_cols(const float *ap, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int R, int Kr,
+                       int Ncol, int mode)
+{
+    static const ptrdiff_t zero_off[1] = {0};
+    const int CB = 4 * QAT_NR, nb = (Ncol + CB - 1) / CB;
+    qat_brows br = {Kr, 1, ldb, zero_off, NULL, QAT_OUT_UNREADABLE};
+#pragma omp parallel for num_threads(gemm_threads((double)R * Kr * Ncol)) schedule(dynamic, 1)
+    for (int bi = 0; bi < nb; bi++) {
+        int c0 = bi * CB, n = Ncol - c0 < CB ? Ncol - c0 : CB;
+        qat_cmat cm = {c, ldc, PTRDIFF_MAX, PTRDIFF_MAX, 0};
+        qat_gemm_bcast(R, n, ap, b + c0, &br, mode, NULL, &cm, c0);
+    }
+}
 
 /* saved: nothing; in = {x, w, b} */
 static void linear_backward(qat_ctx *ctx, const qat_tape_entry *e)
@@ -50,9 +107,28 @@ static void linear_backward(qat_ctx *ctx, const qat_tape_entry *e)
     qat_tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *y = e->out;
     int N = x->shape[0], K = x->shape[1], M = w->shape[0];
     const float *dy = y->grad; /* dy is (N,M) */
-    float *dx = qat_grad(ctx, x), *dw = qat_grad(ctx, w), *db = b ? qat_grad(ctx, b) : NULL;
-    if (dx) qat_sgemm(0, 0, N, K, M, 1.0f, dy, M, w->data, K, 1.0f, dx, K); /* dx += dy W */
-    if (dw) qat_sgemm(1, 0, M, K, N, 1.0f, dy, M, x->data, K, 1.0f, dw, K); /* dW += dy^T x */
+    int fresh = 0;
+    const int simd = qat_simd_level() == QAT_SIMD_AVX512;
+    float *dx = simd ? qat_grad_fresh(ctx, x, &fresh) : qat_grad(ctx, x);
+    float *dw = qat_grad(ctx, w), *db = b ? qat_grad(ctx, b) : NULL;
+    float *ap = simd && (dx || dw) ? qat_arena_alloc(ctx, (size_t)N * M * sizeof(float)) : NULL;
+    if (simd && (dx || dw) && !ap) return; /* out of memory: error is set */
+    if (dx) {
+        if (simd) { /* dx (N,K) (+)= dy (N,M) W (M,K) */
+            qat_pack_a(ap, dy, M, 1, N, M);
+            bcast_cols(ap, w->data, K, dx, K, N, M, K, fresh ? QAT_C_ZERO : QAT_C_ADD);
+        } else {
+            qat_sgemm(0, 0, N, K, M, 1.0f, dy, M, w->data, K, 1.0f, dx, K); /* dx += dy W */
+        }
+    }
+    if (dw) {
+        if (simd) { /* dW (M,K) += dy^T (M,N) x (N,K) */
+            qat_pack_a(ap, dy, 1, M, M, N);
+            bcast_cols(ap, x->data, K, dw, K, M, N, K, QAT_C_ADD);
+        } else {
+            qat_sgemm(1, 0, M, K, N, 1.0f, dy, M, x->data, K, 1.0f, dw, K); /* dW += dy^T x */
+        }
+    }
     if (db)
         for (int n = 0; n < N; n++)
             for (int m = 0; m < M; m++) db[m] += dy[(size_t)n * M + m];
@@ -70,7 +146,12 @@ qat_tensor *qat_linear(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b
     if (!y) return NULL;
     if (b)
         for (int n = 0; n < N; n++) memcpy(y->data + (size_t)n * M, b->data, (size_t)M * sizeof(float));
-    qat_sgemm(0, 1, N, M, K, 1.0f, x->data, K, w->data, K, b ? 1.0f : 0.0f, y->data, M);
+    if (qat_simd_level() == QAT_SIMD_AVX512) {
+        if (!b) memset(y->data, 0, y->numel * sizeof(float));
+        if (linear_fwd_simd(ctx, x->data, w->data, y->data, N, K, M)) return NULL;
+    } else {
+        qat_sgemm(0, 1, N, M, K, 1.0f, x->data, K, w->data, K, b ? 1.0f : 0.0f, y->data, M);
+    }
     qat_tensor *in[3] = {x, w, b};
     if (qat_needs_grad(ctx, 3, in) &&
         qat_tape_record(ctx, "linear", linear_backward, y, 3, in, NULL) != QAT_OK)

@@ -3,7 +3,7 @@
  *  - the GEMM kernels (every store mode, column mapping and tile shape);
  *  - conv2d forward and backward on the reference models' layer shapes and
  *    on odd ones (stride 2/3, padding wider than the kernel, 1x1, images
- *    smaller than a tile, batch 1 with 2 threads);
+ *    smaller than a tile, batch 1 with 2 threads), and linear layers;
  *  - the elementwise kernels (ReLU, 2x2 max pool, BN) and the copies of
  *    the strided convolutions, which must give the same bits on both
  *    engines, -0.0, ties and NaN included.
@@ -275,6 +275,62 @@ START_TEST(test_conv_engines)
 }
 END_TEST
 
+/* ---- linear on both engines against a double reference ---- */
+
+START_TEST(test_linear_engines)
+{
+    /* N, K, M: mlp's layers, lenet5's K = 400 -> 120 -> 84, odd sizes */
+    const int cases[][3] = {{128, 784, 256}, {128, 256, 128}, {37, 400, 120}, {5, 120, 84}, {3, 7, 10}, {1, 33, 2}};
+    int levels = have_simd() ? 2 : 1;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int N = cases[ci][0], K = cases[ci][1], M = cases[ci][2];
+        qat_rng r;
+        qat_rng_seed(&r, 200 + ci);
+        float *x = malloc((size_t)N * K * 4), *w = malloc((size_t)M * K * 4), *b = malloc((size_t)M * 4);
+        float *dy = malloc((size_t)N * M * 4);
+        fill(x, (size_t)N * K, &r, -1, 1);
+        fill(w, (size_t)M * K, &r, -1, 1);
+        fill(b, (size_t)M, &r, -1, 1);
+        fill(dy, (size_t)N * M, &r, -1, 1);
+        double *ry = calloc((size_t)N * M, 8), *rdx = calloc((size_t)N * K, 8), *rdw = calloc((size_t)M * K, 8);
+        for (int n = 0; n < N; n++)
+            for (int m = 0; m < M; m++) {
+                double acc = b[m];
+                for (int k = 0; k < K; k++) {
+                    acc += (double)x[n * K + k] * w[m * K + k];
+                    rdx[n * K + k] += (double)dy[n * M + m] * w[m * K + k];
+                    rdw[m * K + k] += (double)dy[n * M + m] * x[n * K + k];
+                }
+                ry[n * M + m] = acc;
+            }
+        for (int level = 0; level < levels; level++)
+            for (int threads = 1; threads <= 2; threads++) {
+                qat_simd_set_level(level);
+                qat_set_num_threads(threads);
+                qat_ctx *ctx = qat_ctx_create(0);
+                qat_tensor *xt = qat_new_leaf(ctx, 2, (int[]){N, K}, x);
+                qat_tensor *wt = qat_tensor_create(2, (int[]){M, K}, 1), *bt = qat_tensor_create(1, (int[]){M}, 1);
+                memcpy(wt->data, w, (size_t)M * K * 4);
+                memcpy(bt->data, b, (size_t)M * 4);
+                qat_tensor *y = qat_linear(ctx, xt, wt, bt);
+                ck_assert_ptr_nonnull(y);
+                qat_tensor *g = qat_from(ctx, 2, (int[]){N, M}, dy);
+                ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, qat_mul(ctx, y, g))), QAT_OK);
+                double e[3] = {rel_err(y->data, ry, (size_t)N * M), rel_err(xt->grad, rdx, (size_t)N * K),
+                               rel_err(wt->grad, rdw, (size_t)M * K)};
+                for (int k = 0; k < 3; k++)
+                    ck_assert_msg(e[k] < 2e-5, "linear N%d K%d M%d engine %d threads %d: %s error %g", N, K, M, level,
+                                  threads, (const char *[]){"y", "dx", "dW"}[k], e[k]);
+                qat_tensor_free(wt);
+                qat_tensor_free(bt);
+                qat_ctx_free(ctx);
+                qat_simd_set_level(-1);
+            }
+        free(x), free(w), free(b), free(dy), free(ry), free(rdx), free(rdw);
+    }
+}
+END_TEST
+
 /* ---- elementwise kernels: the same bits on both engines ---- */
 
 /* random values with exact zeros of both signs, ties and NaN mixed in */
@@ -461,6 +517,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_gemm_bcast);
     tcase_add_test(tc, test_gemm_dot);
     tcase_add_loop_test(tc, test_conv_engines, 0, (int)(sizeof conv_cases / sizeof conv_cases[0]));
+    tcase_add_test(tc, test_linear_engines);
     tcase_add_test(tc, test_eltwise_same_bits);
     tcase_add_test(tc, test_phase_copies_same_bits);
     suite_add_tcase(s, tc);
