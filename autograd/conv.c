@@ -1,21 +1,27 @@
 /* conv2d and pooling; forward and backward side by side.
  *
- * Three ways to run a convolution, all GEMMs over output pixels:
- *  - implicit (avx512 engine, stride 1): the input is copied once into
- *    zero-padded planes Wp = W + 2*pad wide; output pixel (oh, ow) is grid
- *    column q = oh*Wp + ow, and row (c, kh, kw) of the im2col matrix is
- *    plane c read from offset kh*Wp + kw, so the GEMM reads the planes
- *    directly (no im2col). Columns ow >= OW of the grid are computed and
- *    not stored. The input gradient is the same kind of convolution of the
- *    padded output gradient with the flipped, transposed kernel, and the
- *    weight gradient a dot product over grid columns.
- *  - im2col (avx512 engine, other strides): columns are the pixels of the
- *    whole batch, built chunk by chunk in cache, GEMMs by the same kernels.
- *  - portable: the im2col chunks through OpenBLAS.
- * Threads take whole samples (col2im and the input gradient of a sample
- * stay in one thread) or contiguous column ranges; the split depends only
- * on the thread count, so the same thread count reproduces the same
- * numbers. */
+ * Every convolution is a GEMM over output pixels: C = (output channels) x
+ * (pixels), reduction over (input channel, kh, kw). The avx512 engine never
+ * builds the im2col matrix for strides up to 4: its kernels read each tap's
+ * row straight from an image plane at an offset (autograd/kernels.h):
+ *  - "same" (stride 1, 2*pad = kernel-1): x and dy are read in place, lane
+ *    masks cover the padding (conv_*_same);
+ *  - "valid" (stride 1, pad 0): x is read in place on a W-wide grid whose
+ *    last columns are computed and not stored; dy is copied once onto the
+ *    same grid (conv_*_valid);
+ *  - other strides and paddings: the input is copied into zero-padded
+ *    phase planes (stride s: s*s planes, a stride-s conv being a sum of
+ *    stride-1 convs of the phases), the input gradient computed per phase
+ *    and interleaved back (conv_*_implicit);
+ * and in each the input gradient is a convolution of dy with the flipped,
+ * transposed kernel, the weight gradient a dot product over pixels.
+ * Larger strides use batch-wide im2col chunks with the same kernels; the
+ * portable engine runs those chunks through OpenBLAS.
+ *
+ * Threads take whole images (or fixed groups of images, or chunks of
+ * columns) as they come free; each group sums its weight gradient into its
+ * own partial, added in group order, so results depend neither on which
+ * thread ran what nor on the thread count. */
 #include <float.h>
 #include <omp.h>
 #include <stdint.h>
