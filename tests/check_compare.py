@@ -24,7 +24,7 @@ TOP_KEYS = ["model", "from", "out_dir", "threads", "test_images", "val_images", 
             "sensitivity_spec", "sensitivity", "budget_bytes", "overrides_file", "overrides", "seconds"]
 RUN_KEYS = ["spec", "method", "calib", "val_accuracy", "test_accuracy", "test_accuracy_drop", "chosen", "exported",
             "int8_test_accuracy", "int8_images_per_s", "top1_agreement", "logit_agreement", "max_logit_diff_steps",
-            "model_bytes", "compression_vs_float", "file_bytes", "seconds", "file", "int8_file", "layers", "history"]
+            "float32_graph_top1_agreement", "float32_graph_logit_agreement", "model_bytes", "compression_vs_float", "file_bytes", "seconds", "file", "int8_file", "layers", "history"]
 SENS_KEYS = ["rank", "unit", "val_accuracy", "accuracy_drop", "sqnr_db", "weight_params"]
 DAMAGED = "classifier.2"
 
@@ -95,7 +95,11 @@ def main():
                 check(run[k] is not None, f"{tag}: exported but {k} is null")
             if run["int8_file"] is None:
                 continue
-            check(run["top1_agreement"] is not None and run["top1_agreement"] >= 0.99, f"{tag}: top1_agreement")
+            # the fake-quant model evaluated on the integer grid is what the runtime computes
+            check(run["top1_agreement"] == 1 and run["logit_agreement"] == 1 and run["max_logit_diff_steps"] == 0,
+                  f"{tag}: agreement {run['top1_agreement']} {run['logit_agreement']} {run['max_logit_diff_steps']}")
+            check(run["float32_graph_logit_agreement"] is not None and run["float32_graph_logit_agreement"] >= 0.99,
+                  f"{tag}: float32_graph_logit_agreement {run['float32_graph_logit_agreement']}")
             p = subprocess.run([qat, "eval", run["int8_file"], "--data", data, "--json"],
                                capture_output=True, text=True)
             if not check(p.returncode == 0, f"{tag}: qat eval {run['int8_file']} failed: {p.stderr.strip()}"):

@@ -1283,6 +1283,72 @@ START_TEST(test_switch_fake_quant)
 }
 END_TEST
 
+/* Evaluation on the integer grid (the default) and with the float32 graph
+ * compute the same function: every unit's output is on its grid in both,
+ * they agree except near rounding boundaries (never more than a few steps
+ * after several layers), the pre-activations inside a unit match the float
+ * graph's to float32 precision, and training mode is unaffected. */
+START_TEST(test_integer_eval)
+{
+    qat_model *m = qat_model_build("resnet8", 131);
+    NN(m);
+    qat_qmodel *qm = prepare(m, "w8a8", QAT_CALIBRATOR_MINMAX);
+    qat_ctx *ctx = qat_ctx_create(0);
+    calibrate_random(ctx, qm, 8, 2, 132);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    qat_rng r;
+    qat_rng_seed(&r, 133);
+    qat_tensor *x = random_input(ctx, m, 16, -1, 1.5f, &r);
+    qat_tensor **gi = qat_qmodel_forward_all(ctx, qm, x);
+    NN(gi);
+    qat_qmodel_set_integer_eval(qm, 0);
+    qat_tensor **gf = qat_qmodel_forward_all(ctx, qm, x);
+    NN(gf);
+    long same = 0, total = 0;
+    for (int u = 1; u < qat_qmodel_num_units(qm); u++) {
+        const qat_qunit *un = qat_qmodel_unit(qm, u);
+        float sc = un->act.scale[0];
+        const qat_tensor *a = gi[un->last], *b = gf[un->last];
+        ck_assert_int_eq((int)a->numel, (int)b->numel);
+        for (size_t i = 0; i < a->numel; i++) {
+            float qa = a->data[i] / sc, qb = b->data[i] / sc;
+            ck_assert_msg(fabsf(qa - nearbyintf(qa)) < 1e-3f, "%s: integer eval off the grid", un->name);
+            ck_assert(fabsf(qb - nearbyintf(qb)) < 1e-3f);
+            long d = labs(lrintf(qa) - lrintf(qb));
+            ck_assert_msg(d <= 4, "%s: %ld steps apart", un->name, d);
+            same += d == 0;
+        }
+        total += (long)a->numel;
+        if (un->kind == QAT_UNIT_CONV && u == 1) {
+            /* the first conv reads the same input in both: its pre-activation
+             * (BN folded in) agrees to float32 rounding */
+            const qat_tensor *pa = gi[un->head], *pb = gf[un->head];
+            for (size_t i = 0; i < pa->numel; i++)
+                ck_assert_msg(fabsf(pa->data[i] - pb->data[i]) <= 1e-4f * (1 + fabsf(pb->data[i])), "%s: %g vs %g",
+                              un->name, pa->data[i], pb->data[i]);
+        }
+    }
+    double frac = (double)same / total;
+    printf("test_integer_eval: %.6f of %ld unit outputs identical to the float32 graph\n", frac, total);
+    ck_assert_msg(frac > 0.999 && frac < 1.0, "identical fraction %.6f", frac);
+    /* training mode runs the float32 graph either way (observers and BN
+     * statistics held, so two forwards see the same state) */
+    qat_qmodel_set_observers(qm, 0);
+    qat_qmodel_freeze_bn(qm, 1);
+    qat_ctx_set_training(ctx, 1);
+    qat_tensor *ta = qat_qmodel_forward(ctx, qm, x);
+    qat_qmodel_set_integer_eval(qm, 1);
+    qat_tensor *tb = qat_qmodel_forward(ctx, qm, x);
+    NN(ta);
+    NN(tb);
+    ck_assert_int_eq(memcmp(ta->data, tb->data, ta->numel * sizeof(float)), 0);
+    qat_ctx_free(ctx);
+    qat_qmodel_free(qm);
+    qat_model_free(m);
+}
+END_TEST
+
 /* finalize without calibration data names the unit; forward with
  * fake-quant on before any observation is a state error */
 START_TEST(test_uncalibrated)
@@ -1962,6 +2028,7 @@ static Suite *qat_suite(void)
     tcase_add_test(t, test_switch_freeze_bn);
     tcase_add_test(t, test_switch_observers);
     tcase_add_test(t, test_switch_fake_quant);
+    tcase_add_test(t, test_integer_eval);
     suite_add_tcase(s, t);
 
     t = tcase_create("ptq");

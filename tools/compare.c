@@ -97,6 +97,19 @@ static int export_and_check(qat_ctx *ctx, qat_qmodel *qm, const char *ckpt, cons
         r->top1_agreement = ag.top1;
         r->logit_agreement = ag.logits;
         r->max_logit_diff_steps = ag.max_diff_steps;
+        /* and vs the float32 graph (how PyTorch evaluates fake-quant) */
+        int8_t *lg = NULL;
+        qat_qmodel_set_integer_eval(qm, 0);
+        rc = fq_logits(ctx, qm, test, CLI_EVAL_BATCH, &lg, NULL);
+        qat_qmodel_set_integer_eval(qm, 1);
+        if (!rc) {
+            int8_agreement(lq, lg, test->n, qat_rt_num_classes(rt), &ag);
+            r->f32_top1_agreement = ag.top1;
+            r->f32_logit_agreement = ag.logits;
+        }
+        free(lg);
+    }
+    if (!rc) {
         r->exported = 1;
         r->model_bytes = (long)qat_rt_payload_bytes(rt);
         r->file_bytes = cli_file_bytes(path);

@@ -36,6 +36,8 @@ typedef struct cmp_run {
     double int8_images_per_s;   /* runtime throughput, batch 256 */
     double top1_agreement;      /* int8 vs fake-quant, test set */
     double logit_agreement;
+    double f32_top1_agreement;  /* the same vs the float32 fake-quant graph */
+    double f32_logit_agreement;
     int max_logit_diff_steps;
     long model_bytes;     /* int8 payload bytes (weights stored one per byte at any bit width, plus
                            * int32 bias/multiplier/shift per channel): measured when exported, else estimated */

@@ -10,17 +10,22 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: qat eval FILE [REFERENCE] [--layers] [--layers-images N] [--data DIR] [--limit-test N]\n"
-                    "                [--threads T] [--json]\n"
+    fprintf(stderr, "usage: qat eval FILE [REFERENCE] [--layers] [--layers-images N] [--float-graph] [--data DIR]\n"
+                    "                [--limit-test N] [--threads T] [--json]\n"
                     "FILE: a float checkpoint (float accuracy), a QAT/PTQ checkpoint (fake-quant accuracy) or an\n"
                     "int8 model (accuracy in the integer runtime). With REFERENCE (the QAT/PTQ checkpoint an int8\n"
                     "model came from): the agreement between the two on the test set.\n"
-                    "--layers: per-layer cosine / SQNR / MSE between the float and the quantized activations.\n");
+                    "--layers: per-layer cosine / SQNR / MSE between the float and the quantized activations; for an\n"
+                    "int8 model with its REFERENCE, per op the share of int8 outputs identical to the fake-quant\n"
+                    "model's (over --layers-images N images, default 256).\n"
+                    "--float-graph: evaluate the fake-quant model with the float32 graph training uses (as PyTorch\n"
+                    "does) instead of on the integer grid (docs/QUANT.md, section 13).\n");
     return 2;
 }
 
 /* qat eval model.int8.h5 [qat.h5] */
-static int eval_int8(const cli_common *c, const char *file, const char *ref)
+static int eval_int8(const cli_common *c, const char *file, const char *ref, int layers, int layer_images,
+                     int float_graph)
 {
     double t0 = cli_now();
     qat_rt_model *rt = NULL;
@@ -32,16 +37,36 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref)
     qat_ctx *ctx = NULL;
     int8_t *lq = NULL, *lf = NULL;
     double acc = 0, ips = 0, fq_acc = 0;
-    agreement ag = {0};
+    agreement ag = {0}, ag_f32 = {0};
+    double fg_acc = 0;
+    op_agreement *ops = NULL;
+    if (layers && !ref) cli_log("--layers: give the QAT/PTQ checkpoint the model came from as REFERENCE");
     int rc = cli_load_data(c, &d, 0, 1);
     if (!rc) rc = int8_evaluate(rt, d.test, 256, &lq, &acc, &ips);
     if (!rc && ref) {
         if (!(qm = qat_qmodel_load(ref, &m, NULL, NULL)) || !(ctx = qat_ctx_create(0)))
             rc = cli_fail_lib(ref);
+        if (!rc && float_graph) qat_qmodel_set_integer_eval(qm, 0);
         if (!rc) rc = fq_logits(ctx, qm, d.test, CLI_EVAL_BATCH, &lf, &fq_acc);
         if (!rc && qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0] != qat_rt_num_classes(rt))
             rc = cli_fail("%s and %s have different numbers of classes", file, ref);
         if (!rc) int8_agreement(lq, lf, d.test->n, qat_rt_num_classes(rt), &ag);
+        if (!rc && !float_graph) {
+            /* and against the float32 graph (how PyTorch evaluates a fake-quant model) */
+            int8_t *lg = NULL;
+            qat_qmodel_set_integer_eval(qm, 0);
+            rc = fq_logits(ctx, qm, d.test, CLI_EVAL_BATCH, &lg, &fg_acc);
+            qat_qmodel_set_integer_eval(qm, 1);
+            if (!rc) int8_agreement(lq, lg, d.test->n, qat_rt_num_classes(rt), &ag_f32);
+            free(lg);
+        }
+        if (!rc && layers) {
+            int n = layer_images < d.test->n ? layer_images : d.test->n;
+            if (!(ops = calloc((size_t)qat_rt_num_ops(rt), sizeof *ops)))
+                rc = cli_fail("out of memory");
+            else
+                rc = int8_op_agreement(rt, ctx, qm, d.test, n, CLI_EVAL_BATCH, ops);
+        }
     }
     if (!rc && c->json) {
         json_w j;
@@ -62,6 +87,26 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref)
             json_num(&j, "top1_agreement", ag.top1);
             json_num(&j, "logit_agreement", ag.logits);
             json_int(&j, "max_logit_diff_steps", ag.max_diff_steps);
+            json_str(&j, "reference_eval", float_graph ? "float32-graph" : "integer-grid");
+            if (!float_graph) {
+                json_num(&j, "float32_graph_test_accuracy", fg_acc);
+                json_num(&j, "float32_graph_top1_agreement", ag_f32.top1);
+                json_num(&j, "float32_graph_logit_agreement", ag_f32.logits);
+                json_int(&j, "float32_graph_max_logit_diff_steps", ag_f32.max_diff_steps);
+            }
+            if (ops) {
+                json_arr(&j, "ops");
+                for (int k = 0; k < qat_rt_num_ops(rt); k++) {
+                    if (!ops[k].elements) continue;
+                    json_obj(&j, NULL);
+                    json_str(&j, "name", ops[k].name);
+                    json_str(&j, "type", ops[k].type);
+                    json_num(&j, "agreement", ops[k].same);
+                    json_int(&j, "max_diff_steps", ops[k].max_diff_steps);
+                    json_obj_end(&j);
+                }
+                json_arr_end(&j);
+            }
         }
         json_num(&j, "seconds", cli_now() - t0);
         json_obj_end(&j);
@@ -73,7 +118,19 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref)
             printf("vs %s (fake-quant accuracy %.4f): top-1 agreement %.4f, identical int8 logits %.4f, "
                    "max difference %d steps\n",
                    ref, fq_acc, ag.top1, ag.logits, ag.max_diff_steps);
+        if (ref && !float_graph)
+            printf("vs its float32 graph (fake-quant accuracy %.4f): top-1 agreement %.4f, identical int8 logits %.4f, "
+                   "max difference %d steps\n",
+                   fg_acc, ag_f32.top1, ag_f32.logits, ag_f32.max_diff_steps);
+        if (ops) {
+            printf("%-24s %-16s %12s %10s\n", "op", "type", "identical", "max diff");
+            for (int k = 0; k < qat_rt_num_ops(rt); k++)
+                if (ops[k].elements)
+                    printf("%-24s %-16s %12.6f %10d\n", ops[k].name, ops[k].type, ops[k].same,
+                           ops[k].max_diff_steps);
+        }
     }
+    free(ops);
     free(lq);
     free(lf);
     qat_ctx_free(ctx);
@@ -90,7 +147,7 @@ int cmd_eval(int argc, char **argv)
     cli_common_defaults(&c);
     c.val = 0;
     const char *file = NULL, *ref = NULL;
-    int layers = 0, layer_images = 256;
+    int layers = 0, layer_images = 256, float_graph = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_parse(&c, argc, argv, &i);
         if (r < 0) return 2;
@@ -98,6 +155,8 @@ int cmd_eval(int argc, char **argv)
         const char *v;
         if (!strcmp(argv[i], "--layers")) {
             layers = 1;
+        } else if (!strcmp(argv[i], "--float-graph")) {
+            float_graph = 1;
         } else if (!strcmp(argv[i], "--layers-images")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i], v, &layer_images) || layer_images < 1)
                 return usage();
@@ -118,7 +177,7 @@ int cmd_eval(int argc, char **argv)
     double t0 = cli_now();
     qat_file_info info;
     if (qat_checkpoint_info(file, &info)) return cli_fail_lib(file);
-    if (!strcmp(info.format, QAT_FORMAT_INT8_MODEL)) return eval_int8(&c, file, ref);
+    if (!strcmp(info.format, QAT_FORMAT_INT8_MODEL)) return eval_int8(&c, file, ref, layers, layer_images, float_graph);
     if (ref) return cli_fail("eval: a REFERENCE is compared with an int8 model; %s is a %s", file, info.format);
     int rc = 0;
     cli_data d = {0};
@@ -130,6 +189,7 @@ int cmd_eval(int argc, char **argv)
     int is_q = !strcmp(info.format, QAT_FORMAT_QAT_CHECKPOINT);
     if (is_q) {
         if (!(qm = qat_qmodel_load(file, &m, NULL, NULL))) return cli_fail_lib(file);
+        if (float_graph) qat_qmodel_set_integer_eval(qm, 0);
     } else if (!(m = qat_model_load(file))) {
         return cli_fail_lib(file);
     }

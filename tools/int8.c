@@ -95,6 +95,83 @@ int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, in
     return 0;
 }
 
+int int8_op_agreement(qat_rt_model *rt, qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int n, int batch,
+                      op_agreement *ops)
+{
+    qat_model *m = qat_qmodel_float(qm);
+    int nops = qat_rt_num_ops(rt);
+    int *layer = malloc((size_t)nops * sizeof *layer), *idx = malloc((size_t)batch * sizeof *idx);
+    long *same = calloc((size_t)nops, sizeof *same);
+    if (!layer || !idx || !same) {
+        free(layer);
+        free(idx);
+        free(same);
+        return cli_fail("out of memory");
+    }
+    /* op i reads the output of its layer's unit (after ReLU and the
+     * activation quantizer) */
+    for (int i = 0; i < nops; i++) {
+        qat_rt_op_info info;
+        qat_rt_op(rt, i, &info);
+        ops[i] = (op_agreement){.name = info.name, .type = info.type};
+        int l = qat_model_find(m, info.name), u = qat_qmodel_find_unit(qm, info.name);
+        if (u < 0 && l >= 0) u = qat_qmodel_layer_unit(qm, l);
+        layer[i] = u >= 0 ? qat_qmodel_unit(qm, u)->last : -1;
+        if (!strcmp(info.type, "input")) layer[i] = 0;
+        if (!strcmp(info.type, "flatten")) layer[i] = -1;
+    }
+    int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    int rc = qat_rt_prepare(rt, batch) ? cli_fail("runtime: %s", qat_rt_last_error()) : 0;
+    size_t img = (size_t)ds->c * ds->h * ds->w;
+    int8_t *scratch = malloc((size_t)batch * qat_rt_num_classes(rt));
+    if (!rc && !scratch) rc = cli_fail("out of memory");
+    for (int st = 0; st < n && !rc; st += batch) {
+        int b = n - st < batch ? n - st : batch;
+        for (int k = 0; k < b; k++) idx[k] = st + k;
+        qat_tensor *x = qat_new(ctx, 4, (int[]){b, ds->c, ds->h, ds->w});
+        qat_tensor **all = x && !qat_dataset_normalize_into(ds, idx, b, x->data) ? qat_qmodel_forward_all(ctx, qm, x)
+                                                                                 : NULL;
+        if (!all) {
+            rc = cli_fail_lib("fake-quant forward");
+            break;
+        }
+        if (qat_rt_run_u8(rt, ds->images + (size_t)st * img, b, scratch)) {
+            rc = cli_fail("runtime: %s", qat_rt_last_error());
+            break;
+        }
+        for (int i = 0; i < nops; i++) {
+            if (layer[i] < 0) continue;
+            qat_rt_op_info info;
+            qat_rt_op(rt, i, &info);
+            const qat_tensor *y = all[layer[i]];
+            const int8_t *q = qat_rt_op_output(rt, i);
+            size_t per = 1;
+            for (int k = 0; k < info.out_ndim; k++) per *= (size_t)info.out_shape[k];
+            if (y->numel != per * (size_t)b) continue; /* not the same tensor */
+            float inv = 1.0f / info.out_scale;
+            for (size_t e = 0; e < y->numel; e++) {
+                long v = lrintf(y->data[e] * inv) + info.out_zero_point;
+                v = v < -128 ? -128 : v > 127 ? 127 : v;
+                int d = abs((int)v - (int)q[e]);
+                same[i] += d == 0;
+                if (d > ops[i].max_diff_steps) ops[i].max_diff_steps = d;
+            }
+            ops[i].elements += (long)y->numel;
+        }
+        qat_ctx_reset(ctx);
+    }
+    for (int i = 0; i < nops; i++) ops[i].same = ops[i].elements ? (double)same[i] / ops[i].elements : 0;
+    qat_ctx_set_training(ctx, tr);
+    qat_ctx_set_grad(ctx, gr);
+    free(scratch);
+    free(layer);
+    free(idx);
+    free(same);
+    return rc;
+}
+
 void int8_agreement(const int8_t *a, const int8_t *b, long n, int classes, agreement *out)
 {
     long same_top = 0, same = 0;

@@ -21,6 +21,19 @@ typedef struct agreement {
     int max_diff_steps;   /* largest |a - b| */
     long images, elements;
 } agreement;
+/* Per runtime op: how often its int8 output equals the fake-quant model's
+ * output of the same layer (on that layer's grid), over the first n images
+ * of ds. Errors accumulate along the graph, so the first op whose agreement
+ * drops is where the two computations part. ops[] gets qat_rt_num_ops
+ * entries; an op with no fake-quant counterpart has elements == 0. */
+typedef struct op_agreement {
+    const char *name, *type; /* the runtime's strings */
+    double same;             /* fraction of identical int8 values */
+    int max_diff_steps;
+    long elements;
+} op_agreement;
+int int8_op_agreement(qat_rt_model *rt, qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int n, int batch,
+                      op_agreement *ops);
 void int8_agreement(const int8_t *a, const int8_t *b, long n, int classes, agreement *out);
 int int8_argmax(const int8_t *v, int n);
 

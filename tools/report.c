@@ -205,9 +205,12 @@ void report_json(FILE *f, const compare_results *r)
             jacc(&j, "top1_agreement", u->top1_agreement);
             jacc(&j, "logit_agreement", u->logit_agreement);
             json_int(&j, "max_logit_diff_steps", u->max_logit_diff_steps);
+            jacc(&j, "float32_graph_top1_agreement", u->f32_top1_agreement);
+            jacc(&j, "float32_graph_logit_agreement", u->f32_logit_agreement);
         } else {
             const char *k[] = {"int8_test_accuracy", "int8_images_per_s", "top1_agreement", "logit_agreement",
-                               "max_logit_diff_steps"};
+                               "max_logit_diff_steps", "float32_graph_top1_agreement",
+                               "float32_graph_logit_agreement"};
             for (size_t q = 0; q < sizeof k / sizeof *k; q++) json_num(&j, k[q], NAN);
         }
         json_int(&j, "model_bytes", u->model_bytes);

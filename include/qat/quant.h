@@ -154,6 +154,14 @@ QAT_API qat_tensor *qat_qmodel_forward(qat_ctx *ctx, qat_qmodel *qm, qat_tensor 
 /* Every layer's output (arena array of qat_model_num_layers tensors). */
 QAT_API qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x);
 
+/* Evaluation (no training, no gradient) computes each quantized unit on
+ * the integer grid: the conv/linear accumulator exactly, the output grid
+ * index in double. It is the same function as the float32 fake-quant graph
+ * without that graph's rounding error near rounding boundaries, and what the
+ * int8 export computes (docs/QUANT.md, section 13). On by default; off,
+ * evaluation runs the float32 graph training uses (as PyTorch does). */
+QAT_API void qat_qmodel_set_integer_eval(qat_qmodel *qm, int enabled);
+
 /* Switches (apply to every unit). */
 QAT_API void qat_qmodel_freeze_bn(qat_qmodel *qm, int frozen);
 QAT_API void qat_qmodel_set_observers(qat_qmodel *qm, int enabled);
