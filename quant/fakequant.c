@@ -3,8 +3,24 @@
  * every rounding comes from runtime/rounding.h. */
 #include <math.h>
 
+#include "autograd/kernels.h"
 #include "quant/fakequant.h"
 #include "runtime/rounding.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define QAT_HAVE_AVX512 1
+#else
+#define QAT_HAVE_AVX512 0
+#endif
+
+/* The element loops are cloned for AVX-512 and AVX2 (picked at load time;
+ * the baseline build is SSE2): same expressions, so the same results. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
 
 /* Below this many elements a loop stays on the calling thread. */
 #define PAR_MIN 65536
@@ -30,7 +46,7 @@ static inline float fq_one(uint8_t *m, float x, float scale, float inv_s, int32_
 }
 
 /* x, y: (n) */
-static void fq_span(float *y, uint8_t *mask, const float *x, float scale, int32_t zp,
+CLONES static void fq_span(float *y, uint8_t *mask, const float *x, float scale, int32_t zp,
                     int32_t qmin, int32_t qmax, size_t n)
 {
     float inv_s = 1.0f / scale;
@@ -58,6 +74,32 @@ void qat_fake_quant_forward(float *y, uint8_t *mask, const float *x, float scale
         size_t a = (size_t)k * chunk;
         size_t len = n - a < chunk ? n - a : chunk;
         fq_span(y + a, mask ? mask + a : NULL, x + a, scale, zp, qmin, qmax, len);
+    }
+}
+
+/* fq(relu(x)): the ReLU's gradient (x > 0) is folded into the mask. */
+CLONES static void fq_relu_span(float *y, uint8_t *mask, const float *x, float scale, int32_t zp, int32_t qmin,
+                         int32_t qmax, size_t n)
+{
+    float inv_s = 1.0f / scale;
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] > 0.0f ? x[i] : 0.0f; /* NaN -> 0, as qat_relu */
+        uint8_t m;
+        y[i] = fq_one(&m, v, scale, inv_s, zp, qmin, qmax);
+        mask[i] = m & (x[i] > 0.0f);
+    }
+}
+
+void qat_fake_quant_relu_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp, int32_t qmin,
+                                 int32_t qmax, size_t n)
+{
+    const size_t chunk = 16384;
+    long nchunks = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (long k = 0; k < nchunks; k++) {
+        size_t a = (size_t)k * chunk;
+        size_t len = n - a < chunk ? n - a : chunk;
+        fq_relu_span(y + a, mask + a, x + a, scale, zp, qmin, qmax, len);
     }
 }
 
@@ -117,43 +159,112 @@ void qat_fake_quant_channel_forward_ref(float *y, uint8_t *mask, const float *x,
 
 /* ---- LSQ ---- */
 
-/* Gradients of one element (PyTorch's expression order, float32). */
+/* Gradients of one element (PyTorch's expression order, float32), without
+ * branches; with relu the input is relu(x) and the ReLU's gradient is
+ * folded into dx. Out of range, (q < qmin ? qmin : qmax) - zp = qc - zp. */
 static inline void lsq_one(float *dx, float *ds, float *dz, float dy, float x, float scale,
-                           float inv_s, int32_t zp, int32_t qmin, int32_t qmax, float g)
+                           float inv_s, int32_t zp, int32_t qmin, int32_t qmax, float g, int relu)
 {
-    int32_t q = qat_quantize_val_unclamped(x, inv_s, zp);
+    float xv = relu ? (x > 0.0f ? x : 0.0f) : x;
+    int32_t q = qat_quantize_val_unclamped(xv, inv_s, zp);
     int in = (q >= qmin) & (q <= qmax);
-    *dx = dy * (float)in;
-    if (!in) {
-        *dz = dy * -1.0f * scale * g;
-        *ds = dy * (float)((q < qmin ? qmin : qmax) - zp) * g;
-    } else {
-        float xfq = (float)(q - zp) * scale;
-        *dz = 0.0f;
-        *ds = dy * (xfq - x) * inv_s * g;
-    }
+    int32_t qc = qat_clamp_i32(q, qmin, qmax);
+    float xfq = (float)(qc - zp) * scale;
+    float ds_in = dy * (xfq - xv) * inv_s * g, ds_out = dy * (float)(qc - zp) * g;
+    *dx = dy * (float)(in & (relu ? x > 0.0f : 1));
+    *ds = in ? ds_in : ds_out;
+    *dz = in ? 0.0f : dy * -1.0f * scale * g;
 }
 
+/* The sums run in LSQ_LANES interleaved double accumulators (element i
+ * into lane i mod 8, the tail after the last full group into lane 0), added
+ * in lane order at the end: a fixed order, independent of threads, that
+ * the AVX-512 kernel below follows exactly. */
+#define LSQ_LANES 8
+
+#if QAT_HAVE_AVX512
+#define AVX512 __attribute__((target("avx512f")))
+/* Groups of 16 elements: the portable expressions lane by lane (the same
+ * IEEE operations in the same order), so dx and both sums are identical to
+ * lsq_span's. Returns how many elements it did (a multiple of 16). */
+AVX512 static size_t lsq_span_avx512(float *dx, double *ls, double *lz, const float *dy, const float *x, float scale,
+                                     float inv_s, int32_t zp, int32_t qmin, int32_t qmax, float g, size_t n, int relu)
+{
+    const __m512 vs = _mm512_set1_ps(scale), vinv = _mm512_set1_ps(inv_s), vg = _mm512_set1_ps(g);
+    const __m512 magic = _mm512_set1_ps(12582912.0f), sat = _mm512_set1_ps(QAT_QUANT_SAT),
+                 nsat = _mm512_set1_ps(-QAT_QUANT_SAT), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f),
+                 mone = _mm512_set1_ps(-1.0f);
+    const __m512i vzp = _mm512_set1_epi32(zp), vmin = _mm512_set1_epi32(qmin), vmax = _mm512_set1_epi32(qmax);
+    __m512d as = _mm512_loadu_pd(ls), az = _mm512_loadu_pd(lz);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 xo = _mm512_loadu_ps(x + i), d = _mm512_loadu_ps(dy + i);
+        __mmask16 pos = _mm512_cmp_ps_mask(xo, zero, _CMP_GT_OQ);
+        __m512 xv = relu ? _mm512_maskz_mov_ps(pos, xo) : xo;
+        __m512 r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xv, vinv), magic), magic);
+        r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(r, nsat, _CMP_GT_OQ), nsat, r);
+        r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(r, sat, _CMP_LT_OQ), sat, r);
+        __m512i q = _mm512_add_epi32(vzp, _mm512_cvttps_epi32(r));
+        __mmask16 in = _mm512_cmpge_epi32_mask(q, vmin) & _mm512_cmple_epi32_mask(q, vmax);
+        __m512i qc = _mm512_min_epi32(_mm512_max_epi32(q, vmin), vmax);
+        __m512 qf = _mm512_cvtepi32_ps(_mm512_sub_epi32(qc, vzp));
+        __m512 xfq = _mm512_mul_ps(qf, vs);
+        __m512 ds_in = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, _mm512_sub_ps(xfq, xv)), vinv), vg);
+        __m512 ds_out = _mm512_mul_ps(_mm512_mul_ps(d, qf), vg);
+        __m512 ds = _mm512_mask_blend_ps(in, ds_out, ds_in);
+        __m512 dz = _mm512_maskz_mov_ps((__mmask16)~in, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, mone), vs), vg));
+        if (dx) {
+            __m512 gx = _mm512_mul_ps(d, _mm512_maskz_mov_ps(relu ? (__mmask16)(in & pos) : in, one));
+            _mm512_storeu_ps(dx + i, _mm512_add_ps(_mm512_loadu_ps(dx + i), gx));
+        }
+        as = _mm512_add_pd(as, _mm512_cvtps_pd(_mm512_castps512_ps256(ds)));
+        as = _mm512_add_pd(as, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(ds), 1))));
+        az = _mm512_add_pd(az, _mm512_cvtps_pd(_mm512_castps512_ps256(dz)));
+        az = _mm512_add_pd(az, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(dz), 1))));
+    }
+    _mm512_storeu_pd(ls, as);
+    _mm512_storeu_pd(lz, az);
+    return i;
+}
+#endif
+
 /* Accumulates over (n): dx (may be NULL) += ..., sums into *sum_s, *sum_z. */
-static void lsq_span(float *dx, double *sum_s, double *sum_z, const float *dy, const float *x,
-                     float scale, int32_t zp, int32_t qmin, int32_t qmax, float g, size_t n)
+static void lsq_span(float *dx, double *sum_s, double *sum_z, const float *dy, const float *x, float scale,
+                     int32_t zp, int32_t qmin, int32_t qmax, float g, size_t n, int relu)
 {
     float inv_s = 1.0f / scale;
-    double ss = 0.0, sz = 0.0;
-    for (size_t i = 0; i < n; i++) {
+    double ls[LSQ_LANES] = {0}, lz[LSQ_LANES] = {0};
+    size_t i = 0;
+#if QAT_HAVE_AVX512
+    if (qat_simd_level() == QAT_SIMD_AVX512)
+        i = lsq_span_avx512(dx, ls, lz, dy, x, scale, inv_s, zp, qmin, qmax, g, n, relu);
+#endif
+    for (; i + LSQ_LANES <= n; i += LSQ_LANES)
+        for (int l = 0; l < LSQ_LANES; l++) {
+            float gx, gs, gz;
+            lsq_one(&gx, &gs, &gz, dy[i + l], x[i + l], scale, inv_s, zp, qmin, qmax, g, relu);
+            if (dx) dx[i + l] += gx;
+            ls[l] += gs;
+            lz[l] += gz;
+        }
+    for (; i < n; i++) {
         float gx, gs, gz;
-        lsq_one(&gx, &gs, &gz, dy[i], x[i], scale, inv_s, zp, qmin, qmax, g);
+        lsq_one(&gx, &gs, &gz, dy[i], x[i], scale, inv_s, zp, qmin, qmax, g, relu);
         if (dx) dx[i] += gx;
-        ss += gs;
-        sz += gz;
+        ls[0] += gs;
+        lz[0] += gz;
+    }
+    double ss = 0.0, sz = 0.0;
+    for (int l = 0; l < LSQ_LANES; l++) {
+        ss += ls[l];
+        sz += lz[l];
     }
     *sum_s += ss;
     *sum_z += sz;
 }
 
-void qat_fake_quant_lsq_backward(float *dx, float *dscale, float *dzp, const float *dy,
-                                 const float *x, float scale, int32_t zp, int32_t qmin,
-                                 int32_t qmax, float grad_factor, size_t n)
+static void lsq_tensor(float *dx, float *dscale, float *dzp, const float *dy, const float *x, float scale,
+                       int32_t zp, int32_t qmin, int32_t qmax, float grad_factor, size_t n, int relu)
 {
     double part_s[SUM_BLOCKS] = {0}, part_z[SUM_BLOCKS] = {0};
     size_t block = (n + SUM_BLOCKS - 1) / SUM_BLOCKS;
@@ -162,8 +273,8 @@ void qat_fake_quant_lsq_backward(float *dx, float *dscale, float *dzp, const flo
         size_t a = (size_t)b * block;
         if (a >= n) continue;
         size_t len = n - a < block ? n - a : block;
-        lsq_span(dx ? dx + a : NULL, &part_s[b], &part_z[b], dy + a, x + a, scale, zp, qmin,
-                 qmax, grad_factor, len);
+        lsq_span(dx ? dx + a : NULL, &part_s[b], &part_z[b], dy + a, x + a, scale, zp, qmin, qmax, grad_factor,
+                 len, relu);
     }
     double ss = 0.0, sz = 0.0;
     for (int b = 0; b < SUM_BLOCKS; b++) {
@@ -172,6 +283,20 @@ void qat_fake_quant_lsq_backward(float *dx, float *dscale, float *dzp, const flo
     }
     *dscale += (float)ss;
     if (dzp) *dzp += (float)sz;
+}
+
+void qat_fake_quant_lsq_relu_backward(float *dx, float *dscale, float *dzp, const float *dy, const float *x,
+                                      float scale, int32_t zp, int32_t qmin, int32_t qmax, float grad_factor,
+                                      size_t n)
+{
+    lsq_tensor(dx, dscale, dzp, dy, x, scale, zp, qmin, qmax, grad_factor, n, 1);
+}
+
+void qat_fake_quant_lsq_backward(float *dx, float *dscale, float *dzp, const float *dy,
+                                 const float *x, float scale, int32_t zp, int32_t qmin,
+                                 int32_t qmax, float grad_factor, size_t n)
+{
+    lsq_tensor(dx, dscale, dzp, dy, x, scale, zp, qmin, qmax, grad_factor, n, 0);
 }
 
 /* Literal transcription of PyTorch's per-element kernel (int64 xqi from
@@ -218,7 +343,7 @@ void qat_fake_quant_lsq_channel_backward(float *dx, float *dscales, float *dzps,
         for (size_t o = 0; o < outer; o++) {
             size_t off = (o * channels + c) * inner;
             lsq_span(dx ? dx + off : NULL, &ss, &sz, dy + off, x + off, scales[c], zps[c], qmin,
-                     qmax, grad_factor, inner);
+                     qmax, grad_factor, inner, 0);
         }
         dscales[c] += (float)ss;
         if (dzps) dzps[c] += (float)sz;

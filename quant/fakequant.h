@@ -32,6 +32,12 @@ void qat_fake_quant_forward(float *y, uint8_t *mask, const float *x, float scale
 void qat_fake_quant_forward_ref(float *y, uint8_t *mask, const float *x, float scale,
                                 int32_t zp, int32_t qmin, int32_t qmax, size_t n);
 
+/* y = fake-quant of relu(x), mask = (x > 0) & (the unclamped q of relu(x)
+ * lies in [qmin, qmax]): the composition's output and gradient mask, in
+ * one pass. mask must not be NULL. */
+void qat_fake_quant_relu_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp, int32_t qmin,
+                                 int32_t qmax, size_t n);
+
 /* dx += dy * mask; dx, dy, mask are (n). Also the per-channel backward. */
 void qat_fake_quant_backward(float *dx, const float *dy, const uint8_t *mask, size_t n);
 
@@ -68,6 +74,11 @@ void qat_fake_quant_channel_forward_ref(float *y, uint8_t *mask, const float *x,
 void qat_fake_quant_lsq_backward(float *dx, float *dscale, float *dzp, const float *dy,
                                  const float *x, float scale, int32_t zp, int32_t qmin,
                                  int32_t qmax, float grad_factor, size_t n);
+/* The same for fq(relu(x)) (qat_fake_quant_relu_forward): the gradients
+ * of LSQ at relu(x), dx also masked by x > 0. */
+void qat_fake_quant_lsq_relu_backward(float *dx, float *dscale, float *dzp, const float *dy, const float *x,
+                                      float scale, int32_t zp, int32_t qmin, int32_t qmax, float grad_factor,
+                                      size_t n);
 void qat_fake_quant_lsq_backward_ref(float *dx, float *dscale, float *dzp, const float *dy,
                                      const float *x, float scale, int32_t zp, int32_t qmin,
                                      int32_t qmax, float grad_factor, size_t n);

@@ -9,6 +9,16 @@
  * (the observer then fixes the parameters, unless q is learnable and
  * already initialised). Returns x itself when fake-quant is off. */
 qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe);
+/* qat_fq(relu(x)) in one pass, the ReLU's gradient folded into the mask:
+ * the same output, gradient and observer state as the composition, for a
+ * per-tensor, non-learnable quantizer with a min/max observer (or none).
+ * Other quantizers run the composition. *relu_out gets the ReLU's output
+ * when the composition ran, else the fused output (the ReLU's own output
+ * is not kept). */
+qat_tensor *qat_fq_relu(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe, qat_tensor **relu_out);
+/* The observer sees relu(x) without it being formed: min/max observers
+ * only (QAT_ERR_UNSUPPORTED for histogram and per-channel ones). */
+int qat_observer_observe_relu(qat_observer *obs, const float *x, size_t n);
 /* b on the int32 grid s_in * s_w[c]; straight-through gradient to b. */
 qat_tensor *qat_fq_bias(qat_ctx *ctx, qat_tensor *b, float s_in, const float *s_w);
 

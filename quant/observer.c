@@ -9,6 +9,7 @@
 
 #include "qat/observer.h"
 #include "autograd/internal.h"
+#include "quant/internal.h"
 
 /* ---- interface of histogram.c (keep in sync with its definitions) ---- */
 int qat_hist_update_(double *counts, int64_t cap, int bins, double *inv, int64_t *g0,
@@ -367,6 +368,30 @@ static int observe_tensor(qat_observer *obs, const float *x, size_t n)
     } else {
         update_pair(obs, &obs->min[0], &obs->max[0], bmn, bmx);
     }
+    obs->batches++;
+    obs->count += n;
+    return QAT_OK;
+}
+
+int qat_observer_observe_relu(qat_observer *obs, const float *x, size_t n)
+{
+    if (!obs || obs->per_channel || obs->opts.kind == QAT_OBSERVER_HISTOGRAM)
+        return qat_error(QAT_ERR_UNSUPPORTED, "observer_observe_relu: needs a per-tensor min/max observer");
+    if (!obs->enabled || n == 0) return QAT_OK;
+    float bmn, bmx;
+    if (minmax_batch(x, n, &bmn, &bmx)) {
+        /* NaN and -inf become 0 in relu(x); only +inf is an error there */
+        bmn = FLT_MAX;
+        bmx = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            float r = x[i] > 0.0f ? x[i] : 0.0f;
+            if (isinf(r)) return qat_error(QAT_ERR_ARG, "observer: input has +inf at index %zu (of %zu values)", i, n);
+            bmn = r < bmn ? r : bmn;
+            bmx = r > bmx ? r : bmx;
+        }
+    }
+    /* the extremes of relu(x) */
+    update_pair(obs, &obs->min[0], &obs->max[0], bmn > 0.0f ? bmn : 0.0f, bmx > 0.0f ? bmx : 0.0f);
     obs->batches++;
     obs->count += n;
     return QAT_OK;

@@ -178,6 +178,62 @@ qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
     return y;
 }
 
+static void fq_lsq_relu_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    const fq_saved *s = e->saved;
+    const qat_quantizer *q = s->q;
+    qat_tensor *x = e->in[0];
+    float *dx = qat_grad(ctx, x), *ds = qat_grad(ctx, e->in[1]), *dz = e->in[2] ? qat_grad(ctx, e->in[2]) : NULL;
+    float gf = (float)(1.0 / sqrt((double)x->numel * (double)q->qmax));
+    float dsum = 0.0f, dzsum = 0.0f;
+    qat_fake_quant_lsq_relu_backward(dx, &dsum, dz ? &dzsum : NULL, e->out->grad, x->data, s->scales[0], s->zps[0],
+                                     q->qmin, q->qmax, gf, x->numel);
+    if (ds) ds[0] += dsum;
+    if (dz) dz[0] += dzsum;
+}
+
+qat_tensor *qat_fq_relu(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe, qat_tensor **relu_out)
+{
+    if (!x) return NULL;
+    int kind = q->obs ? (int)qat_observer_options(q->obs)->kind : -1;
+    int learned = q->lsq_scale && q->initialized; /* the observer no longer sets them */
+    int fusable = q->fake_quant && q->n == 1 && !q->scheme.per_channel &&
+                  (learned || kind < 0 || kind == QAT_OBSERVER_MINMAX || kind == QAT_OBSERVER_EMA);
+    if (!fusable) {
+        qat_tensor *r = qat_relu(ctx, x);
+        *relu_out = r;
+        return qat_fq(ctx, r, q, observe);
+    }
+    if (observe && q->observe && q->obs && !learned) {
+        if (qat_observer_observe_relu(q->obs, x->data, x->numel) || qat_quantizer_from_observer(q, -1)) return NULL;
+    }
+    if (!q->initialized)
+        return qat_error_null(QAT_ERR_STATE, "fake_quant: quantizer has no parameters yet (observe or calibrate first)");
+    fq_saved *s = qat_arena_alloc(ctx, sizeof *s);
+    qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
+    uint8_t *mask = qat_arena_alloc(ctx, x->numel);
+    float *scales = qat_arena_alloc(ctx, sizeof(float));
+    int32_t *zps = qat_arena_alloc(ctx, sizeof(int32_t));
+    if (!s || !y || !mask || !scales || !zps) return NULL;
+    scales[0] = qat_quantizer_scales(q)[0];
+    qat_quantizer_zero_points(q, zps);
+    if (!(scales[0] > 0.0f) || !isfinite(scales[0]))
+        return qat_error_null(QAT_ERR_STATE, "fake_quant: scale %g of channel 0 is not positive", scales[0]);
+    qat_fake_quant_relu_forward(y->data, mask, x->data, scales[0], zps[0], q->qmin, q->qmax, x->numel);
+    *s = (fq_saved){.q = q, .mask = mask, .scales = scales, .zps = zps, .outer = 1, .channels = 1, .inner = x->numel};
+    if (q->lsq_scale) {
+        qat_tensor *in[3] = {x, q->lsq_scale, q->lsq_zp};
+        if (qat_needs_grad(ctx, 3, in) &&
+            qat_tape_record(ctx, "fake_quant_lsq_relu", fq_lsq_relu_backward, y, q->lsq_zp ? 3 : 2, in, s) != QAT_OK)
+            return NULL;
+    } else if (qat_needs_grad(ctx, 1, &x) &&
+               qat_tape_record(ctx, "fake_quant_relu", fq_backward, y, 1, &x, s) != QAT_OK) {
+        return NULL;
+    }
+    *relu_out = y;
+    return y;
+}
+
 static void fq_bias_backward(qat_ctx *ctx, const qat_tape_entry *e)
 {
     float *db = qat_grad(ctx, e->in[0]);

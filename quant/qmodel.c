@@ -845,7 +845,6 @@ static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_te
         if (un->bn >= 0) out[un->bn] = y;
     }
 #undef CONV
-    if (un->relu >= 0) y = out[un->relu] = qat_relu(ctx, y);
     return y;
 }
 
@@ -906,7 +905,6 @@ qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
             break;
         case QAT_UNIT_ADD:
             y = out[i] = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]]);
-            if (un->relu >= 0) y = out[un->relu] = qat_relu(ctx, y);
             break;
         default: {
             qat_tensor *ins[1] = {out[l->inputs[0]]};
@@ -915,7 +913,16 @@ qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
         }
         }
         if (!y) return NULL;
-        if (!(out[un->last] = qat_fq(ctx, y, &un->act, observe_act))) return NULL;
+        if ((un->kind == QAT_UNIT_CONV || un->kind == QAT_UNIT_ADD) && un->relu >= 0) {
+            /* ReLU and the activation quantizer in one pass (the ReLU's own
+             * output is then the quantized one) */
+            qat_tensor *r = NULL;
+            if (!(y = qat_fq_relu(ctx, y, &un->act, observe_act, &r))) return NULL;
+            out[un->relu] = r;
+            out[un->last] = y;
+        } else if (!(out[un->last] = qat_fq(ctx, y, &un->act, observe_act))) {
+            return NULL;
+        }
     }
     return out;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "qat/qparams.h"
+#include "autograd/kernels.h"
 #include "quant/fakequant.h"
 #include "runtime/rounding.h"
 #include "testutil.h"
@@ -414,6 +415,38 @@ START_TEST(test_fq_random_and_backward)
 }
 END_TEST
 
+/* fq(relu(x)) in one pass = relu, then fake-quant, with the ReLU's
+ * gradient in the mask; NaN, -inf and -0 behave as in relu (0). */
+START_TEST(test_fq_relu_fused)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 9);
+    const size_t n = 200003;
+    float *x = malloc(n * sizeof *x), *rx = malloc(n * sizeof *rx), *y = malloc(n * sizeof *y),
+          *yr = malloc(n * sizeof *yr);
+    uint8_t *m = malloc(n), *mr = malloc(n);
+    ck_assert(x && rx && y && yr && m && mr);
+    tu_fill_uniform(x, n, -3.0f, 3.0f, &r);
+    x[0] = NAN, x[1] = -INFINITY, x[2] = -0.0f, x[3] = 0.0f, x[4] = 1e30f, x[5] = FLT_MIN;
+    const float scales[3] = {0.02f, 0.0123f, 0.01f};
+    const int32_t zps[3] = {-128, -100, 0}, lo[3] = {-128, -128, 0}, hi[3] = {127, 127, 255};
+    for (int k = 0; k < 3; k++) {
+        qat_fake_quant_relu_forward(y, m, x, scales[k], zps[k], lo[k], hi[k], n);
+        for (size_t i = 0; i < n; i++) rx[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        qat_fake_quant_forward_ref(yr, mr, rx, scales[k], zps[k], lo[k], hi[k], n);
+        size_t pass = 0;
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_msg(y[i] == yr[i], "config %d, x[%zu] = %g: %g vs %g", k, i, x[i], y[i], yr[i]);
+            ck_assert_int_eq(m[i], mr[i] & (x[i] > 0.0f));
+            pass += m[i];
+        }
+        ck_assert(pass > n / 10 && pass < n * 6 / 10); /* about half of x is > 0 */
+        ck_assert(m[4] == 0 && y[4] == (float)(hi[k] - zps[k]) * scales[k]); /* clipped: no gradient */
+    }
+    free(x), free(rx), free(y), free(yr), free(m), free(mr);
+}
+END_TEST
+
 START_TEST(test_fqc_golden)
 {
     float y[30];
@@ -614,6 +647,65 @@ START_TEST(test_lsq_finite_differences)
 }
 END_TEST
 
+/* The AVX-512 LSQ backward gives the portable kernel's dx, dscale and dzp
+ * bit for bit (plain and with the fused ReLU), on odd sizes and special
+ * values; per channel too. */
+START_TEST(test_lsq_simd_vs_portable)
+{
+    if (qat_simd_set_level(QAT_SIMD_AVX512) != QAT_SIMD_AVX512) {
+        qat_simd_set_level(-1);
+        return; /* no AVX-512 here: nothing to compare */
+    }
+    qat_rng r;
+    qat_rng_seed(&r, 11);
+    const size_t sizes[] = {1, 7, 8, 15, 16, 17, 31, 33, 1000, 100003};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        size_t n = sizes[si];
+        float *x = malloc(n * sizeof *x), *dy = malloc(n * sizeof *dy), *d0 = malloc(n * sizeof *d0);
+        float *dxa = malloc(n * sizeof *dxa), *dxb = malloc(n * sizeof *dxb);
+        ck_assert(x && dy && d0 && dxa && dxb);
+        tu_fill_uniform(x, n, -1.0f, 1.0f, &r);
+        tu_fill_uniform(dy, n, -1.0f, 1.0f, &r);
+        tu_fill_uniform(d0, n, -1.0f, 1.0f, &r);
+        if (n > 20) x[3] = NAN, x[5] = -INFINITY, x[7] = INFINITY, x[9] = -0.0f, x[11] = 1e30f, d0[13] = -0.0f, dy[13] = 0.0f;
+        for (int relu = 0; relu < 2; relu++) {
+            float dsa = 0.5f, dza = -0.25f, dsb = 0.5f, dzb = -0.25f;
+            memcpy(dxa, d0, n * sizeof *dxa);
+            memcpy(dxb, d0, n * sizeof *dxb);
+            qat_simd_set_level(QAT_SIMD_PORTABLE);
+            if (relu)
+                qat_fake_quant_lsq_relu_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+            else
+                qat_fake_quant_lsq_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+            qat_simd_set_level(QAT_SIMD_AVX512);
+            if (relu)
+                qat_fake_quant_lsq_relu_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+            else
+                qat_fake_quant_lsq_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+            ck_assert_msg(memcmp(dxa, dxb, n * sizeof *dxa) == 0, "n %zu relu %d: dx differs", n, relu);
+            ck_assert_msg(dsa == dsb && dza == dzb, "n %zu relu %d: ds %.9g vs %.9g, dz %.9g vs %.9g", n, relu, dsa,
+                          dsb, dza, dzb);
+        }
+        /* per channel: (outer 2, channels 3, inner n / 6) */
+        if (n >= 6) {
+            float sa[3] = {0}, za[3] = {0}, sb[3] = {0}, zb[3] = {0};
+            const float scales[3] = {0.05f, 0.02f, 0.1f};
+            const int32_t zps[3] = {0, 1, -2};
+            memcpy(dxa, d0, n * sizeof *dxa);
+            memcpy(dxb, d0, n * sizeof *dxb);
+            qat_simd_set_level(QAT_SIMD_PORTABLE);
+            qat_fake_quant_lsq_channel_backward(dxa, sa, za, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
+            qat_simd_set_level(QAT_SIMD_AVX512);
+            qat_fake_quant_lsq_channel_backward(dxb, sb, zb, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
+            ck_assert(memcmp(dxa, dxb, n * sizeof *dxa) == 0);
+            ck_assert(memcmp(sa, sb, sizeof sa) == 0 && memcmp(za, zb, sizeof za) == 0);
+        }
+        free(x), free(dy), free(d0), free(dxa), free(dxb);
+    }
+    qat_simd_set_level(-1);
+}
+END_TEST
+
 /* Large sizes: the blocked parallel sum equals the sequential reference. */
 START_TEST(test_lsq_large)
 {
@@ -695,9 +787,11 @@ static Suite *fakequant_suite(void)
     tcase_add_test(tc, test_fq_hand);
     tcase_add_test(tc, test_zero_point_from_float);
     tcase_add_test(tc, test_fq_random_and_backward);
+    tcase_add_test(tc, test_fq_relu_fused);
     tcase_add_test(tc, test_fqc_golden);
     tcase_add_test(tc, test_fqc_random_shapes);
     tcase_add_test(tc, test_lsq_golden);
+    tcase_add_test(tc, test_lsq_simd_vs_portable);
     tcase_add_test(tc, test_lsqc_golden);
     tcase_add_test(tc, test_lsq_hand);
     tcase_add_test(tc, test_lsq_finite_differences);

@@ -15,6 +15,7 @@
 #include "qat/io.h"
 #include "qat/optim.h"
 #include "qat/qio.h"
+#include "quant/internal.h"
 #include "qat/quant.h"
 #include "quant/fakequant.h"
 #include "quant/internal.h"
@@ -1283,6 +1284,67 @@ START_TEST(test_switch_fake_quant)
 }
 END_TEST
 
+/* qat_fq_relu = qat_fq(qat_relu(x)): output, observer state and
+ * gradient, over several steps of an EMA observer; a quantizer it cannot
+ * fuse (LSQ) runs the composition. */
+START_TEST(test_fq_relu_op)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_rng r;
+    qat_rng_seed(&r, 141);
+    for (int lsq = 0; lsq < 2; lsq++) {
+        qat_qscheme sc = qat_qscheme_activation(lsq ? 4 : 8);
+        qat_observer_opts oo = qat_observer_opts_defaults(QAT_OBSERVER_EMA);
+        qat_quantizer qa, qb;
+        OK(qat_quantizer_init(&qa, &sc, 1, lsq, &oo));
+        OK(qat_quantizer_init(&qb, &sc, 1, lsq, &oo));
+        for (int step = 0; step < 3; step++) {
+            qat_tensor *x = qat_tensor_create(4, (int[]){8, 3, 17, 19}, 1), *wp = qat_tensor_create(4, (int[]){8, 3, 17, 19}, 0);
+            NN(x);
+            NN(wp);
+            fill_tensor(x, -2.0f + (float)step, 3.0f, &r);
+            fill_tensor(wp, -1.0f, 1.0f, &r);
+            qat_tensor *w = qat_from(ctx, 4, wp->shape, wp->data);
+            qat_tensor *relu_out = NULL;
+            qat_tensor *ya = qat_fq_relu(ctx, x, &qa, 1, &relu_out);
+            NN(ya);
+            NN(relu_out);
+            OK(qat_backward(ctx, qat_sum(ctx, qat_mul(ctx, ya, w))));
+            float *ga = malloc(x->numel * sizeof *ga), *ya_v = malloc(x->numel * sizeof *ya_v);
+            memcpy(ga, x->grad, x->numel * sizeof *ga);
+            memcpy(ya_v, ya->data, x->numel * sizeof *ya_v);
+            memset(x->grad, 0, x->numel * sizeof(float));
+            qat_ctx_reset(ctx);
+            w = qat_from(ctx, 4, wp->shape, wp->data);
+            qat_tensor *yb = qat_fq(ctx, qat_relu(ctx, x), &qb, 1);
+            NN(yb);
+            OK(qat_backward(ctx, qat_sum(ctx, qat_mul(ctx, yb, w))));
+            for (size_t i = 0; i < x->numel; i++) {
+                ck_assert_msg(ya_v[i] == yb->data[i], "lsq %d step %d: y[%zu] %g vs %g", lsq, step, i, ya_v[i],
+                              yb->data[i]);
+                ck_assert_msg(ga[i] == x->grad[i], "lsq %d step %d: dx[%zu] %g vs %g", lsq, step, i, ga[i],
+                              x->grad[i]);
+            }
+            ck_assert(qa.scale[0] == qb.scale[0] && qa.zero_point[0] == qb.zero_point[0]);
+            if (lsq) { /* the learnable scale and zero point get the same gradients */
+                ck_assert_msg(qa.lsq_scale->grad[0] == qb.lsq_scale->grad[0], "step %d: dscale %g vs %g", step,
+                              qa.lsq_scale->grad[0], qb.lsq_scale->grad[0]);
+                ck_assert(qa.lsq_scale->grad[0] != 0.0f);
+                ck_assert(qa.lsq_zp->grad[0] == qb.lsq_zp->grad[0]);
+            }
+            free(ga);
+            free(ya_v);
+            qat_ctx_reset(ctx);
+            qat_tensor_free(x);
+            qat_tensor_free(wp);
+        }
+        qat_quantizer_free(&qa);
+        qat_quantizer_free(&qb);
+    }
+    qat_ctx_free(ctx);
+}
+END_TEST
+
 /* Evaluation on the integer grid (the default) and with the float32 graph
  * compute the same function: every unit's output is on its grid in both,
  * they agree except near rounding boundaries (never more than a few steps
@@ -2029,6 +2091,7 @@ static Suite *qat_suite(void)
     tcase_add_test(t, test_switch_observers);
     tcase_add_test(t, test_switch_fake_quant);
     tcase_add_test(t, test_integer_eval);
+    tcase_add_test(t, test_fq_relu_op);
     suite_add_tcase(s, t);
 
     t = tcase_create("ptq");
