@@ -8,7 +8,14 @@
  *
  * Usage: bench_runtime [--threads N] [--model convnet|lenet5|all] [--seconds S]
  *                      [--keep DIR]   (also leave the model files in DIR)
- * Time: median and best of 7 repeats (S seconds per ISA in all, default 2). */
+ *                      [--file MODEL.int8.h5]  (bench this file instead)
+ * Time: median and best of 7 repeats (S seconds per ISA in all, default 2).
+ *
+ * Each model also reports its int8 multiply-adds per image (conv and
+ * linear ops, from the op shapes and weight bytes), the rate reached at
+ * batch 128 and its share of the machine's VNNI peak: `vnni_peak_gmacs` is
+ * measured here, one thread running independent vpdpbusd chains on
+ * registers (64 multiply-adds each) times the thread count. */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,6 +25,13 @@
 #include <unistd.h>
 
 #include "qat/runtime.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_VNNI_PEAK 1
+#else
+#define HAVE_VNNI_PEAK 0
+#endif
 
 /* ---- a tiny seeded generator (splitmix64) ---- */
 static uint64_t rng_state = 12345;
@@ -243,18 +257,113 @@ static double time_runs(qat_rt_model *m, const uint8_t *px, int n, int8_t *y, do
     return t[REPS / 2];
 }
 
+/* int8 multiply-adds of one image: for conv2d/linear, outputs x weights per
+ * output channel (weight_bytes holds int8 weights plus 12 bytes of bias,
+ * multiplier and shift per channel). */
+static double macs_per_image(const qat_rt_model *m)
+{
+    double macs = 0;
+    for (int i = 0; i < qat_rt_num_ops(m); i++) {
+        qat_rt_op_info o;
+        qat_rt_op(m, i, &o);
+        if (strcmp(o.type, "conv2d") && strcmp(o.type, "linear")) continue;
+        double outs = 1;
+        for (int d = 0; d < o.out_ndim; d++) outs *= o.out_shape[d];
+        int oc = o.out_shape[0];
+        macs += outs * ((double)o.weight_bytes / oc - 12.0);
+    }
+    return macs;
+}
+
+#if HAVE_VNNI_PEAK
+__attribute__((target("avx512f,avx512vnni"))) static double vnni_peak_one_thread(void)
+{
+    /* 12 independent accumulators hide vpdpbusd's latency */
+    __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(5);
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0,
+            c9 = c0, c10 = c0, c11 = c0;
+    const long iters = 20000000;
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        for (long i = 0; i < iters; i++) {
+            c0 = _mm512_dpbusd_epi32(c0, a, b);
+            c1 = _mm512_dpbusd_epi32(c1, a, b);
+            c2 = _mm512_dpbusd_epi32(c2, a, b);
+            c3 = _mm512_dpbusd_epi32(c3, a, b);
+            c4 = _mm512_dpbusd_epi32(c4, a, b);
+            c5 = _mm512_dpbusd_epi32(c5, a, b);
+            c6 = _mm512_dpbusd_epi32(c6, a, b);
+            c7 = _mm512_dpbusd_epi32(c7, a, b);
+            c8 = _mm512_dpbusd_epi32(c8, a, b);
+            c9 = _mm512_dpbusd_epi32(c9, a, b);
+            c10 = _mm512_dpbusd_epi32(c10, a, b);
+            c11 = _mm512_dpbusd_epi32(c11, a, b);
+            __asm__ volatile("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5));
+            __asm__ volatile("" : "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
+        }
+        double g = 12.0 * 64.0 * (double)iters / (now() - t0) / 1e9;
+        best = g > best ? g : best;
+    }
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
+    volatile int sink = _mm512_reduce_add_epi32(s);
+    (void)sink;
+    return best;
+}
+#endif
+
+/* GMAC/s of one thread's vpdpbusd (0 without AVX-512 VNNI) */
+static double vnni_peak_gmacs(void)
+{
+#if HAVE_VNNI_PEAK
+    if (__builtin_cpu_supports("avx512vnni")) return vnni_peak_one_thread();
+#endif
+    return 0;
+}
+
+static void bench_model(qat_rt_model *m, const char *name, int threads, double seconds, const uint8_t *px, int B,
+                        int8_t *y, double peak1, int first_model)
+{
+    int nt = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    double macs = macs_per_image(m), peak = peak1 * nt;
+    qat_rt_set_threads(m, threads);
+    printf("%s{\"model\": \"%s\", \"payload_bytes\": %zu, \"threads\": %d, \"macs_per_image\": %.0f, "
+           "\"vnni_peak_gmacs\": %.1f, \"isas\": [",
+           first_model ? "" : ", ", name, qat_rt_payload_bytes(m), nt, macs, peak);
+    int first = 1;
+    for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (qat_rt_set_isa(m, (qat_rt_isa)isa) || qat_rt_prepare(m, B)) continue;
+        double bb, b1;
+        double tb = time_runs(m, px, B, y, seconds * 0.7, &bb);
+        double t1 = time_runs(m, px, 1, y, seconds * 0.3, &b1);
+        double g = macs * B / tb / 1e9;
+        printf("%s{\"isa\": \"%s\", \"images_per_s\": %.0f, \"images_per_s_best\": %.0f, "
+               "\"batch1_latency_us\": %.1f, \"batch1_latency_us_best\": %.1f, \"gmacs_per_s\": %.1f, "
+               "\"vnni_peak_share\": %.3f}",
+               first ? "" : ", ", qat_rt_isa_name((qat_rt_isa)isa), B / tb, B / bb, t1 * 1e6, b1 * 1e6, g,
+               peak > 0 ? g / peak : 0.0);
+        fflush(stdout);
+        first = 0;
+    }
+    printf("]}");
+}
+
 int main(int argc, char **argv)
 {
     int threads = 0;
     double seconds = 2.0;
-    const char *which = "all", *keep = NULL;
+    const char *which = "all", *keep = NULL, *file = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--model") && i + 1 < argc) which = argv[++i];
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = argv[++i];
+        else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--model convnet|lenet5|all] [--seconds S] [--keep DIR]\n",
+            fprintf(stderr, "usage: %s [--threads N] [--model convnet|lenet5|all] [--seconds S] [--keep DIR] "
+                            "[--file MODEL.int8.h5]\n",
                     argv[0]);
             return 2;
         }
@@ -264,8 +373,28 @@ int main(int argc, char **argv)
     uint8_t *px = malloc((size_t)B * 784);
     for (int i = 0; i < B * 784; i++) px[i] = (uint8_t)rnd();
     int8_t y[B * 10];
-    printf("{\"bench\": \"runtime\", \"batch\": %d, \"models\": [", B);
+    double peak1 = vnni_peak_gmacs();
+    printf("{\"bench\": \"runtime\", \"batch\": %d, \"vnni_peak_gmacs_per_thread\": %.1f, \"models\": [", B,
+           peak1);
     int first_model = 1;
+    if (file) {
+        qat_rt_model *m = NULL;
+        if (qat_rt_load_file(file, &m)) {
+            fprintf(stderr, "%s\n", qat_rt_last_error());
+            return 1;
+        }
+        int sh[3];
+        qat_rt_input_shape(m, sh);
+        if ((size_t)sh[0] * sh[1] * sh[2] > 784) {
+            fprintf(stderr, "%s: inputs larger than 784 pixels are not benchmarked\n", file);
+            return 1;
+        }
+        bench_model(m, file, threads, seconds, px, B, y, peak1, 1);
+        qat_rt_free(m);
+        printf("]}\n");
+        free(px);
+        return 0;
+    }
     for (int a = 0; a < 2; a++) {
         if (strcmp(which, "all") && strcmp(which, archs[a])) continue;
         char path[] = "/tmp/qat-bench-runtime-XXXXXX";
@@ -286,25 +415,8 @@ int main(int argc, char **argv)
             if (rename(path, dst)) write_model(dst, archs[a]);
         }
         remove(path);
-        qat_rt_set_threads(m, threads);
-        printf("%s{\"model\": \"%s\", \"payload_bytes\": %zu, \"threads\": %d, \"isas\": [",
-               first_model ? "" : ", ", archs[a], qat_rt_payload_bytes(m),
-               threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN));
+        bench_model(m, archs[a], threads, seconds, px, B, y, peak1, first_model);
         first_model = 0;
-        int first = 1;
-        for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
-            if (qat_rt_set_isa(m, (qat_rt_isa)isa) || qat_rt_prepare(m, B)) continue;
-            double bb, b1;
-            double tb = time_runs(m, px, B, y, seconds * 0.7, &bb);
-            double t1 = time_runs(m, px, 1, y, seconds * 0.3, &b1);
-            printf("%s{\"isa\": \"%s\", \"images_per_s\": %.0f, \"images_per_s_best\": %.0f, "
-                   "\"batch1_latency_us\": %.1f, \"batch1_latency_us_best\": %.1f}",
-                   first ? "" : ", ", qat_rt_isa_name((qat_rt_isa)isa), B / tb, B / bb, t1 * 1e6,
-                   b1 * 1e6);
-            fflush(stdout);
-            first = 0;
-        }
-        printf("]}");
         qat_rt_free(m);
     }
     printf("]}\n");

@@ -6,9 +6,10 @@ Runs, interleaved and repeated (medians reported), for each model:
     peer (shared/peer/pytorch_qat.py --float-only), same images;
   - QAT step cost: `qat train --from F --quant w8a8 / w4a4` images/s over
     the float step;
-  - int8 inference images/s at batch 128 (`qat eval` through the runtime on
-    an exported model; peer: --bench-only, oneDNN int8) and fp32 inference
-    (bench_train);
+  - int8 inference of the exported W8A8 QAT model (bench_runtime --file:
+    images/s at batch 128, batch-1 latency, multiply-adds per second and
+    their share of the VNNI peak measured on this machine; peer:
+    --bench-only, oneDNN int8) and fp32 inference (bench_train);
   - peak RSS of `qat train` vs the peer's training.
 Usage: bench/run_bench.py [--models lenet5,convnet] [--reps 3] [--limit-train 12800]
                           [--native-blas] [--no-peer] [--out FILE]
@@ -20,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 QAT = os.path.join(ROOT, "build", "tools", "qat")
 BENCH_TRAIN = os.path.join(ROOT, "build", "bench", "bench_train")
+BENCH_RT = os.path.join(ROOT, "build", "bench", "bench_runtime")
 PEER = os.path.join(ROOT, "..", "shared", "peer", "pytorch_qat.py")
 
 
@@ -83,6 +85,8 @@ def main():
         i8 = os.path.join(tmp, model + ".int8.h5")
         sd = os.path.join(tmp, model + ".pt")
         tr, trq8, trq4, rss, ips8, peer_tr, peer_rss, peer_i8, peer_fp32 = ([] for _ in range(9))
+        lat8, share8, peer_lat8, peer_lat32 = [], [], [], []
+        rt_info = {}
         for rep in range(a.reps):
             # interleaved: ours, then the peer, each rep
             j = qat_json(["train", "--model", model, "--epochs", "1", "--out", os.path.join(tmp, "x.h5")] + common, env)
@@ -94,8 +98,14 @@ def main():
             j = qat_json(["train", "--from", fl, "--quant", "w4a4", "--epochs", "2", "--out", q4] + common, env)
             trq4.append(j["train_images_per_s"])
             run([QAT, "export", "--from", q8, "--out", i8], env)
-            j = qat_json(["eval", i8, "--threads", str(a.threads)], env)
-            ips8.append(j["int8_images_per_s"])
+            out, _ = run([BENCH_RT, "--file", i8, "--threads", str(a.threads), "--seconds", "2"], env)
+            J = json.loads(out)
+            best = J["models"][0]["isas"][-1]  # the fastest kernel family this CPU runs
+            ips8.append(best["images_per_s"])
+            lat8.append(best["batch1_latency_us"])
+            share8.append(best["vnni_peak_share"])
+            rt_info = {"isa": best["isa"], "macs_per_image": J["models"][0]["macs_per_image"],
+                       "vnni_peak_gmacs": J["models"][0]["vnni_peak_gmacs"]}
             if not a.no_peer:
                 pj = os.path.join(tmp, "peer.json")
                 run(["/usr/bin/python3", PEER, "--model", model, "--epochs", "1", "--float-only",
@@ -109,8 +119,10 @@ def main():
                     P = json.load(open(pj))
                     inf = P["inference"]
                     peer_fp32.append(inf["fp32"]["throughput_images_per_s"])
+                    peer_lat32.append(inf["fp32"].get("latency_b1_median_us"))
                     k8 = [k for k in inf if k.startswith("int8")][0]
                     peer_i8.append(inf[k8]["throughput_images_per_s"])
+                    peer_lat8.append(inf[k8].get("latency_b1_median_us"))
         bt, _ = run([BENCH_TRAIN, "--models", model, "--threads", str(a.threads), "--reps", str(a.reps)], env)
         B = json.loads(bt)
         b = B["models"][model] if "models" in B else B.get(model, {})
@@ -119,17 +131,26 @@ def main():
                     "qat_w8a8_step_cost_vs_float": ratio(med(tr), med(trq8)),
                     "qat_w4a4_step_cost_vs_float": ratio(med(tr), med(trq4)),
                     "int8_images_per_s": med(ips8),
+                    "int8_batch1_latency_us": med(lat8),
+                    "int8_isa": rt_info.get("isa"),
+                    "int8_macs_per_image": rt_info.get("macs_per_image"),
+                    "int8_vnni_peak_share": med(share8),
+                    "vnni_peak_gmacs": rt_info.get("vnni_peak_gmacs"),
                     "fp32_infer_images_per_s": b.get("infer_images_per_s"),
+                    "fp32_batch1_latency_us": b.get("latency_us"),
                     "int8_vs_own_fp32": ratio(med(ips8), b.get("infer_images_per_s")),
                     "peak_rss_mib": med(rss) / 1024 if med(rss) else None,
                     "runs_train_images_per_s": tr}
         if not a.no_peer:
             M["peer"] = {"train_images_per_s": med(peer_tr), "int8_images_per_s": med(peer_i8),
+                         "int8_batch1_latency_us": med(peer_lat8),
                          "fp32_infer_images_per_s": med(peer_fp32),
+                         "fp32_batch1_latency_us": med(peer_lat32),
                          "peak_rss_mib": med(peer_rss) / 1024 if med(peer_rss) else None,
                          "runs_train_images_per_s": peer_tr}
             M["ratios"] = {"train_vs_peer": ratio(med(tr), med(peer_tr)),
                            "int8_vs_peer_int8": ratio(med(ips8), med(peer_i8)),
+                           "int8_latency_peer_over_qat": ratio(med(peer_lat8), med(lat8)),
                            "peak_rss_vs_peer": ratio(med(rss), med(peer_rss))}
         R["models"][model] = M
         sys.stderr.write(json.dumps({model: M.get("ratios", M["qat"])}) + "\n")
