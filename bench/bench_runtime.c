@@ -9,6 +9,7 @@
  * Usage: bench_runtime [--threads N] [--model convnet|lenet5|all] [--seconds S]
  *                      [--keep DIR]   (also leave the model files in DIR)
  *                      [--file MODEL.int8.h5]  (bench this file instead)
+ *                      [--isa ref|avx2|avx512_vnni]  (only that kernel family)
  * Time: median and best of 7 repeats (S seconds per ISA in all, default 2).
  *
  * Each model also reports its int8 multiply-adds per image (conv and
@@ -323,6 +324,8 @@ static double vnni_peak_gmacs(void)
     return 0;
 }
 
+static const char *only_isa; /* --isa NAME: only that kernel family */
+
 static void bench_model(qat_rt_model *m, const char *name, int threads, double seconds, const uint8_t *px, int B,
                         int8_t *y, double peak1, int first_model)
 {
@@ -334,6 +337,7 @@ static void bench_model(qat_rt_model *m, const char *name, int threads, double s
            first_model ? "" : ", ", name, qat_rt_payload_bytes(m), nt, macs, peak);
     int first = 1;
     for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (only_isa && strcmp(only_isa, qat_rt_isa_name((qat_rt_isa)isa))) continue;
         if (qat_rt_set_isa(m, (qat_rt_isa)isa) || qat_rt_prepare(m, B)) continue;
         double bb, b1;
         double tb = time_runs(m, px, B, y, seconds * 0.7, &bb);
@@ -361,9 +365,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--keep") && i + 1 < argc) keep = argv[++i];
         else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) only_isa = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--threads N] [--model convnet|lenet5|all] [--seconds S] [--keep DIR] "
-                            "[--file MODEL.int8.h5]\n",
+                            "[--file MODEL.int8.h5] [--isa NAME]\n",
                     argv[0]);
             return 2;
         }

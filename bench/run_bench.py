@@ -140,7 +140,8 @@ def main():
                     "fp32_batch1_latency_us": b.get("latency_us"),
                     "int8_vs_own_fp32": ratio(med(ips8), b.get("infer_images_per_s")),
                     "peak_rss_mib": med(rss) / 1024 if med(rss) else None,
-                    "runs_train_images_per_s": tr}
+                    "runs_train_images_per_s": tr,
+                    "runs_qat_w8a8_images_per_s": trq8, "runs_qat_w4a4_images_per_s": trq4}
         if not a.no_peer:
             M["peer"] = {"train_images_per_s": med(peer_tr), "int8_images_per_s": med(peer_i8),
                          "int8_batch1_latency_us": med(peer_lat8),
@@ -148,7 +149,10 @@ def main():
                          "fp32_batch1_latency_us": med(peer_lat32),
                          "peak_rss_mib": med(peer_rss) / 1024 if med(peer_rss) else None,
                          "runs_train_images_per_s": peer_tr}
+            pairs = [ratio(x, y) for x, y in zip(tr, peer_tr)]
             M["ratios"] = {"train_vs_peer": ratio(med(tr), med(peer_tr)),
+                           "train_vs_peer_pairs": pairs,
+                           "train_vs_peer_median_of_pairs": med(pairs),
                            "int8_vs_peer_int8": ratio(med(ips8), med(peer_i8)),
                            "int8_latency_peer_over_qat": ratio(med(peer_lat8), med(lat8)),
                            "peak_rss_vs_peer": ratio(med(rss), med(peer_rss))}
