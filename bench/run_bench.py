@@ -11,9 +11,13 @@ Runs, interleaved and repeated (medians reported), for each model:
     their share of the VNNI peak measured on this machine; peer:
     --bench-only, oneDNN int8) and fp32 inference (bench_train);
   - peak RSS of `qat train` vs the peer's training.
-Usage: bench/run_bench.py [--models lenet5,convnet] [--reps 3] [--limit-train 12800]
-                          [--native-blas] [--no-peer] [--out FILE]
---native-blas unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for both sides.
+Usage: bench/run_bench.py [--models lenet5,convnet] [--reps 3] [--limit-train N]
+                          [--native-blas | --both-blas] [--no-peer] [--out FILE]
+--limit-train: training images per epoch; default: all 55,000 for mlp and
+lenet5 (an epoch of 12,800 lasts a third of a second, too short to time on
+a shared machine), 12,800 for convnet and resnet8.
+--native-blas unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for both sides;
+--both-blas runs everything both ways and prints {"env": ..., "native": ...}.
 Build first (scripts/bench.sh does both)."""
 import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
 
@@ -58,26 +62,46 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mlp,lenet5,convnet,resnet8")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--limit-train", type=int, default=12800)
+    ap.add_argument("--limit-train", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--native-blas", action="store_true")
+    ap.add_argument("--both-blas", action="store_true")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args()
+    if a.both_blas:
+        both = {}
+        for native in (False, True):
+            a.native_blas = native
+            both["native" if native else "env"] = bench(a)
+        s = json.dumps(both, indent=1)
+        print(s)
+        if a.out:
+            open(a.out, "w").write(s + "\n")
+        return
+    R = bench(a)
+    s = json.dumps(R, indent=1)
+    print(s)
+    if a.out:
+        open(a.out, "w").write(s + "\n")
+
+
+def bench(a):
     env = dict(os.environ)
     if a.native_blas:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     penv = dict(env, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS="1")
     tmp = tempfile.mkdtemp(prefix="qat-bench-")
-    common = ["--threads", str(a.threads), "--limit-train", str(a.limit_train), "--val", "1000",
-              "--limit-test", "2000"]
+    limits = {m: a.limit_train or (55000 if m in ("mlp", "lenet5") else 12800) for m in a.models.split(",")}
     R = {"machine": os.uname().nodename, "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
-         "threads": a.threads, "reps": a.reps, "limit_train": a.limit_train,
+         "threads": a.threads, "reps": a.reps, "limit_train": limits,
          "openblas_coretype": env.get("OPENBLAS_CORETYPE", "(unset: native)"), "models": {}}
     cfg, _ = run([BENCH_TRAIN, "--models", "mlp", "--steps", "2", "--reps", "1", "--threads", "1"], env)
     R["openblas"] = json.loads(cfg).get("openblas")
     for model in a.models.split(","):
+        common = ["--threads", str(a.threads), "--limit-train", str(limits[model]), "--val", "1000",
+                  "--limit-test", "2000"]
         M = {"qat": {}, "peer": {}}
         fl = os.path.join(tmp, model + "-float.h5")
         run([QAT, "train", "--model", model, "--epochs", "1", "--out", fl] + common, env)
@@ -109,7 +133,7 @@ def main():
             if not a.no_peer:
                 pj = os.path.join(tmp, "peer.json")
                 run(["/usr/bin/python3", PEER, "--model", model, "--epochs", "1", "--float-only",
-                     "--limit-train", str(a.limit_train), "--save-float", sd, "--out", pj], penv)
+                     "--limit-train", str(limits[model]), "--save-float", sd, "--out", pj], penv)
                 P = json.load(open(pj))
                 peer_tr.append(P["float"]["train_images_per_s_median"])
                 peer_rss.append(P["float"].get("peak_rss_train_bytes", 0) / 1024 or None)
@@ -158,10 +182,7 @@ def main():
                            "peak_rss_vs_peer": ratio(med(rss), med(peer_rss))}
         R["models"][model] = M
         sys.stderr.write(json.dumps({model: M.get("ratios", M["qat"])}) + "\n")
-    s = json.dumps(R, indent=1)
-    print(s)
-    if a.out:
-        open(a.out, "w").write(s + "\n")
+    return R
 
 
 if __name__ == "__main__":
