@@ -123,6 +123,60 @@ static void fq_lsq_backward(qat_ctx *ctx, const qat_tape_entry *e)
     }
 }
 
+static void fq_lsq_relu_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    const fq_saved *s = e->saved;
+    const qat_quantizer *q = s->q;
+    qat_tensor *x = e->in[0];
+    float *dx = qat_grad(ctx, x), *ds = qat_grad(ctx, e->in[1]), *dz = e->in[2] ? qat_grad(ctx, e->in[2]) : NULL;
+    float gf = (float)(1.0 / sqrt((double)x->numel * (double)q->qmax));
+    float dsum = 0.0f, dzsum = 0.0f;
+    qat_fake_quant_lsq_relu_backward(dx, &dsum, dz ? &dzsum : NULL, e->out->grad, x->data, s->scales[0], s->zps[0],
+                                     q->qmin, q->qmax, gf, x->numel);
+    if (ds) ds[0] += dsum;
+    if (dz) dz[0] += dzsum;
+}
+
+/* The fake-quant of x (of relu(x) with relu; per tensor only) with q's
+ * current parameters, recorded on the tape. */
+static qat_tensor *fq_apply(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, size_t outer, size_t channels,
+                            size_t inner, int relu)
+{
+    if (!q->initialized)
+        return qat_error_null(QAT_ERR_STATE, "fake_quant: quantizer has no parameters yet (observe or calibrate first)");
+    fq_saved *s = qat_arena_alloc(ctx, sizeof *s);
+    qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
+    uint8_t *mask = qat_arena_alloc(ctx, x->numel);
+    float *scales = qat_arena_alloc(ctx, channels * sizeof(float));
+    int32_t *zps = qat_arena_alloc(ctx, channels * sizeof(int32_t));
+    if (!s || !y || !mask || !scales || !zps) return NULL;
+    memcpy(scales, qat_quantizer_scales(q), channels * sizeof(float));
+    qat_quantizer_zero_points(q, zps);
+    for (size_t c = 0; c < channels; c++)
+        if (!(scales[c] > 0.0f) || !isfinite(scales[c]))
+            return qat_error_null(QAT_ERR_STATE, "fake_quant: scale %g of channel %zu is not positive", scales[c], c);
+    if (relu)
+        qat_fake_quant_relu_forward(y->data, mask, x->data, scales[0], zps[0], q->qmin, q->qmax, x->numel);
+    else if (channels == 1)
+        qat_fake_quant_forward(y->data, mask, x->data, scales[0], zps[0], q->qmin, q->qmax, x->numel);
+    else
+        qat_fake_quant_channel_forward(y->data, mask, x->data, scales, zps, q->qmin, q->qmax, outer, channels,
+                                       inner);
+    *s = (fq_saved){.q = q, .mask = mask, .scales = scales, .zps = zps, .outer = outer, .channels = channels,
+                    .inner = inner};
+    if (q->lsq_scale) {
+        qat_tensor *in[3] = {x, q->lsq_scale, q->lsq_zp};
+        if (qat_needs_grad(ctx, 3, in) &&
+            qat_tape_record(ctx, relu ? "fake_quant_lsq_relu" : "fake_quant_lsq",
+                            relu ? fq_lsq_relu_backward : fq_lsq_backward, y, q->lsq_zp ? 3 : 2, in, s) != QAT_OK)
+            return NULL;
+    } else if (qat_needs_grad(ctx, 1, &x) &&
+               qat_tape_record(ctx, relu ? "fake_quant_relu" : "fake_quant", fq_backward, y, 1, &x, s) != QAT_OK) {
+        return NULL;
+    }
+    return y;
+}
+
 qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
 {
     if (!x) return NULL;
@@ -146,50 +200,7 @@ qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
             if ((rc = qat_quantizer_from_observer(q, -1))) return NULL;
     }
     if (!q->fake_quant) return x;
-    if (!q->initialized)
-        return qat_error_null(QAT_ERR_STATE, "fake_quant: quantizer has no parameters yet (observe or calibrate first)");
-    fq_saved *s = qat_arena_alloc(ctx, sizeof *s);
-    qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
-    uint8_t *mask = qat_arena_alloc(ctx, x->numel);
-    float *scales = qat_arena_alloc(ctx, channels * sizeof(float));
-    int32_t *zps = qat_arena_alloc(ctx, channels * sizeof(int32_t));
-    if (!s || !y || !mask || !scales || !zps) return NULL;
-    memcpy(scales, qat_quantizer_scales(q), channels * sizeof(float));
-    qat_quantizer_zero_points(q, zps);
-    for (size_t c = 0; c < channels; c++)
-        if (!(scales[c] > 0.0f) || !isfinite(scales[c]))
-            return qat_error_null(QAT_ERR_STATE, "fake_quant: scale %g of channel %zu is not positive", scales[c], c);
-    if (channels == 1)
-        qat_fake_quant_forward(y->data, mask, x->data, scales[0], zps[0], q->qmin, q->qmax, x->numel);
-    else
-        qat_fake_quant_channel_forward(y->data, mask, x->data, scales, zps, q->qmin, q->qmax, outer, channels,
-                                       inner);
-    *s = (fq_saved){.q = q, .mask = mask, .scales = scales, .zps = zps, .outer = outer, .channels = channels,
-                    .inner = inner};
-    if (q->lsq_scale) {
-        qat_tensor *in[3] = {x, q->lsq_scale, q->lsq_zp};
-        if (qat_needs_grad(ctx, 3, in) &&
-            qat_tape_record(ctx, "fake_quant_lsq", fq_lsq_backward, y, q->lsq_zp ? 3 : 2, in, s) != QAT_OK)
-            return NULL;
-    } else if (qat_needs_grad(ctx, 1, &x) &&
-               qat_tape_record(ctx, "fake_quant", fq_backward, y, 1, &x, s) != QAT_OK) {
-        return NULL;
-    }
-    return y;
-}
-
-static void fq_lsq_relu_backward(qat_ctx *ctx, const qat_tape_entry *e)
-{
-    const fq_saved *s = e->saved;
-    const qat_quantizer *q = s->q;
-    qat_tensor *x = e->in[0];
-    float *dx = qat_grad(ctx, x), *ds = qat_grad(ctx, e->in[1]), *dz = e->in[2] ? qat_grad(ctx, e->in[2]) : NULL;
-    float gf = (float)(1.0 / sqrt((double)x->numel * (double)q->qmax));
-    float dsum = 0.0f, dzsum = 0.0f;
-    qat_fake_quant_lsq_relu_backward(dx, &dsum, dz ? &dzsum : NULL, e->out->grad, x->data, s->scales[0], s->zps[0],
-                                     q->qmin, q->qmax, gf, x->numel);
-    if (ds) ds[0] += dsum;
-    if (dz) dz[0] += dzsum;
+    return fq_apply(ctx, x, q, outer, channels, inner, 0);
 }
 
 qat_tensor *qat_fq_relu(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe, qat_tensor **relu_out)
@@ -207,29 +218,7 @@ qat_tensor *qat_fq_relu(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int obser
     if (observe && q->observe && q->obs && !learned) {
         if (qat_observer_observe_relu(q->obs, x->data, x->numel) || qat_quantizer_from_observer(q, -1)) return NULL;
     }
-    if (!q->initialized)
-        return qat_error_null(QAT_ERR_STATE, "fake_quant: quantizer has no parameters yet (observe or calibrate first)");
-    fq_saved *s = qat_arena_alloc(ctx, sizeof *s);
-    qat_tensor *y = qat_new(ctx, x->ndim, x->shape);
-    uint8_t *mask = qat_arena_alloc(ctx, x->numel);
-    float *scales = qat_arena_alloc(ctx, sizeof(float));
-    int32_t *zps = qat_arena_alloc(ctx, sizeof(int32_t));
-    if (!s || !y || !mask || !scales || !zps) return NULL;
-    scales[0] = qat_quantizer_scales(q)[0];
-    qat_quantizer_zero_points(q, zps);
-    if (!(scales[0] > 0.0f) || !isfinite(scales[0]))
-        return qat_error_null(QAT_ERR_STATE, "fake_quant: scale %g of channel 0 is not positive", scales[0]);
-    qat_fake_quant_relu_forward(y->data, mask, x->data, scales[0], zps[0], q->qmin, q->qmax, x->numel);
-    *s = (fq_saved){.q = q, .mask = mask, .scales = scales, .zps = zps, .outer = 1, .channels = 1, .inner = x->numel};
-    if (q->lsq_scale) {
-        qat_tensor *in[3] = {x, q->lsq_scale, q->lsq_zp};
-        if (qat_needs_grad(ctx, 3, in) &&
-            qat_tape_record(ctx, "fake_quant_lsq_relu", fq_lsq_relu_backward, y, q->lsq_zp ? 3 : 2, in, s) != QAT_OK)
-            return NULL;
-    } else if (qat_needs_grad(ctx, 1, &x) &&
-               qat_tape_record(ctx, "fake_quant_relu", fq_backward, y, 1, &x, s) != QAT_OK) {
-        return NULL;
-    }
+    qat_tensor *y = fq_apply(ctx, x, q, 1, 1, x->numel, 1);
     *relu_out = y;
     return y;
 }
