@@ -606,28 +606,26 @@ ROW_CLONES static int grid_row(float *t, const float *x, size_t n, float inv)
     return bad;
 }
 
-/* y = round(clamp(v * m, lo, hi)) * s: clamping to the integer bounds
- * first gives the same result as after rounding. */
-ROW_CLONES static void requant_row(float *y, const float *v, size_t n, double m, double lo, double hi, float s)
+/* round(clamp(g, lo, hi)) * s: clamping to the integer bounds first gives
+ * the same result as after rounding. */
+static inline float grid_point(double g, double lo, double hi, float s)
 {
-    for (size_t i = 0; i < n; i++) {
-        double g = (double)v[i] * m;
-        g = g < lo ? lo : g;
-        g = g > hi ? hi : g;
-        y[i] = (float)((g + 6755399441055744.0) - 6755399441055744.0) * s;
-    }
+    g = g < lo ? lo : g;
+    g = g > hi ? hi : g;
+    return (float)((g + 6755399441055744.0) - 6755399441055744.0) * s;
 }
 
-/* y = round(clamp(a * ma + b * mb, lo, hi)) * s */
+/* y = grid point of v * m */
+ROW_CLONES static void requant_row(float *y, const float *v, size_t n, double m, double lo, double hi, float s)
+{
+    for (size_t i = 0; i < n; i++) y[i] = grid_point((double)v[i] * m, lo, hi, s);
+}
+
+/* y = grid point of a * ma + b * mb */
 ROW_CLONES static void add_row(float *y, const float *a, const float *b, size_t n, double ma, double mb, double lo,
                                double hi, float s)
 {
-    for (size_t i = 0; i < n; i++) {
-        double g = (double)a[i] * ma + (double)b[i] * mb;
-        g = g < lo ? lo : g;
-        g = g > hi ? hi : g;
-        y[i] = (float)((g + 6755399441055744.0) - 6755399441055744.0) * s;
-    }
+    for (size_t i = 0; i < n; i++) y[i] = grid_point((double)a[i] * ma + (double)b[i] * mb, lo, hi, s);
 }
 
 #define GRID_CHUNK 16384
@@ -712,16 +710,18 @@ static qat_tensor *conv_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     if (!y) return NULL;
     size_t outer = (size_t)acc->shape[0], inner = acc->numel / (outer * (size_t)C);
     requant_grid(y->data, acc->data, mult, outer, C, inner, &un->act, s_out, z_out, un->relu >= 0);
-    /* the layers inside the unit: the real pre-activation acc * s_in * s_w,
-     * in place (acc is not needed any more) */
-    qat_tensor *pre = acc;
-    long rows = (long)(outer * (size_t)C);
+    /* the layers inside the unit (not its output, which the caller sets):
+     * the real pre-activation acc * s_in * s_w, in place (acc is not needed
+     * any more), and its ReLU */
+    if (un->head != un->last) {
+        qat_tensor *pre = acc;
+        long rows = (long)(outer * (size_t)C);
 #pragma omp parallel for schedule(static) if (acc->numel >= 65536)
-    for (long r = 0; r < rows; r++)
-        for (size_t i = 0; i < inner; i++) pre->data[(size_t)r * inner + i] *= sb->data[r % C];
-    out[un->head] = pre;
-    if (un->bn >= 0) out[un->bn] = pre;
-    if (un->relu >= 0 && !(out[un->relu] = qat_relu(ctx, pre))) return NULL;
+        for (long r = 0; r < rows; r++)
+            for (size_t i = 0; i < inner; i++) pre->data[(size_t)r * inner + i] *= sb->data[r % C];
+        out[un->head] = pre;
+        if (un->bn >= 0) out[un->bn] = pre;
+    }
     *failed = 0;
     return y;
 }
@@ -756,10 +756,8 @@ static qat_tensor *add_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qa
         size_t a = (size_t)k * GRID_CHUNK, len = ai->numel - a < GRID_CHUNK ? ai->numel - a : GRID_CHUNK;
         add_row(y->data + a, ai->data + a, bi->data + a, len, ma, mb, lo, hi, s_out);
     }
-    qat_tensor *sum = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]]);
-    if (!sum) return NULL;
-    out[un->head] = sum;
-    if (relu && !(out[un->relu] = qat_relu(ctx, sum))) return NULL;
+    if (un->head != un->last && !(out[un->head] = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]])))
+        return NULL; /* the sum before the fused ReLU */
     *failed = 0;
     return y;
 }
@@ -780,16 +778,14 @@ static qat_tensor *pool_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
         *failed = 0;
         return NULL;
     }
-    qat_tensor *ins[1] = {out[l->inputs[0]]};
-    qat_tensor *avg = xi ? qat_layer_forward(ctx, l, ins) : NULL; /* the float layer's output, for its shape */
-    qat_tensor *sums = avg ? qat_new(ctx, avg->ndim, avg->shape) : NULL;
-    qat_tensor *y = sums ? qat_new(ctx, avg->ndim, avg->shape) : NULL;
-    if (!y) return NULL;
     int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     int gap = l->type == QAT_LAYER_GLOBAL_AVGPOOL;
     int k = gap ? H : l->kernel, kw = gap ? W : l->kernel, st = gap ? 1 : l->stride;
     int OH = gap ? 1 : (H - k) / st + 1, OW = gap ? 1 : (W - kw) / st + 1;
-    if ((size_t)N * C * OH * OW != avg->numel) return NULL;
+    int shape[4] = {N, C, OH, OW};
+    qat_tensor *sums = xi ? qat_new(ctx, gap ? 2 : 4, shape) : NULL; /* GAP gives [N, C] */
+    qat_tensor *y = sums ? qat_new(ctx, sums->ndim, sums->shape) : NULL;
+    if (!y) return NULL;
 #pragma omp parallel for schedule(static) if ((size_t)N * C * H * W >= 65536)
     for (long r = 0; r < (long)N * C; r++) {
         const float *xr = xi->data + (size_t)r * H * W;
@@ -803,7 +799,6 @@ static qat_tensor *pool_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     }
     double mult = (double)s_in / ((double)k * kw * s_out);
     requant_grid(y->data, sums->data, &mult, sums->numel, 1, 1, &un->act, s_out, z_out, 0);
-    out[un->head] = avg;
     *failed = 0;
     return y;
 }
