@@ -4,6 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A fake-quant value y = (q - z) * s back to its int8 grid index q. */
+static int8_t grid_index(float y, float inv_s, int32_t z)
+{
+    long v = lrintf(y * inv_s) + z;
+    return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+}
+
 int int8_argmax(const int8_t *v, int n)
 {
     int b = 0;
@@ -77,10 +84,7 @@ int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, in
         }
         correct += qat_count_correct(y, ds->labels + st);
         /* the fake-quant logits are (q - z) * s exactly: recover q */
-        for (size_t i = 0; i < y->numel; i++) {
-            long v = lrintf(y->data[i] * inv) + z;
-            all[(size_t)st * K + i] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
-        }
+        for (size_t i = 0; i < y->numel; i++) all[(size_t)st * K + i] = grid_index(y->data[i], inv, z);
         qat_ctx_reset(ctx);
     }
     qat_ctx_set_training(ctx, tr);
@@ -152,9 +156,7 @@ int int8_op_agreement(qat_rt_model *rt, qat_ctx *ctx, qat_qmodel *qm, const qat_
             if (y->numel != per * (size_t)b) continue; /* not the same tensor */
             float inv = 1.0f / info.out_scale;
             for (size_t e = 0; e < y->numel; e++) {
-                long v = lrintf(y->data[e] * inv) + info.out_zero_point;
-                v = v < -128 ? -128 : v > 127 ? 127 : v;
-                int d = abs((int)v - (int)q[e]);
+                int d = abs((int)grid_index(y->data[e], inv, info.out_zero_point) - (int)q[e]);
                 same[i] += d == 0;
                 if (d > ops[i].max_diff_steps) ops[i].max_diff_steps = d;
             }
