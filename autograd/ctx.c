@@ -3,8 +3,18 @@
 #include <string.h>
 
 #include "autograd/internal.h"
+#include "autograd/kernels.h" /* qat_grad_fresh */
 
 #define ARENA_ALIGN 64
+
+/* A gradient buffer handed back to the context once the op that produced
+ * its tensor has run its backward (no later op reads it). */
+typedef struct {
+    unsigned char *p;
+    size_t bytes;
+} free_block;
+
+#define POOL_MAX 64 /* free blocks kept; past that the smallest is dropped */
 
 typedef struct chunk {
     struct chunk *next;
@@ -20,6 +30,9 @@ struct qat_ctx {
     int tape_len, tape_cap;
     int grad_enabled;
     int training;
+    int retain_grads;     /* keep every intermediate gradient until reset */
+    free_block pool[POOL_MAX];
+    int pool_len;
 };
 
 static chunk *chunk_new(size_t size)
@@ -100,12 +113,14 @@ void qat_ctx_reset(qat_ctx *ctx)
     }
     ctx->head->used = 0;
     ctx->tape_len = 0;
+    ctx->pool_len = 0;
 }
 
 void qat_ctx_set_grad(qat_ctx *ctx, int enabled) { ctx->grad_enabled = enabled != 0; }
 int qat_ctx_grad_enabled(const qat_ctx *ctx) { return ctx->grad_enabled; }
 void qat_ctx_set_training(qat_ctx *ctx, int training) { ctx->training = training != 0; }
 int qat_ctx_training(const qat_ctx *ctx) { return ctx->training; }
+void qat_ctx_set_retain_grads(qat_ctx *ctx, int retain) { ctx->retain_grads = retain != 0; }
 
 void *qat_arena_alloc(qat_ctx *ctx, size_t bytes)
 {
@@ -124,6 +139,72 @@ void *qat_arena_alloc(qat_ctx *ctx, size_t bytes)
     void *p = c->mem + c->used;
     c->used += bytes;
     return p;
+}
+
+/* ---- gradient buffers ----
+ * Backward walks the tape in reverse, so when an op's backward has run, the
+ * gradient of its output is complete and read by nobody else: the buffer
+ * goes back to the context and the next gradient of a size that fits reuses
+ * it (best fit; a block much larger than asked for is split, neighbours are
+ * merged when freed). Live gradient memory is then a few tensors instead of
+ * one per op output. */
+
+static void pool_put(qat_ctx *ctx, unsigned char *p, size_t bytes)
+{
+    for (int i = 0; i < ctx->pool_len; i++) { /* merge with a neighbour */
+        free_block *b = &ctx->pool[i];
+        if (b->p + b->bytes == p || p + bytes == b->p) {
+            if (p < b->p) b->p = p;
+            bytes += b->bytes;
+            p = b->p;
+            ctx->pool[i] = ctx->pool[--ctx->pool_len];
+            i = -1; /* the merged block may touch another */
+        }
+    }
+    if (ctx->pool_len == POOL_MAX) { /* drop the smallest: still correct, only unused until reset */
+        int s = 0;
+        for (int i = 1; i < ctx->pool_len; i++)
+            if (ctx->pool[i].bytes < ctx->pool[s].bytes) s = i;
+        if (ctx->pool[s].bytes >= bytes) return;
+        ctx->pool[s] = ctx->pool[--ctx->pool_len];
+    }
+    ctx->pool[ctx->pool_len++] = (free_block){p, bytes};
+}
+
+static void *grad_alloc(qat_ctx *ctx, size_t numel)
+{
+    size_t bytes = (numel * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    if (bytes == 0) bytes = ARENA_ALIGN;
+    int best = -1;
+    for (int i = 0; i < ctx->pool_len; i++)
+        if (ctx->pool[i].bytes >= bytes && (best < 0 || ctx->pool[i].bytes < ctx->pool[best].bytes)) best = i;
+    if (best < 0) return qat_arena_alloc(ctx, bytes);
+    free_block b = ctx->pool[best];
+    ctx->pool[best] = ctx->pool[--ctx->pool_len];
+    if (b.bytes - bytes >= bytes / 4 && b.bytes - bytes >= 4096) pool_put(ctx, b.p + bytes, b.bytes - bytes);
+    return b.p;
+}
+
+/* The gradient of t (a step tensor whose producer's backward has run) is
+ * dead: its buffer is reused. */
+static void grad_release(qat_ctx *ctx, qat_tensor *t)
+{
+    if (ctx->retain_grads || t->persistent || !t->grad) return;
+    size_t bytes = (t->numel * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    pool_put(ctx, (unsigned char *)t->grad, bytes ? bytes : ARENA_ALIGN);
+    t->grad = NULL;
+}
+
+float *qat_grad_fresh(qat_ctx *ctx, qat_tensor *t, int *fresh)
+{
+    *fresh = 0;
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad && !t->persistent) {
+        t->grad = grad_alloc(ctx, t->numel);
+        *fresh = t->grad != NULL;
+        return t->grad;
+    }
+    return qat_grad(ctx, t);
 }
 
 static int check_shape(int ndim, const int *shape)
@@ -242,7 +323,7 @@ float *qat_grad(qat_ctx *ctx, qat_tensor *t)
         t->grad = calloc(t->numel, sizeof(float));
         if (!t->grad) qat_error(QAT_ERR_NOMEM, "gradient: out of memory");
     } else if (!t->grad) {
-        t->grad = qat_arena_alloc(ctx, t->numel * sizeof(float));
+        t->grad = grad_alloc(ctx, t->numel);
         if (t->grad) memset(t->grad, 0, t->numel * sizeof(float));
     }
     return t->grad;
@@ -269,6 +350,7 @@ int qat_backward(qat_ctx *ctx, qat_tensor *loss)
         if (!e->backward)
             return qat_error(QAT_ERR_UNSUPPORTED, "backward: op '%s' has no backward", e->name);
         e->backward(ctx, e);
+        grad_release(ctx, e->out);
     }
     return QAT_OK;
 }

@@ -30,17 +30,6 @@ static qat_tensor *shape_error(const char *op, const char *what, const qat_tenso
                           qat_shape_str(b, sb, sizeof sb));
 }
 
-float *qat_grad_fresh(qat_ctx *ctx, qat_tensor *t, int *fresh)
-{
-    *fresh = 0;
-    if (!t || !t->requires_grad) return NULL;
-    if (!t->grad && !t->persistent) {
-        t->grad = qat_arena_alloc(ctx, t->numel * sizeof(float));
-        *fresh = t->grad != NULL;
-        return t->grad;
-    }
-    return qat_grad(ctx, t);
-}
 
 /* ---- linear / matmul ----
  * The avx512 engine runs the three products of a linear layer through the

@@ -163,6 +163,59 @@ START_TEST(test_grad_accumulates)
 }
 END_TEST
 
+/* Intermediate gradients are recycled once the op that produced the
+ * tensor has run its backward: a deep chain needs a few tensors' worth of
+ * gradient memory instead of one per op; parameter gradients are the same
+ * bits as with every intermediate gradient kept (retain_grads), and only
+ * retain_grads leaves them readable. */
+static qat_tensor *chain(qat_ctx *ctx, qat_tensor *w, qat_tensor *x, qat_tensor **mid)
+{
+    qat_tensor *z = x;
+    for (int i = 0; i < 40; i++) {
+        z = qat_relu(ctx, qat_add(ctx, qat_mul(ctx, z, w), x));
+        if (i == 20) *mid = z;
+    }
+    return qat_sum(ctx, z);
+}
+
+START_TEST(test_grad_buffers_recycled)
+{
+    enum { N = 1 << 16 }; /* 256 KiB a tensor */
+    qat_tensor *w = qat_tensor_create(1, (int[]){N}, 1);
+    float *xd = malloc(N * sizeof(float)), *g0 = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        w->data[i] = 0.9f + 0.2f * (float)((i * 7919) % 101) / 101.0f;
+        xd[i] = (float)((i * 31) % 17) / 8.0f - 1.0f;
+    }
+    size_t used[2];
+    for (int retain = 1; retain >= 0; retain--) {
+        qat_ctx *ctx = qat_ctx_create(0);
+        qat_ctx_set_retain_grads(ctx, retain);
+        qat_tensor_zero_grad(w);
+        qat_tensor *x = qat_from(ctx, 1, (int[]){N}, xd), *mid = NULL;
+        qat_tensor *loss = chain(ctx, w, x, &mid);
+        size_t fwd = qat_ctx_arena_used(ctx);
+        ck_assert_int_eq(qat_backward(ctx, loss), QAT_OK);
+        used[retain] = qat_ctx_arena_used(ctx) - fwd;
+        if (retain) {
+            ck_assert_ptr_nonnull(mid->grad);
+            memcpy(g0, w->grad, N * sizeof(float));
+        } else {
+            ck_assert_ptr_null(mid->grad);
+            ck_assert_ptr_null(loss->grad);
+            ck_assert_int_eq(memcmp(g0, w->grad, N * sizeof(float)), 0);
+        }
+        qat_ctx_free(ctx);
+    }
+    /* 121 intermediate tensors: kept, about 121 gradients; recycled, a few */
+    ck_assert_uint_ge(used[1], (size_t)120 * N * sizeof(float));
+    ck_assert_uint_le(used[0], (size_t)4 * N * sizeof(float));
+    free(xd);
+    free(g0);
+    qat_tensor_free(w);
+}
+END_TEST
+
 /* A persistent tensor created without a gradient and switched to
  * requires_grad later (unfreezing) must get a gradient it owns, not arena
  * memory that dies at reset. */
@@ -745,6 +798,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_arena_settles);
     tcase_add_test(tc, test_tensor_create);
     tcase_add_test(tc, test_grad_accumulates);
+    tcase_add_test(tc, test_grad_buffers_recycled);
     tcase_add_test(tc, test_unfrozen_param_grad);
     tcase_add_test(tc, test_no_grad);
     tcase_add_test(tc, test_custom_op_api);

@@ -1055,6 +1055,7 @@ START_TEST(test_grad_lsq_exact)
     qat_model_zero_grad(m);
     qat_ctx_set_training(ctx, 1);
     qat_ctx_set_grad(ctx, 1);
+    qat_ctx_set_retain_grads(ctx, 1); /* all[0]->grad is read below */
     qat_tensor **all = qat_qmodel_forward_all(ctx, qm, qat_from(ctx, 4, (int[]){N, 1, 6, 6}, xv));
     NN(all);
     qat_tensor *y = all[1];

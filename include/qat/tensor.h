@@ -58,6 +58,13 @@ QAT_API int qat_ctx_grad_enabled(const qat_ctx *ctx);
  * running averages. Off: running statistics. */
 QAT_API void qat_ctx_set_training(qat_ctx *ctx, int training);
 QAT_API int qat_ctx_training(const qat_ctx *ctx);
+/* Gradients of step tensors that are outputs of ops live only while
+ * backward needs them: once the op that produced a tensor has run its
+ * backward, the tensor's grad is set to NULL and its memory reused (a few
+ * tensors' worth of gradient memory instead of one per op). Leaves
+ * (qat_new_leaf) and parameters keep theirs. retain 1 keeps every
+ * intermediate gradient until qat_ctx_reset (for inspection). */
+QAT_API void qat_ctx_set_retain_grads(qat_ctx *ctx, int retain);
 /* Bytes of arena in use now / reserved. */
 QAT_API size_t qat_ctx_arena_used(const qat_ctx *ctx);
 QAT_API size_t qat_ctx_arena_reserved(const qat_ctx *ctx);
