@@ -244,7 +244,7 @@ static ph_geom x_phases(const conv_dims *d)
 
 static int use_implicit(const conv_dims *d)
 {
-    return qat_simd_level() == QAT_SIMD_AVX512 && d->stride <= MAX_STRIDE;
+    return qat_simd_level() >= QAT_SIMD_AVX2 && d->stride <= MAX_STRIDE;
 }
 
 /* Samples of one dW group in the implicit backward: about 512 KB of planes,
@@ -525,7 +525,7 @@ static int conv_forward_implicit(qat_ctx *ctx, const conv_dims *d, const float *
 
 static int is_same(const conv_dims *d)
 {
-    return qat_simd_level() == QAT_SIMD_AVX512 && d->stride == 1 && 2 * d->pad == d->KH - 1 &&
+    return qat_simd_level() >= QAT_SIMD_AVX2 && d->stride == 1 && 2 * d->pad == d->KH - 1 &&
            2 * d->pad == d->KW - 1;
 }
 
@@ -680,7 +680,7 @@ static void conv_backward_same(qat_ctx *ctx, const qat_tape_entry *e)
 
 static int is_valid_conv(const conv_dims *d)
 {
-    return qat_simd_level() == QAT_SIMD_AVX512 && d->stride == 1 && d->pad == 0;
+    return qat_simd_level() >= QAT_SIMD_AVX2 && d->stride == 1 && d->pad == 0;
 }
 
 typedef struct {
@@ -838,7 +838,7 @@ static void conv_backward_im2col(qat_ctx *ctx, const qat_tape_entry *e)
     const int K = d->C * d->KH * d->KW, OC = d->OC, ohw = d->OH * d->OW;
     const ptrdiff_t L = (ptrdiff_t)d->N * ohw;
     float *dx = qat_grad(ctx, x), *dw = qat_grad(ctx, w);
-    const int simd = qat_simd_level() == QAT_SIMD_AVX512;
+    const int simd = qat_simd_level() >= QAT_SIMD_AVX2;
     const int Lc = chunk_cols(K);
     /* groups of whole samples (col2im of a sample stays in one thread),
      * about a chunk of columns each */
@@ -901,7 +901,7 @@ static int conv_forward_im2col(qat_ctx *ctx, const conv_dims *d, const float *x,
 {
     const int K = d->C * d->KH * d->KW, OC = d->OC, ohw = d->OH * d->OW;
     const ptrdiff_t L = (ptrdiff_t)d->N * ohw;
-    const int simd = qat_simd_level() == QAT_SIMD_AVX512;
+    const int simd = qat_simd_level() >= QAT_SIMD_AVX2;
     /* chunks of Lc columns (of the batch's pixels), handed out as threads
      * come free */
     const int Lc = chunk_cols(K);

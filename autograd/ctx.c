@@ -189,7 +189,7 @@ static void *grad_alloc(qat_ctx *ctx, size_t numel)
  * dead: its buffer is reused. */
 static void grad_release(qat_ctx *ctx, qat_tensor *t)
 {
-    if (ctx->retain_grads || t->persistent || !t->grad) return;
+    if (ctx->retain_grads || !t->grad) return;
     size_t bytes = (t->numel * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     pool_put(ctx, (unsigned char *)t->grad, bytes ? bytes : ARENA_ALIGN);
     t->grad = NULL;
@@ -309,6 +309,10 @@ int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn, qat_tens
     e->out = out;
     for (int i = 0; i < n_in; i++) e->in[i] = in[i];
     e->saved = saved;
+    /* an out that already requires a gradient is a leaf, a parameter or
+     * the out of an earlier entry (a custom op may record on an existing
+     * tensor): its gradient is released, if ever, at that earlier entry */
+    e->release = !out->requires_grad && !out->persistent;
     out->requires_grad = 1;
     return QAT_OK;
 }
@@ -350,7 +354,7 @@ int qat_backward(qat_ctx *ctx, qat_tensor *loss)
         if (!e->backward)
             return qat_error(QAT_ERR_UNSUPPORTED, "backward: op '%s' has no backward", e->name);
         e->backward(ctx, e);
-        grad_release(ctx, e->out);
+        if (e->release) grad_release(ctx, e->out);
     }
     return QAT_OK;
 }

@@ -11,7 +11,9 @@
  * (both use fused multiply-add, as OpenBLAS does), so results agree to
  * rounding; with a given engine and thread count every result is
  * reproducible. QAT_SIMD=0 in the environment (read once) or
- * qat_simd_set_level(0) selects the portable engine. */
+ * qat_simd_set_level(0) selects the portable engine, QAT_SIMD=1 caps it
+ * at the AVX2 one (which also runs the avx512 engine's algorithms, with
+ * AVX2 + FMA kernels, on CPUs without AVX-512). */
 #ifndef QAT_KERNELS_H
 #define QAT_KERNELS_H
 
@@ -20,7 +22,11 @@
 
 #include "qat/tensor.h"
 
-enum { QAT_SIMD_PORTABLE = 0, QAT_SIMD_AVX512 = 1 };
+/* Engines, in order: each level's kernels need its ISA (AVX2 with FMA;
+ * AVX-512F). AVX2 and AVX-512 run the same GEMM and elementwise kernels'
+ * interface below (the avx512 engine's interface, with 8-lane vectors
+ * underneath on AVX2); everything else only asks for `>= QAT_SIMD_AVX2`. */
+enum { QAT_SIMD_PORTABLE = 0, QAT_SIMD_AVX2 = 1, QAT_SIMD_AVX512 = 2 };
 
 /* The engine in use: the best the CPU supports, unless lowered. */
 int qat_simd_level(void);
@@ -28,7 +34,7 @@ int qat_simd_level(void);
  * default. Not thread-safe: call between steps. Returns the level set. */
 int qat_simd_set_level(int level);
 
-/* ---- GEMM kernels of the avx512 engine ----
+/* ---- GEMM kernels of the avx2 and avx512 engines ----
  * Both read the reduction operand B through a qat_brows: row k = c*kk + q
  * of B starts at b + c*cstride + koff[q]. A plain row-major B is
  * {nc = K, kk = 1, cstride = ldb, koff = {0}}; a convolution reads its
@@ -53,13 +59,19 @@ enum {
                              * taps with no lane in a tile (qat_gemm_bcast) */
 };
 
-#define QAT_MR 12 /* rows per packed A panel */
+#define QAT_MR 12 /* rows per packed A panel, at most */
 #define QAT_NR 32 /* columns per micro-tile (two 16-float vectors) */
+
+/* Rows per panel on the engine in use: 12 with AVX-512 (32 zmm
+ * registers), 6 with AVX2 (16 ymm). Packing and the kernels agree as long
+ * as the engine does not change in between (qat_simd_set_level is called
+ * between steps). */
+static inline int qat_panel_rows(void) { return qat_simd_level() == QAT_SIMD_AVX512 ? QAT_MR : QAT_MR / 2; }
 
 /* Panel p of an M-row matrix: rows [*r0, *r0 + *mr), sizes as even as
  * possible (M = 16 gives 8 + 8, not 12 + 4). Panel p's packed data starts
  * at (*r0) * K floats. */
-static inline int qat_panel_count(int M) { return (M + QAT_MR - 1) / QAT_MR; }
+static inline int qat_panel_count(int M) { return (M + qat_panel_rows() - 1) / qat_panel_rows(); }
 static inline void qat_panel(int M, int p, int *r0, int *mr)
 {
     int np = qat_panel_count(M), base = M / np, extra = M % np;
@@ -89,7 +101,7 @@ enum { QAT_C_ZERO = 0, QAT_C_BIAS = 1, QAT_C_ADD = 2 };
  * K = nc*kk. A packed by qat_pack_a; B rows from b (column 0) through br,
  * every row readable for N columns. mode QAT_C_ZERO overwrites C,
  * QAT_C_BIAS overwrites with the bias added, QAT_C_ADD adds into C.
- * Single-threaded; needs qat_simd_level() == QAT_SIMD_AVX512. */
+ * Single-threaded; needs qat_simd_level() >= QAT_SIMD_AVX2. */
 void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_brows *br, int mode,
                     const float *bias, const qat_cmat *cm, ptrdiff_t g0);
 
@@ -99,7 +111,7 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
  * 16: callers pad A's rows with zeros and keep B's padding finite. With
  * mask ([ceil(P/16)][kk + 1], 16-bit): entry q < kk holds the lanes of
  * tap q's rows that exist in each 16-column vector, entry kk those of A's
- * rows. Single-threaded; avx512 engine. */
+ * rows. Single-threaded; needs qat_simd_level() >= QAT_SIMD_AVX2. */
 void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
                   const float *b, const qat_brows *br, ptrdiff_t sb, const uint16_t *mask, float *d,
                   ptrdiff_t ldd);

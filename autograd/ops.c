@@ -97,7 +97,7 @@ static void linear_backward(qat_ctx *ctx, const qat_tape_entry *e)
     int N = x->shape[0], K = x->shape[1], M = w->shape[0];
     const float *dy = y->grad; /* dy is (N,M) */
     int fresh = 0;
-    const int simd = qat_simd_level() == QAT_SIMD_AVX512;
+    const int simd = qat_simd_level() >= QAT_SIMD_AVX2;
     float *dx = simd ? qat_grad_fresh(ctx, x, &fresh) : qat_grad(ctx, x);
     float *dw = qat_grad(ctx, w), *db = b ? qat_grad(ctx, b) : NULL;
     float *ap = simd && (dx || dw) ? qat_arena_alloc(ctx, (size_t)N * M * sizeof(float)) : NULL;
@@ -135,7 +135,7 @@ qat_tensor *qat_linear(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b
     if (!y) return NULL;
     if (b)
         for (int n = 0; n < N; n++) memcpy(y->data + (size_t)n * M, b->data, (size_t)M * sizeof(float));
-    if (qat_simd_level() == QAT_SIMD_AVX512) {
+    if (qat_simd_level() >= QAT_SIMD_AVX2) {
         if (!b) memset(y->data, 0, y->numel * sizeof(float));
         if (linear_fwd_simd(ctx, x->data, w->data, y->data, N, K, M)) return NULL;
     } else {

@@ -30,6 +30,7 @@ static int detect(void)
 #if HAVE_AVX512_KERNELS
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return QAT_SIMD_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return QAT_SIMD_AVX2;
 #endif
     return QAT_SIMD_PORTABLE;
 }
@@ -39,7 +40,7 @@ int qat_simd_set_level(int level)
     if (simd_cpu < 0) simd_cpu = detect();
     if (level < 0) {
         const char *e = getenv("QAT_SIMD");
-        level = (e && e[0] == '0' && e[1] == 0) ? QAT_SIMD_PORTABLE : simd_cpu;
+        level = (e && e[0] >= '0' && e[0] <= '2' && e[1] == 0) ? e[0] - '0' : simd_cpu;
     }
     simd_level = level < simd_cpu ? level : simd_cpu;
     return simd_level;
@@ -233,6 +234,172 @@ static ptrdiff_t col_offset(const qat_cmat *cm, ptrdiff_t g)
     return r < cm->valid ? (g / cm->group) * cm->gstride + r : -1;
 }
 
+/* ---- AVX2 micro-kernels (CPUs without AVX-512) ----
+ * The same tiles, masks and column mappings as above, with 8-float
+ * vectors: a tile of mr <= 12 rows x 32 columns is computed as row groups
+ * of at most 6 rows x 16 columns (12 accumulators, two B vectors, one
+ * broadcast: 15 of the 16 ymm registers). Every element of C gets the
+ * same fused multiply-adds in the same order as in the AVX-512 kernel, so
+ * both engines give the same bits. Lane masks become vectors through a
+ * table (vmaskmovps takes a vector mask; masked-off lanes are not read, so
+ * they may lie outside any allocation, as with AVX-512 masks). */
+#define AVX2 __attribute__((target("avx2,fma")))
+#define RG2 6 /* rows per AVX2 row group */
+
+/* lane_mask8[m]: lane j all ones where bit j of m is set */
+#define L8(m) {-((m) & 1), -((m) >> 1 & 1), -((m) >> 2 & 1), -((m) >> 3 & 1), \
+               -((m) >> 4 & 1), -((m) >> 5 & 1), -((m) >> 6 & 1), -((m) >> 7 & 1)}
+#define L8x4(m) L8(m), L8((m) + 1), L8((m) + 2), L8((m) + 3)
+#define L8x16(m) L8x4(m), L8x4((m) + 4), L8x4((m) + 8), L8x4((m) + 12)
+#define L8x64(m) L8x16(m), L8x16((m) + 16), L8x16((m) + 32), L8x16((m) + 48)
+static const int32_t lane_mask8[256][8] __attribute__((aligned(32))) = {L8x64(0), L8x64(64), L8x64(128),
+                                                                        L8x64(192)};
+
+static INLINE AVX2 __m256i vmask8(unsigned m) { return _mm256_load_si256((const __m256i *)(const void *)lane_mask8[m & 0xff]); }
+
+/* the 16 lanes of m as two vectors: lanes 0-7 in lo, 8-15 in hi */
+static INLINE AVX2 void load16(const float *p, unsigned m, __m256 *lo, __m256 *hi)
+{
+    if (m == 0xffff) {
+        *lo = _mm256_loadu_ps(p);
+        *hi = _mm256_loadu_ps(p + 8);
+    } else {
+        *lo = _mm256_maskload_ps(p, vmask8(m));
+        *hi = _mm256_maskload_ps(p + 8, vmask8(m >> 8));
+    }
+}
+
+static INLINE AVX2 void store16(float *p, unsigned m, __m256 lo, __m256 hi)
+{
+    if (m == 0xffff) {
+        _mm256_storeu_ps(p, lo);
+        _mm256_storeu_ps(p + 8, hi);
+    } else {
+        if (m & 0xff) _mm256_maskstore_ps(p, vmask8(m), lo);
+        if (m >> 8) _mm256_maskstore_ps(p + 8, vmask8(m >> 8), hi);
+    }
+}
+
+/* RG rows (a: the panel's first row of the group, mr floats per k) x the
+ * 16 columns of half h (0: tile columns 0-15, 1: 16-31) of a tile. */
+static INLINE AVX2 void bcast2_body(const int RG, const int MASKED, int mr, int h, const float *restrict a,
+                                   const float *restrict b, const qat_brows *br, const uint32_t *km,
+                                   const tile_map *t, int mode, const float *bias, float *c, ptrdiff_t ldc)
+{
+    __m256 c0[RG2], c1[RG2];
+    const int sh = 16 * h;
+#pragma GCC unroll 6
+    for (int i = 0; i < RG; i++) {
+        if (mode == QAT_C_ADD) {
+            /* the pieces' lanes are disjoint and masked loads give +0.0
+             * bits elsewhere: OR merges them exactly */
+            const float *ci = c + i * ldc;
+            c0[i] = _mm256_setzero_ps();
+            c1[i] = _mm256_setzero_ps();
+            for (int p = 0; p < t->np; p++) {
+                unsigned m = h ? t->hi[p] : t->lo[p];
+                if (!m) continue;
+                __m256 lo, hi;
+                load16(ci + t->off[p] + sh, m, &lo, &hi);
+                c0[i] = _mm256_or_ps(c0[i], lo);
+                c1[i] = _mm256_or_ps(c1[i], hi);
+            }
+        } else {
+            c0[i] = mode == QAT_C_BIAS ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
+            c1[i] = c0[i];
+        }
+    }
+    const unsigned bm = h ? t->bhi : t->blo; /* the half's columns that exist */
+    const int plain = MASKED != 1 && bm == 0xffff;
+    const __m256i blo = vmask8(bm), bhi = vmask8(bm >> 8);
+    const int nc = br->nc, kk = br->kk;
+    const ptrdiff_t cs = br->cstride, *koff = br->koff;
+    b += sh;
+    for (int ch = 0; ch < nc; ch++) {
+        const float *bc = at_offset(b, ch * cs);
+        for (int q = 0; q < kk; q++) {
+            const float *bk = at_offset(bc, koff[q]);
+            __m256i mlo = blo, mhi = bhi;
+            if (MASKED) {
+                unsigned m = (unsigned)(km[q] >> sh) & 0xffffu & bm;
+                if (!m) { /* the tap reads only padding in these columns */
+                    a += mr;
+                    continue;
+                }
+                if (MASKED == 1) {
+                    mlo = vmask8(m);
+                    mhi = vmask8(m >> 8);
+                }
+            }
+            __m256 b0, b1;
+            if (plain) {
+                b0 = _mm256_loadu_ps(bk);
+                b1 = _mm256_loadu_ps(bk + 8);
+            } else {
+                b0 = _mm256_maskload_ps(bk, mlo);
+                b1 = _mm256_maskload_ps(bk + 8, mhi);
+            }
+            if (MASKED) _mm_prefetch((const char *)at_offset(bk, 2 * QAT_NR), _MM_HINT_T0);
+#pragma GCC unroll 6
+            for (int i = 0; i < RG; i++) {
+                __m256 av = _mm256_broadcast_ss(a + i);
+                c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+                c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+            }
+            a += mr;
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < RG; i++) {
+        float *ci = c + i * ldc;
+        for (int p = 0; p < t->np; p++) {
+            unsigned m = h ? t->hi[p] : t->lo[p];
+            if (m) store16(ci + t->off[p] + sh, m, c0[i], c1[i]);
+        }
+    }
+}
+
+typedef void (*bcast2_fn)(int mr, int h, const float *a, const float *b, const qat_brows *br, const uint32_t *km,
+                          const tile_map *t, int mode, const float *bias, float *c, ptrdiff_t ldc);
+#define BK2(RG, M)                                                                                         \
+    static AVX2 void bk2_##RG##_##M(int mr, int h, const float *a, const float *b, const qat_brows *br,    \
+                                    const uint32_t *km, const tile_map *t, int mode, const float *bias,    \
+                                    float *c, ptrdiff_t ldc)                                               \
+    {                                                                                                      \
+        bcast2_body(RG, M, mr, h, a, b, br, km, t, mode, bias, c, ldc);                                     \
+    }
+#define BK2_M(RG) BK2(RG, 0) BK2(RG, 1) BK2(RG, 2)
+BK2_M(1) BK2_M(2) BK2_M(3) BK2_M(4) BK2_M(5) BK2_M(6)
+#define B2ROW(RG) {bk2_##RG##_0, bk2_##RG##_1, bk2_##RG##_2}
+static const bcast2_fn bcast2_kernels[RG2 + 1][3] = {
+    {NULL, NULL, NULL}, B2ROW(1), B2ROW(2), B2ROW(3), B2ROW(4), B2ROW(5), B2ROW(6),
+};
+
+/* A panel of mr rows x a tile of nv halves: row groups as even as
+ * possible (12 = 6 + 6, 8 = 4 + 4) */
+static void bcast2_tile(int mr, int nv, int masked, const float *a, const float *b, const qat_brows *br,
+                        const uint32_t *km, const tile_map *t, int mode, const float *bias, float *c,
+                        ptrdiff_t ldc)
+{
+    int ng = (mr + RG2 - 1) / RG2;
+    for (int gi = 0, r = 0; gi < ng; gi++) {
+        int rg = mr / ng + (gi < mr % ng);
+        for (int h = 0; h < nv; h++)
+            bcast2_kernels[rg][masked](mr, h, a + r, b, br, km, t, mode, bias ? bias + r : NULL, c + r * ldc, ldc);
+        r += rg;
+    }
+}
+
+/* one panel x one tile on the engine in use */
+static void bcast_tile(int mr, int nv, int masked, const float *a, const float *b, const qat_brows *br,
+                       const uint32_t *km, const tile_map *t, int mode, const float *bias, float *c, ptrdiff_t ldc)
+{
+    if (qat_simd_level() == QAT_SIMD_AVX512)
+        bcast_kernels[mr][masked][nv - 1](a, b, br, km, t, mode, bias, c, ldc);
+    else
+        bcast2_tile(mr, nv, masked, a, b, br, km, t, mode, bias, c, ldc);
+}
+
 void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_brows *br, int mode,
                     const float *bias, const qat_cmat *cm, ptrdiff_t g0)
 {
@@ -250,15 +417,13 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
         if (direct && t.np == 0) continue; /* no column of the tile exists */
         t.blo = lo16(all);
         t.bhi = hi16(all);
-        const bcast_fn *row = NULL;
         for (int pi = 0; pi < np; pi++) {
             int r0, mr;
             qat_panel(M, pi, &r0, &mr);
-            row = bcast_kernels[mr][masked];
             const float *a = ap + (size_t)r0 * K, *bi = bias ? bias + r0 : NULL;
             float *c = cm->c + r0 * cm->ldc;
             if (direct) {
-                row[nv - 1](a, b + j0, br, km, &t, mode, bi, c, cm->ldc);
+                bcast_tile(mr, nv, masked, a, b + j0, br, km, &t, mode, bi, c, cm->ldc);
                 continue;
             }
             /* too many pieces: through a plain tile */
@@ -269,7 +434,7 @@ void qat_gemm_bcast(int M, int N, const float *ap, const float *b, const qat_bro
                 ptrdiff_t o = col_offset(cm, g0 + j0 + j);
                 for (int i = 0; i < mr; i++) tmp[i * QAT_NR + j] = o < 0 ? 0.0f : c[i * cm->ldc + o];
             }
-            row[nv - 1](a, b + j0, br, km, &tt, mode, bi, tmp, QAT_NR);
+            bcast_tile(mr, nv, masked, a, b + j0, br, km, &tt, mode, bi, tmp, QAT_NR);
             for (int j = 0; j < n; j++) {
                 ptrdiff_t o = col_offset(cm, g0 + j0 + j);
                 if (o >= 0)
@@ -355,6 +520,81 @@ static const dot_fn dot_kernels[2][DOT_MI + 1][DOT_NJ + 1] = {
 };
 _Static_assert(DOT_MI == 6 && DOT_NJ == 4, "dot_kernels lists 6 x 4 tile shapes");
 
+/* AVX2 dot-product tiles: 3 x 4 (12 accumulators, three A vectors, one B:
+ * the 16 ymm registers), 8 lanes a step; each 16-column vector of the
+ * interface (and its 16-bit masks) is two steps. The sums over p run in
+ * another order than on AVX-512 (8 lanes, not 16), so the two engines
+ * agree to rounding here, not bit for bit. */
+#define DOT2_MI 3
+
+static INLINE AVX2 float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static INLINE AVX2 void dot2_body(const int MI, const int NJ, const int MASKED, int P, int ns, const float *a,
+                                 ptrdiff_t lda, ptrdiff_t sa, const float *const *bj, const uint16_t *tm,
+                                 ptrdiff_t sb, float *d, ptrdiff_t ldd)
+{
+    __m256 acc[DOT2_MI][DOT_NJ];
+    const float *bp[DOT_NJ];
+#pragma GCC unroll 4
+    for (int j = 0; j < NJ; j++) bp[j] = bj[j];
+#pragma GCC unroll 4
+    for (int i = 0; i < MI; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NJ; j++) acc[i][j] = _mm256_setzero_ps();
+    for (int s = 0; s < ns; s++) {
+        const float *as = a + s * sa;
+        const ptrdiff_t bo = s * sb;
+        const uint16_t *mv = tm;
+        for (int p = 0; p < P; p += 16, mv += 1 + NJ) {
+            const int tail = MASKED && p + 16 > P;
+            if (MASKED) _mm_prefetch((const char *)at_offset(bp[NJ - 1], bo + p + 64), _MM_HINT_T0);
+#pragma GCC unroll 2
+            for (int hh = 0; hh < 2; hh++) {
+                const int o = p + 8 * hh;
+                __m256 av[DOT2_MI];
+#pragma GCC unroll 4
+                for (int i = 0; i < MI; i++)
+                    av[i] = tail ? _mm256_maskload_ps(as + i * lda + o, vmask8((unsigned)mv[0] >> (8 * hh)))
+                                 : _mm256_loadu_ps(as + i * lda + o);
+#pragma GCC unroll 4
+                for (int j = 0; j < NJ; j++) {
+                    const float *bq = at_offset(bp[j], bo + o);
+                    __m256 bv = MASKED ? _mm256_maskload_ps(bq, vmask8((unsigned)mv[1 + j] >> (8 * hh)))
+                                       : _mm256_loadu_ps(bq);
+#pragma GCC unroll 4
+                    for (int i = 0; i < MI; i++) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MI; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NJ; j++) d[i * ldd + j] += hsum8(acc[i][j]);
+}
+
+#define DK2(MI, NJ, M)                                                                                     \
+    static AVX2 void dk2_##MI##_##NJ##_##M(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,    \
+                                           const float *const *bj, const uint16_t *tm, ptrdiff_t sb,      \
+                                           float *d, ptrdiff_t ldd)                                       \
+    {                                                                                                      \
+        dot2_body(MI, NJ, M, P, ns, a, lda, sa, bj, tm, sb, d, ldd);                                       \
+    }
+#define DK2_NJ(MI, M) DK2(MI, 1, M) DK2(MI, 2, M) DK2(MI, 3, M) DK2(MI, 4, M)
+#define DK2_M(MI) DK2_NJ(MI, 0) DK2_NJ(MI, 1)
+DK2_M(1) DK2_M(2) DK2_M(3)
+#define D2ROW(MI, M) {NULL, dk2_##MI##_1_##M, dk2_##MI##_2_##M, dk2_##MI##_3_##M, dk2_##MI##_4_##M}
+static const dot_fn dot2_kernels[2][DOT2_MI + 1][DOT_NJ + 1] = {
+    {{NULL}, D2ROW(1, 0), D2ROW(2, 0), D2ROW(3, 0)},
+    {{NULL}, D2ROW(1, 1), D2ROW(2, 1), D2ROW(3, 1)},
+};
+
 /* block b of n items cut into blocks of at most max, sizes as even as
  * possible */
 static void even_block(int n, int max, int b, int *start, int *len)
@@ -371,7 +611,8 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
                   ptrdiff_t ldd)
 {
     const int K = br->nc * br->kk, kk = br->kk;
-    const int nbk = (K + DOT_NJ - 1) / DOT_NJ, nbi = (M + DOT_MI - 1) / DOT_MI;
+    const int avx512 = qat_simd_level() == QAT_SIMD_AVX512, dot_mi = avx512 ? DOT_MI : DOT2_MI;
+    const int nbk = (K + DOT_NJ - 1) / DOT_NJ, nbi = (M + dot_mi - 1) / dot_mi;
     const int masked = mask != NULL;
     uint16_t tm[DOT_CHUNK * (1 + DOT_NJ)];
     for (int bk = 0; bk < nbk; bk++) {
@@ -399,9 +640,9 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
             for (int j = 0; j < nj; j++) bjc[j] = at_offset(bj[j], (ptrdiff_t)v0 * 16);
             for (int bi = 0; bi < nbi; bi++) {
                 int i0, mi;
-                even_block(M, DOT_MI, bi, &i0, &mi);
-                dot_kernels[masked][mi][nj](pc, ns, a + i0 * lda + (ptrdiff_t)v0 * 16, lda, sa, bjc, tm, sb,
-                                            d + i0 * ldd + k0, ldd);
+                even_block(M, dot_mi, bi, &i0, &mi);
+                dot_fn f = avx512 ? dot_kernels[masked][mi][nj] : dot2_kernels[masked][mi][nj];
+                f(pc, ns, a + i0 * lda + (ptrdiff_t)v0 * 16, lda, sa, bjc, tm, sb, d + i0 * ldd + k0, ldd);
             }
         }
     }

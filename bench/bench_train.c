@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "autograd/kernels.h" /* qat_simd_level: the engine in use */
 #include "qat/core.h"
 #include "qat/model.h"
 #include "qat/optim.h"
@@ -272,7 +273,9 @@ int main(int argc, char **argv)
            qat_get_num_threads(), B, reps, bench_clock == CLOCK_MONOTONIC ? "wall" : "thread-cpu",
            openblas_get_config());
     const char *env = getenv("OPENBLAS_CORETYPE");
-    printf(",\"OPENBLAS_CORETYPE\":\"%s\",\"models\":{", env ? env : "");
+    static const char *const engines[] = {"portable", "avx2", "avx512"};
+    printf(",\"OPENBLAS_CORETYPE\":\"%s\",\"engine\":\"%s\",\"models\":{", env ? env : "",
+           engines[qat_simd_level()]);
     char buf[256];
     snprintf(buf, sizeof buf, "%s", models);
     int first = 1;

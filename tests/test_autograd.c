@@ -178,6 +178,8 @@ static qat_tensor *chain(qat_ctx *ctx, qat_tensor *w, qat_tensor *x, qat_tensor 
     return qat_sum(ctx, z);
 }
 
+static void mark_backward(qat_ctx *ctx, const qat_tape_entry *e) { (void)ctx, (void)e; }
+
 START_TEST(test_grad_buffers_recycled)
 {
     enum { N = 1 << 16 }; /* 256 KiB a tensor */
@@ -205,6 +207,22 @@ START_TEST(test_grad_buffers_recycled)
             ck_assert_ptr_null(loss->grad);
             ck_assert_int_eq(memcmp(g0, w->grad, N * sizeof(float)), 0);
         }
+        qat_ctx_free(ctx);
+    }
+    /* a second entry recorded on an op's output (a profiler's marker) must
+     * not end the gradient before the op itself has used it */
+    {
+        qat_ctx *ctx = qat_ctx_create(0);
+        qat_tensor_zero_grad(w);
+        qat_tensor *x = qat_from(ctx, 1, (int[]){N}, xd), *mid = NULL;
+        qat_tensor *z = x;
+        for (int i = 0; i < 40; i++) {
+            z = qat_relu(ctx, qat_add(ctx, qat_mul(ctx, z, w), x));
+            ck_assert_int_eq(qat_tape_record(ctx, "mark", mark_backward, z, 0, NULL, NULL), QAT_OK);
+        }
+        (void)mid;
+        ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, z)), QAT_OK);
+        ck_assert_int_eq(memcmp(g0, w->grad, N * sizeof(float)), 0);
         qat_ctx_free(ctx);
     }
     /* 121 intermediate tensors: kept, about 121 gradients; recycled, a few */

@@ -140,11 +140,16 @@ struct qat_tape_entry {
     qat_tensor *out;
     qat_tensor *in[4];
     void *saved; /* arena memory the op saved for backward */
+    int release; /* out's gradient is dead after this backward: out was new
+                  * here (not a leaf, parameter or an earlier entry's out) */
 };
 
 /* True when gradients are enabled and any of the n inputs requires them. */
 QAT_API int qat_needs_grad(const qat_ctx *ctx, int n, qat_tensor *const *in);
 /* Records a tape entry and marks out as requiring grad. saved may be NULL.
+ * out is normally the op's new output; an entry recorded on a tensor that
+ * already requires a gradient (a leaf, or another entry's out, e.g. a
+ * marker) runs its backward without ending that gradient's life.
  * Returns QAT_OK or QAT_ERR_NOMEM. */
 QAT_API int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn,
                             qat_tensor *out, int n_in, qat_tensor *const *in,
