@@ -6,6 +6,7 @@
  * stored: backward recomputes it from x with the same float operations,
  * which saves a tensor-sized write and read. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "autograd/internal.h"
@@ -15,6 +16,7 @@ typedef struct {
     float *mean;   /* (C) the mean used to normalise */
     float *invstd; /* (C) */
     int training;  /* batch statistics were used */
+    int relu;      /* a ReLU is fused: y = relu(bn(x)) */
 } bn_saved;
 
 #define LANES QAT_BN_LANES /* the kernels' double accumulator lanes */
@@ -52,19 +54,28 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
     float *dx = qat_grad_fresh(ctx, x, &fresh);
     float *dg = qat_grad(ctx, gamma), *db = qat_grad(ctx, beta);
     const float *dyall = y->grad, *xall = x->data;
+    /* fused ReLU: a scratch run of HW floats per thread */
+    float *scratch = s->relu ? qat_arena_alloc(ctx, (size_t)omp_get_max_threads() * HW * sizeof(float)) : NULL;
+    if (s->relu && !scratch) return; /* out of memory: error is set */
 /* channels handed out as threads come free (a parked thread does not hold
  * the others back); each channel is summed by one thread */
 #pragma omp parallel for schedule(dynamic, 1) if (x->numel > 32768)
     for (int c = 0; c < C; c++) {
         const float mean = s->mean[c], is = s->invstd[c];
+        /* with the fused ReLU, a run's gradient at BN's output is formed
+         * in the thread's scratch run (the bits the ReLU's own backward
+         * would have stored) each time it is read */
+        float *dz = scratch ? scratch + (size_t)omp_get_thread_num() * HW : NULL;
+#define BN_DY(o) (dz ? (qat_k_relu_bwd(dz, y->data + (o), dyall + (o), HW, 1), dz) : dyall + (o))
         double as[LANES] = {0}, at[LANES] = {0};
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW, next = o + (size_t)C * HW;
             if (n + 1 < N) {
                 prefetch_run(dyall + next, HW);
                 prefetch_run(xall + next, HW);
+                if (dz) prefetch_run(y->data + next, HW);
             }
-            qat_k_acc_dy(as, at, dyall + o, xall + o, HW, mean, is);
+            qat_k_acc_dy(as, at, BN_DY(o), xall + o, HW, mean, is);
         }
         double sdy = lanes_total(as), sdyx = lanes_total(at);
         if (dg) dg[c] += (float)sdyx;
@@ -77,14 +88,15 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
         const float mdyx = s->training ? (float)(sdyx / M) : 0.0f;
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW;
-            qat_k_bn_bwd(dx + o, dyall + o, xall + o, HW, mean, is, g, mdy, mdyx, fresh);
+            qat_k_bn_bwd(dx + o, BN_DY(o), xall + o, HW, mean, is, g, mdy, mdyx, fresh);
         }
+#undef BN_DY
     }
 }
 
-qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
-                            qat_tensor *running_mean, qat_tensor *running_var, float momentum,
-                            float eps)
+static qat_tensor *batchnorm(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                             qat_tensor *running_mean, qat_tensor *running_var, float momentum, float eps,
+                             int relu)
 {
     if (!x || !gamma || !beta || !running_mean || !running_var) return NULL;
     if (x->ndim != 4 && x->ndim != 2)
@@ -137,14 +149,28 @@ qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW;
             qat_k_bn_apply(yall + o, xall + o, HW, mean, is, g, b);
+            if (relu) qat_k_relu_fwd(yall + o, yall + o, HW); /* the run is still in L1 */
         }
     }
     s->mean = means;
     s->invstd = invstd;
     s->training = training;
+    s->relu = relu;
     qat_tensor *in[3] = {x, gamma, beta};
     if (qat_needs_grad(ctx, 3, in) &&
-        qat_tape_record(ctx, "batchnorm2d", bn_backward, y, 3, in, s) != QAT_OK)
+        qat_tape_record(ctx, relu ? "batchnorm2d_relu" : "batchnorm2d", bn_backward, y, 3, in, s) != QAT_OK)
         return NULL;
     return y;
+}
+
+qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                            qat_tensor *running_mean, qat_tensor *running_var, float momentum, float eps)
+{
+    return batchnorm(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, 0);
+}
+
+qat_tensor *qat_batchnorm2d_relu(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat_tensor *beta,
+                                 qat_tensor *running_mean, qat_tensor *running_var, float momentum, float eps)
+{
+    return batchnorm(ctx, x, gamma, beta, running_mean, running_var, momentum, eps, 1);
 }

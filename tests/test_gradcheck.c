@@ -297,6 +297,11 @@ static qat_tensor *f_bn(qat_ctx *c, qat_tensor **in, const gc_spec *s)
     qat_ctx_set_training(c, s->training);
     return qat_batchnorm2d(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
 }
+static qat_tensor *f_bn_relu(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    qat_ctx_set_training(c, s->training);
+    return qat_batchnorm2d_relu(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
+}
 static qat_tensor *f_reshape(qat_ctx *c, qat_tensor **in, const gc_spec *s)
 {
     return qat_reshape(c, in[0], s->rs_ndim, s->rs_shape);
@@ -660,6 +665,25 @@ START_TEST(test_batchnorm_eval)
 }
 END_TEST
 
+/* BN with its ReLU fused: kinks where BN's output crosses 0 are skipped */
+START_TEST(test_batchnorm_relu)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 2000 + (uint64_t)_i);
+    int N = rnd(&r, 2, 4), C = rnd(&r, 1, 3), H = rnd(&r, 2, 4), W = rnd(&r, 2, 4);
+    gc_spec s = spec("batchnorm2d-relu-train", f_bn_relu, 2100 + (uint64_t)_i);
+    bn_spec(&s, 4, N, C, H, W);
+    s.training = 1;
+    s.h = 2e-3;
+    s.rtol = 5e-3;
+    s.detect_kinks = 1;
+    gc_assert(&s);
+    s.name = "batchnorm2d-relu-eval";
+    s.training = 0;
+    gc_assert(&s);
+}
+END_TEST
+
 /* ---- shape ops, sum, loss ---- */
 
 START_TEST(test_reshape_flatten_sum)
@@ -744,6 +768,7 @@ static Suite *gradcheck_suite(void)
     tcase_add_loop_test(tc, test_global_avgpool, 0, 4);
     tcase_add_loop_test(tc, test_batchnorm_train, 0, 6);
     tcase_add_loop_test(tc, test_batchnorm_eval, 0, 4);
+    tcase_add_loop_test(tc, test_batchnorm_relu, 0, 4);
     tcase_add_test(tc, test_reshape_flatten_sum);
     tcase_add_loop_test(tc, test_cross_entropy, 0, 6);
     tcase_add_loop_test(tc, test_small_net, 0, 3);

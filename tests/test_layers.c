@@ -120,6 +120,50 @@ START_TEST(test_reference_models)
 }
 END_TEST
 
+/* qat_model_forward runs each BN + ReLU pair as one op; forward_all runs
+ * every layer: the logits, every parameter gradient and the running
+ * statistics must be the same bits, on every engine */
+START_TEST(test_bn_relu_fused_same_bits)
+{
+    const char *arch = _i == 0 ? "convnet" : "resnet8";
+    qat_set_num_threads(2);
+    qat_rng r;
+    qat_rng_seed(&r, 9);
+    float x[6 * 784];
+    tu_fill_uniform(x, 6 * 784, -1, 2, &r);
+    const uint8_t lab[6] = {1, 7, 3, 9, 0, 4};
+    float *g[2] = {NULL, NULL}, *st[2] = {NULL, NULL}, logits[2][60];
+    size_t ng = 0, ns = 0;
+    for (int fused = 0; fused < 2; fused++) {
+        qat_model *m = qat_model_build(arch, 1);
+        qat_ctx *ctx = qat_ctx_create(0);
+        qat_tensor *xt = qat_from(ctx, 4, (int[]){6, 1, 28, 28}, x);
+        qat_tensor *y = fused ? qat_model_forward(ctx, m, xt) : qat_model_forward_all(ctx, m, xt)[qat_model_num_layers(m) - 1];
+        ck_assert_ptr_nonnull(y);
+        memcpy(logits[fused], y->data, sizeof logits[0]);
+        ck_assert_int_eq(qat_backward(ctx, qat_cross_entropy(ctx, y, lab)), QAT_OK);
+        const qat_named_tensor *p = qat_model_params(m), *b = qat_model_buffers(m);
+        ng = ns = 0;
+        for (int i = 0; i < qat_model_num_params(m); i++) ng += p[i].t->numel;
+        for (int i = 0; i < qat_model_num_buffers(m); i++) ns += b[i].t->numel;
+        g[fused] = malloc(ng * sizeof(float));
+        st[fused] = malloc(ns * sizeof(float));
+        size_t o = 0;
+        for (int i = 0; i < qat_model_num_params(m); i++, o += p[i - 1].t->numel)
+            memcpy(g[fused] + o, p[i].t->grad, p[i].t->numel * sizeof(float));
+        o = 0;
+        for (int i = 0; i < qat_model_num_buffers(m); i++, o += b[i - 1].t->numel)
+            memcpy(st[fused] + o, b[i].t->data, b[i].t->numel * sizeof(float));
+        qat_ctx_free(ctx);
+        qat_model_free(m);
+    }
+    ck_assert_msg(memcmp(logits[0], logits[1], sizeof logits[0]) == 0, "%s: logits differ", arch);
+    ck_assert_msg(memcmp(g[0], g[1], ng * sizeof(float)) == 0, "%s: gradients differ", arch);
+    ck_assert_msg(memcmp(st[0], st[1], ns * sizeof(float)) == 0, "%s: BN statistics differ", arch);
+    for (int k = 0; k < 2; k++) free(g[k]), free(st[k]);
+}
+END_TEST
+
 START_TEST(test_mlp_names)
 {
     qat_model *m = qat_model_build("mlp", 0);
@@ -542,6 +586,7 @@ static Suite *layers_suite(void)
     TCase *tc = tcase_create("models");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_reference_models, 0, (int)(sizeof ref_models / sizeof ref_models[0]));
+    tcase_add_loop_test(tc, test_bn_relu_fused_same_bits, 0, 2);
     tcase_add_test(tc, test_mlp_names);
     tcase_add_test(tc, test_lenet5_names);
     tcase_add_test(tc, test_resnet8_names);

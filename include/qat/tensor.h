@@ -111,6 +111,13 @@ QAT_API qat_tensor *qat_global_avgpool(qat_ctx *ctx, qat_tensor *x);
 QAT_API qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
                                     qat_tensor *beta, qat_tensor *running_mean,
                                     qat_tensor *running_var, float momentum, float eps);
+/* relu(batchnorm2d(x)) in one op: the same values, running statistics and
+ * gradients, bit for bit, as the two ops, without BN's output tensor or
+ * the ReLU's passes over memory (qat_model_forward uses it where a ReLU is
+ * a BN's only reader). */
+QAT_API qat_tensor *qat_batchnorm2d_relu(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
+                                         qat_tensor *beta, qat_tensor *running_mean,
+                                         qat_tensor *running_var, float momentum, float eps);
 /* y = x * s[c] (divide 0) or x / s[c] (divide 1), where c indexes axis
  * `axis` of x and s is [x->shape[axis]]. Gradients flow to x and s.
  * (BN folding: W * gamma/sigma per output channel, y / sf per channel.) */
