@@ -535,8 +535,11 @@ static INLINE AVX2 float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* vm (MASKED): the tile's masks as vectors, [vector][1 + NJ][2][8]: entry
+ * 0 the lanes of the A rows, 1 + j those of B row j, in two halves of 8
+ * (gathered per tile: one load a mask, no bit arithmetic in the loop) */
 static INLINE AVX2 void dot2_body(const int MI, const int NJ, const int MASKED, int P, int ns, const float *a,
-                                 ptrdiff_t lda, ptrdiff_t sa, const float *const *bj, const uint16_t *tm,
+                                 ptrdiff_t lda, ptrdiff_t sa, const float *const *bj, const int32_t *vm,
                                  ptrdiff_t sb, float *d, ptrdiff_t ldd)
 {
     __m256 acc[DOT2_MI][DOT_NJ];
@@ -550,8 +553,8 @@ static INLINE AVX2 void dot2_body(const int MI, const int NJ, const int MASKED, 
     for (int s = 0; s < ns; s++) {
         const float *as = a + s * sa;
         const ptrdiff_t bo = s * sb;
-        const uint16_t *mv = tm;
-        for (int p = 0; p < P; p += 16, mv += 1 + NJ) {
+        const int32_t *mv = vm;
+        for (int p = 0; p < P; p += 16, mv += (1 + NJ) * 16) {
             const int tail = MASKED && p + 16 > P;
             if (MASKED) _mm_prefetch((const char *)at_offset(bp[NJ - 1], bo + p + 64), _MM_HINT_T0);
 #pragma GCC unroll 2
@@ -560,12 +563,14 @@ static INLINE AVX2 void dot2_body(const int MI, const int NJ, const int MASKED, 
                 __m256 av[DOT2_MI];
 #pragma GCC unroll 4
                 for (int i = 0; i < MI; i++)
-                    av[i] = tail ? _mm256_maskload_ps(as + i * lda + o, vmask8((unsigned)mv[0] >> (8 * hh)))
+                    av[i] = tail ? _mm256_maskload_ps(as + i * lda + o,
+                                                      _mm256_load_si256((const __m256i *)(const void *)(mv + 8 * hh)))
                                  : _mm256_loadu_ps(as + i * lda + o);
 #pragma GCC unroll 4
                 for (int j = 0; j < NJ; j++) {
                     const float *bq = at_offset(bp[j], bo + o);
-                    __m256 bv = MASKED ? _mm256_maskload_ps(bq, vmask8((unsigned)mv[1 + j] >> (8 * hh)))
+                    __m256 bv = MASKED ? _mm256_maskload_ps(bq, _mm256_load_si256((const __m256i *)(const void *)(
+                                                                    mv + (1 + j) * 16 + 8 * hh)))
                                        : _mm256_loadu_ps(bq);
 #pragma GCC unroll 4
                     for (int i = 0; i < MI; i++) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
@@ -579,18 +584,20 @@ static INLINE AVX2 void dot2_body(const int MI, const int NJ, const int MASKED, 
         for (int j = 0; j < NJ; j++) d[i * ldd + j] += hsum8(acc[i][j]);
 }
 
+typedef void (*dot2_fn)(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa, const float *const *bj,
+                        const int32_t *vm, ptrdiff_t sb, float *d, ptrdiff_t ldd);
 #define DK2(MI, NJ, M)                                                                                     \
     static AVX2 void dk2_##MI##_##NJ##_##M(int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,    \
-                                           const float *const *bj, const uint16_t *tm, ptrdiff_t sb,      \
+                                           const float *const *bj, const int32_t *vm, ptrdiff_t sb,       \
                                            float *d, ptrdiff_t ldd)                                       \
     {                                                                                                      \
-        dot2_body(MI, NJ, M, P, ns, a, lda, sa, bj, tm, sb, d, ldd);                                       \
+        dot2_body(MI, NJ, M, P, ns, a, lda, sa, bj, vm, sb, d, ldd);                                       \
     }
 #define DK2_NJ(MI, M) DK2(MI, 1, M) DK2(MI, 2, M) DK2(MI, 3, M) DK2(MI, 4, M)
 #define DK2_M(MI) DK2_NJ(MI, 0) DK2_NJ(MI, 1)
 DK2_M(1) DK2_M(2) DK2_M(3)
 #define D2ROW(MI, M) {NULL, dk2_##MI##_1_##M, dk2_##MI##_2_##M, dk2_##MI##_3_##M, dk2_##MI##_4_##M}
-static const dot_fn dot2_kernels[2][DOT2_MI + 1][DOT_NJ + 1] = {
+static const dot2_fn dot2_kernels[2][DOT2_MI + 1][DOT_NJ + 1] = {
     {{NULL}, D2ROW(1, 0), D2ROW(2, 0), D2ROW(3, 0)},
     {{NULL}, D2ROW(1, 1), D2ROW(2, 1), D2ROW(3, 1)},
 };
@@ -605,6 +612,7 @@ static void even_block(int n, int max, int b, int *start, int *len)
 }
 
 #define DOT_CHUNK 512 /* vectors of P per pass with gathered masks */
+#define DOT2_CHUNK 64 /* the same with AVX2 (vector masks: 20 KB) */
 
 void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t sa,
                   const float *b, const qat_brows *br, ptrdiff_t sb, const uint16_t *mask, float *d,
@@ -615,6 +623,7 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
     const int nbk = (K + DOT_NJ - 1) / DOT_NJ, nbi = (M + dot_mi - 1) / dot_mi;
     const int masked = mask != NULL;
     uint16_t tm[DOT_CHUNK * (1 + DOT_NJ)];
+    int32_t vm[DOT2_CHUNK * (1 + DOT_NJ) * 16] __attribute__((aligned(32)));
     for (int bk = 0; bk < nbk; bk++) {
         int k0, nj;
         even_block(K, DOT_NJ, bk, &k0, &nj);
@@ -626,23 +635,36 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
             bj[j] = at_offset(b, (k / kk) * br->cstride + br->koff[qj[j]]);
         }
         /* without masks, one pass; with, passes of DOT_CHUNK vectors */
-        const int nvec = (P + 15) / 16, chunk = masked ? DOT_CHUNK : nvec;
+        const int nvec = (P + 15) / 16, chunk = masked ? (avx512 ? DOT_CHUNK : DOT2_CHUNK) : nvec;
         for (int v0 = 0; v0 < nvec; v0 += chunk) {
             int nv = nvec - v0 < chunk ? nvec - v0 : chunk;
             int pc = masked ? (nv * 16 < P - v0 * 16 ? nv * 16 : P - v0 * 16) : P;
-            if (masked)
+            if (masked && avx512)
                 for (int v = 0; v < nv; v++) {
                     const uint16_t *m = mask + (size_t)(v0 + v) * (kk + 1);
                     tm[v * (1 + nj)] = m[kk];
                     for (int j = 0; j < nj; j++) tm[v * (1 + nj) + 1 + j] = m[qj[j]];
+                }
+            else if (masked)
+                for (int v = 0; v < nv; v++) {
+                    const uint16_t *m = mask + (size_t)(v0 + v) * (kk + 1);
+                    for (int e = 0; e <= nj; e++) {
+                        unsigned bits = e == 0 ? m[kk] : m[qj[e - 1]];
+                        int32_t *o = vm + ((size_t)v * (1 + nj) + e) * 16;
+                        memcpy(o, lane_mask8[bits & 0xff], 8 * sizeof(int32_t));
+                        memcpy(o + 8, lane_mask8[bits >> 8], 8 * sizeof(int32_t));
+                    }
                 }
             const float *bjc[DOT_NJ];
             for (int j = 0; j < nj; j++) bjc[j] = at_offset(bj[j], (ptrdiff_t)v0 * 16);
             for (int bi = 0; bi < nbi; bi++) {
                 int i0, mi;
                 even_block(M, dot_mi, bi, &i0, &mi);
-                dot_fn f = avx512 ? dot_kernels[masked][mi][nj] : dot2_kernels[masked][mi][nj];
-                f(pc, ns, a + i0 * lda + (ptrdiff_t)v0 * 16, lda, sa, bjc, tm, sb, d + i0 * ldd + k0, ldd);
+                const float *ai = a + i0 * lda + (ptrdiff_t)v0 * 16;
+                if (avx512)
+                    dot_kernels[masked][mi][nj](pc, ns, ai, lda, sa, bjc, tm, sb, d + i0 * ldd + k0, ldd);
+                else
+                    dot2_kernels[masked][mi][nj](pc, ns, ai, lda, sa, bjc, vm, sb, d + i0 * ldd + k0, ldd);
             }
         }
     }
