@@ -129,15 +129,16 @@ void qat_gemm_dot(int M, int P, int ns, const float *a, ptrdiff_t lda, ptrdiff_t
 float *qat_grad_fresh(qat_ctx *ctx, qat_tensor *t, int *fresh);
 
 /* ---- elementwise kernels (autograd/eltwise.c) ----
- * Each has a portable version and an AVX-512 one that performs the same
- * float/double operations in the same order (the double sums keep 8
- * lanes, lane j taking elements i = j mod 8), so both give the same bits.
+ * Each has a portable version and AVX-512 and AVX2 ones that perform the
+ * same float/double operations in the same order (the double sums keep
+ * QAT_BN_LANES lanes, lane j taking elements i = j mod QAT_BN_LANES), so
+ * all give the same bits.
  * `fresh`: the destination is uninitialised and is stored (0.0f + v),
  * else v is added into it. */
 
 #define QAT_BN_LANES 32
 
-/* y = x > 0 ? x : 0 */
+/* y = x > 0 ? x : 0 (y may be x: in place) */
 void qat_k_relu_fwd(float *y, const float *x, size_t n);
 /* dx (+)= y > 0 ? dy : -0.0f */
 void qat_k_relu_bwd(float *dx, const float *y, const float *dy, size_t n, int fresh);

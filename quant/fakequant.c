@@ -179,7 +179,7 @@ static inline void lsq_one(float *dx, float *ds, float *dz, float dy, float x, f
 /* The sums run in LSQ_LANES interleaved double accumulators (element i
  * into lane i mod 8, the tail after the last full group into lane 0), added
  * in lane order at the end: a fixed order, independent of threads, that
- * the AVX-512 kernel below follows exactly. */
+ * the AVX-512 and AVX2 kernels below follow exactly. */
 #define LSQ_LANES 8
 
 #if QAT_HAVE_AVX512
@@ -226,6 +226,56 @@ AVX512 static size_t lsq_span_avx512(float *dx, double *ls, double *lz, const fl
     _mm512_storeu_pd(lz, az);
     return i;
 }
+
+#define AVX2 __attribute__((target("avx2,fma")))
+/* The same with 8 elements per step, for CPUs without AVX-512F: a group's
+ * elements i + l go to lanes l of the 8 double accumulators, lanes 0-3 in
+ * the first register and 4-7 in the second, as in the portable loop. A
+ * multiply and an add stay two operations (-ffp-contract=off). Returns how
+ * many elements it did (a multiple of 8). */
+AVX2 static size_t lsq_span_avx2(float *dx, double *ls, double *lz, const float *dy, const float *x, float scale,
+                                 float inv_s, int32_t zp, int32_t qmin, int32_t qmax, float g, size_t n, int relu)
+{
+    const __m256 vs = _mm256_set1_ps(scale), vinv = _mm256_set1_ps(inv_s), vg = _mm256_set1_ps(g);
+    const __m256 magic = _mm256_set1_ps(12582912.0f), sat = _mm256_set1_ps(QAT_QUANT_SAT),
+                 nsat = _mm256_set1_ps(-QAT_QUANT_SAT), zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f),
+                 mone = _mm256_set1_ps(-1.0f);
+    const __m256i vzp = _mm256_set1_epi32(zp), vmin = _mm256_set1_epi32(qmin), vmax = _mm256_set1_epi32(qmax);
+    __m256d as0 = _mm256_loadu_pd(ls), as1 = _mm256_loadu_pd(ls + 4), az0 = _mm256_loadu_pd(lz),
+            az1 = _mm256_loadu_pd(lz + 4);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xo = _mm256_loadu_ps(x + i), d = _mm256_loadu_ps(dy + i);
+        __m256 pos = _mm256_cmp_ps(xo, zero, _CMP_GT_OQ);
+        __m256 xv = relu ? _mm256_and_ps(pos, xo) : xo;
+        __m256 r = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(xv, vinv), magic), magic);
+        r = _mm256_blendv_ps(nsat, r, _mm256_cmp_ps(r, nsat, _CMP_GT_OQ));
+        r = _mm256_blendv_ps(sat, r, _mm256_cmp_ps(r, sat, _CMP_LT_OQ));
+        __m256i q = _mm256_add_epi32(vzp, _mm256_cvttps_epi32(r));
+        /* out of [qmin, qmax]: qmin > q or q > qmax */
+        __m256 out = _mm256_castsi256_ps(_mm256_or_si256(_mm256_cmpgt_epi32(vmin, q), _mm256_cmpgt_epi32(q, vmax)));
+        __m256i qc = _mm256_min_epi32(_mm256_max_epi32(q, vmin), vmax);
+        __m256 qf = _mm256_cvtepi32_ps(_mm256_sub_epi32(qc, vzp));
+        __m256 xfq = _mm256_mul_ps(qf, vs);
+        __m256 ds_in = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, _mm256_sub_ps(xfq, xv)), vinv), vg);
+        __m256 ds_out = _mm256_mul_ps(_mm256_mul_ps(d, qf), vg);
+        __m256 ds = _mm256_blendv_ps(ds_in, ds_out, out);
+        __m256 dz = _mm256_and_ps(out, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(d, mone), vs), vg)); /* in: +0.0 */
+        if (dx) {
+            __m256 gx = _mm256_mul_ps(d, _mm256_andnot_ps(out, relu ? _mm256_and_ps(pos, one) : one));
+            _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i), gx));
+        }
+        as0 = _mm256_add_pd(as0, _mm256_cvtps_pd(_mm256_castps256_ps128(ds)));
+        as1 = _mm256_add_pd(as1, _mm256_cvtps_pd(_mm256_extractf128_ps(ds, 1)));
+        az0 = _mm256_add_pd(az0, _mm256_cvtps_pd(_mm256_castps256_ps128(dz)));
+        az1 = _mm256_add_pd(az1, _mm256_cvtps_pd(_mm256_extractf128_ps(dz, 1)));
+    }
+    _mm256_storeu_pd(ls, as0);
+    _mm256_storeu_pd(ls + 4, as1);
+    _mm256_storeu_pd(lz, az0);
+    _mm256_storeu_pd(lz + 4, az1);
+    return i;
+}
 #endif
 
 /* Accumulates over (n): dx (may be NULL) += ..., sums into *sum_s, *sum_z. */
@@ -236,8 +286,11 @@ static void lsq_span(float *dx, double *sum_s, double *sum_z, const float *dy, c
     double ls[LSQ_LANES] = {0}, lz[LSQ_LANES] = {0};
     size_t i = 0;
 #if QAT_HAVE_AVX512
-    if (qat_simd_level() == QAT_SIMD_AVX512)
+    const int level = qat_simd_level();
+    if (level == QAT_SIMD_AVX512)
         i = lsq_span_avx512(dx, ls, lz, dy, x, scale, inv_s, zp, qmin, qmax, g, n, relu);
+    else if (level == QAT_SIMD_AVX2)
+        i = lsq_span_avx2(dx, ls, lz, dy, x, scale, inv_s, zp, qmin, qmax, g, n, relu);
 #endif
     for (; i + LSQ_LANES <= n; i += LSQ_LANES)
         for (int l = 0; l < LSQ_LANES; l++) {

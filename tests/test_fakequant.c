@@ -647,15 +647,11 @@ START_TEST(test_lsq_finite_differences)
 }
 END_TEST
 
-/* The AVX-512 LSQ backward gives the portable kernel's dx, dscale and dzp
- * bit for bit (plain and with the fused ReLU), on odd sizes and special
- * values; per channel too. */
-START_TEST(test_lsq_simd_vs_portable)
+/* The LSQ backward of engine lv (AVX2, AVX-512) gives the portable
+ * kernel's dx, dscale and dzp bit for bit (plain and with the fused ReLU),
+ * on odd sizes and special values; per channel too. */
+static void lsq_engine_vs_portable(int lv)
 {
-    if (qat_simd_set_level(QAT_SIMD_AVX512) != QAT_SIMD_AVX512) {
-        qat_simd_set_level(-1);
-        return; /* no AVX-512 here: nothing to compare */
-    }
     qat_rng r;
     qat_rng_seed(&r, 11);
     const size_t sizes[] = {1, 7, 8, 15, 16, 17, 31, 33, 1000, 100003};
@@ -677,14 +673,14 @@ START_TEST(test_lsq_simd_vs_portable)
                 qat_fake_quant_lsq_relu_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
             else
                 qat_fake_quant_lsq_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
-            qat_simd_set_level(QAT_SIMD_AVX512);
+            qat_simd_set_level(lv);
             if (relu)
                 qat_fake_quant_lsq_relu_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
             else
                 qat_fake_quant_lsq_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
-            ck_assert_msg(memcmp(dxa, dxb, n * sizeof *dxa) == 0, "n %zu relu %d: dx differs", n, relu);
-            ck_assert_msg(dsa == dsb && dza == dzb, "n %zu relu %d: ds %.9g vs %.9g, dz %.9g vs %.9g", n, relu, dsa,
-                          dsb, dza, dzb);
+            ck_assert_msg(memcmp(dxa, dxb, n * sizeof *dxa) == 0, "engine %d n %zu relu %d: dx differs", lv, n, relu);
+            ck_assert_msg(dsa == dsb && dza == dzb, "engine %d n %zu relu %d: ds %.9g vs %.9g, dz %.9g vs %.9g", lv, n,
+                          relu, dsa, dsb, dza, dzb);
         }
         /* per channel: (outer 2, channels 3, inner n / 6) */
         if (n >= 6) {
@@ -695,14 +691,38 @@ START_TEST(test_lsq_simd_vs_portable)
             memcpy(dxb, d0, n * sizeof *dxb);
             qat_simd_set_level(QAT_SIMD_PORTABLE);
             qat_fake_quant_lsq_channel_backward(dxa, sa, za, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
-            qat_simd_set_level(QAT_SIMD_AVX512);
+            qat_simd_set_level(lv);
             qat_fake_quant_lsq_channel_backward(dxb, sb, zb, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
-            ck_assert(memcmp(dxa, dxb, n * sizeof *dxa) == 0);
-            ck_assert(memcmp(sa, sb, sizeof sa) == 0 && memcmp(za, zb, sizeof za) == 0);
+            ck_assert_msg(memcmp(dxa, dxb, n * sizeof *dxa) == 0, "engine %d n %zu: channel dx differs", lv, n);
+            ck_assert_msg(memcmp(sa, sb, sizeof sa) == 0 && memcmp(za, zb, sizeof za) == 0,
+                          "engine %d n %zu: channel sums differ", lv, n);
         }
         free(x), free(dy), free(d0), free(dxa), free(dxb);
     }
+    /* the lanes: element l of each group of 8 goes to lane l, and the lanes
+     * are added in order, so these cancelling terms give exactly 6 (+-2^60
+     * absorb the 1s); any other lane order gives another sum. All out of
+     * range at qmax - zp = 1 with g = 1: ds = dy. */
+    float xl[16], dyl[16] = {0x1p60f, 1, 1, 1, -0x1p60f, 2, 2, 2}, dsl[2] = {0}, dzl[2] = {0};
+    const float scl = 0.05f;
+    const int32_t zpl = 6;
+    for (int i = 0; i < 16; i++) xl[i] = 1e30f;
+    for (int k = 0; k < 2; k++) {
+        qat_simd_set_level(k ? lv : QAT_SIMD_PORTABLE);
+        qat_fake_quant_lsq_channel_backward(NULL, &dsl[k], &dzl[k], dyl, xl, &scl, &zpl, -8, 7, 1.0f, 1, 1, 16);
+    }
+    ck_assert_msg(dsl[0] == 6.0f && dsl[1] == 6.0f, "engine %d: lane order: ds %.9g (portable %.9g)", lv, dsl[1],
+                  dsl[0]);
+    ck_assert(dzl[0] == dzl[1]);
     qat_simd_set_level(-1);
+}
+
+/* every engine the CPU runs against the portable one (none without SIMD) */
+START_TEST(test_lsq_simd_vs_portable)
+{
+    const int levels = qat_simd_set_level(QAT_SIMD_AVX512) + 1; /* engines 0 .. levels - 1 */
+    qat_simd_set_level(-1);
+    for (int lv = QAT_SIMD_AVX2; lv < levels; lv++) lsq_engine_vs_portable(lv);
 }
 END_TEST
 
