@@ -122,10 +122,17 @@ void qat_ctx_set_training(qat_ctx *ctx, int training) { ctx->training = training
 int qat_ctx_training(const qat_ctx *ctx) { return ctx->training; }
 void qat_ctx_set_retain_grads(qat_ctx *ctx, int retain) { ctx->retain_grads = retain != 0; }
 
+/* what an arena allocation of n bytes occupies: whole aligned units, at
+ * least one */
+static size_t arena_size(size_t n)
+{
+    n = (n + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    return n ? n : ARENA_ALIGN;
+}
+
 void *qat_arena_alloc(qat_ctx *ctx, size_t bytes)
 {
-    bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (bytes == 0) bytes = ARENA_ALIGN;
+    bytes = arena_size(bytes);
     chunk *c = ctx->head;
     if (c->used + bytes > c->size) {
         size_t size = c->size > bytes ? c->size : bytes;
@@ -173,8 +180,7 @@ static void pool_put(qat_ctx *ctx, unsigned char *p, size_t bytes)
 
 static void *grad_alloc(qat_ctx *ctx, size_t numel)
 {
-    size_t bytes = (numel * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (bytes == 0) bytes = ARENA_ALIGN;
+    size_t bytes = arena_size(numel * sizeof(float));
     int best = -1;
     for (int i = 0; i < ctx->pool_len; i++)
         if (ctx->pool[i].bytes >= bytes && (best < 0 || ctx->pool[i].bytes < ctx->pool[best].bytes)) best = i;
@@ -190,8 +196,7 @@ static void *grad_alloc(qat_ctx *ctx, size_t numel)
 static void grad_release(qat_ctx *ctx, qat_tensor *t)
 {
     if (ctx->retain_grads || !t->grad) return;
-    size_t bytes = (t->numel * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    pool_put(ctx, (unsigned char *)t->grad, bytes ? bytes : ARENA_ALIGN);
+    pool_put(ctx, (unsigned char *)t->grad, arena_size(t->numel * sizeof(float)));
     t->grad = NULL;
 }
 
