@@ -55,13 +55,6 @@ static uint16_t *tail_masks(qat_ctx *ctx, int K)
     return m;
 }
 
-/* Which engine runs a linear layer's products: the AVX-512 kernels, or
- * OpenBLAS (the portable engine, and on AVX2 machines, where OpenBLAS's
- * own AVX2 sgemm beats the AVX2 dot kernel on these shapes: mlp's first
- * layer, 128 x 784 x 256, 80 vs 65-76 GFLOP/s forward and 86 vs 65 for
- * dW on a Zen 3 core). */
-static int linear_simd(void) { return qat_simd_level() == QAT_SIMD_AVX512; }
-
 /* Threads for a product of about `macs` multiply-adds */
 static int gemm_threads(double macs) { return macs < 1e6 ? 1 : qat_get_num_threads(); }
 
@@ -104,7 +97,7 @@ static void linear_backward(qat_ctx *ctx, const qat_tape_entry *e)
     int N = x->shape[0], K = x->shape[1], M = w->shape[0];
     const float *dy = y->grad; /* dy is (N,M) */
     int fresh = 0;
-    const int simd = linear_simd();
+    const int simd = qat_simd_level() >= QAT_SIMD_AVX2;
     float *dx = simd ? qat_grad_fresh(ctx, x, &fresh) : qat_grad(ctx, x);
     float *dw = qat_grad(ctx, w), *db = b ? qat_grad(ctx, b) : NULL;
     float *ap = simd && (dx || dw) ? qat_arena_alloc(ctx, (size_t)N * M * sizeof(float)) : NULL;
@@ -142,7 +135,7 @@ qat_tensor *qat_linear(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b
     if (!y) return NULL;
     if (b)
         for (int n = 0; n < N; n++) memcpy(y->data + (size_t)n * M, b->data, (size_t)M * sizeof(float));
-    if (linear_simd()) {
+    if (qat_simd_level() >= QAT_SIMD_AVX2) {
         if (!b) memset(y->data, 0, y->numel * sizeof(float));
         if (linear_fwd_simd(ctx, x->data, w->data, y->data, N, K, M)) return NULL;
     } else {
