@@ -93,6 +93,7 @@ START_TEST(test_gemm_bcast)
                 fill(bias, (size_t)M, &r, -1, 1);
                 fill(c0, csz, &r, -1, 1);
                 memcpy(c, c0, csz * 4);
+                qat_simd_set_level(lv); /* the panel height is the engine's */
                 qat_pack_a(ap, a, K, 1, M, K);
                 static const ptrdiff_t zero[1] = {0};
                 qat_brows br = {K, 1, N, zero, NULL, 0};
@@ -102,7 +103,6 @@ START_TEST(test_gemm_bcast)
                 if (!ldc)
                     for (int j = 0; j < N; j++) ldc = cmap_offset(cm, g0 + j) + 1 > ldc ? cmap_offset(cm, g0 + j) + 1 : ldc;
                 qat_cmat cmat = {c, ldc, cm->group, cm->valid, cm->gstride};
-                qat_simd_set_level(lv);
                 qat_gemm_bcast(M, N, ap, b, &br, mode, bias, &cmat, g0);
                 qat_simd_set_level(-1);
                 /* every element: the expected value where a column exists,
