@@ -12,12 +12,17 @@ Runs, interleaved and repeated (medians reported), for each model:
     --bench-only, oneDNN int8) and fp32 inference (bench_train);
   - peak RSS of `qat train` vs the peer's training.
 Usage: bench/run_bench.py [--models lenet5,convnet] [--reps 3] [--limit-train N]
-                          [--native-blas | --both-blas] [--no-peer] [--out FILE]
+                          [--native-blas | --both-blas] [--isa avx2] [--no-peer] [--out FILE]
 --limit-train: training images per epoch; default: all 55,000 for mlp and
 lenet5 (an epoch of 12,800 lasts a third of a second, too short to time on
 a shared machine), 12,800 for convnet and resnet8.
 --native-blas unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for both sides;
 --both-blas runs everything both ways and prints {"env": ..., "native": ...}.
+--isa avx2 caps both sides at AVX2 + FMA, to measure on an AVX-512 machine
+what an AVX2-only CPU (e.g. AMD Zen 3) runs: qat's engine (QAT_SIMD=1) and
+int8 runtime (bench_runtime --isa avx2), PyTorch's oneDNN
+(ONEDNN_MAX_CPU_ISA=AVX2, no AVX-VNNI) and, for both, OpenBLAS
+(OPENBLAS_CORETYPE=Haswell).
 Build first (scripts/bench.sh does both)."""
 import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
 
@@ -66,6 +71,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--native-blas", action="store_true")
     ap.add_argument("--both-blas", action="store_true")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -91,14 +97,22 @@ def bench(a):
     if a.native_blas:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
+    rt_isa = []
+    if a.isa == "avx2":
+        env.update(OPENBLAS_CORETYPE="Haswell", QAT_SIMD="1")
+        rt_isa = ["--isa", "avx2"]
     penv = dict(env, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS="1")
+    if a.isa == "avx2":
+        penv["ONEDNN_MAX_CPU_ISA"] = "AVX2"
     tmp = tempfile.mkdtemp(prefix="qat-bench-")
     limits = {m: a.limit_train or (55000 if m in ("mlp", "lenet5") else 12800) for m in a.models.split(",")}
     R = {"machine": os.uname().nodename, "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
          "threads": a.threads, "reps": a.reps, "limit_train": limits,
-         "openblas_coretype": env.get("OPENBLAS_CORETYPE", "(unset: native)"), "models": {}}
+         "openblas_coretype": env.get("OPENBLAS_CORETYPE", "(unset: native)"), "isa_cap": a.isa, "models": {}}
     cfg, _ = run([BENCH_TRAIN, "--models", "mlp", "--steps", "2", "--reps", "1", "--threads", "1"], env)
     R["openblas"] = json.loads(cfg).get("openblas")
+    R["engine"] = json.loads(cfg).get("engine")  # qat's float kernels (avx512 / avx2 / portable)
+    R["peer_onednn_max_isa"] = penv.get("ONEDNN_MAX_CPU_ISA", "(unset: best)")
     for model in a.models.split(","):
         common = ["--threads", str(a.threads), "--limit-train", str(limits[model]), "--val", "1000",
                   "--limit-test", "2000"]
@@ -122,7 +136,7 @@ def bench(a):
             j = qat_json(["train", "--from", fl, "--quant", "w4a4", "--epochs", "2", "--out", q4] + common, env)
             trq4.append(j["train_images_per_s"])
             run([QAT, "export", "--from", q8, "--out", i8], env)
-            out, _ = run([BENCH_RT, "--file", i8, "--threads", str(a.threads), "--seconds", "2"], env)
+            out, _ = run([BENCH_RT, "--file", i8, "--threads", str(a.threads), "--seconds", "2"] + rt_isa, env)
             J = json.loads(out)
             best = J["models"][0]["isas"][-1]  # the fastest kernel family this CPU runs
             ips8.append(best["images_per_s"])
