@@ -313,6 +313,70 @@ qat_tensor *qat_relu(qat_ctx *ctx, qat_tensor *x)
     return y;
 }
 
+/* ---- add + relu (a residual block's end) ----
+ * relu(a + b) in one pass, and one pass back per input: the same bits as
+ * qat_add then qat_relu (the same expressions; the add's output gradient,
+ * which only the ReLU writes, is fresh there, so it is 0.0f + (y > 0 ? dy :
+ * -0.0f), and add's backward adds that into each input). */
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define ELT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ELT_CLONES
+#endif
+
+ELT_CLONES static void add_relu_span(float *restrict y, const float *restrict a, const float *restrict b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = a[i] + b[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+ELT_CLONES static void add_relu_bwd_span(float *restrict d, const float *restrict y, const float *restrict dy,
+                                         size_t n, int fresh)
+{
+    if (fresh)
+        for (size_t i = 0; i < n; i++) d[i] = 0.0f + (0.0f + (y[i] > 0.0f ? dy[i] : -0.0f));
+    else
+        for (size_t i = 0; i < n; i++) d[i] += 0.0f + (y[i] > 0.0f ? dy[i] : -0.0f);
+}
+
+static void add_relu_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    const float *y = e->out->data, *dy = e->out->grad;
+    size_t n = e->out->numel;
+    for (int k = 0; k < 2; k++) { /* in order, as add's backward (a and b may be one tensor) */
+        int fresh;
+        float *d = qat_grad_fresh(ctx, e->in[k], &fresh);
+        if (!d) continue;
+#pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
+        for (ptrdiff_t bl = 0; bl < NBLK(n); bl++) {
+            size_t i = (size_t)bl * BLK, m = n - i < BLK ? n - i : BLK;
+            add_relu_bwd_span(d + i, y + i, dy + i, m, fresh);
+        }
+    }
+}
+
+qat_tensor *qat_add_relu(qat_ctx *ctx, qat_tensor *a, qat_tensor *b)
+{
+    if (!a || !b) return NULL;
+    if (!same_shape(a, b)) return shape_error("add_relu", "shapes differ", a, b);
+    qat_tensor *y = qat_new(ctx, a->ndim, a->shape);
+    if (!y) return NULL;
+    size_t n = a->numel;
+#pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
+    for (ptrdiff_t bl = 0; bl < NBLK(n); bl++) {
+        size_t i = (size_t)bl * BLK, m = n - i < BLK ? n - i : BLK;
+        add_relu_span(y->data + i, a->data + i, b->data + i, m);
+    }
+    qat_tensor *in[2] = {a, b};
+    if (qat_needs_grad(ctx, 2, in) &&
+        qat_tape_record(ctx, "add_relu", add_relu_backward, y, 2, in, NULL) != QAT_OK)
+        return NULL;
+    return y;
+}
+
 /* ---- reshape, flatten, sum ---- */
 
 static void reshape_backward(qat_ctx *ctx, const qat_tape_entry *e)

@@ -514,13 +514,15 @@ qat_tensor *qat_layer_forward(qat_ctx *ctx, qat_layer *l, qat_tensor *const *in)
     return qat_error_null(QAT_ERR_UNSUPPORTED, "layer '%s': unknown type %d", l->name, (int)l->type);
 }
 
-/* Layer i is a BN whose only reader is the ReLU right after it: the two
- * run as one op (qat_batchnorm2d_relu, same bits) and BN's output is never
- * formed. */
-static int bn_relu_pair(const qat_model *m, int i)
+/* Layer i (a BN or a residual add) has one reader, the ReLU right after it:
+ * the two run as one op (qat_batchnorm2d_relu, qat_add_relu: same bits)
+ * and layer i's own output is never formed. */
+static int relu_pair(const qat_model *m, int i)
 {
     const qat_layer *l = &m->layers[i], *r = i + 1 < m->n ? &m->layers[i + 1] : NULL;
-    if (l->type != QAT_LAYER_BATCHNORM2D || !r || r->type != QAT_LAYER_RELU || r->inputs[0] != i) return 0;
+    if ((l->type != QAT_LAYER_BATCHNORM2D && l->type != QAT_LAYER_ADD) || !r || r->type != QAT_LAYER_RELU ||
+        r->inputs[0] != i)
+        return 0;
     for (int j = i + 2; j < m->n; j++)
         for (int k = 0; k < m->layers[j].n_inputs; k++)
             if (m->layers[j].inputs[k] == i) return 0;
@@ -528,8 +530,8 @@ static int bn_relu_pair(const qat_model *m, int i)
 }
 
 /* every layer's output (fuse 0), or with fuse only those the model's
- * output depends on as separate tensors (a fused BN's slot holds the
- * ReLU's output) */
+ * output depends on as separate tensors (a fused BN's or add's slot
+ * holds the ReLU's output) */
 static qat_tensor **forward(qat_ctx *ctx, qat_model *m, qat_tensor *x, int fuse)
 {
     if (!x) return NULL;
@@ -547,10 +549,14 @@ static qat_tensor **forward(qat_ctx *ctx, qat_model *m, qat_tensor *x, int fuse)
     for (int i = 1; i < m->n; i++) {
         qat_layer *l = &m->layers[i];
         qat_tensor *ins[2] = {out[l->inputs[0]], l->n_inputs > 1 ? out[l->inputs[1]] : NULL};
-        if (fuse && bn_relu_pair(m, i)) {
-            if (qat_ctx_training(ctx)) l->num_batches_tracked++;
-            out[i] = out[i + 1] = qat_batchnorm2d_relu(ctx, ins[0], l->weight, l->bias, l->running_mean,
-                                                       l->running_var, l->bn_momentum, l->bn_eps);
+        if (fuse && relu_pair(m, i)) {
+            if (l->type == QAT_LAYER_ADD) {
+                out[i] = out[i + 1] = qat_add_relu(ctx, ins[0], ins[1]);
+            } else {
+                if (qat_ctx_training(ctx)) l->num_batches_tracked++;
+                out[i] = out[i + 1] = qat_batchnorm2d_relu(ctx, ins[0], l->weight, l->bias, l->running_mean,
+                                                           l->running_var, l->bn_momentum, l->bn_eps);
+            }
             if (!out[i]) return NULL;
             i++;
             continue;

@@ -256,6 +256,16 @@ static qat_tensor *f_mul(qat_ctx *c, qat_tensor **in, const gc_spec *s)
     return qat_mul(c, in[0], in[1]);
 }
 /* the same tensor on both sides: d(x+x) = 2, d(x*x) = 2x */
+static qat_tensor *f_add_relu(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    (void)s;
+    return qat_add_relu(c, in[0], in[1]);
+}
+static qat_tensor *f_add_relu_self(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    (void)s;
+    return qat_add_relu(c, in[0], in[0]);
+}
 static qat_tensor *f_add_self(qat_ctx *c, qat_tensor **in, const gc_spec *s)
 {
     (void)s;
@@ -471,6 +481,16 @@ START_TEST(test_add_mul)
     s.name = "mul-self";
     s.fn = f_mul_self;
     gc_assert(&s);
+    /* add_relu: kinks where a + b = 0 (samples there are skipped) */
+    s = spec("add_relu", f_add_relu, 850 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -1, 1, nd, d[0], d[1], d[2], d[3]);
+    set_in(&s, 1, GC_PARAM, -1, 1, nd, d[0], d[1], d[2], d[3]);
+    s.detect_kinks = 1;
+    gc_assert(&s);
+    s.n_in = 1;
+    s.name = "add_relu-self";
+    s.fn = f_add_relu_self;
+    gc_assert(&s);
 }
 END_TEST
 
@@ -503,6 +523,11 @@ START_TEST(test_add_relu_large)
     gc_spec s = spec("add-large", f_add, 9);
     set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 32, 40);
     set_in(&s, 1, GC_PARAM, -1, 1, 4, 4, 8, 32, 40);
+    gc_assert(&s);
+    s = spec("add_relu-large", f_add_relu, 14);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 32, 40);
+    set_in(&s, 1, GC_PARAM, -1, 1, 4, 4, 8, 32, 40);
+    s.detect_kinks = 1;
     gc_assert(&s);
     s = spec("relu-large", f_relu, 10);
     set_in(&s, 0, GC_LEAF, -1, 1, 4, 4, 8, 32, 40);

@@ -164,6 +164,62 @@ START_TEST(test_bn_relu_fused_same_bits)
 }
 END_TEST
 
+/* qat_add_relu against qat_add then qat_relu, bit for bit: values, and
+ * the gradients of both inputs, with sums that cancel exactly, signed
+ * zeros in inputs and upstream gradients, one tensor as both inputs, and a
+ * gradient that accumulates (a also read by a later op); below and above
+ * the size where the loops go parallel. */
+START_TEST(test_add_relu_fused_same_bits)
+{
+    const int n = _i == 0 ? 37 : 70001;
+    qat_set_num_threads(2);
+    qat_rng r;
+    qat_rng_seed(&r, 21 + (uint64_t)_i);
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *c = malloc(n * sizeof(float));
+    tu_fill_uniform(a, n, -1, 1, &r);
+    tu_fill_uniform(b, n, -1, 1, &r);
+    tu_fill_uniform(c, n, -1, 1, &r);
+    for (int i = 0; i < n; i += 5) b[i] = -a[i];            /* a + b = 0 exactly */
+    for (int i = 1; i < n; i += 7) a[i] = -0.0f, b[i] = 0.0f; /* -0 + 0 */
+    for (int i = 2; i < n; i += 11) a[i] = b[i] = -0.0f;      /* -0 + -0 = -0 */
+    for (int i = 3; i < n; i += 6) c[i] = i % 4 ? 0.0f : -0.0f; /* signed zero upstream gradients */
+    for (int alias = 0; alias < 2; alias++)
+        for (int reuse = 0; reuse < 2; reuse++) {
+            float *out[2], *ga[2], *gb[2];
+            for (int fused = 0; fused < 2; fused++) {
+                qat_ctx *ctx = qat_ctx_create(0);
+                qat_tensor *ta = qat_new_leaf(ctx, 1, &n, a), *tb = alias ? ta : qat_new_leaf(ctx, 1, &n, b);
+                qat_tensor *tc = qat_from(ctx, 1, &n, c);
+                qat_tensor *z = fused ? qat_add_relu(ctx, ta, tb) : qat_relu(ctx, qat_add(ctx, ta, tb));
+                ck_assert_ptr_nonnull(z);
+                qat_tensor *y = qat_mul(ctx, z, tc);
+                if (reuse) y = qat_add(ctx, y, ta); /* a's gradient: written first by this add */
+                ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, y)), QAT_OK);
+                out[fused] = malloc(n * sizeof(float));
+                ga[fused] = malloc(n * sizeof(float));
+                gb[fused] = malloc(n * sizeof(float));
+                memcpy(out[fused], z->data, n * sizeof(float));
+                memcpy(ga[fused], ta->grad, n * sizeof(float));
+                memcpy(gb[fused], tb->grad, n * sizeof(float));
+                qat_ctx_free(ctx);
+            }
+            ck_assert_msg(memcmp(out[0], out[1], n * sizeof(float)) == 0, "n %d alias %d reuse %d: values differ", n,
+                          alias, reuse);
+            ck_assert_msg(memcmp(ga[0], ga[1], n * sizeof(float)) == 0, "n %d alias %d reuse %d: d/da differs", n,
+                          alias, reuse);
+            ck_assert_msg(memcmp(gb[0], gb[1], n * sizeof(float)) == 0, "n %d alias %d reuse %d: d/db differs", n,
+                          alias, reuse);
+            /* and the values are relu(a + b) */
+            for (int i = 0; i < n; i++) {
+                float v = a[i] + (alias ? a[i] : b[i]);
+                ck_assert(out[1][i] == (v > 0 ? v : 0.0f) && !signbit(out[1][i]));
+            }
+            for (int k = 0; k < 2; k++) free(out[k]), free(ga[k]), free(gb[k]);
+        }
+    free(a), free(b), free(c);
+}
+END_TEST
+
 START_TEST(test_mlp_names)
 {
     qat_model *m = qat_model_build("mlp", 0);
@@ -587,6 +643,7 @@ static Suite *layers_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_reference_models, 0, (int)(sizeof ref_models / sizeof ref_models[0]));
     tcase_add_loop_test(tc, test_bn_relu_fused_same_bits, 0, 2);
+    tcase_add_loop_test(tc, test_add_relu_fused_same_bits, 0, 2);
     tcase_add_test(tc, test_mlp_names);
     tcase_add_test(tc, test_lenet5_names);
     tcase_add_test(tc, test_resnet8_names);

@@ -95,6 +95,10 @@ QAT_API qat_tensor *qat_bias_add(qat_ctx *ctx, qat_tensor *x, qat_tensor *b);
 QAT_API qat_tensor *qat_add(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
 QAT_API qat_tensor *qat_mul(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
 QAT_API qat_tensor *qat_relu(qat_ctx *ctx, qat_tensor *x);
+/* relu(a + b) in one op: the same values and gradients, bit for bit, as
+ * qat_add then qat_relu, without the sum's tensor or the ReLU's passes
+ * (qat_model_forward uses it where a ReLU is a residual add's only reader) */
+QAT_API qat_tensor *qat_add_relu(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
 /* x[N,C,H,W], w[OC,C,KH,KW], b[OC] or NULL -> [N,OC,OH,OW],
  * OH = (H + 2 pad - KH) / stride + 1 */
 QAT_API qat_tensor *qat_conv2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b,
