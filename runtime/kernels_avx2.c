@@ -258,6 +258,53 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
         }
         return;
     }
+    if (s == 2) {
+        /* each input row pair splits into its even and odd columns: cells of
+         * input column iw go to phase plane pw = (iw + P) % 2, cell
+         * (iw + P) / 2; masked stores keep to the ws cells of a row */
+        const __m256i zpv = _mm256_set1_epi16((short)zp), Wv = _mm256_set1_epi32(W);
+        const __m256i iev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), one = _mm256_set1_epi32(1);
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const int ws = g->ws, pwA = P % 2, offA = P / 2, offB = (P + 1) / 2;
+        for (int grp = 0; grp < g->groups; grp++) {
+            const int c0 = 2 * grp, has1 = c0 + 1 < C;
+            for (int ph = 0; ph < 2; ph++) {
+                int32_t *p0 = (int32_t *)(void *)(xp + ((size_t)(grp * 2 + ph) * 2) * g->plane_bytes);
+                int32_t *p1 = (int32_t *)(void *)((uint8_t *)p0 + g->plane_bytes);
+                int32_t *pa = pwA ? p1 : p0, *pb = pwA ? p0 : p1;
+                for (int i = 0; i < g->hs; i++) {
+                    int32_t *ra = pa + (size_t)i * ws, *rb = pb + (size_t)i * ws;
+                    memset(ra, 0, (size_t)ws * 4);
+                    memset(rb, 0, (size_t)ws * 4);
+                    const int ih = 2 * i + ph - P;
+                    if (ih < 0 || ih >= H) continue;
+                    const int8_t *s0 = x + ((size_t)c0 * H + ih) * W, *s1 = s0 + (size_t)H * W;
+                    for (int k = 0; 16 * k < W; k++) {
+                        /* reads up to 15 bytes past the row: the next row, or
+                         * the 64 bytes of slack after every activation buffer */
+                        const __m256i a = _mm256_sub_epi16(
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(s0 + 16 * k))), zpv);
+                        const __m256i b = has1 ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                                                      (const __m128i *)(const void *)(s1 + 16 * k))),
+                                                                  zpv)
+                                               : _mm256_setzero_si256();
+                        const __m256i lo = _mm256_shuffle_epi32(_mm256_unpacklo_epi16(a, b), 0xD8);
+                        const __m256i hi = _mm256_shuffle_epi32(_mm256_unpackhi_epi16(a, b), 0xD8);
+                        const __m256i ie = _mm256_add_epi32(_mm256_set1_epi32(16 * k), iev);
+                        const __m256i ev = _mm256_and_si256(_mm256_unpacklo_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, ie));
+                        const __m256i od = _mm256_and_si256(_mm256_unpackhi_epi64(lo, hi),
+                                                            _mm256_cmpgt_epi32(Wv, _mm256_add_epi32(ie, one)));
+                        const int ja = offA + 8 * k, jb = offB + 8 * k;
+                        if (ja < ws)
+                            _mm256_maskstore_epi32((int *)(ra + ja), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - ja), lane), ev);
+                        if (jb < ws)
+                            _mm256_maskstore_epi32((int *)(rb + jb), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - jb), lane), od);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (int grp = 0; grp < g->groups; grp++)
         for (int ph = 0; ph < s; ph++)
             for (int pw = 0; pw < s; pw++) {
