@@ -507,6 +507,38 @@ static int avx2_prepare_wino(rt_op *op)
     return QAT_OK;
 }
 
+/* Row I of the input transform (V planes 4I .. 4I + 3) for every channel
+ * pair, tile row th and 8 tiles tw0..: rows s_I of B^T d (s0 = d0 - d2,
+ * s1 = d1 + d2, s2 = d2 - d1, s3 = d1 - d3) for columns 2tw .. 2tw + 3 (E and
+ * O at tw and tw + 1), then the same combinations across the columns. */
+AVX2_INLINE void wino_tx_rows(const int I, const rt_gemm *g, const int32_t *st, uint8_t *V, int R,
+                              size_t LE, size_t tpad)
+{
+    const int G = g->kg, TH = g->wth, TW = g->wtw;
+    const size_t ijs = (size_t)4 * G * tpad; /* bytes between the planes of ij and ij + 1 */
+    const int ra = I == 0 ? 0 : I == 1 ? 1 : I == 2 ? 2 : 1; /* s_I = d_ra (+/-) d_rb */
+    const int rb = I == 0 ? 2 : I == 1 ? 2 : I == 2 ? 1 : 3;
+    for (int gp = 0; gp < G; gp++)
+        for (int th = 0; th < TH; th++) {
+            const int32_t *pa = st + (size_t)(gp * R + 2 * th + ra) * 2 * LE;
+            const int32_t *pb = st + (size_t)(gp * R + 2 * th + rb) * 2 * LE;
+            uint8_t *d = V + (size_t)4 * I * ijs + ((size_t)gp * tpad + (size_t)th * TW) * 4;
+            for (int t0 = 0; t0 < TW; t0 += 8) {
+#define LD(p, off) _mm256_loadu_si256((const __m256i *)(const void *)((p) + t0 + (off)))
+#define SR(off) (I == 1 ? _mm256_add_epi16(LD(pa, off), LD(pb, off)) : _mm256_sub_epi16(LD(pa, off), LD(pb, off)))
+                const __m256i e = SR(0), o = SR(LE), e1 = SR(1), o1 = SR(LE + 1);
+#undef SR
+#undef LD
+                /* columns 2tw .. 2tw + 3 are e, o, e1, o1 */
+                uint8_t *q = d + (size_t)t0 * 4;
+                _mm256_storeu_si256((__m256i *)(void *)q, _mm256_sub_epi16(e, e1));
+                _mm256_storeu_si256((__m256i *)(void *)(q + ijs), _mm256_add_epi16(o, e1));
+                _mm256_storeu_si256((__m256i *)(void *)(q + 2 * ijs), _mm256_sub_epi16(e1, o));
+                _mm256_storeu_si256((__m256i *)(void *)(q + 3 * ijs), _mm256_sub_epi16(o, o1));
+            }
+        }
+}
+
 /* x [C][H][W] -> staged rows -> V [16][G][wtpad] cells of 2 channels.
  * Staging: for each channel pair and padded row, the cells of the even
  * columns (E, wle cells) then the odd ones (O); the transform of the 8 tiles
@@ -514,7 +546,7 @@ static int avx2_prepare_wino(rt_op *op)
 AVX2 static void wino_pack(const rt_op *op, const int8_t *x, uint8_t *slot)
 {
     const rt_gemm *g = &op->g;
-    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, TH = g->wth, TW = g->wtw;
+    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, TH = g->wth;
     const int R = 2 * TH + 2, G = g->kg;
     const size_t LE = (size_t)g->wle, tpad = g->wtpad;
     const int32_t zp = op->in_zp;
@@ -554,38 +586,12 @@ AVX2 static void wino_pack(const rt_op *op, const int8_t *x, uint8_t *slot)
         }
     }
     uint8_t *V = slot + g->wv_off;
-    const size_t ijs = (size_t)4 * G * tpad; /* bytes between the planes of ij and ij + 1 */
-    for (int gp = 0; gp < G; gp++)
-        for (int th = 0; th < TH; th++) {
-            const int32_t *rows = st + (size_t)(gp * R + 2 * th) * 2 * LE;
-            for (int t0 = 0; t0 < TW; t0 += 8) {
-                uint8_t *d = V + ((size_t)gp * tpad + (size_t)th * TW + (size_t)t0) * 4;
-                const int32_t *r0 = rows + t0;
-#define LD(i, off) _mm256_loadu_si256((const __m256i *)(const void *)(r0 + (size_t)(i) * 2 * LE + (off)))
-#define ST(ij, v) _mm256_storeu_si256((__m256i *)(void *)(d + (size_t)(ij) * ijs), v)
-                /* rows: s0 = d0 - d2, s1 = d1 + d2, s2 = d2 - d1, s3 = d1 - d3 */
-#define SROW(i, off)                                                                          \
-    (i == 0   ? _mm256_sub_epi16(LD(0, off), LD(2, off))                                      \
-     : i == 1 ? _mm256_add_epi16(LD(1, off), LD(2, off))                                      \
-     : i == 2 ? _mm256_sub_epi16(LD(2, off), LD(1, off))                                      \
-              : _mm256_sub_epi16(LD(1, off), LD(3, off)))
-                for (int i = 0; i < 4; i++) {
-                    const __m256i e = SROW(i, 0), o = SROW(i, LE), e1 = SROW(i, 1), o1 = SROW(i, LE + 1);
-                    /* columns 2tw .. 2tw + 3 are e, o, e1, o1 */
-                    ST(4 * i + 0, _mm256_sub_epi16(e, e1));
-                    ST(4 * i + 1, _mm256_add_epi16(o, e1));
-                    ST(4 * i + 2, _mm256_sub_epi16(e1, o));
-                    ST(4 * i + 3, _mm256_sub_epi16(o, o1));
-                }
-#undef SROW
-#undef ST
-#undef LD
-            }
-        }
+    wino_tx_rows(0, g, st, V, R, LE, tpad);
+    wino_tx_rows(1, g, st, V, R, LE, tpad);
+    wino_tx_rows(2, g, st, V, R, LE, tpad);
+    wino_tx_rows(3, g, st, V, R, LE, tpad);
 }
 
-/* the 16 GEMMs of one block: V planes ij at xq + ij * vstride, weights at
- * wt + ij * wstride, raw sums to raw + ij * rstride */
 AVX2_INLINE void wino_tile16(const int MR, const int NR, const uint8_t *xq, size_t vstride,
                              size_t kstride, int kg, const int16_t *wt, size_t wstride,
                              int32_t *raw, size_t rstride, size_t ldr)
