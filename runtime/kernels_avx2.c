@@ -957,6 +957,18 @@ AVX2 static void avx2_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
                 _mm256_storeu_si256((__m256i *)(void *)(yr + o),
                                     _mm256_permute4x64_epi64(_mm256_packs_epi16(a, b), 0xD8));
             }
+            /* 16 outputs at a time: reads up to 31 bytes past the row pair
+             * (the next rows, or the 64 bytes of slack after every
+             * activation buffer); the stores may spill into the next output
+             * rows, written after them, not past the image */
+            const size_t left = (size_t)op->in_c * OH * OW - ((size_t)c * OH + oh) * OW;
+            for (; o < OW && (size_t)o + 16 <= left; o += 16) {
+                __m256i a = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o)),
+                                            _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o)));
+                a = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(a, _mm256_srli_epi16(a, 8)), 8), 8);
+                const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi16(a, a), 0xD8);
+                _mm_storeu_si128((__m128i *)(void *)(yr + o), _mm256_castsi256_si128(p));
+            }
             for (; o < OW; o++) {
                 int8_t m0 = r0[2 * o] > r0[2 * o + 1] ? r0[2 * o] : r0[2 * o + 1];
                 int8_t m1 = r1[2 * o] > r1[2 * o + 1] ? r1[2 * o] : r1[2 * o + 1];
