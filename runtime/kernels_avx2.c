@@ -703,10 +703,18 @@ AVX2 static void wino_unstage(const rt_op *op, const uint8_t *slot, int8_t *yimg
                     _mm_storeu_si128((__m128i *)(void *)(yr + 2 * k), lo);
                     _mm_storeu_si128((__m128i *)(void *)(yr + 2 * k + 16), hi);
                 } else {
-                    int8_t t[32];
-                    _mm_storeu_si128((__m128i *)(void *)t, lo);
-                    _mm_storeu_si128((__m128i *)(void *)(t + 16), hi);
-                    memcpy(yr + 2 * k, t, (size_t)n);
+                    /* the copy reads one 16-byte store (loads spanning two
+                     * stores do not forward: that stalled) */
+                    int8_t t[16];
+                    int8_t *d = yr + 2 * k;
+                    if (n >= 16) {
+                        _mm_storeu_si128((__m128i *)(void *)d, lo);
+                        _mm_storeu_si128((__m128i *)(void *)t, hi);
+                        memcpy(d + 16, t, (size_t)n - 16);
+                    } else {
+                        _mm_storeu_si128((__m128i *)(void *)t, lo);
+                        memcpy(d, t, (size_t)n);
+                    }
                 }
             }
         }
