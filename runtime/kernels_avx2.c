@@ -67,6 +67,18 @@ AVX2_INLINE epi_row epi_row_load(const rt_epi *e, int c)
     return p;
 }
 
+/* the requantized int32 lanes, before the final clamp to [lo, hi] */
+AVX2_INLINE __m256i epi_row_r(__m256i a, const epi_row *p)
+{
+    a = _mm256_min_epi32(_mm256_max_epi32(a, p->alo), p->ahi);
+    __m256i ev = _mm256_mul_epi32(a, p->m);
+    __m256i od = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), p->m);
+    ev = _mm256_srl_epi64(_mm256_add_epi64(ev, p->rnd), p->t);
+    od = _mm256_srl_epi64(_mm256_add_epi64(od, p->rnd), p->t);
+    const __m256i r = _mm256_blend_epi32(ev, _mm256_slli_epi64(od, 32), 0xAA);
+    return _mm256_add_epi32(r, p->cadd);
+}
+
 AVX2_INLINE __m128i epi_row_apply(__m256i a, const epi_row *p)
 {
     a = _mm256_min_epi32(_mm256_max_epi32(a, p->alo), p->ahi);
@@ -626,6 +638,8 @@ AVX2 static void wino_out(const rt_op *op, const int32_t *buf, int m0, int mr, i
 {
     const rt_epi *e = &op->g.epi;
     const size_t tpad = op->g.wtpad;
+    const int clamp = e->lo > -128 || e->hi < 127;
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int r = 0; r < mr; r++) {
         const epi_row p = epi_row_load(e, m0 + r);
         const __m256i bias = _mm256_set1_epi32(e->bias[m0 + r]);
@@ -645,9 +659,21 @@ AVX2 static void wino_out(const rt_op *op, const int32_t *buf, int m0, int mr, i
             y[1] = _mm256_sub_epi32(_mm256_sub_epi32(t0[1], t0[2]), t0[3]);
             y[2] = _mm256_add_epi32(_mm256_add_epi32(t1[0], t1[1]), t1[2]);
             y[3] = _mm256_sub_epi32(_mm256_sub_epi32(t1[1], t1[2]), t1[3]);
-            for (int k = 0; k < 4; k++) /* k = 2 dy + dx; 4Y exact, so >> 2 is too */
-                _mm_storel_epi64((__m128i *)(void *)(o + (size_t)k * tpad + 8 * v),
-                                 epi_row_apply(_mm256_add_epi32(_mm256_srai_epi32(y[k], 2), bias), &p));
+            for (int k = 0; k < 4; k++) { /* k = 2 dy + dx; 4Y exact, so >> 2 is too */
+                y[k] = epi_row_r(_mm256_add_epi32(_mm256_srai_epi32(y[k], 2), bias), &p);
+                /* the packs saturate to [-128, 127]: the clamp only for a
+                 * narrower range */
+                if (clamp) y[k] = _mm256_min_epi32(_mm256_max_epi32(y[k], p.lo), p.hi);
+            }
+            /* bytes of y0 y1 y2 y3 (8 each) in qwords 0..3 */
+            const __m256i b = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(y[0], y[1]), _mm256_packs_epi32(y[2], y[3])), perm);
+            const __m128i b01 = _mm256_castsi256_si128(b), b23 = _mm256_extracti128_si256(b, 1);
+            int8_t *q = o + 8 * v;
+            _mm_storel_epi64((__m128i *)(void *)q, b01);
+            _mm_storel_epi64((__m128i *)(void *)(q + tpad), _mm_unpackhi_epi64(b01, b01));
+            _mm_storel_epi64((__m128i *)(void *)(q + 2 * tpad), b23);
+            _mm_storel_epi64((__m128i *)(void *)(q + 3 * tpad), _mm_unpackhi_epi64(b23, b23));
         }
     }
 }
