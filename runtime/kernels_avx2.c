@@ -5,10 +5,19 @@
  * on int16 pairs instead: activations are widened to x - zp (in [-255, 255])
  * and weights to int16, so each pair sum is at most 2 * 255 * 128 = 65280 in
  * magnitude and lands exactly in an int32 lane, with no zero-point
- * correction needed. Otherwise the same structure as kernels_vnni.c: an
- * implicit GEMM over the packed image (cells of 2 channels = 4 bytes),
- * lanes of 8 output positions, the requantization fused in the epilogue
- * (prepare.c), output staged per image and copied into NCHW rows. */
+ * correction needed. (vpmaddubsw with split weights does not pay either:
+ * QAT weights reach +-127 in every channel, so a residual pass for the
+ * unsafe pairs would be dense.) With 2 vector ops per 16 multiply-adds
+ * (vpmaddwd + vpaddd) against oneDNN's 3 per 32 (vpmaddubsw + vpmaddwd +
+ * vpaddd), the direct kernels cannot match it on multiplies alone, so:
+ *
+ * - 3x3 stride-1 convs (most of convnet and resnet8) run as Winograd
+ *   F(2x2, 3x3) in exact integer arithmetic (section "Winograd" below):
+ *   2.25x fewer multiply-adds;
+ * - everything else as in kernels_vnni.c: an implicit GEMM over the packed
+ *   image (cells of 2 channels = 4 bytes), lanes of 8 output positions, a
+ *   6 x 2 register tile, the requantization fused in the epilogue
+ *   (prepare.c), output staged per image and copied into NCHW rows. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
