@@ -5,10 +5,19 @@
  * on int16 pairs instead: activations are widened to x - zp (in [-255, 255])
  * and weights to int16, so each pair sum is at most 2 * 255 * 128 = 65280 in
  * magnitude and lands exactly in an int32 lane, with no zero-point
- * correction needed. Otherwise the same structure as kernels_vnni.c: an
- * implicit GEMM over the packed image (cells of 2 channels = 4 bytes),
- * lanes of 8 output positions, the requantization fused in the epilogue
- * (prepare.c), output staged per image and copied into NCHW rows. */
+ * correction needed. (vpmaddubsw with split weights does not pay either:
+ * QAT weights reach +-127 in every channel, so a residual pass for the
+ * unsafe pairs would be dense.) With 2 vector ops per 16 multiply-adds
+ * (vpmaddwd + vpaddd) against oneDNN's 3 per 32 (vpmaddubsw + vpmaddwd +
+ * vpaddd), the direct kernels cannot match it on multiplies alone, so:
+ *
+ * - 3x3 stride-1 convs (most of convnet and resnet8) run as Winograd
+ *   F(2x2, 3x3) in exact integer arithmetic (section "Winograd" below):
+ *   2.25x fewer multiply-adds;
+ * - everything else as in kernels_vnni.c: an implicit GEMM over the packed
+ *   image (cells of 2 channels = 4 bytes), lanes of 8 output positions, a
+ *   6 x 2 register tile, the requantization fused in the epilogue
+ *   (prepare.c), output staged per image and copied into NCHW rows. */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
@@ -22,8 +31,11 @@
 #define AVX2 __attribute__((target(AVX2_TARGET)))
 #define AVX2_INLINE static inline __attribute__((always_inline, target(AVX2_TARGET)))
 
-/* register tiles (16 ymm registers): 4 rows x 2 vectors of 8 lanes */
-enum { CONV_MR = 4, CONV_NR = 2, LIN_MR = 4, LIN_NR = 2 };
+/* register tiles (16 ymm registers): conv 6 rows x 2 vectors of 8 lanes (12
+ * accumulators, 2 activation vectors, 1 broadcast weight pair, 1 product;
+ * 4 x 3 needs a 17th register and spills an accumulator), linear 4 rows x 2
+ * vectors */
+enum { CONV_MR = 6, CONV_NR = 2, LIN_MR = 4, LIN_NR = 2 };
 
 static inline int32_t ld32(const void *p)
 {
@@ -62,6 +74,18 @@ AVX2_INLINE epi_row epi_row_load(const rt_epi *e, int c)
     p.hi = _mm256_set1_epi32(e->hi);
     p.t = _mm_cvtsi32_si128(e->t[c]);
     return p;
+}
+
+/* the requantized int32 lanes, before the final clamp to [lo, hi] */
+AVX2_INLINE __m256i epi_row_r(__m256i a, const epi_row *p)
+{
+    a = _mm256_min_epi32(_mm256_max_epi32(a, p->alo), p->ahi);
+    __m256i ev = _mm256_mul_epi32(a, p->m);
+    __m256i od = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), p->m);
+    ev = _mm256_srl_epi64(_mm256_add_epi64(ev, p->rnd), p->t);
+    od = _mm256_srl_epi64(_mm256_add_epi64(od, p->rnd), p->t);
+    const __m256i r = _mm256_blend_epi32(ev, _mm256_slli_epi64(od, 32), 0xAA);
+    return _mm256_add_epi32(r, p->cadd);
 }
 
 AVX2_INLINE __m128i epi_row_apply(__m256i a, const epi_row *p)
@@ -118,11 +142,18 @@ AVX2_INLINE __m128i epi_lane_apply(__m256i a, const epi_lane *p)
 
 /* ---- conv2d ---- */
 
+static int wino_eligible(const rt_op *op);
+static int avx2_prepare_wino(rt_op *op);
+
 static int avx2_prepare_conv(rt_op *op)
 {
     rt_gemm *g = &op->g;
     qat_rti_gemm_free(g);
     g->isa = QAT_RT_ISA_AVX2;
+    if (wino_eligible(op)) {
+        int st = qat_rti_epi_init(op, g, op->oc, 0);
+        return st ? st : avx2_prepare_wino(op);
+    }
     int st = qat_rti_conv_geometry(op, g, 2, 8, 2);
     if (!st) st = qat_rti_epi_init(op, g, op->oc, 0);
     if (st) return st;
@@ -148,6 +179,7 @@ static int avx2_prepare_conv(rt_op *op)
 
 static size_t avx2_conv_slot_bytes(const rt_op *op)
 {
+    if (op->g.wino) return op->g.wslot_bytes;
     return (op->g.img_bytes + 63) / 64 * 64 + op->g.tmp_bytes;
 }
 
@@ -247,6 +279,53 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
         }
         return;
     }
+    if (s == 2) {
+        /* each input row pair splits into its even and odd columns: cells of
+         * input column iw go to phase plane pw = (iw + P) % 2, cell
+         * (iw + P) / 2; masked stores keep to the ws cells of a row */
+        const __m256i zpv = _mm256_set1_epi16((short)zp), Wv = _mm256_set1_epi32(W);
+        const __m256i iev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), one = _mm256_set1_epi32(1);
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const int ws = g->ws, pwA = P % 2, offA = P / 2, offB = (P + 1) / 2;
+        for (int grp = 0; grp < g->groups; grp++) {
+            const int c0 = 2 * grp, has1 = c0 + 1 < C;
+            for (int ph = 0; ph < 2; ph++) {
+                int32_t *p0 = (int32_t *)(void *)(xp + ((size_t)(grp * 2 + ph) * 2) * g->plane_bytes);
+                int32_t *p1 = (int32_t *)(void *)((uint8_t *)p0 + g->plane_bytes);
+                int32_t *pa = pwA ? p1 : p0, *pb = pwA ? p0 : p1;
+                for (int i = 0; i < g->hs; i++) {
+                    int32_t *ra = pa + (size_t)i * ws, *rb = pb + (size_t)i * ws;
+                    memset(ra, 0, (size_t)ws * 4);
+                    memset(rb, 0, (size_t)ws * 4);
+                    const int ih = 2 * i + ph - P;
+                    if (ih < 0 || ih >= H) continue;
+                    const int8_t *s0 = x + ((size_t)c0 * H + ih) * W, *s1 = s0 + (size_t)H * W;
+                    for (int k = 0; 16 * k < W; k++) {
+                        /* reads up to 15 bytes past the row: the next row, or
+                         * the 64 bytes of slack after every activation buffer */
+                        const __m256i a = _mm256_sub_epi16(
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(s0 + 16 * k))), zpv);
+                        const __m256i b = has1 ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                                                      (const __m128i *)(const void *)(s1 + 16 * k))),
+                                                                  zpv)
+                                               : _mm256_setzero_si256();
+                        const __m256i lo = _mm256_shuffle_epi32(_mm256_unpacklo_epi16(a, b), 0xD8);
+                        const __m256i hi = _mm256_shuffle_epi32(_mm256_unpackhi_epi16(a, b), 0xD8);
+                        const __m256i ie = _mm256_add_epi32(_mm256_set1_epi32(16 * k), iev);
+                        const __m256i ev = _mm256_and_si256(_mm256_unpacklo_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, ie));
+                        const __m256i od = _mm256_and_si256(_mm256_unpackhi_epi64(lo, hi),
+                                                            _mm256_cmpgt_epi32(Wv, _mm256_add_epi32(ie, one)));
+                        const int ja = offA + 8 * k, jb = offB + 8 * k;
+                        if (ja < ws)
+                            _mm256_maskstore_epi32((int *)(ra + ja), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - ja), lane), ev);
+                        if (jb < ws)
+                            _mm256_maskstore_epi32((int *)(rb + jb), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - jb), lane), od);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (int grp = 0; grp < g->groups; grp++)
         for (int ph = 0; ph < s; ph++)
             for (int pw = 0; pw < s; pw++) {
@@ -269,44 +348,60 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
 /* Named accumulators (GCC keeps arrays of vectors in memory across the
  * loop); MR and NR are constants after inlining. */
 #define RT_R4(X) X(0) X(1) X(2) X(3)
+#define RT_R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
+/* The register tile: rows m0..m0+MR-1 of the packed weights wt ([kg][MR][2]
+ * int16) times NR vectors of 8 positions of the packed input (k group j at
+ * xq + koff[j], or xq + j * kstride when koff is NULL), accumulated over the kg k groups onto acc0 (NULL: the bias
+ * e->bias[m0 + r]). raw: the int32 sums go to raw[r * ldr + 8 * v]; else
+ * they are requantized and the bytes go to tmp[(m0 + r) * ldt + 8 * v]. */
 AVX2_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const int32_t *koff,
                            int kg, const int16_t *wt, const rt_epi *e, int m0, int8_t *tmp,
-                           size_t ldt)
+                           size_t ldt, int32_t *raw, size_t ldr, size_t kstride)
 {
     const __m256i z = _mm256_setzero_si256();
-#define CT_DECL(r) __m256i a##r##0 = z, a##r##1 = z;
-    RT_R4(CT_DECL)
+#define CT_DECL(r) __m256i a##r##0 = z, a##r##1 = z, a##r##2 = z;
+    RT_R6(CT_DECL)
 #undef CT_DECL
 #define CT_INIT(r)                                            \
-    if (r < MR) {                                             \
+    if (r < MR && !raw) {                                     \
         a##r##0 = _mm256_set1_epi32(e->bias[m0 + r]);         \
         if (NR > 1) a##r##1 = a##r##0;                        \
+        if (NR > 2) a##r##2 = a##r##0;                        \
     }
-    RT_R4(CT_INIT)
+    RT_R6(CT_INIT)
 #undef CT_INIT
     for (int j = 0; j < kg; j++) {
-        const uint8_t *bp = xq + koff[j];
+        const uint8_t *bp = koff ? xq + koff[j] : xq + (size_t)j * kstride;
         const __m256i b0 = _mm256_loadu_si256((const __m256i *)(const void *)bp);
         const __m256i b1 = NR > 1 ? _mm256_loadu_si256((const __m256i *)(const void *)(bp + 32)) : z;
+        const __m256i b2 = NR > 2 ? _mm256_loadu_si256((const __m256i *)(const void *)(bp + 64)) : z;
 #define CT_STEP(r)                                                                   \
     if (r < MR) {                                                                    \
         const __m256i w = _mm256_set1_epi32(ld32(wt + 2 * r));                       \
         a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(b0, w));               \
         if (NR > 1) a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(b1, w));   \
+        if (NR > 2) a##r##2 = _mm256_add_epi32(a##r##2, _mm256_madd_epi16(b2, w));   \
     }
-        RT_R4(CT_STEP)
+        RT_R6(CT_STEP)
 #undef CT_STEP
         wt += 2 * MR;
     }
-    __m256i acc[CONV_MR][CONV_NR];
+    __m256i acc[CONV_MR][3];
 #define CT_SAVE(r)                       \
     if (r < MR) {                        \
         acc[r][0] = a##r##0;             \
         if (NR > 1) acc[r][1] = a##r##1; \
+        if (NR > 2) acc[r][2] = a##r##2; \
     }
-    RT_R4(CT_SAVE)
+    RT_R6(CT_SAVE)
 #undef CT_SAVE
+    if (raw) {
+        for (int r = 0; r < MR; r++)
+            for (int v = 0; v < NR; v++)
+                _mm256_storeu_si256((__m256i *)(void *)(raw + (size_t)r * ldr + 8 * v), acc[r][v]);
+        return;
+    }
     for (int r = 0; r < MR; r++) {
         const epi_row p = epi_row_load(e, m0 + r);
         for (int v = 0; v < NR; v++)
@@ -320,14 +415,344 @@ AVX2 static void conv_tile_any(int mr, int nr, const uint8_t *xq, const int32_t 
                                size_t ldt)
 {
 #define CT(MR_, NR_)                                                   \
-    case MR_ * 4 + NR_: conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, tmp, ldt); break;
-#define CT2(MR_) CT(MR_, 1) CT(MR_, 2)
+    case MR_ * 4 + NR_: conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, tmp, ldt, NULL, 0, 0); break;
+#define CT3(MR_) CT(MR_, 1) CT(MR_, 2)
     switch (mr * 4 + nr) {
-        CT2(1) CT2(2) CT2(3) CT2(4)
+        CT3(1) CT3(2) CT3(3) CT3(4) CT3(5) CT3(6)
     default: break;
     }
-#undef CT2
+#undef CT3
 #undef CT
+}
+
+/* ---- Winograd F(2x2, 3x3): 3x3 stride-1 convolutions ----
+ *
+ * Each 2x2 block of outputs (a tile) is Y = A^T [sum_c U_c (.) V_c] A with
+ * V_c = B^T d_c B (d_c the 4x4 input patch of channel c, x - zp, padding 0),
+ * U_c = G g_c G^T, the 1-D transforms
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1],
+ *   G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ * (F(2, 3): y0 = g0 d0 + g1 d1 + g2 d2, y1 = g0 d1 + g1 d2 + g2 d3, checked
+ * by expanding). With G' = 2G (integer) the weights are U'_c = G' g_c G'^T =
+ * 4 U_c and the same sums give exactly 4Y, an identity over the integers.
+ * Every step is an integer add, subtract or multiply, so computing it modulo
+ * 2^32 (the int32 lanes, which may wrap in between) gives 4Y modulo 2^32,
+ * and 4Y itself when |4Y| < 2^31: prepare checks 4 * 255 * sum|w| < 2^31 per
+ * output channel (|x - zp| <= 255), else the conv stays on the direct
+ * kernels. Then 4Y >> 2 is the exact sum, plus the bias it is the
+ * reference's accumulator. The int16 operands of vpmaddwd stay in range:
+ * |V| <= 4 * 255 = 1020 (two adds in each direction), |U'| <= 9 * 128 = 1152.
+ *
+ * The GEMM: 16 (one per transformed position ij) of OC x (C/2 pairs) x tiles,
+ * vpmaddwd on cells of 2 channels, the same register tile as the direct
+ * kernel; 2.25x fewer multiplies than the direct 3x3 conv. Per block of
+ * 8 * CONV_NR tiles and CONV_MR channels the 16 accumulator tiles go to a
+ * stack buffer, then the output transform, bias and requantization run and
+ * the bytes are staged as [oc][dy][dx][tile], interleaved into NCHW rows at
+ * the end. Input side: each channel's padded rows are staged as int16 split
+ * into even and odd columns, so the transform of tw consecutive tiles is
+ * vertical adds of rows loaded at offsets 0 and 1. */
+
+static int wino_eligible(const rt_op *op)
+{
+    if (op->kh != 3 || op->kw != 3 || op->stride != 1 || op->ic < 4) return 0;
+    const size_t K = (size_t)op->ic * 9;
+    for (int o = 0; o < op->oc; o++) {
+        int64_t s = 0;
+        for (size_t k = 0; k < K; k++) {
+            const int w = op->weight[(size_t)o * K + k];
+            s += w < 0 ? -w : w;
+        }
+        if (4 * 255 * s >= ((int64_t)1 << 31)) return 0;
+    }
+    return 1;
+}
+
+static size_t up64(size_t b)
+{
+    return (b + 63) / 64 * 64;
+}
+
+static int avx2_prepare_wino(rt_op *op)
+{
+    rt_gemm *g = &op->g;
+    const int C = op->ic, OC = op->oc, OH = op->out_shape[1], OW = op->out_shape[2];
+    const int G = (C + 1) / 2;
+    g->wino = 1;
+    g->kg = G;
+    g->wth = (OH + 1) / 2;
+    g->wtw = (OW + 1) / 2;
+    const int TH = g->wth, TW = g->wtw;
+    const size_t T = (size_t)TH * TW;
+    const int tw8 = (TW + 7) / 8 * 8;
+    /* cells the input transform writes (8 tiles at a time, a row's excess
+     * spilling into the next row, written after it) and the GEMM reads;
+     * unstaging reads 16 tiles from the start of a row */
+    size_t tp = (size_t)(TH - 1) * TW + (size_t)(TW + 15) / 16 * 16;
+    if ((T + 7) / 8 * 8 > tp) tp = (T + 7) / 8 * 8;
+    g->wtpad = (tp + 15) / 16 * 16;
+    /* staged E/O rows: the transform reads cells up to tw8; packing writes 8
+     * cells per 16 input columns from cell (P + 1) / 2 */
+    int le = tw8 + 8;
+    const int lp = (op->pad + 1) / 2 + 8 * ((op->in_w + 15) / 16);
+    if (lp > le) le = lp;
+    g->wle = (le + 7) / 8 * 8;
+    const int R = 2 * TH + 2;
+    g->wv_off = 0;
+    g->wst_off = up64((size_t)16 * G * g->wtpad * 4);
+    g->wout_off = g->wst_off + up64((size_t)G * R * 2 * g->wle * 4);
+    g->wslot_bytes = g->wout_off + up64((size_t)OC * 4 * g->wtpad);
+    if (g->wslot_bytes > (size_t)INT32_MAX)
+        return qat_rti_error(QAT_ERR_UNSUPPORTED, "%s: input too large for the fast kernels",
+                             op->name);
+    int16_t *w = qat_rti_alloc((size_t)16 * OC * G * 4);
+    g->w = w;
+    if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
+    static const int Gp[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
+    for (int o = 0; o < OC; o++) {
+        const int m0 = o / CONV_MR * CONV_MR, mr = imin(CONV_MR, OC - m0), r = o - m0;
+        for (int c = 0; c < C; c++) {
+            const int8_t *gw = op->weight + ((size_t)o * C + c) * 9;
+            int t[4][3], u[4][4];
+            for (int i = 0; i < 4; i++)
+                for (int b = 0; b < 3; b++)
+                    t[i][b] = Gp[i][0] * gw[b] + Gp[i][1] * gw[3 + b] + Gp[i][2] * gw[6 + b];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++)
+                    u[i][j] = t[i][0] * Gp[j][0] + t[i][1] * Gp[j][1] + t[i][2] * Gp[j][2];
+            for (int ij = 0; ij < 16; ij++)
+                w[((size_t)ij * OC + m0) * G * 2 + ((size_t)(c / 2) * mr + r) * 2 + c % 2] =
+                    (int16_t)u[ij / 4][ij % 4];
+        }
+    }
+    return QAT_OK;
+}
+
+/* Row I of the input transform (V planes 4I .. 4I + 3) for every channel
+ * pair, tile row th and 8 tiles tw0..: rows s_I of B^T d (s0 = d0 - d2,
+ * s1 = d1 + d2, s2 = d2 - d1, s3 = d1 - d3) for columns 2tw .. 2tw + 3 (E and
+ * O at tw and tw + 1), then the same combinations across the columns. */
+AVX2_INLINE void wino_tx_rows(const int I, const rt_gemm *g, const int32_t *st, uint8_t *V, int R,
+                              size_t LE, size_t tpad)
+{
+    const int G = g->kg, TH = g->wth, TW = g->wtw;
+    const size_t ijs = (size_t)4 * G * tpad; /* bytes between the planes of ij and ij + 1 */
+    const int ra = I == 0 ? 0 : I == 1 ? 1 : I == 2 ? 2 : 1; /* s_I = d_ra (+/-) d_rb */
+    const int rb = I == 0 ? 2 : I == 1 ? 2 : I == 2 ? 1 : 3;
+    for (int gp = 0; gp < G; gp++)
+        for (int th = 0; th < TH; th++) {
+            const int32_t *pa = st + (size_t)(gp * R + 2 * th + ra) * 2 * LE;
+            const int32_t *pb = st + (size_t)(gp * R + 2 * th + rb) * 2 * LE;
+            uint8_t *d = V + (size_t)4 * I * ijs + ((size_t)gp * tpad + (size_t)th * TW) * 4;
+            for (int t0 = 0; t0 < TW; t0 += 8) {
+#define LD(p, off) _mm256_loadu_si256((const __m256i *)(const void *)((p) + t0 + (off)))
+#define SR(off) (I == 1 ? _mm256_add_epi16(LD(pa, off), LD(pb, off)) : _mm256_sub_epi16(LD(pa, off), LD(pb, off)))
+                const __m256i e = SR(0), o = SR(LE), e1 = SR(1), o1 = SR(LE + 1);
+#undef SR
+#undef LD
+                /* columns 2tw .. 2tw + 3 are e, o, e1, o1 */
+                uint8_t *q = d + (size_t)t0 * 4;
+                _mm256_storeu_si256((__m256i *)(void *)q, _mm256_sub_epi16(e, e1));
+                _mm256_storeu_si256((__m256i *)(void *)(q + ijs), _mm256_add_epi16(o, e1));
+                _mm256_storeu_si256((__m256i *)(void *)(q + 2 * ijs), _mm256_sub_epi16(e1, o));
+                _mm256_storeu_si256((__m256i *)(void *)(q + 3 * ijs), _mm256_sub_epi16(o, o1));
+            }
+        }
+}
+
+/* x [C][H][W] -> staged rows -> V [16][G][wtpad] cells of 2 channels.
+ * Staging: for each channel pair and padded row, the cells of the even
+ * columns (E, wle cells) then the odd ones (O); the transform of the 8 tiles
+ * tw0.. reads columns 2tw .. 2tw + 3 as E and O at tw0 and tw0 + 1. */
+AVX2 static void wino_pack(const rt_op *op, const int8_t *x, uint8_t *slot)
+{
+    const rt_gemm *g = &op->g;
+    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, TH = g->wth;
+    const int R = 2 * TH + 2, G = g->kg;
+    const size_t LE = (size_t)g->wle, tpad = g->wtpad;
+    const int32_t zp = op->in_zp;
+    const __m256i zpv = _mm256_set1_epi16((short)zp), Wv = _mm256_set1_epi32(W);
+    const __m256i iev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i one = _mm256_set1_epi32(1);
+    int32_t *st = (int32_t *)(void *)(slot + g->wst_off);
+    /* cells of input column iw: padded column iw + P, E or O at (iw + P) / 2 */
+    const size_t offA = P % 2 ? LE + (size_t)(P - 1) / 2 : (size_t)P / 2; /* even iw */
+    const size_t offB = P % 2 ? (size_t)(P + 1) / 2 : LE + (size_t)P / 2; /* odd iw */
+    for (int gp = 0; gp < G; gp++) {
+        const int c0 = 2 * gp, has1 = c0 + 1 < C;
+        for (int pr = 0; pr < R; pr++) {
+            const int ih = pr - P;
+            int32_t *E = st + (size_t)(gp * R + pr) * 2 * LE;
+            memset(E, 0, 2 * LE * 4);
+            if (ih < 0 || ih >= H) continue;
+            const int8_t *s0 = x + ((size_t)c0 * H + ih) * W, *s1 = s0 + (size_t)H * W;
+            for (int k = 0; 16 * k < W; k++) {
+                /* reads up to 15 bytes past the row: the next row, or the
+                 * 64 bytes of slack after every activation buffer */
+                const __m256i a = _mm256_sub_epi16(
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(s0 + 16 * k))), zpv);
+                const __m256i b = has1 ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                                              (const __m128i *)(const void *)(s1 + 16 * k))),
+                                                          zpv)
+                                       : _mm256_setzero_si256();
+                const __m256i lo = _mm256_shuffle_epi32(_mm256_unpacklo_epi16(a, b), 0xD8); /* 0 2 1 3 | 8 10 9 11 */
+                const __m256i hi = _mm256_shuffle_epi32(_mm256_unpackhi_epi16(a, b), 0xD8); /* 4 6 5 7 | 12 14 13 15 */
+                const __m256i ie = _mm256_add_epi32(_mm256_set1_epi32(16 * k), iev);
+                const __m256i ev = _mm256_and_si256(_mm256_unpacklo_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, ie));
+                const __m256i od = _mm256_and_si256(_mm256_unpackhi_epi64(lo, hi),
+                                                    _mm256_cmpgt_epi32(Wv, _mm256_add_epi32(ie, one)));
+                _mm256_storeu_si256((__m256i *)(void *)(E + offA + 8 * (size_t)k), ev);
+                _mm256_storeu_si256((__m256i *)(void *)(E + offB + 8 * (size_t)k), od);
+            }
+        }
+    }
+    uint8_t *V = slot + g->wv_off;
+    wino_tx_rows(0, g, st, V, R, LE, tpad);
+    wino_tx_rows(1, g, st, V, R, LE, tpad);
+    wino_tx_rows(2, g, st, V, R, LE, tpad);
+    wino_tx_rows(3, g, st, V, R, LE, tpad);
+}
+
+AVX2_INLINE void wino_tile16(const int MR, const int NR, const uint8_t *xq, size_t vstride,
+                             size_t kstride, int kg, const int16_t *wt, size_t wstride,
+                             int32_t *raw, size_t rstride, size_t ldr)
+{
+    for (int ij = 0; ij < 16; ij++)
+        conv_tile(MR, NR, xq + ij * vstride, NULL, kg, wt + ij * wstride, NULL, 0, NULL, 0,
+                  raw + ij * rstride, ldr, kstride);
+}
+
+AVX2 static void wino_tile_any(int mr, int nr, const uint8_t *xq, size_t vstride, size_t kstride,
+                               int kg, const int16_t *wt, size_t wstride, int32_t *raw,
+                               size_t rstride, size_t ldr)
+{
+#define CT(MR_, NR_)                                                                      \
+    case MR_ * 4 + NR_:                                                                   \
+        wino_tile16(MR_, NR_, xq, vstride, kstride, kg, wt, wstride, raw, rstride, ldr); \
+        break;
+#define CT3(MR_) CT(MR_, 1) CT(MR_, 2)
+    switch (mr * 4 + nr) {
+        CT3(1) CT3(2) CT3(3) CT3(4) CT3(5) CT3(6)
+    default: break;
+    }
+#undef CT3
+#undef CT
+}
+
+enum { WB_LD = 8 * CONV_NR, WB_IJ = CONV_MR * WB_LD }; /* raw buffer [16][MR][8 NR] */
+
+/* output transform, bias, requantization of rows m0.. m0+mr-1, vectors v0.. */
+AVX2 static void wino_out(const rt_op *op, const int32_t *buf, int m0, int mr, int v0, int nr,
+                          int8_t *out)
+{
+    const rt_epi *e = &op->g.epi;
+    const size_t tpad = op->g.wtpad;
+    const int clamp = e->lo > -128 || e->hi < 127;
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int r = 0; r < mr; r++) {
+        const epi_row p = epi_row_load(e, m0 + r);
+        const __m256i bias = _mm256_set1_epi32(e->bias[m0 + r]);
+        int8_t *o = out + (size_t)(m0 + r) * 4 * tpad + (size_t)v0 * 8;
+        for (int v = 0; v < nr; v++) {
+            const int32_t *mb = buf + r * WB_LD + 8 * v;
+#define M(ij) _mm256_loadu_si256((const __m256i *)(const void *)(mb + (ij) * WB_IJ))
+            __m256i t0[4], t1[4];
+            for (int j = 0; j < 4; j++) {
+                const __m256i m1 = M(4 + j), m2 = M(8 + j);
+                t0[j] = _mm256_add_epi32(_mm256_add_epi32(M(j), m1), m2);
+                t1[j] = _mm256_sub_epi32(_mm256_sub_epi32(m1, m2), M(12 + j));
+            }
+#undef M
+            __m256i y[4];
+            y[0] = _mm256_add_epi32(_mm256_add_epi32(t0[0], t0[1]), t0[2]);
+            y[1] = _mm256_sub_epi32(_mm256_sub_epi32(t0[1], t0[2]), t0[3]);
+            y[2] = _mm256_add_epi32(_mm256_add_epi32(t1[0], t1[1]), t1[2]);
+            y[3] = _mm256_sub_epi32(_mm256_sub_epi32(t1[1], t1[2]), t1[3]);
+            for (int k = 0; k < 4; k++) { /* k = 2 dy + dx; 4Y exact, so >> 2 is too */
+                y[k] = epi_row_r(_mm256_add_epi32(_mm256_srai_epi32(y[k], 2), bias), &p);
+                /* the packs saturate to [-128, 127]: the clamp only for a
+                 * narrower range */
+                if (clamp) y[k] = _mm256_min_epi32(_mm256_max_epi32(y[k], p.lo), p.hi);
+            }
+            /* bytes of y0 y1 y2 y3 (8 each) in qwords 0..3 */
+            const __m256i b = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(y[0], y[1]), _mm256_packs_epi32(y[2], y[3])), perm);
+            const __m128i b01 = _mm256_castsi256_si128(b), b23 = _mm256_extracti128_si256(b, 1);
+            int8_t *q = o + 8 * v;
+            _mm_storel_epi64((__m128i *)(void *)q, b01);
+            _mm_storel_epi64((__m128i *)(void *)(q + tpad), _mm_unpackhi_epi64(b01, b01));
+            _mm_storel_epi64((__m128i *)(void *)(q + 2 * tpad), b23);
+            _mm_storel_epi64((__m128i *)(void *)(q + 3 * tpad), _mm_unpackhi_epi64(b23, b23));
+        }
+    }
+}
+
+static int wino_blocks_count(const rt_op *op)
+{
+    const int nvec = (op->g.wth * op->g.wtw + 7) / 8;
+    return (nvec + CONV_NR - 1) / CONV_NR;
+}
+
+/* tile blocks [b0, b1) of one packed image (slot) into its output staging */
+AVX2 static void wino_blocks(const rt_op *op, uint8_t *slot, int b0, int b1)
+{
+    const rt_gemm *g = &op->g;
+    const size_t tpad = g->wtpad;
+    const int G = g->kg, OC = op->oc, nvec = (g->wth * g->wtw + 7) / 8;
+    const uint8_t *V = slot + g->wv_off;
+    int8_t *out = (int8_t *)(slot + g->wout_off);
+    _Alignas(32) int32_t buf[16 * WB_IJ];
+    for (int b = b0; b < b1; b++) {
+        const int v0 = b * CONV_NR, nr = imin(CONV_NR, nvec - v0);
+        for (int m0 = 0; m0 < OC; m0 += CONV_MR) {
+            const int mr = imin(CONV_MR, OC - m0);
+            wino_tile_any(mr, nr, V + (size_t)v0 * 32, (size_t)G * tpad * 4, tpad * 4, G,
+                          (const int16_t *)g->w + (size_t)m0 * G * 2, (size_t)OC * G * 2, buf,
+                          WB_IJ, WB_LD);
+            wino_out(op, buf, m0, mr, v0, nr, out);
+        }
+    }
+}
+
+/* output staging [oc][dy][dx][tile] -> NCHW, channels [c0, c1) */
+AVX2 static void wino_unstage(const rt_op *op, const uint8_t *slot, int8_t *yimg, int c0, int c1)
+{
+    const rt_gemm *g = &op->g;
+    const int OH = op->out_shape[1], OW = op->out_shape[2], TW = g->wtw;
+    const size_t tpad = g->wtpad;
+    const int8_t *out = (const int8_t *)(slot + g->wout_off);
+    for (int c = c0; c < c1; c++)
+        for (int oh = 0; oh < OH; oh++) {
+            const int8_t *a = out + ((size_t)c * 4 + (size_t)(oh & 1) * 2) * tpad + (size_t)(oh >> 1) * TW;
+            const int8_t *b = a + tpad;
+            int8_t *yr = yimg + ((size_t)c * OH + oh) * OW;
+            for (int k = 0; 2 * k < OW; k += 16) {
+                const __m128i va = _mm_loadu_si128((const __m128i *)(const void *)(a + k));
+                const __m128i vb = _mm_loadu_si128((const __m128i *)(const void *)(b + k));
+                const __m128i lo = _mm_unpacklo_epi8(va, vb), hi = _mm_unpackhi_epi8(va, vb);
+                const int n = OW - 2 * k;
+                /* a row may spill into the next rows of its channel, which
+                 * are written after it, not past the channel (conv2d_split
+                 * unstages the channels on different threads) */
+                if (n >= 32 || (size_t)oh * OW + 2 * (size_t)k + 32 <= (size_t)OH * OW) {
+                    _mm_storeu_si128((__m128i *)(void *)(yr + 2 * k), lo);
+                    _mm_storeu_si128((__m128i *)(void *)(yr + 2 * k + 16), hi);
+                } else {
+                    /* the copy reads one 16-byte store (loads spanning two
+                     * stores do not forward: that stalled) */
+                    int8_t t[16];
+                    int8_t *d = yr + 2 * k;
+                    if (n >= 16) {
+                        _mm_storeu_si128((__m128i *)(void *)d, lo);
+                        _mm_storeu_si128((__m128i *)(void *)t, hi);
+                        memcpy(d + 16, t, (size_t)n - 16);
+                    } else {
+                        _mm_storeu_si128((__m128i *)(void *)t, lo);
+                        memcpy(d, t, (size_t)n);
+                    }
+                }
+            }
+        }
 }
 
 /* q tiles [t0, t1) of one packed image into its staging rows tmp[OC][q_vecs * 8] */
@@ -357,6 +782,12 @@ static void conv_unstage(const rt_op *op, const int8_t *tmp, int8_t *yimg, int c
 
 AVX2 static void avx2_conv_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
 {
+    if (op->g.wino) {
+        wino_pack(op, x, slot);
+        wino_blocks(op, slot, 0, wino_blocks_count(op));
+        wino_unstage(op, slot, y, 0, op->oc);
+        return;
+    }
     int8_t *tmp = (int8_t *)(slot + (op->g.img_bytes + 63) / 64 * 64);
     conv_pack(op, x, slot);
     conv_image(op, slot, tmp, 0, (op->g.q_vecs + CONV_NR - 1) / CONV_NR);
@@ -371,6 +802,23 @@ static void avx2_conv2d_split(const rt_op *op, const int8_t *x, int8_t *y, int n
     const size_t out_sz = (size_t)op->oc * op->out_shape[1] * op->out_shape[2];
     const size_t tmp_off = (op->g.img_bytes + 63) / 64 * 64;
     const int qtiles = (op->g.q_vecs + CONV_NR - 1) / CONV_NR;
+    if (op->g.wino) {
+        const int nb = wino_blocks_count(op);
+#pragma omp parallel num_threads(threads)
+        {
+#pragma omp for schedule(static)
+            for (int i = 0; i < n; i++) wino_pack(op, x + (size_t)i * in_sz, scratch + (size_t)i * slot_bytes);
+#pragma omp for schedule(dynamic, 1)
+            for (int w = 0; w < n * nb; w++)
+                wino_blocks(op, scratch + (size_t)(w / nb) * slot_bytes, w % nb, w % nb + 1);
+#pragma omp for schedule(static)
+            for (int w = 0; w < n * op->oc; w++) {
+                const int i = w / op->oc, c = w % op->oc;
+                wino_unstage(op, scratch + (size_t)i * slot_bytes, y + (size_t)i * out_sz, c, c + 1);
+            }
+        }
+        return;
+    }
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp for schedule(static)
@@ -551,6 +999,18 @@ AVX2 static void avx2_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
                 b = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(b, _mm256_srli_epi16(b, 8)), 8), 8);
                 _mm256_storeu_si256((__m256i *)(void *)(yr + o),
                                     _mm256_permute4x64_epi64(_mm256_packs_epi16(a, b), 0xD8));
+            }
+            /* 16 outputs at a time: reads up to 31 bytes past the row pair
+             * (the next rows, or the 64 bytes of slack after every
+             * activation buffer); the stores may spill into the next output
+             * rows, written after them, not past the image */
+            const size_t left = (size_t)op->in_c * OH * OW - ((size_t)c * OH + oh) * OW;
+            for (; o < OW && (size_t)o + 16 <= left; o += 16) {
+                __m256i a = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o)),
+                                            _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o)));
+                a = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(a, _mm256_srli_epi16(a, 8)), 8), 8);
+                const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi16(a, a), 0xD8);
+                _mm_storeu_si128((__m128i *)(void *)(yr + o), _mm256_castsi256_si128(p));
             }
             for (; o < OW; o++) {
                 int8_t m0 = r0[2 * o] > r0[2 * o + 1] ? r0[2 * o] : r0[2 * o + 1];

@@ -92,6 +92,13 @@ typedef struct rt_gemm {
     rt_vstore *vst;     /* VNNI: [q_vecs] stores of the output vectors */
     /* linear: packed activations row length in bytes */
     size_t xrow_bytes;
+    /* AVX2 Winograd F(2x2, 3x3) (3x3 stride-1 convs, kernels_avx2.c): th x tw
+     * tiles of 2x2 outputs, wtpad cells per transformed plane, staged input
+     * rows of wle cells; byte offsets in the slot of the transformed input
+     * (wv_off), the even/odd staged input (wst_off) and the int8 output
+     * staging (wout_off) */
+    int wino, wth, wtw, wle;
+    size_t wtpad, wv_off, wst_off, wout_off, wslot_bytes;
 } rt_gemm;
 
 typedef struct rt_op {

@@ -1053,6 +1053,79 @@ START_TEST(test_isa_extreme_conv)
 }
 END_TEST
 
+/* 3x3 stride-1 convs (the AVX2 Winograd path): channel counts odd and even,
+ * output channels not a multiple of the register tile, odd and even maps
+ * from 1x1 up (partial tiles, rows of tiles spilling across vectors), pads
+ * 0 to 2, zero points anywhere */
+START_TEST(test_isa_wino_shapes)
+{
+    static const int Cs[] = {4, 5, 7, 8, 16, 17, 33};
+    static const int OCs[] = {1, 5, 6, 7, 12, 13, 64};
+    static const int HWs[] = {1, 2, 3, 4, 5, 7, 8, 14, 15, 17, 28, 33};
+    qat_rng r;
+    qat_rng_seed(&r, 777 + (uint64_t)_i);
+    for (int t = 0; t < 6; t++) {
+        tm_model M = {0};
+        const int C = Cs[qat_rng_below(&r, 7)], OC = OCs[qat_rng_below(&r, 7)];
+        const int pad = (int)qat_rng_below(&r, 3);
+        int H = HWs[qat_rng_below(&r, 12)], W = HWs[qat_rng_below(&r, 12)];
+        if (H + 2 * pad < 3) H = 3 - 2 * pad;
+        if (W + 2 * pad < 3) W = 3 - 2 * pad;
+        const int extreme = (_i + t) % 3 == 0;
+        int x = tm_input(&M, 3, C, H, W, extreme ? (t % 2 ? 127 : -128) : rnd_int(&r, -128, 127));
+        x = tm_conv(&M, x, OC, 3, 3, 1, pad, extreme, &r);
+        if (t % 2) x = tm_conv(&M, x, 1 + (int)qat_rng_below(&r, 9), 3, 3, 1, 1, extreme, &r);
+        char what[96];
+        snprintf(what, sizeof what, "wino %d/%d: C %d OC %d %dx%d pad %d", _i, t, C, OC, H, W, pad);
+        check_all_isas(&M, 5, extreme, &r, what);
+        tm_free(&M);
+    }
+}
+END_TEST
+
+/* the Winograd path at its bound, 4 * 255 * sum|w| < 2^31: 1827 channels of
+ * weights -128 (output channel 0) and 127 (channel 1) is just below it,
+ * 1828 just above (the direct kernels); inputs at x - zp in {0, 255} */
+START_TEST(test_isa_wino_bound)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 4242 + (uint64_t)_i);
+    const int C = 1827 + _i;
+    tm_model M = {0};
+    int x = tm_input(&M, 3, C, 4, 5, -128);
+    x = tm_conv(&M, x, 3, 3, 3, 1, 1, 1, &r);
+    tm_op *o = &M.op[x];
+    const size_t K = (size_t)C * 9;
+    for (size_t k = 0; k < K; k++) {
+        o->w[k] = -128;
+        o->w[K + k] = 127;
+    }
+    for (int c = 0; c < 3; c++) {
+        o->bias[c] = 0;
+        to_mult(100.0 / (255.0 * 128.0 * (double)K), &o->mult[c], &o->shift[c]);
+    }
+    o->zp = 0;
+    o->act_min = -128;
+    o->act_max = 127;
+    check_all_isas(&M, 3, 1, &r, "wino bound");
+    /* every input at 127: the interior sums reach 255 * sum|w| */
+    qat_rt_model *m = tm_load(&M, "wbound.h5");
+    ck_assert_int_eq(qat_rt_prepare(m, 2), QAT_OK);
+    int8_t *in = malloc((size_t)2 * C * 20);
+    memset(in, 127, (size_t)2 * C * 20);
+    for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (qat_rt_set_isa(m, (qat_rt_isa)isa) != QAT_OK) continue;
+        for (int th = 1; th <= 2; th++) {
+            qat_rt_set_threads(m, th);
+            check_against_forward(m, &M, in, 2, "wino bound, inputs 127");
+        }
+    }
+    free(in);
+    qat_rt_free(m);
+    tm_free(&M);
+}
+END_TEST
+
 /* real multipliers around 1 (the kernels' shift paths for 31 - shift on
  * both sides of 32) on inputs close to the zero point */
 START_TEST(test_isa_multipliers)
@@ -1486,6 +1559,8 @@ static Suite *runtime_suite(void)
     tcase_add_loop_test(tc, test_each_op, 0, 9);
     tcase_add_loop_test(tc, test_isa_random, 0, 8);
     tcase_add_loop_test(tc, test_isa_extreme_conv, 0, 4);
+    tcase_add_loop_test(tc, test_isa_wino_shapes, 0, 6);
+    tcase_add_loop_test(tc, test_isa_wino_bound, 0, 2);
     tcase_add_loop_test(tc, test_isa_multipliers, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("malformed");
