@@ -185,6 +185,29 @@ static size_t avx2_conv_slot_bytes(const rt_op *op)
 
 /* tap cells: each input channel staged as int16 planes (x - zp, padding 0),
  * then every pair of taps interleaved from its 2 shifted streams */
+/* Vector k of a row pair (channels c0 and c0 + 1 at s0, s1; s1 unread
+ * unless has1) as cells of 2 int16 x - zp: ev the even columns 16k, 16k+2,
+ * ..., od the odd ones, 0 past the row's W. Reads up to 15 bytes past the
+ * row: the next row, or the 64 bytes of slack after every activation
+ * buffer. */
+AVX2_INLINE void even_odd_cells(const int8_t *s0, const int8_t *s1, int has1, int k, int W, int32_t zp, __m256i *ev,
+                                __m256i *od)
+{
+    const __m256i zpv = _mm256_set1_epi16((short)zp), Wv = _mm256_set1_epi32(W);
+    const __m256i iev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), one = _mm256_set1_epi32(1);
+    const __m256i a =
+        _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(s0 + 16 * k))), zpv);
+    const __m256i b =
+        has1 ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(s1 + 16 * k))),
+                                zpv)
+             : _mm256_setzero_si256();
+    const __m256i lo = _mm256_shuffle_epi32(_mm256_unpacklo_epi16(a, b), 0xD8); /* 0 2 1 3 | 8 10 9 11 */
+    const __m256i hi = _mm256_shuffle_epi32(_mm256_unpackhi_epi16(a, b), 0xD8); /* 4 6 5 7 | 12 14 13 15 */
+    const __m256i ie = _mm256_add_epi32(_mm256_set1_epi32(16 * k), iev);
+    *ev = _mm256_and_si256(_mm256_unpacklo_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, ie));
+    *od = _mm256_and_si256(_mm256_unpackhi_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, _mm256_add_epi32(ie, one)));
+}
+
 AVX2 static void conv_pack_taps(const rt_op *op, const int8_t *x, uint8_t *xp)
 {
     const rt_gemm *g = &op->g;
@@ -283,8 +306,6 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
         /* each input row pair splits into its even and odd columns: cells of
          * input column iw go to phase plane pw = (iw + P) % 2, cell
          * (iw + P) / 2; masked stores keep to the ws cells of a row */
-        const __m256i zpv = _mm256_set1_epi16((short)zp), Wv = _mm256_set1_epi32(W);
-        const __m256i iev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), one = _mm256_set1_epi32(1);
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         const int ws = g->ws, pwA = P % 2, offA = P / 2, offB = (P + 1) / 2;
         for (int grp = 0; grp < g->groups; grp++) {
@@ -301,20 +322,8 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
                     if (ih < 0 || ih >= H) continue;
                     const int8_t *s0 = x + ((size_t)c0 * H + ih) * W, *s1 = s0 + (size_t)H * W;
                     for (int k = 0; 16 * k < W; k++) {
-                        /* reads up to 15 bytes past the row: the next row, or
-                         * the 64 bytes of slack after every activation buffer */
-                        const __m256i a = _mm256_sub_epi16(
-                            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(s0 + 16 * k))), zpv);
-                        const __m256i b = has1 ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-                                                                      (const __m128i *)(const void *)(s1 + 16 * k))),
-                                                                  zpv)
-                                               : _mm256_setzero_si256();
-                        const __m256i lo = _mm256_shuffle_epi32(_mm256_unpacklo_epi16(a, b), 0xD8);
-                        const __m256i hi = _mm256_shuffle_epi32(_mm256_unpackhi_epi16(a, b), 0xD8);
-                        const __m256i ie = _mm256_add_epi32(_mm256_set1_epi32(16 * k), iev);
-                        const __m256i ev = _mm256_and_si256(_mm256_unpacklo_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, ie));
-                        const __m256i od = _mm256_and_si256(_mm256_unpackhi_epi64(lo, hi),
-                                                            _mm256_cmpgt_epi32(Wv, _mm256_add_epi32(ie, one)));
+                        __m256i ev, od;
+                        even_odd_cells(s0, s1, has1, k, W, zp, &ev, &od);
                         const int ja = offA + 8 * k, jb = offB + 8 * k;
                         if (ja < ws)
                             _mm256_maskstore_epi32((int *)(ra + ja), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - ja), lane), ev);
@@ -571,9 +580,6 @@ AVX2 static void wino_pack(const rt_op *op, const int8_t *x, uint8_t *slot)
     const int R = 2 * TH + 2, G = g->kg;
     const size_t LE = (size_t)g->wle, tpad = g->wtpad;
     const int32_t zp = op->in_zp;
-    const __m256i zpv = _mm256_set1_epi16((short)zp), Wv = _mm256_set1_epi32(W);
-    const __m256i iev = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-    const __m256i one = _mm256_set1_epi32(1);
     int32_t *st = (int32_t *)(void *)(slot + g->wst_off);
     /* cells of input column iw: padded column iw + P, E or O at (iw + P) / 2 */
     const size_t offA = P % 2 ? LE + (size_t)(P - 1) / 2 : (size_t)P / 2; /* even iw */
@@ -587,20 +593,8 @@ AVX2 static void wino_pack(const rt_op *op, const int8_t *x, uint8_t *slot)
             if (ih < 0 || ih >= H) continue;
             const int8_t *s0 = x + ((size_t)c0 * H + ih) * W, *s1 = s0 + (size_t)H * W;
             for (int k = 0; 16 * k < W; k++) {
-                /* reads up to 15 bytes past the row: the next row, or the
-                 * 64 bytes of slack after every activation buffer */
-                const __m256i a = _mm256_sub_epi16(
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(s0 + 16 * k))), zpv);
-                const __m256i b = has1 ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-                                                              (const __m128i *)(const void *)(s1 + 16 * k))),
-                                                          zpv)
-                                       : _mm256_setzero_si256();
-                const __m256i lo = _mm256_shuffle_epi32(_mm256_unpacklo_epi16(a, b), 0xD8); /* 0 2 1 3 | 8 10 9 11 */
-                const __m256i hi = _mm256_shuffle_epi32(_mm256_unpackhi_epi16(a, b), 0xD8); /* 4 6 5 7 | 12 14 13 15 */
-                const __m256i ie = _mm256_add_epi32(_mm256_set1_epi32(16 * k), iev);
-                const __m256i ev = _mm256_and_si256(_mm256_unpacklo_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, ie));
-                const __m256i od = _mm256_and_si256(_mm256_unpackhi_epi64(lo, hi),
-                                                    _mm256_cmpgt_epi32(Wv, _mm256_add_epi32(ie, one)));
+                __m256i ev, od;
+                even_odd_cells(s0, s1, has1, k, W, zp, &ev, &od);
                 _mm256_storeu_si256((__m256i *)(void *)(E + offA + 8 * (size_t)k), ev);
                 _mm256_storeu_si256((__m256i *)(void *)(E + offB + 8 * (size_t)k), od);
             }
