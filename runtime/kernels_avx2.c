@@ -90,15 +90,7 @@ AVX2_INLINE __m256i epi_row_r(__m256i a, const epi_row *p)
 
 AVX2_INLINE __m128i epi_row_apply(__m256i a, const epi_row *p)
 {
-    a = _mm256_min_epi32(_mm256_max_epi32(a, p->alo), p->ahi);
-    __m256i ev = _mm256_mul_epi32(a, p->m);
-    __m256i od = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), p->m);
-    ev = _mm256_srl_epi64(_mm256_add_epi64(ev, p->rnd), p->t);
-    od = _mm256_srl_epi64(_mm256_add_epi64(od, p->rnd), p->t);
-    __m256i r = _mm256_blend_epi32(ev, _mm256_slli_epi64(od, 32), 0xAA);
-    r = _mm256_add_epi32(r, p->cadd);
-    r = _mm256_min_epi32(_mm256_max_epi32(r, p->lo), p->hi);
-    return pack8(r);
+    return pack8(_mm256_min_epi32(_mm256_max_epi32(epi_row_r(a, p), p->lo), p->hi));
 }
 
 typedef struct {
