@@ -173,16 +173,9 @@ static int vnni_prepare_conv(rt_op *op)
     return QAT_OK;
 }
 
-/* bytes of the stride-2 packer's padded rows (4 channels) */
-static size_t s2_rows_bytes(const rt_gemm *g)
-{
-    return 4 * (2 * (((size_t)g->ws + 15) / 16 * 16) + 64);
-}
-
 static size_t vnni_conv_slot_bytes(const rt_op *op)
 {
-    const rt_gemm *g = &op->g;
-    return (g->img_bytes + 63) / 64 * 64 + (g->s == 2 && !g->tap_mode ? s2_rows_bytes(g) : 0);
+    return (op->g.img_bytes + 63) / 64 * 64;
 }
 
 /* 4 rows of 16 bytes -> 16 cells of 4 bytes (64 bytes at d) */
@@ -207,45 +200,48 @@ VNNI_INLINE __m512i interleave4_v(__m128i r0, __m128i r1, __m128i r2, __m128i r3
     return _mm512_inserti32x4(v, _mm_unpackhi_epi16(t1, t3), 3);
 }
 
-/* stride 2, channel cells: each padded input row (4 channels, built in
- * `rows`) splits into its even and odd columns, the rows of phase planes
- * (hp % 2, 0) and (hp % 2, 1) */
-VNNI static void conv_pack_s2(const rt_op *op, const int8_t *x, uint8_t *xp, uint8_t *rows)
+/* stride 2, channel cells: padded row hp of 4 channels splits into its
+ * even and odd columns, the rows of phase planes (hp % 2, 0) and (hp % 2, 1).
+ * Each 32-column stretch of a channel row is one masked load: lanes
+ * outside the image take the padding value. Only the phases some tap reads
+ * are written (a 1x1 stride-2 conv reads phase (0, 0) alone). */
+VNNI static void conv_pack_s2(const rt_op *op, const int8_t *x, uint8_t *xp)
 {
     const rt_gemm *g = &op->g;
     const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, ws = g->ws;
-    const uint8_t pv = (uint8_t)(op->in_zp + 128);
-    const size_t tl = s2_rows_bytes(g) / 4;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const __m256i pvv = _mm256_set1_epi8((char)(op->in_zp + 128)), flip = _mm256_set1_epi8((char)0x80);
+    const int need_odd_w = op->kw > 1;
     for (int grp = 0; grp < g->groups; grp++)
         for (int hp = 0; hp < 2 * g->hs; hp++) {
             const int ph = hp & 1, i = hp >> 1, ih = hp - P;
+            if (ph >= op->kh) continue;
+            const int8_t *src[4];
             for (int e = 0; e < 4; e++) {
-                uint8_t *t = rows + (size_t)e * tl;
-                memset(t, pv, tl);
                 const int c = grp * 4 + e;
-                if (c >= C || ih < 0 || ih >= H || hp >= g->hp) continue;
-                const int8_t *src = x + ((size_t)c * H + ih) * W;
-                for (int c0 = 0; c0 < W; c0 += 64) {
-                    const int len = imin(64, W - c0);
-                    const __mmask64 mk = len == 64 ? ~(__mmask64)0 : (((__mmask64)1 << len) - 1);
-                    _mm512_mask_storeu_epi8(t + P + c0, mk,
-                                            _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + c0), flip));
-                }
+                src[e] = c < C && ih >= 0 && ih < H && hp < g->hp ? x + ((size_t)c * H + ih) * W : NULL;
             }
             uint8_t *r0 = xp + ((size_t)(grp * 2 + ph) * 2 + 0) * g->plane_bytes + (size_t)i * ws * 4;
             uint8_t *r1 = xp + ((size_t)(grp * 2 + ph) * 2 + 1) * g->plane_bytes + (size_t)i * ws * 4;
             for (int j0 = 0; j0 < ws; j0 += 16) {
+                /* lane l is input column off + l */
+                const int off = 2 * j0 - P, lo = off < 0 ? -off : 0, hi = W - off < 32 ? W - off : 32;
+                const __mmask32 mk = hi <= lo ? 0 : (__mmask32)(((1ull << hi) - 1) & ~((1ull << lo) - 1));
                 __m128i ev[4], od[4];
                 for (int e = 0; e < 4; e++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(rows + (size_t)e * tl + 2 * j0));
+                    __m256i v = pvv;
+                    if (src[e]) {
+                        /* masked-off lanes are not read (nor can they fault) */
+                        const void *a = (const void *)((uintptr_t)src[e] + (uintptr_t)(intptr_t)off);
+                        v = _mm256_mask_blend_epi8(mk, pvv, _mm256_xor_si256(_mm256_maskz_loadu_epi8(mk, a), flip));
+                    }
                     ev[e] = _mm256_cvtepi16_epi8(v);
                     od[e] = _mm256_cvtepi16_epi8(_mm256_srli_epi16(v, 8));
                 }
                 const int cnt = imin(16, ws - j0);
-                const __mmask16 mk = (__mmask16)(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
-                _mm512_mask_storeu_epi32(r0 + (size_t)j0 * 4, mk, interleave4_v(ev[0], ev[1], ev[2], ev[3]));
-                _mm512_mask_storeu_epi32(r1 + (size_t)j0 * 4, mk, interleave4_v(od[0], od[1], od[2], od[3]));
+                const __mmask16 sk = (__mmask16)(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
+                _mm512_mask_storeu_epi32(r0 + (size_t)j0 * 4, sk, interleave4_v(ev[0], ev[1], ev[2], ev[3]));
+                if (need_odd_w)
+                    _mm512_mask_storeu_epi32(r1 + (size_t)j0 * 4, sk, interleave4_v(od[0], od[1], od[2], od[3]));
             }
         }
 }
@@ -355,7 +351,7 @@ VNNI static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
         return;
     }
     if (s == 2) {
-        conv_pack_s2(op, x, xp, xp + (g->img_bytes + 63) / 64 * 64);
+        conv_pack_s2(op, x, xp);
         return;
     }
     for (int grp = 0; grp < g->groups; grp++)

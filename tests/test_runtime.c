@@ -1083,6 +1083,35 @@ START_TEST(test_isa_wino_shapes)
 }
 END_TEST
 
+/* strided convs on wide rows (the stride-2 packers take 32 input columns
+ * per step: rows of one, two and three steps and the ragged ends between),
+ * square and non-square kernels (a 1x1 or 1xk kernel reads only some
+ * phases), pads 0 to 2, channel counts off the 4-channel cells */
+START_TEST(test_isa_strided_shapes)
+{
+    static const int Ws[] = {2, 15, 16, 31, 32, 33, 34, 63, 64, 65, 66, 97};
+    qat_rng r;
+    qat_rng_seed(&r, 919 + (uint64_t)_i);
+    for (int t = 0; t < 6; t++) {
+        tm_model M = {0};
+        const int C = 1 + (int)qat_rng_below(&r, 13), OC = 1 + (int)qat_rng_below(&r, 20);
+        const int s = 2 + (t == 5), KH = 1 + (int)qat_rng_below(&r, 3), KW = t % 3 ? 1 + (int)qat_rng_below(&r, 4) : 1;
+        const int pad = (int)qat_rng_below(&r, 3);
+        int H = 1 + (int)qat_rng_below(&r, 9), W = Ws[qat_rng_below(&r, 12)];
+        if (H + 2 * pad < KH) H = KH;
+        if (W + 2 * pad < KW) W = KW;
+        const int extreme = (_i + t) % 3 == 0;
+        int x = tm_input(&M, 3, C, H, W, extreme ? (t % 2 ? 127 : -128) : rnd_int(&r, -128, 127));
+        x = tm_conv(&M, x, OC, KH, KW, s, pad, extreme, &r);
+        char what[112];
+        snprintf(what, sizeof what, "strided %d/%d: C %d OC %d %dx%d k %dx%d s %d pad %d", _i, t, C, OC, H,
+                 W, KH, KW, s, pad);
+        check_all_isas(&M, 5, extreme, &r, what);
+        tm_free(&M);
+    }
+}
+END_TEST
+
 /* the Winograd path at its bound, 4 * 255 * sum|w| < 2^31: 1827 channels of
  * weights -128 (output channel 0) and 127 (channel 1) is just below it,
  * 1828 just above (the direct kernels); inputs at x - zp in {0, 255} */
@@ -1561,6 +1590,7 @@ static Suite *runtime_suite(void)
     tcase_add_loop_test(tc, test_isa_extreme_conv, 0, 4);
     tcase_add_loop_test(tc, test_isa_wino_shapes, 0, 6);
     tcase_add_loop_test(tc, test_isa_wino_bound, 0, 2);
+    tcase_add_loop_test(tc, test_isa_strided_shapes, 0, 6);
     tcase_add_loop_test(tc, test_isa_multipliers, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("malformed");
