@@ -165,7 +165,7 @@ static int avx2_prepare_conv(rt_op *op)
                     wt[((size_t)j * mr + r) * 2 + e] = k < 0 ? 0 : op->weight[(size_t)(m0 + r) * K + (size_t)k];
                 }
     }
-    g->tmp_bytes = (size_t)OC * g->q_vecs * 8;
+    g->tmp_bytes = (size_t)OC * g->q_vecs * 8 + 16; /* + conv_unstage's read slack */
     return QAT_OK;
 }
 
@@ -300,16 +300,18 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
          * (iw + P) / 2; masked stores keep to the ws cells of a row */
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         const int ws = g->ws, pwA = P % 2, offA = P / 2, offB = (P + 1) / 2;
+        /* only the phases some tap reads (a 1x1 kernel reads (0, 0) alone) */
+        const int need_a = pwA < op->kw, need_b = 1 - pwA < op->kw;
         for (int grp = 0; grp < g->groups; grp++) {
             const int c0 = 2 * grp, has1 = c0 + 1 < C;
-            for (int ph = 0; ph < 2; ph++) {
+            for (int ph = 0; ph < imin(2, op->kh); ph++) {
                 int32_t *p0 = (int32_t *)(void *)(xp + ((size_t)(grp * 2 + ph) * 2) * g->plane_bytes);
                 int32_t *p1 = (int32_t *)(void *)((uint8_t *)p0 + g->plane_bytes);
                 int32_t *pa = pwA ? p1 : p0, *pb = pwA ? p0 : p1;
                 for (int i = 0; i < g->hs; i++) {
                     int32_t *ra = pa + (size_t)i * ws, *rb = pb + (size_t)i * ws;
-                    memset(ra, 0, (size_t)ws * 4);
-                    memset(rb, 0, (size_t)ws * 4);
+                    if (need_a) memset(ra, 0, (size_t)ws * 4);
+                    if (need_b) memset(rb, 0, (size_t)ws * 4);
                     const int ih = 2 * i + ph - P;
                     if (ih < 0 || ih >= H) continue;
                     const int8_t *s0 = x + ((size_t)c0 * H + ih) * W, *s1 = s0 + (size_t)H * W;
@@ -317,9 +319,9 @@ AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
                         __m256i ev, od;
                         even_odd_cells(s0, s1, has1, k, W, zp, &ev, &od);
                         const int ja = offA + 8 * k, jb = offB + 8 * k;
-                        if (ja < ws)
+                        if (need_a && ja < ws)
                             _mm256_maskstore_epi32((int *)(ra + ja), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - ja), lane), ev);
-                        if (jb < ws)
+                        if (need_b && jb < ws)
                             _mm256_maskstore_epi32((int *)(rb + jb), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - jb), lane), od);
                     }
                 }
@@ -755,15 +757,32 @@ AVX2 static void conv_image(const rt_op *op, const uint8_t *xp, int8_t *tmp, int
     }
 }
 
-/* staging rows (q = oh * ws + ow) -> NCHW, channels [c0, c1) */
-static void conv_unstage(const rt_op *op, const int8_t *tmp, int8_t *yimg, int c0, int c1)
+/* staging rows (q = oh * ws + ow) -> NCHW, channels [c0, c1). 16-byte
+ * copies (a library memcpy per short row cost more than the conv): a row
+ * may spill into the next rows of its channel, which are written after it,
+ * never past the channel (conv2d_split unstages channels on different
+ * threads); the loads read at most 15 bytes past the staging rows (the
+ * slack in tmp_bytes). */
+AVX2 static void conv_unstage(const rt_op *op, const int8_t *tmp, int8_t *yimg, int c0, int c1)
 {
     const rt_gemm *g = &op->g;
     const int OH = op->out_shape[1], OW = op->out_shape[2];
-    const size_t ldt = (size_t)g->q_vecs * 8;
+    const size_t ldt = (size_t)g->q_vecs * 8, plane = (size_t)OH * OW;
     for (int c = c0; c < c1; c++)
-        for (int oh = 0; oh < OH; oh++)
-            memcpy(yimg + ((size_t)c * OH + oh) * OW, tmp + c * ldt + (size_t)oh * g->ws, (size_t)OW);
+        for (int oh = 0; oh < OH; oh++) {
+            const int8_t *s = tmp + c * ldt + (size_t)oh * g->ws;
+            int8_t *d = yimg + ((size_t)c * OH + oh) * OW;
+            const size_t room = plane - (size_t)oh * OW;
+            int k = 0;
+            for (; k < OW && (size_t)k + 16 <= room; k += 16)
+                _mm_storeu_si128((__m128i *)(void *)(d + k), _mm_loadu_si128((const __m128i *)(const void *)(s + k)));
+            const int n = OW - k; /* < 16, the channel's last bytes */
+            if (n <= 0) continue;
+            if (n & 8) memcpy(d + k, s + k, 8), k += 8;
+            if (n & 4) memcpy(d + k, s + k, 4), k += 4;
+            if (n & 2) memcpy(d + k, s + k, 2), k += 2;
+            if (n & 1) d[k] = s[k];
+        }
 }
 
 AVX2 static void avx2_conv_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
