@@ -335,15 +335,19 @@ VNNI static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
                     memset(row, pv, (size_t)ws * 4);
                     continue;
                 }
-                memset(row, pv, (size_t)P * 4);
+                if (P <= 4)
+                    _mm_mask_storeu_epi8(row, (__mmask16)((1u << (P * 4)) - 1), pvv);
+                else
+                    memset(row, pv, (size_t)P * 4);
+                const size_t o = (size_t)ih * W;
                 for (int c0 = 0; c0 < W; c0 += 16) {
                     const __mmask16 mk = (__mmask16)(W - c0 >= 16 ? 0xFFFF : (1u << (W - c0)) - 1);
-                    __m128i r[4];
-                    for (int e = 0; e < 4; e++)
-                        r[e] = src[e] ? _mm_xor_si128(_mm_maskz_loadu_epi8(mk, src[e] + (size_t)ih * W + c0), flip)
-                                      : pvv;
+                    /* named, not an array: GCC kept an array on the stack */
+#define PK_LD(e) src[e] ? _mm_xor_si128(_mm_maskz_loadu_epi8(mk, src[e] + o + c0), flip) : pvv
+                    const __m128i r0 = PK_LD(0), r1 = PK_LD(1), r2 = PK_LD(2), r3 = PK_LD(3);
+#undef PK_LD
                     /* full 64-byte stores: a tail spills into cells written next */
-                    interleave4(row + (size_t)(P + c0) * 4, r[0], r[1], r[2], r[3]);
+                    _mm512_storeu_si512(row + (size_t)(P + c0) * 4, interleave4_v(r0, r1, r2, r3));
                 }
             }
             memset(pl + (size_t)g->hp * ws * 4, pv, (size_t)P * 4);
