@@ -1109,6 +1109,17 @@ START_TEST(test_isa_strided_shapes)
         check_all_isas(&M, 5, extreme, &r, what);
         tm_free(&M);
     }
+    if (_i < 2) {
+        /* big enough (>= 2^21 multiply-adds) that batches 1 and 2 on 3
+         * threads split each image's tiles over the threads (conv2d_split:
+         * threaded packing, channels unstaged on different threads) */
+        tm_model M = {0};
+        const int C = _i ? 64 : 32, OC = _i ? 128 : 64, K = _i ? 1 : 3;
+        int x = tm_input(&M, 3, C, _i ? 40 : 20, 97, rnd_int(&r, -128, 127));
+        x = tm_conv(&M, x, OC, K, K, 2, _i ? 0 : 1, 0, &r);
+        check_all_isas(&M, 3, 0, &r, _i ? "strided split 1x1" : "strided split 3x3");
+        tm_free(&M);
+    }
 }
 END_TEST
 
