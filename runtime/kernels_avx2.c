@@ -413,19 +413,30 @@ AVX2_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const 
     }
 }
 
+/* A tile of run-time mr x nr (nr <= 2) as the call TILE(MR, NR) with
+ * compile-time sizes, for mr <= 6 (RT_TILES6) or mr <= 4 (RT_TILES4). */
+#define RT_TILE_CASE(MR_, NR_) \
+    case MR_ * 4 + NR_: TILE(MR_, NR_); break;
+#define RT_TILE_ROWS(MR_) RT_TILE_CASE(MR_, 1) RT_TILE_CASE(MR_, 2)
+#define RT_TILES4(mr, nr)                                                                     \
+    switch ((mr) * 4 + (nr)) {                                                                \
+        RT_TILE_ROWS(1) RT_TILE_ROWS(2) RT_TILE_ROWS(3) RT_TILE_ROWS(4) default : break;      \
+    }
+#define RT_TILES6(mr, nr)                                                                     \
+    switch ((mr) * 4 + (nr)) {                                                                \
+        RT_TILE_ROWS(1) RT_TILE_ROWS(2) RT_TILE_ROWS(3) RT_TILE_ROWS(4) RT_TILE_ROWS(5)       \
+        RT_TILE_ROWS(6) default : break;                                                      \
+    }
+_Static_assert(CONV_MR == 6 && CONV_NR == 2 && LIN_MR == 4 && LIN_NR == 2,
+               "RT_TILES6 and RT_TILES4 list the register tiles' sizes");
+
 AVX2 static void conv_tile_any(int mr, int nr, const uint8_t *xq, const int32_t *koff, int kg,
                                const int16_t *wt, const rt_epi *e, int m0, int8_t *tmp,
                                size_t ldt)
 {
-#define CT(MR_, NR_)                                                   \
-    case MR_ * 4 + NR_: conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, tmp, ldt, NULL, 0, 0); break;
-#define CT3(MR_) CT(MR_, 1) CT(MR_, 2)
-    switch (mr * 4 + nr) {
-        CT3(1) CT3(2) CT3(3) CT3(4) CT3(5) CT3(6)
-    default: break;
-    }
-#undef CT3
-#undef CT
+#define TILE(MR_, NR_) conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, tmp, ldt, NULL, 0, 0)
+    RT_TILES6(mr, nr)
+#undef TILE
 }
 
 /* ---- Winograd F(2x2, 3x3): 3x3 stride-1 convolutions ----
@@ -614,17 +625,9 @@ AVX2 static void wino_tile_any(int mr, int nr, const uint8_t *xq, size_t vstride
                                int kg, const int16_t *wt, size_t wstride, int32_t *raw,
                                size_t rstride, size_t ldr)
 {
-#define CT(MR_, NR_)                                                                      \
-    case MR_ * 4 + NR_:                                                                   \
-        wino_tile16(MR_, NR_, xq, vstride, kstride, kg, wt, wstride, raw, rstride, ldr); \
-        break;
-#define CT3(MR_) CT(MR_, 1) CT(MR_, 2)
-    switch (mr * 4 + nr) {
-        CT3(1) CT3(2) CT3(3) CT3(4) CT3(5) CT3(6)
-    default: break;
-    }
-#undef CT3
-#undef CT
+#define TILE(MR_, NR_) wino_tile16(MR_, NR_, xq, vstride, kstride, kg, wt, wstride, raw, rstride, ldr)
+    RT_TILES6(mr, nr)
+#undef TILE
 }
 
 enum { WB_LD = 8 * CONV_NR, WB_IJ = CONV_MR * WB_LD }; /* raw buffer [16][MR][8 NR] */
@@ -936,15 +939,9 @@ AVX2 static void lin_tile_any(int mr, int nr, const uint8_t *xs, size_t xrow, in
                               const int16_t *w, size_t wrow, const rt_epi *e, int o0, int8_t *y,
                               int OUT)
 {
-#define LT(MR_, NR_)                                                           \
-    case MR_ * 4 + NR_: lin_tile(MR_, NR_, xs, xrow, kg, w, wrow, e, o0, y, OUT); break;
-#define LT2(MR_) LT(MR_, 1) LT(MR_, 2)
-    switch (mr * 4 + nr) {
-        LT2(1) LT2(2) LT2(3) LT2(4)
-    default: break;
-    }
-#undef LT2
-#undef LT
+#define TILE(MR_, NR_) lin_tile(MR_, NR_, xs, xrow, kg, w, wrow, e, o0, y, OUT)
+    RT_TILES4(mr, nr)
+#undef TILE
 }
 
 AVX2 static void lin_tiles(const rt_op *op, const uint8_t *xs, int8_t *y, int n, int w0, int w1)

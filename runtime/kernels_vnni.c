@@ -218,7 +218,7 @@ VNNI static void conv_pack_s2(const rt_op *op, const int8_t *x, uint8_t *xp)
             const int8_t *src[4];
             for (int e = 0; e < 4; e++) {
                 const int c = grp * 4 + e;
-                src[e] = c < C && ih >= 0 && ih < H && hp < g->hp ? x + ((size_t)c * H + ih) * W : NULL;
+                src[e] = c < C && ih >= 0 && ih < H ? x + ((size_t)c * H + ih) * W : NULL;
             }
             uint8_t *r0 = xp + ((size_t)(grp * 2 + ph) * 2 + 0) * g->plane_bytes + (size_t)i * ws * 4;
             uint8_t *r1 = xp + ((size_t)(grp * 2 + ph) * 2 + 1) * g->plane_bytes + (size_t)i * ws * 4;
