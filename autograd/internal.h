@@ -2,20 +2,9 @@
 #ifndef QAT_INTERNAL_H
 #define QAT_INTERNAL_H
 
+#include "core/internal.h" /* qat_error, qat_malloc, ... */
 #include "qat/core.h"
 #include "qat/tensor.h"
-
-#if defined(__GNUC__)
-#define QAT_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#else
-#define QAT_PRINTF(a, b)
-#endif
-
-/* Sets the thread's last error to the formatted message and returns status
- * (so `return qat_error(QAT_ERR_ARG, "...")` reads naturally). */
-int qat_error(int status, const char *fmt, ...) QAT_PRINTF(2, 3);
-/* Same, returning NULL. */
-void *qat_error_null(int status, const char *fmt, ...) QAT_PRINTF(2, 3);
 
 /* Shape helpers */
 size_t qat_shape_numel(int ndim, const int *shape);

@@ -22,17 +22,11 @@
 
 #include "qat/tensor.h"
 
-/* Engines, in order: each level's kernels need its ISA (AVX2 with FMA;
+/* Engines, in order (qat/core.h: QAT_SIMD_*, qat_simd_level, selected in
+ * core/cpu.c): each level's kernels need its ISA (AVX2 with FMA;
  * AVX-512F). AVX2 and AVX-512 run the same GEMM and elementwise kernels'
  * interface below (the avx512 engine's interface, with 8-lane vectors
  * underneath on AVX2); everything else only asks for `>= QAT_SIMD_AVX2`. */
-enum { QAT_SIMD_PORTABLE = 0, QAT_SIMD_AVX2 = 1, QAT_SIMD_AVX512 = 2 };
-
-/* The engine in use: the best the CPU supports, unless lowered. */
-int qat_simd_level(void);
-/* Selects an engine (capped at what the CPU supports); -1 restores the
- * default. Not thread-safe: call between steps. Returns the level set. */
-int qat_simd_set_level(int level);
 
 /* ---- GEMM kernels of the avx2 and avx512 engines ----
  * Both read the reduction operand B through a qat_brows: row k = c*kk + q

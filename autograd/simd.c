@@ -20,38 +20,6 @@
 #define HAVE_AVX512_KERNELS 0
 #endif
 
-/* ---- engine selection ---- */
-
-static int simd_cpu = -1;    /* best level the CPU supports */
-static int simd_level = -1;  /* level in use */
-
-static int detect(void)
-{
-#if HAVE_AVX512_KERNELS
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return QAT_SIMD_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return QAT_SIMD_AVX2;
-#endif
-    return QAT_SIMD_PORTABLE;
-}
-
-int qat_simd_set_level(int level)
-{
-    if (simd_cpu < 0) simd_cpu = detect();
-    if (level < 0) {
-        const char *e = getenv("QAT_SIMD");
-        level = (e && e[0] >= '0' && e[0] <= '2' && e[1] == 0) ? e[0] - '0' : simd_cpu;
-    }
-    simd_level = level < simd_cpu ? level : simd_cpu;
-    return simd_level;
-}
-
-int qat_simd_level(void)
-{
-    if (simd_level < 0) qat_simd_set_level(-1);
-    return simd_level;
-}
-
 /* ---- packing ---- */
 
 void qat_pack_a(float *ap, const float *a, ptrdiff_t rs, ptrdiff_t cs, int M, int K)

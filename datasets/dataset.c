@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "qat/data.h"
 
 /* MurmurHash3's 64-bit finaliser: spreads seed arithmetic over all bits. */

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "qat/data.h"
 
 /* ---- byte source: a FILE read raw or through inflate ---- */

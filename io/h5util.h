@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "autograd/internal.h"
+#include "core/internal.h"
 
 /* Element types of datasets and attributes. Stored little-endian, IEEE for
  * floats; QAT_H5_STR is only used to check string datasets' shapes. */

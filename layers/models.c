@@ -1,7 +1,7 @@
 /* The reference models of MODELS.md. */
 #include <string.h>
 
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "qat/model.h"
 
 static void mlp(qat_model *m)

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "qat/optim.h"
 
 /* Below this many elements a parameter is updated by one thread: the

@@ -2,7 +2,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "qat/optim.h"
 
 /* math.pi; M_PI is not C11 */

@@ -11,7 +11,7 @@
 #include <omp.h>
 
 #include "qat/observer.h"
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "runtime/rounding.h"
 
 /* ---- interface used by observer.c (prototypes repeated there) ---- */

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "qat/observer.h"
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "quant/internal.h"
 
 /* ---- interface of histogram.c (keep in sync with its definitions) ---- */

@@ -5,7 +5,7 @@
 
 #include "qat/qparams.h"
 #include "qat/tensor.h"
-#include "autograd/internal.h"
+#include "core/internal.h"
 #include "runtime/rounding.h"
 
 qat_qscheme qat_qscheme_weight(int bits)

@@ -6,39 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/internal.h"
 #include "runtime/rt_internal.h"
 
-/* ---- the runtime's own last-error slot ---- */
-
-static _Thread_local char rt_errbuf[640];
-
-int qat_rti_error(int status, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rt_errbuf, sizeof rt_errbuf, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
-const char *qat_rt_last_error(void)
-{
-    return rt_errbuf;
-}
-
 /* ---- threads and kernels ---- */
-
-static int default_threads(void)
-{
-    const char *e = getenv("QAT_NUM_THREADS");
-    if (e && *e) {
-        char *end;
-        long v = strtol(e, &end, 10);
-        if (*end == 0 && v > 0 && v < 4096) return (int)v;
-    }
-    int p = omp_get_num_procs();
-    return p > 0 ? p : 1;
-}
 
 qat_rt_isa qat_rt_best_isa(void)
 {
@@ -74,7 +45,7 @@ static int finish_load(int st, qat_rt_model **out)
 {
     if (st) return st;
     (*out)->isa = qat_rt_best_isa();
-    (*out)->threads = default_threads();
+    (*out)->threads = qat_default_num_threads();
     return QAT_OK;
 }
 
@@ -409,5 +380,5 @@ qat_rt_isa qat_rt_get_isa(const qat_rt_model *m)
 void qat_rt_set_threads(qat_rt_model *m, int n)
 {
     if (!m) return;
-    m->threads = n > 0 ? n : default_threads();
+    m->threads = n > 0 ? n : qat_default_num_threads();
 }

@@ -1,4 +1,5 @@
-/* qat/core.h: status codes, errors, threads, the seeded RNG.
+/* qat/core.h: status codes, errors, threads, the SIMD level, the seeded RNG.
+ * (core/: linked into both libqat and libqat_runtime.)
  *
  * Every fallible function in qat returns a status (0 ok, negative error) or
  * NULL; qat_last_error() then says what went wrong and where. The message is
@@ -54,6 +55,18 @@ QAT_API void qat_clear_error(void);
  * so that the cores have one owner. */
 QAT_API void qat_set_num_threads(int n);
 QAT_API int qat_get_num_threads(void);
+
+/* The SIMD level of the float training kernels (autograd/): the best the
+ * CPU supports unless lowered by the QAT_SIMD environment variable (read
+ * once: 0 = portable C and OpenBLAS, 1 = at most AVX2+FMA, 2 = AVX-512F) or
+ * by qat_simd_set_level (-1 restores the default; capped at what the CPU
+ * supports; not thread-safe: call between steps; returns the level set).
+ * The engines differ only in the order of additions inside dot products;
+ * with a given level and thread count every result is reproducible. The
+ * int8 runtime picks its kernels separately (qat_rt_set_isa). */
+enum { QAT_SIMD_PORTABLE = 0, QAT_SIMD_AVX2 = 1, QAT_SIMD_AVX512 = 2 };
+QAT_API int qat_simd_level(void);
+QAT_API int qat_simd_set_level(int level);
 
 /* Seeded random numbers (xoshiro128++ seeded by splitmix64). The state is a
  * plain value: copy it to save it, so a resumed run continues exactly. */

@@ -22,9 +22,11 @@
  * expected 6"), never a crash. Where an op repeats a value its input op
  * also stores (an in_zero_point), the op's own attribute is used, as the
  * format specifies. The run path never allocates (after qat_rt_prepare)
- * and never fails on a valid model and valid input. Errors go to the
- * runtime's own thread-local slot, qat_rt_last_error() (the runtime links
- * nothing else of qat). Status codes are qat/core.h's. A model runs one
+ * and never fails on a valid model and valid input. Errors go to qat's
+ * thread-local last-error slot: qat_last_error() and qat_rt_last_error()
+ * return the same message. Status codes, errors and the thread default
+ * are qat/core.h's (core/, linked into libqat_runtime; the runtime links
+ * nothing from training). A model runs one
  * call at a time (its buffers are shared): use one model per thread for
  * concurrent inference; each run is itself multi-threaded. Loading goes
  * through HDF5, which (in its usual, serial build) is not thread-safe: load
@@ -41,7 +43,8 @@
 extern "C" {
 #endif
 
-/* The message of the runtime's last failing call on this thread ("" if none). */
+/* The message of the last failing call on this thread ("" if none); the
+ * same as qat_last_error(). */
 QAT_API const char *qat_rt_last_error(void);
 
 typedef struct qat_rt_model qat_rt_model;
