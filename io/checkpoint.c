@@ -126,6 +126,7 @@ qat_model *qat_model_load(const char *path)
     if (!rc) rc = qat_io_read_graph(f, "/model", &g);
     if (!rc && !(m = qat_io_build_graph(f, &g))) rc = QAT_ERR_FORMAT;
     if (!rc) rc = qat_io_model_stage_read(f, "/model", m, &ms);
+    if (!rc) rc = qat_io_read_input_norm(f, "/model", m);
     if (!rc) {
         qat_io_model_commit(&ms, m);
         qat_model_set_arch(m, arch);

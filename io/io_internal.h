@@ -30,6 +30,11 @@ typedef struct qat_io_graph {
 
 /* Writes m's graph, parameters and buffers under group ("/model"). */
 int qat_io_write_model(hid_t file, const char *group, const qat_model *m);
+/* Reads group's input_mean/input_std attributes (the training data's
+ * normalisation) into m when present (older files have neither);
+ * QAT_ERR_FORMAT naming the attribute when only one is there or they are
+ * not finite with std > 0. */
+int qat_io_read_input_norm(hid_t file, const char *group, qat_model *m);
 
 /* Reads and validates <group>/graph (types known, inputs earlier layers,
  * consistent lengths). Free with qat_io_graph_free. */

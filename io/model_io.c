@@ -152,6 +152,11 @@ int qat_io_write_model(hid_t file, const char *group, const qat_model *m)
         goto done;
     }
     rc = write_graph(g[1], ls, n);
+    float norm[2];
+    if (!rc && qat_model_input_norm(m, &norm[0], &norm[1])) { /* the training data's normalisation */
+        rc = qat_h5_attr_write(g[0], "input_mean", QAT_H5_F32, 0, &norm[0]);
+        if (!rc) rc = qat_h5_attr_write(g[0], "input_std", QAT_H5_F32, 0, &norm[1]);
+    }
     const qat_named_tensor *p = qat_model_params(m);
     for (int i = 0; i < qat_model_num_params(m) && !rc; i++)
         rc = qat_h5_write(g[2], p[i].name, QAT_H5_F32, p[i].t->ndim, p[i].t->shape, p[i].t->data);
@@ -169,6 +174,28 @@ int qat_io_write_model(hid_t file, const char *group, const qat_model *m)
 done:
     close_groups(g, 4);
     free(ls);
+    return rc;
+}
+
+int qat_io_read_input_norm(hid_t file, const char *group, qat_model *m)
+{
+    hid_t g = H5Gopen2(file, group, H5P_DEFAULT);
+    if (g < 0) return qat_h5_fail_hdf5(QAT_ERR_FORMAT, file, "group", group, "missing");
+    int has_mean = qat_h5_attr_exists(g, "input_mean"), has_std = qat_h5_attr_exists(g, "input_std");
+    int rc = has_mean < 0 ? has_mean : has_std < 0 ? has_std : QAT_OK;
+    if (!rc && has_mean != has_std)
+        rc = qat_h5_fail(QAT_ERR_FORMAT, g, "attribute", has_mean ? "input_std" : "input_mean",
+                         "missing (the other normalisation attribute is present)");
+    if (!rc && has_mean) { /* files written before qat stored it have neither */
+        float mean = 0, std = 0;
+        rc = qat_h5_attr_read(g, "input_mean", QAT_H5_F32, 0, &mean);
+        if (!rc) rc = qat_h5_attr_read(g, "input_std", QAT_H5_F32, 0, &std);
+        if (!rc && (!(std > 0) || !isfinite(mean) || !isfinite(std)))
+            rc = qat_h5_fail(QAT_ERR_FORMAT, g, "attribute", "input_std",
+                             "input_mean %g, input_std %g: std must be > 0 and both finite", (double)mean, (double)std);
+        if (!rc) rc = qat_model_set_input_norm(m, mean, std);
+    }
+    H5Gclose(g);
     return rc;
 }
 

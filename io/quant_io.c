@@ -331,6 +331,7 @@ qat_qmodel *qat_qmodel_load(const char *path, qat_model **float_model, qat_train
             qat_model_set_arch(m, arch);
         rc = qat_io_model_stage_read(f, "/model", m, &ms);
     }
+    if (!rc) rc = qat_io_read_input_norm(f, "/model", m);
     if (!rc) qat_io_model_commit(&ms, m);
     if (!rc) rc = load_quant(f, m, &qm, r);
     if (!rc && st) rc = qat_io_read_train(f, st);

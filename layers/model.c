@@ -16,6 +16,8 @@ struct qat_model {
     qat_named_tensor *params, *buffers;
     int n_params, n_buffers;
     int status; /* first builder failure, passed through */
+    int has_norm;   /* input normalisation known (qat_model_set_input_norm) */
+    float mean, std;
 };
 
 static const char *const type_names[QAT_LAYER_COUNT] = {
@@ -573,4 +575,24 @@ qat_tensor *qat_model_forward(qat_ctx *ctx, qat_model *m, qat_tensor *x)
 {
     qat_tensor **all = forward(ctx, m, x, 1);
     return all ? all[m->n - 1] : NULL;
+}
+
+int qat_model_set_input_norm(qat_model *m, float mean, float std)
+{
+    if (!m) return qat_error(QAT_ERR_ARG, "qat_model_set_input_norm: model is NULL");
+    if (!(std > 0) || !isfinite(mean) || !isfinite(std))
+        return qat_error(QAT_ERR_ARG, "qat_model_set_input_norm: mean %g, std %g (std must be > 0, both finite)",
+                         (double)mean, (double)std);
+    m->has_norm = 1;
+    m->mean = mean;
+    m->std = std;
+    return QAT_OK;
+}
+
+int qat_model_input_norm(const qat_model *m, float *mean, float *std)
+{
+    if (!m || !m->has_norm) return 0;
+    if (mean) *mean = m->mean;
+    if (std) *std = m->std;
+    return 1;
 }

@@ -1,7 +1,7 @@
 /* The histogram observer's grid, binning and calibration searches
  * (KL / percentile / MSE). The design and the rules are documented in
  * include/qat/observer.h and docs/QUANT-calibration.md; the searches follow
- * TensorRT's pytorch-quantization calibrators (shared/NUMERICS.md §6).
+ * TensorRT's pytorch-quantization calibrators (docs/QUANT-calibration.md).
  *
  * Grid: bin g holds the values with floor(x * inv) == g (double product);
  * the array holds bins g0 .. g0+nb-1, counts beyond nb are kept at zero. */
@@ -12,15 +12,9 @@
 
 #include "qat/observer.h"
 #include "core/internal.h"
+#include "quant/internal.h"
 #include "runtime/rounding.h"
 
-/* ---- interface used by observer.c (prototypes repeated there) ---- */
-int qat_hist_update_(double *counts, int64_t cap, int bins, double *inv, int64_t *g0,
-                     int64_t *nb, uint64_t zeros_before, float bmin, float bmax, const float *x,
-                     size_t n, double *tmp);
-int qat_hist_range_(const double *counts, double inv, int64_t g0, int64_t nb, float dmin,
-                    float dmax, const qat_qscheme *s, qat_calib_method m, double pct,
-                    float *lo, float *hi);
 
 /* floor(g / 2^k) for an integer g, any k >= 0 (arithmetic shift). */
 static int64_t shift_floor(int64_t g, int k)

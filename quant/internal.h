@@ -4,6 +4,45 @@
 
 #include "qat/quant.h"
 
+/* ---- the qmodel (quant/prepare.c builds it) ----
+ * Two graph walkers exist on purpose: qat_model_forward_all (layers/)
+ * runs the float model layer by layer; qat_qmodel_forward_all
+ * (quant/forward.c) runs the same layers grouped into quantization units,
+ * since a unit (conv + BN + ReLU, add + ReLU) is computed as one piece: BN
+ * folded into the weights, the quantizer after the fused ReLU. The
+ * converter (quant/convert.c) walks the units the same way, and
+ * qat_qmodel_layer_errors runs both walkers on one batch to compare them. */
+struct qat_qmodel {
+    qat_model *m;
+    qat_qconfig cfg;
+    qat_qunit *units;
+    int n_units;
+    int *layer_owner; /* unit that computes layer i, or -1 */
+    int *layer_unit;  /* unit whose activation grid layer i's output is on, or -1 */
+    qat_named_tensor *params;
+    int n_params;
+    int calibrating;
+    qat_eval_mode eval_mode; /* how evaluation runs (qat_qmodel_set_eval_mode) */
+};
+
+/* The activation observer a calibrator needs (quant/config.c). */
+qat_observer_opts qat_act_observer_opts(qat_calibrator cal);
+/* The per-channel weight scales of wq expanded to C entries (arena). */
+const float *qat_channel_weight_scales(qat_ctx *ctx, const qat_quantizer *wq, int C);
+/* A unit evaluated on the integer grid (quant/grid.c): its output, or
+ * NULL with *failed = 0 when the grid does not apply (mode, training,
+ * gradients, an input off its grid: the caller runs the fake-quant graph),
+ * or NULL with *failed = 1 on an error. */
+qat_tensor *qat_qunit_forward_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed);
+
+/* ---- the histogram observer's grid (quant/histogram.c, for observer.c) ---- */
+int qat_hist_update_(double *counts, int64_t cap, int bins, double *inv, int64_t *g0,
+                     int64_t *nb, uint64_t zeros_before, float bmin, float bmax, const float *x,
+                     size_t n, double *tmp);
+int qat_hist_range_(const double *counts, double inv, int64_t g0, int64_t nb, float dmin,
+                    float dmax, const qat_qscheme *s, qat_calib_method m, double pct,
+                    float *lo, float *hi);
+
 /* Fake-quantizes x with q on the tape (per tensor, or per channel along
  * q->scheme.axis). Observes x first when q->observe and `observe` say so
  * (the observer then fixes the parameters, unless q is learnable and

@@ -11,13 +11,6 @@
 #include "core/internal.h"
 #include "quant/internal.h"
 
-/* ---- interface of histogram.c (keep in sync with its definitions) ---- */
-int qat_hist_update_(double *counts, int64_t cap, int bins, double *inv, int64_t *g0,
-                     int64_t *nb, uint64_t zeros_before, float bmin, float bmax, const float *x,
-                     size_t n, double *tmp);
-int qat_hist_range_(const double *counts, double inv, int64_t g0, int64_t nb, float dmin,
-                    float dmax, const qat_qscheme *s, qat_calib_method m, double pct,
-                    float *lo, float *hi);
 
 enum { CONFIG_N = 7, COUNTERS_N = 3 };
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qat/format_int8.h"
 #include "runtime/rt_internal.h"
 
 /* Largest accepted dimension and per-sample tensor size: far beyond any
@@ -24,15 +25,15 @@
 #define LD_MAX_OPS 100000
 
 static const char *const op_type_names[] = {
-    [RT_OP_INPUT] = "input",
-    [RT_OP_CONV2D] = "conv2d",
-    [RT_OP_LINEAR] = "linear",
-    [RT_OP_ADD] = "add",
-    [RT_OP_GLOBAL_AVGPOOL] = "global_avgpool",
-    [RT_OP_AVGPOOL2D] = "avgpool2d",
-    [RT_OP_MAXPOOL2D] = "maxpool2d",
-    [RT_OP_RELU] = "relu",
-    [RT_OP_FLATTEN] = "flatten",
+    [RT_OP_INPUT] = QAT_I8_OP_INPUT,
+    [RT_OP_CONV2D] = QAT_I8_OP_CONV2D,
+    [RT_OP_LINEAR] = QAT_I8_OP_LINEAR,
+    [RT_OP_ADD] = QAT_I8_OP_ADD,
+    [RT_OP_GLOBAL_AVGPOOL] = QAT_I8_OP_GLOBAL_AVGPOOL,
+    [RT_OP_AVGPOOL2D] = QAT_I8_OP_AVGPOOL2D,
+    [RT_OP_MAXPOOL2D] = QAT_I8_OP_MAXPOOL2D,
+    [RT_OP_RELU] = QAT_I8_OP_RELU,
+    [RT_OP_FLATTEN] = QAT_I8_OP_FLATTEN,
 };
 _Static_assert(sizeof op_type_names / sizeof op_type_names[0] == RT_OP_COUNT,
                "one name per op type");
@@ -330,8 +331,8 @@ static int ld_in_zp(const ld_ctx *c, hid_t g, const char *attr, const rt_op *in,
 
 static int ld_act(const ld_ctx *c, hid_t g, rt_op *op)
 {
-    int st = ld_attr_i32(c, g, "act_min", -128, 127, &op->act_min);
-    if (!st) st = ld_attr_i32(c, g, "act_max", -128, 127, &op->act_max);
+    int st = ld_attr_i32(c, g, QAT_I8_ATTR_ACT_MIN, -128, 127, &op->act_min);
+    if (!st) st = ld_attr_i32(c, g, QAT_I8_ATTR_ACT_MAX, -128, 127, &op->act_max);
     if (!st && op->act_min > op->act_max)
         st = ld_err(c, QAT_ERR_FORMAT, "act_min = %d is above act_max = %d", (int)op->act_min,
                     (int)op->act_max);
@@ -360,8 +361,8 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
             return ld_err(c, QAT_ERR_FORMAT, "conv2d needs a (C, H, W) input, op %d gives (%d,)",
                           op->inputs[0], in->out_shape[0]);
         int32_t stride = 1, pad = 0;
-        if ((st = ld_attr_i32(c, g, "stride", 1, 1024, &stride))) return st;
-        if ((st = ld_attr_i32(c, g, "pad", 0, 1024, &pad))) return st;
+        if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_STRIDE, 1, 1024, &stride))) return st;
+        if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_PAD, 0, 1024, &pad))) return st;
         op->stride = stride;
         op->pad = pad;
         op->in_c = in->out_shape[0];
@@ -373,13 +374,13 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
         op->in_c = (int)in->out_size;
         op->in_h = op->in_w = 1;
     }
-    if ((st = ld_in_zp(c, g, "in_zero_point", in, &op->in_zp))) return st;
+    if ((st = ld_in_zp(c, g, QAT_I8_ATTR_IN_ZP, in, &op->in_zp))) return st;
     if ((st = ld_act(c, g, op))) return st;
 
     /* the weight's shape gives oc (checked against out_shape) and the kernel */
-    if (H5Lexists(g, "weight", H5P_DEFAULT) <= 0)
+    if (H5Lexists(g, QAT_I8_DSET_WEIGHT, H5P_DEFAULT) <= 0)
         return ld_err(c, QAT_ERR_FORMAT, "missing dataset weight");
-    hid_t d = H5Dopen2(g, "weight", H5P_DEFAULT);
+    hid_t d = H5Dopen2(g, QAT_I8_DSET_WEIGHT, H5P_DEFAULT);
     if (d < 0) return ld_err(c, QAT_ERR_FORMAT, "weight is not a readable dataset");
     hid_t s = H5Dget_space(d);
     hsize_t fd[H5S_MAX_RANK] = {0};
@@ -415,16 +416,16 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
     op->kw = kw;
     int64_t wd[4] = {oc, op->ic, kh, kw};
     if (!conv) wd[1] = op->ic;
-    if ((st = ld_dset(c, g, "weight", LD_I8, want_rank, wd, (void **)&op->weight))) return st;
+    if ((st = ld_dset(c, g, QAT_I8_DSET_WEIGHT, LD_I8, want_rank, wd, (void **)&op->weight))) return st;
     int64_t od[1] = {oc};
-    if ((st = ld_dset(c, g, "bias", LD_I32, 1, od, (void **)&op->bias))) return st;
-    if ((st = ld_dset(c, g, "multiplier", LD_I32, 1, od, (void **)&op->mult))) return st;
-    if ((st = ld_dset(c, g, "shift", LD_I32, 1, od, (void **)&op->shift))) return st;
-    if (H5Lexists(g, "weight_scale", H5P_DEFAULT) > 0 &&
-        (st = ld_dset(c, g, "weight_scale", LD_F32, 1, od, (void **)&op->weight_scale)))
+    if ((st = ld_dset(c, g, QAT_I8_DSET_BIAS, LD_I32, 1, od, (void **)&op->bias))) return st;
+    if ((st = ld_dset(c, g, QAT_I8_DSET_MULTIPLIER, LD_I32, 1, od, (void **)&op->mult))) return st;
+    if ((st = ld_dset(c, g, QAT_I8_DSET_SHIFT, LD_I32, 1, od, (void **)&op->shift))) return st;
+    if (H5Lexists(g, QAT_I8_DSET_WEIGHT_SCALE, H5P_DEFAULT) > 0 &&
+        (st = ld_dset(c, g, QAT_I8_DSET_WEIGHT_SCALE, LD_F32, 1, od, (void **)&op->weight_scale)))
         return st;
     for (int o = 0; o < oc; o++)
-        if ((st = ld_requant_params(c, "multiplier", op->mult[o], op->shift[o], o))) return st;
+        if ((st = ld_requant_params(c, QAT_I8_ATTR_MULTIPLIER, op->mult[o], op->shift[o], o))) return st;
 
     /* every accumulator must fit int32: |bias| + max|x - zp| * sum|w| */
     int64_t dev = op->in_zp + 128 > 127 - op->in_zp ? op->in_zp + 128 : 127 - op->in_zp;
@@ -462,8 +463,8 @@ static int ld_pool(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
                           W);
     } else {
         int32_t k = 1, s = 1;
-        if ((st = ld_attr_i32(c, g, "kernel", 1, 1024, &k))) return st;
-        if ((st = ld_attr_i32(c, g, "stride", 1, 1024, &s))) return st;
+        if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_KERNEL, 1, 1024, &k))) return st;
+        if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_STRIDE, 1, 1024, &s))) return st;
         if (k > H || k > W)
             return ld_err(c, QAT_ERR_FORMAT, "kernel %d is larger than the %dx%d input", (int)k, H,
                           W);
@@ -472,11 +473,11 @@ static int ld_pool(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
         if ((st = ld_expect_shape(c, op, 3, C, (H - k) / s + 1, (W - k) / s + 1))) return st;
     }
     if (op->type == RT_OP_MAXPOOL2D) return QAT_OK; /* no requantization */
-    if ((st = ld_in_zp(c, g, "in_zero_point", in, &op->in_zp))) return st;
+    if ((st = ld_in_zp(c, g, QAT_I8_ATTR_IN_ZP, in, &op->in_zp))) return st;
     int64_t m, sh;
-    if ((st = ld_attr_ints(c, g, "multiplier", &m, 1))) return st;
-    if ((st = ld_attr_ints(c, g, "shift", &sh, 1))) return st;
-    if ((st = ld_requant_params(c, "multiplier", m, sh, -1))) return st;
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_MULTIPLIER, &m, 1))) return st;
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_SHIFT, &sh, 1))) return st;
+    if ((st = ld_requant_params(c, QAT_I8_ATTR_MULTIPLIER, m, sh, -1))) return st;
     op->pool_mult = (int32_t)m;
     op->pool_shift = (int32_t)sh;
     return ld_act(c, g, op); /* the output quantizer's range */
@@ -496,15 +497,15 @@ static int ld_add(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *a, const rt_
                               a->out_shape[2])))
         return st;
     int64_t m[2], z[2], t;
-    if ((st = ld_attr_ints(c, g, "multiplier", m, 2))) return st;
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_MULTIPLIER, m, 2))) return st;
     for (int i = 0; i < 2; i++)
         if (m[i] < 0 || m[i] >= ((int64_t)1 << 31))
             return ld_err(c, QAT_ERR_FORMAT, "multiplier[%d] = %lld outside [0, 2^31)", i,
                           (long long)m[i]);
-    if ((st = ld_attr_ints(c, g, "add_shift", &t, 1))) return st;
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_ADD_SHIFT, &t, 1))) return st;
     if (t < 1 || t > 62)
         return ld_err(c, QAT_ERR_FORMAT, "add_shift = %lld outside [1, 62]", (long long)t);
-    if ((st = ld_attr_ints(c, g, "in_zero_point", z, 2))) return st;
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_IN_ZP, z, 2))) return st;
     for (int i = 0; i < 2; i++) {
         if (z[i] < -128 || z[i] > 127)
             return ld_err(c, QAT_ERR_FORMAT, "in_zero_point[%d] = %lld outside [-128, 127]", i,
@@ -520,7 +521,7 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
 {
     rt_op *op = &ops[i];
     char *type = NULL;
-    int st = ld_attr_str(c, g, "type", &type);
+    int st = ld_attr_str(c, g, QAT_I8_ATTR_TYPE, &type);
     if (st) return st;
     int ty = -1;
     for (int k = 0; k < RT_OP_COUNT; k++)
@@ -532,7 +533,7 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     }
     free(type);
     op->type = (rt_op_type)ty;
-    if ((st = ld_attr_str(c, g, "name", &op->name))) return st;
+    if ((st = ld_attr_str(c, g, QAT_I8_ATTR_NAME, &op->name))) return st;
     size_t wl = strlen(c->where);
     snprintf(c->where + wl, sizeof c->where - wl, " (%s)", op->name);
 
@@ -546,9 +547,9 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     {
         /* inputs: int32[k]; k = 0 may also be stored as an empty attribute */
         hid_t a = -1;
-        if (H5Aexists(g, "inputs") <= 0)
+        if (H5Aexists(g, QAT_I8_ATTR_INPUTS) <= 0)
             return ld_err(c, QAT_ERR_FORMAT, "missing attribute inputs");
-        a = H5Aopen(g, "inputs", H5P_DEFAULT);
+        a = H5Aopen(g, QAT_I8_ATTR_INPUTS, H5P_DEFAULT);
         hid_t s = a >= 0 ? H5Aget_space(a) : -1;
         hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
         H5S_class_t scl = s >= 0 ? H5Sget_simple_extent_type(s) : H5S_NO_CLASS;
@@ -558,7 +559,7 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
         if (np != nin)
             return ld_err(c, QAT_ERR_FORMAT, "attribute inputs has %lld values, expected %d for %s",
                           (long long)np, nin, op_type_names[op->type]);
-        if (nin && (st = ld_attr_ints(c, g, "inputs", in64, nin))) return st;
+        if (nin && (st = ld_attr_ints(c, g, QAT_I8_ATTR_INPUTS, in64, nin))) return st;
     }
     op->n_inputs = nin;
     for (int k = 0; k < nin; k++) {
@@ -572,7 +573,7 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     {
         int64_t sh[3] = {0, 0, 0};
         int nd = 0;
-        hid_t a = H5Aexists(g, "out_shape") > 0 ? H5Aopen(g, "out_shape", H5P_DEFAULT) : -1;
+        hid_t a = H5Aexists(g, QAT_I8_ATTR_OUT_SHAPE) > 0 ? H5Aopen(g, QAT_I8_ATTR_OUT_SHAPE, H5P_DEFAULT) : -1;
         if (a < 0) return ld_err(c, QAT_ERR_FORMAT, "missing attribute out_shape");
         hid_t s = H5Aget_space(a);
         hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
@@ -582,7 +583,7 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
             return ld_err(c, QAT_ERR_FORMAT, "attribute out_shape has %lld values, expected 3 or 1",
                           (long long)np);
         nd = (int)np;
-        if ((st = ld_attr_ints(c, g, "out_shape", sh, nd))) return st;
+        if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_OUT_SHAPE, sh, nd))) return st;
         int64_t total = 1;
         for (int k = 0; k < nd; k++) {
             if (sh[k] < 1 || sh[k] > LD_MAX_DIM)
@@ -598,19 +599,19 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
         op->out_ndim = nd;
         op->out_size = (size_t)total;
     }
-    if ((st = ld_attr_f32(c, g, "out_scale", 1, &op->out_scale))) return st;
-    if ((st = ld_attr_i32(c, g, "out_zero_point", -128, 127, &op->out_zp))) return st;
+    if ((st = ld_attr_f32(c, g, QAT_I8_ATTR_OUT_SCALE, 1, &op->out_scale))) return st;
+    if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_OUT_ZP, -128, 127, &op->out_zp))) return st;
 
     const rt_op *in = nin ? &ops[op->inputs[0]] : NULL;
     char s1[64], s2[64];
     switch (op->type) {
     case RT_OP_INPUT: {
-        if ((st = ld_attr_f32(c, g, "mean", 0, &op->mean))) return st;
-        if ((st = ld_attr_f32(c, g, "std", 1, &op->std))) return st;
+        if ((st = ld_attr_f32(c, g, QAT_I8_ATTR_MEAN, 0, &op->mean))) return st;
+        if ((st = ld_attr_f32(c, g, QAT_I8_ATTR_STD, 1, &op->std))) return st;
         if ((st = ld_act(c, g, op))) return st; /* the quantizer's range */
         int8_t *lut = NULL;
         int64_t d256[1] = {256};
-        if ((st = ld_dset(c, g, "lut", LD_I8, 1, d256, (void **)&lut))) return st;
+        if ((st = ld_dset(c, g, QAT_I8_DSET_LUT, LD_I8, 1, d256, (void **)&lut))) return st;
         memcpy(op->lut, lut, 256);
         free(lut);
         return QAT_OK;
@@ -682,25 +683,25 @@ static int ld_file(ld_ctx *c, hid_t f, qat_rt_model *m)
 {
     int st;
     char *fmt = NULL;
-    if ((st = ld_attr_str(c, f, "qat_format", &fmt))) return st;
-    if (strcmp(fmt, "int8-model")) {
-        st = ld_err(c, QAT_ERR_FORMAT, "qat_format is '%s', expected 'int8-model'", fmt);
+    if ((st = ld_attr_str(c, f, QAT_I8_ATTR_FORMAT, &fmt))) return st;
+    if (strcmp(fmt, QAT_I8_FORMAT_NAME)) {
+        st = ld_err(c, QAT_ERR_FORMAT, "qat_format is '%s', expected '" QAT_I8_FORMAT_NAME "'", fmt);
         free(fmt);
         return st;
     }
     free(fmt);
     int64_t ver;
-    if ((st = ld_attr_ints(c, f, "format_version", &ver, 1))) return st;
-    if (ver != 1)
-        return ld_err(c, QAT_ERR_UNSUPPORTED, "format_version %lld is not supported (this runtime reads 1)",
-                      (long long)ver);
-    if ((st = ld_attr_str(c, f, "arch", &m->arch))) return st;
-    if (H5Aexists(f, "source") > 0 && (st = ld_attr_str(c, f, "source", &m->source))) return st;
+    if ((st = ld_attr_ints(c, f, QAT_I8_ATTR_VERSION, &ver, 1))) return st;
+    if (ver != QAT_I8_FORMAT_VERSION)
+        return ld_err(c, QAT_ERR_UNSUPPORTED, "format_version %lld is not supported (this runtime reads %d)",
+                      (long long)ver, QAT_I8_FORMAT_VERSION);
+    if ((st = ld_attr_str(c, f, QAT_I8_ATTR_ARCH, &m->arch))) return st;
+    if (H5Aexists(f, QAT_I8_ATTR_SOURCE) > 0 && (st = ld_attr_str(c, f, QAT_I8_ATTR_SOURCE, &m->source))) return st;
     int32_t n = 0;
-    if ((st = ld_attr_i32(c, f, "num_ops", 1, LD_MAX_OPS, &n))) return st;
-    if (H5Lexists(f, "ops", H5P_DEFAULT) <= 0)
+    if ((st = ld_attr_i32(c, f, QAT_I8_ATTR_NUM_OPS, 1, LD_MAX_OPS, &n))) return st;
+    if (H5Lexists(f, QAT_I8_GROUP_OPS, H5P_DEFAULT) <= 0)
         return ld_err(c, QAT_ERR_FORMAT, "missing group /ops");
-    hid_t ops = H5Gopen2(f, "ops", H5P_DEFAULT);
+    hid_t ops = H5Gopen2(f, QAT_I8_GROUP_OPS, H5P_DEFAULT);
     if (ops < 0) return ld_err(c, QAT_ERR_FORMAT, "/ops is not a group");
     H5G_info_t gi;
     if (H5Gget_info(ops, &gi) < 0) {

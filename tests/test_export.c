@@ -306,7 +306,7 @@ typedef struct agreement {
     double top1, logits;
     int max_diff;
     /* the same against the fake-quant model evaluated with the float32
-     * graph (qat_qmodel_set_integer_eval(qm, 0), as PyTorch evaluates) */
+     * graph (qat_qmodel_set_eval_mode(qm, QAT_EVAL_FLOAT32_GRAPH), as PyTorch evaluates) */
     double f32_top1, f32_logits;
     int f32_max_diff;
 } agreement;
@@ -344,9 +344,9 @@ static agreement file_agreement(qat_ctx *ctx, qat_qmodel *qm, const char *path, 
     int8_t *f = fq_logits(ctx, qm, g_test, n, K);
     int8_t *r = rt_logits(path, g_test, n, K);
     agreement a = agree(r, f, n, K);
-    qat_qmodel_set_integer_eval(qm, 0);
+    qat_qmodel_set_eval_mode(qm, QAT_EVAL_FLOAT32_GRAPH);
     int8_t *g = fq_logits(ctx, qm, g_test, n, K);
-    qat_qmodel_set_integer_eval(qm, 1);
+    qat_qmodel_set_eval_mode(qm, QAT_EVAL_INTEGER_GRID);
     agreement b = agree(r, g, n, K);
     a.f32_top1 = b.top1;
     a.f32_logits = b.logits;
@@ -762,6 +762,7 @@ END_TEST
 static qat_model *custom_model(uint64_t seed)
 {
     qat_model *m = qat_model_create(1, 28, 28);
+    qat_model_set_input_norm(m, QAT_FASHION_MNIST_MEAN, QAT_FASHION_MNIST_STD); /* the training data's */
     NN(m);
     int x = qat_model_conv2d(m, "c1", 0, 3, 5, 2, 2, 0);
     x = qat_model_batchnorm2d(m, "bn1", x);
@@ -868,6 +869,7 @@ START_TEST(test_reference_models)
 {
     const char *arch = archs[_i];
     qat_model *m = qat_model_build(arch, 100 + (uint64_t)_i);
+    qat_model_set_input_norm(m, QAT_FASHION_MNIST_MEAN, QAT_FASHION_MNIST_STD); /* the training data's */
     NN(m);
     train_steps(m, 10, 3);
     qat_qmodel *qm = prepare(m, "w8a8");
@@ -898,6 +900,7 @@ END_TEST
 static qat_model *small_model(void)
 {
     qat_model *m = qat_model_create(1, 28, 28);
+    qat_model_set_input_norm(m, QAT_FASHION_MNIST_MEAN, QAT_FASHION_MNIST_STD); /* the training data's */
     NN(m);
     int x = qat_model_conv2d(m, "c1", 0, 3, 3, 2, 0, 0);
     x = qat_model_batchnorm2d(m, "bn", x);
@@ -991,11 +994,90 @@ START_TEST(test_uncalibrated)
 }
 END_TEST
 
+/* The input normalisation comes from the model (the training data's), is
+ * kept by checkpoints, and an export without one fails naming it. */
+START_TEST(test_input_norm_from_model)
+{
+    qat_model *m = qat_model_build("lenet5", 3);
+    NN(m);
+    qat_qmodel *qm = prepare(m, "w8a8");
+    qat_ctx *ctx = qat_ctx_create(0);
+    ptq_calibrate(ctx, qm, 64);
+    const char *path = tu_tmp_path("norm.int8.h5");
+    ck_assert_int_eq(qat_model_input_norm(m, NULL, NULL), 0);
+    ck_assert_int_eq(qat_export_int8(qm, path, NULL), QAT_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(qat_last_error(), "normalisation"));
+    ck_assert_int_eq(qat_model_set_input_norm(m, 0.25f, 0.0f), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_model_set_input_norm(m, NAN, 1.0f), QAT_ERR_ARG);
+    OK(qat_model_set_input_norm(m, 0.125f, 0.75f));
+    OK(qat_export_int8(qm, path, NULL));
+    hid_t f = h5_open(path, H5F_ACC_RDONLY);
+    hid_t g = H5Gopen2(f, "ops/000", H5P_DEFAULT);
+    ck_assert_float_eq(attr_f32(g, "mean"), 0.125f);
+    ck_assert_float_eq(attr_f32(g, "std"), 0.75f);
+    H5Gclose(g);
+    H5Fclose(f);
+    /* explicit options win over the model's */
+    qat_export_opts o = qat_export_opts_defaults();
+    o.mean = 0.5f;
+    OK(qat_export_int8(qm, path, &o));
+    f = h5_open(path, H5F_ACC_RDONLY);
+    g = H5Gopen2(f, "ops/000", H5P_DEFAULT);
+    ck_assert_float_eq(attr_f32(g, "mean"), 0.5f);
+    ck_assert_float_eq(attr_f32(g, "std"), 0.75f);
+    H5Gclose(g);
+    H5Fclose(f);
+    /* a float checkpoint and a QAT checkpoint keep it */
+    char fp[512], qp[512]; /* tu_tmp_path returns one static buffer */
+    snprintf(fp, sizeof fp, "%s", tu_tmp_path("norm-float.h5"));
+    snprintf(qp, sizeof qp, "%s", tu_tmp_path("norm-qat.h5"));
+    OK(qat_checkpoint_save(fp, m, NULL, NULL));
+    qat_model *m2 = qat_model_load(fp);
+    NN(m2);
+    float mean = 0, std = 0;
+    ck_assert_int_eq(qat_model_input_norm(m2, &mean, &std), 1);
+    ck_assert_float_eq(mean, 0.125f);
+    ck_assert_float_eq(std, 0.75f);
+    OK(qat_qcheckpoint_save(qp, qm, NULL, NULL, NULL));
+    qat_model *m3 = NULL;
+    qat_qmodel *qm3 = qat_qmodel_load(qp, &m3, NULL, NULL);
+    NN(qm3);
+    ck_assert_int_eq(qat_model_input_norm(m3, &mean, &std), 1);
+    ck_assert_float_eq(mean, 0.125f);
+    ck_assert_float_eq(std, 0.75f);
+    /* a file with only one of the two attributes is refused, naming it */
+    f = h5_open(fp, H5F_ACC_RDWR);
+    g = H5Gopen2(f, "model", H5P_DEFAULT);
+    ck_assert_int_ge(H5Adelete(g, "input_std"), 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    ck_assert_ptr_null(qat_model_load(fp));
+    ck_assert_msg(strstr(qat_last_error(), "input_std") != NULL, "%s", qat_last_error());
+    /* neither (a file of an older qat): loads without one */
+    f = h5_open(fp, H5F_ACC_RDWR);
+    g = H5Gopen2(f, "model", H5P_DEFAULT);
+    ck_assert_int_ge(H5Adelete(g, "input_mean"), 0);
+    H5Gclose(g);
+    H5Fclose(f);
+    qat_model *m4 = qat_model_load(fp);
+    NN(m4);
+    ck_assert_int_eq(qat_model_input_norm(m4, NULL, NULL), 0);
+    qat_model_free(m4);
+    qat_qmodel_free(qm3);
+    qat_model_free(m3);
+    qat_model_free(m2);
+    qat_ctx_free(ctx);
+    qat_qmodel_free(qm);
+    qat_model_free(m);
+}
+END_TEST
+
 /* ---- 4. a corrupted multiplier is noticed ---- */
 
 START_TEST(test_corrupt_multiplier)
 {
     qat_model *m = qat_model_build("lenet5", 7);
+    qat_model_set_input_norm(m, QAT_FASHION_MNIST_MEAN, QAT_FASHION_MNIST_STD); /* the training data's */
     NN(m);
     train_steps(m, 10, 4);
     qat_qmodel *qm = prepare(m, "w8a8");
@@ -1047,6 +1129,7 @@ START_TEST(test_payload)
 {
     const char *arch = _i ? "convnet" : "mlp";
     qat_model *m = qat_model_build(arch, 1);
+    qat_model_set_input_norm(m, QAT_FASHION_MNIST_MEAN, QAT_FASHION_MNIST_STD); /* the training data's */
     NN(m);
     qat_qmodel *qm = prepare(m, "w8a8");
     qat_ctx *ctx = qat_ctx_create(0);
@@ -1142,6 +1225,7 @@ static Suite *export_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_custom_model, 0, (int)(sizeof custom_cfgs / sizeof custom_cfgs[0]));
     tcase_add_loop_test(tc, test_reference_models, 0, 4);
+    tcase_add_test(tc, test_input_norm_from_model);
     tcase_add_test(tc, test_corrupt_multiplier);
     tcase_add_loop_test(tc, test_payload, 0, 2);
     suite_add_tcase(s, tc);

@@ -1365,7 +1365,7 @@ START_TEST(test_integer_eval)
     qat_tensor *x = random_input(ctx, m, 16, -1, 1.5f, &r);
     qat_tensor **gi = qat_qmodel_forward_all(ctx, qm, x);
     NN(gi);
-    qat_qmodel_set_integer_eval(qm, 0);
+    qat_qmodel_set_eval_mode(qm, QAT_EVAL_FLOAT32_GRAPH);
     qat_tensor **gf = qat_qmodel_forward_all(ctx, qm, x);
     NN(gf);
     long same = 0, total = 0;
@@ -1401,7 +1401,7 @@ START_TEST(test_integer_eval)
     qat_qmodel_freeze_bn(qm, 1);
     qat_ctx_set_training(ctx, 1);
     qat_tensor *ta = qat_qmodel_forward(ctx, qm, x);
-    qat_qmodel_set_integer_eval(qm, 1);
+    qat_qmodel_set_eval_mode(qm, QAT_EVAL_INTEGER_GRID);
     qat_tensor *tb = qat_qmodel_forward(ctx, qm, x);
     NN(ta);
     NN(tb);

@@ -377,3 +377,13 @@ void progress_end(progress *p)
 {
     if (p->tty) fputs("\r\033[K", stderr);
 }
+
+void cli_export_norm(const qat_model *m, const char *file, qat_export_opts *o)
+{
+    if (qat_model_input_norm(m, NULL, NULL)) return; /* the export takes the model's */
+    o->mean = QAT_FASHION_MNIST_MEAN;
+    o->std = QAT_FASHION_MNIST_STD;
+    cli_log("%s stores no input normalisation (written before qat kept the training data's): "
+            "exporting with Fashion-MNIST's (mean %.4f, std %.4f)",
+            file, (double)o->mean, (double)o->std);
+}

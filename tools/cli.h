@@ -7,6 +7,7 @@
 
 #include "qat.h"
 #include "qat/data.h"
+#include "qat/qio.h"
 #include "qat/quant.h"
 
 /* Batch of evaluation and calibration passes: the training batch, so the
@@ -42,6 +43,10 @@ void cli_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "qat: <what>: <qat_last_error()>", returns 1. */
 int cli_fail_lib(const char *what);
+/* Sets o's normalisation to Fashion-MNIST's, with a note on stderr, when
+ * the model (loaded from file) stores none (files of older qat versions);
+ * otherwise leaves o to take the model's. */
+void cli_export_norm(const qat_model *m, const char *file, qat_export_opts *o);
 
 double cli_now(void); /* monotonic seconds */
 double cli_median(double *v, int n); /* sorts v */

@@ -85,6 +85,7 @@ static int export_and_check(qat_ctx *ctx, qat_qmodel *qm, const char *ckpt, cons
 {
     qat_export_opts eo = qat_export_opts_defaults();
     eo.source = ckpt;
+    cli_export_norm(qat_qmodel_float(qm), ckpt, &eo);
     if (qat_export_int8(qm, path, &eo)) return cli_fail_lib(path);
     qat_rt_model *rt = NULL;
     if (qat_rt_load_file(path, &rt)) return cli_fail("%s", qat_rt_last_error());
@@ -99,9 +100,9 @@ static int export_and_check(qat_ctx *ctx, qat_qmodel *qm, const char *ckpt, cons
         r->max_logit_diff_steps = ag.max_diff_steps;
         /* and vs the float32 graph (how PyTorch evaluates fake-quant) */
         int8_t *lg = NULL;
-        qat_qmodel_set_integer_eval(qm, 0);
+        qat_qmodel_set_eval_mode(qm, QAT_EVAL_FLOAT32_GRAPH);
         rc = fq_logits(ctx, qm, test, CLI_EVAL_BATCH, &lg, NULL);
-        qat_qmodel_set_integer_eval(qm, 1);
+        qat_qmodel_set_eval_mode(qm, QAT_EVAL_INTEGER_GRID);
         if (!rc) {
             int8_agreement(lq, lg, test->n, qat_rt_num_classes(rt), &ag);
             r->f32_top1_agreement = ag.top1;

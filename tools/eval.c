@@ -10,7 +10,7 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: qat eval FILE [REFERENCE] [--layers] [--layers-images N] [--float-graph] [--data DIR]\n"
+    fprintf(stderr, "usage: qat eval FILE [REFERENCE] [--layers] [--layers-images N] [--eval-mode MODE] [--data DIR]\n"
                     "                [--limit-test N] [--threads T] [--json]\n"
                     "FILE: a float checkpoint (float accuracy), a QAT/PTQ checkpoint (fake-quant accuracy) or an\n"
                     "int8 model (accuracy in the integer runtime). With REFERENCE (the QAT/PTQ checkpoint an int8\n"
@@ -18,15 +18,17 @@ static int usage(void)
                     "--layers: per-layer cosine / SQNR / MSE between the float and the quantized activations; for an\n"
                     "int8 model with its REFERENCE, per op the share of int8 outputs identical to the fake-quant\n"
                     "model's (over --layers-images N images, default 256).\n"
-                    "--float-graph: evaluate the fake-quant model with the float32 graph training uses (as PyTorch\n"
-                    "does) instead of on the integer grid (docs/QUANT.md, section 13).\n");
+                    "--eval-mode integer-grid|float32-graph: how a QAT/PTQ checkpoint is evaluated: on the integer\n"
+                    "grid (the default: the arithmetic of its int8 export) or with the float32 graph training uses\n"
+                    "(as PyTorch does); docs/QUANT.md, section 13. --float-graph = --eval-mode float32-graph.\n");
     return 2;
 }
 
 /* qat eval model.int8.h5 [qat.h5] */
 static int eval_int8(const cli_common *c, const char *file, const char *ref, int layers, int layer_images,
-                     int float_graph)
+                     qat_eval_mode mode)
 {
+    const int float_graph = mode == QAT_EVAL_FLOAT32_GRAPH;
     double t0 = cli_now();
     qat_rt_model *rt = NULL;
     if (qat_rt_load_file(file, &rt)) return cli_fail("%s", qat_rt_last_error());
@@ -46,7 +48,7 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref, int
     if (!rc && ref) {
         if (!(qm = qat_qmodel_load(ref, &m, NULL, NULL)) || !(ctx = qat_ctx_create(0)))
             rc = cli_fail_lib(ref);
-        if (!rc && float_graph) qat_qmodel_set_integer_eval(qm, 0);
+        if (!rc) qat_qmodel_set_eval_mode(qm, mode);
         if (!rc) rc = fq_logits(ctx, qm, d.test, CLI_EVAL_BATCH, &lf, &fq_acc);
         if (!rc && qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0] != qat_rt_num_classes(rt))
             rc = cli_fail("%s and %s have different numbers of classes", file, ref);
@@ -54,9 +56,9 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref, int
         if (!rc && !float_graph) {
             /* and against the float32 graph (how PyTorch evaluates a fake-quant model) */
             int8_t *lg = NULL;
-            qat_qmodel_set_integer_eval(qm, 0);
+            qat_qmodel_set_eval_mode(qm, QAT_EVAL_FLOAT32_GRAPH);
             rc = fq_logits(ctx, qm, d.test, CLI_EVAL_BATCH, &lg, &fg_acc);
-            qat_qmodel_set_integer_eval(qm, 1);
+            qat_qmodel_set_eval_mode(qm, QAT_EVAL_INTEGER_GRID);
             if (!rc) int8_agreement(lq, lg, d.test->n, qat_rt_num_classes(rt), &ag_f32);
             free(lg);
         }
@@ -87,7 +89,7 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref, int
             json_num(&j, "top1_agreement", ag.top1);
             json_num(&j, "logit_agreement", ag.logits);
             json_int(&j, "max_logit_diff_steps", ag.max_diff_steps);
-            json_str(&j, "reference_eval", float_graph ? "float32-graph" : "integer-grid");
+            json_str(&j, "reference_eval", qat_eval_mode_name(mode));
             if (!float_graph) {
                 json_num(&j, "float32_graph_test_accuracy", fg_acc);
                 json_num(&j, "float32_graph_top1_agreement", ag_f32.top1);
@@ -115,9 +117,9 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref, int
         printf("%s (int8, %s kernels): test accuracy %.4f on %d images, %.0f images/s\n", file,
                qat_rt_isa_name(qat_rt_get_isa(rt)), acc, d.test->n, ips);
         if (ref)
-            printf("vs %s (fake-quant accuracy %.4f): top-1 agreement %.4f, identical int8 logits %.4f, "
-                   "max difference %d steps\n",
-                   ref, fq_acc, ag.top1, ag.logits, ag.max_diff_steps);
+            printf("vs %s (fake-quant accuracy %.4f, evaluated as %s): top-1 agreement %.4f, identical int8 logits "
+                   "%.4f, max difference %d steps\n",
+                   ref, fq_acc, qat_eval_mode_name(mode), ag.top1, ag.logits, ag.max_diff_steps);
         if (ref && !float_graph)
             printf("vs its float32 graph (fake-quant accuracy %.4f): top-1 agreement %.4f, identical int8 logits %.4f, "
                    "max difference %d steps\n",
@@ -147,7 +149,8 @@ int cmd_eval(int argc, char **argv)
     cli_common_defaults(&c);
     c.val = 0;
     const char *file = NULL, *ref = NULL;
-    int layers = 0, layer_images = 256, float_graph = 0;
+    int layers = 0, layer_images = 256;
+    qat_eval_mode mode = QAT_EVAL_INTEGER_GRID;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_parse(&c, argc, argv, &i);
         if (r < 0) return 2;
@@ -156,7 +159,15 @@ int cmd_eval(int argc, char **argv)
         if (!strcmp(argv[i], "--layers")) {
             layers = 1;
         } else if (!strcmp(argv[i], "--float-graph")) {
-            float_graph = 1;
+            mode = QAT_EVAL_FLOAT32_GRAPH;
+        } else if (!strcmp(argv[i], "--eval-mode")) {
+            int md;
+            if (!(v = cli_value(argc, argv, &i))) return usage();
+            if ((md = qat_eval_mode_from_name(v)) < 0) {
+                cli_fail("eval: --eval-mode '%s': expected integer-grid or float32-graph", v);
+                return usage();
+            }
+            mode = (qat_eval_mode)md;
         } else if (!strcmp(argv[i], "--layers-images")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i], v, &layer_images) || layer_images < 1)
                 return usage();
@@ -177,7 +188,7 @@ int cmd_eval(int argc, char **argv)
     double t0 = cli_now();
     qat_file_info info;
     if (qat_checkpoint_info(file, &info)) return cli_fail_lib(file);
-    if (!strcmp(info.format, QAT_FORMAT_INT8_MODEL)) return eval_int8(&c, file, ref, layers, layer_images, float_graph);
+    if (!strcmp(info.format, QAT_FORMAT_INT8_MODEL)) return eval_int8(&c, file, ref, layers, layer_images, mode);
     if (ref) return cli_fail("eval: a REFERENCE is compared with an int8 model; %s is a %s", file, info.format);
     int rc = 0;
     cli_data d = {0};
@@ -189,7 +200,7 @@ int cmd_eval(int argc, char **argv)
     int is_q = !strcmp(info.format, QAT_FORMAT_QAT_CHECKPOINT);
     if (is_q) {
         if (!(qm = qat_qmodel_load(file, &m, NULL, NULL))) return cli_fail_lib(file);
-        if (float_graph) qat_qmodel_set_integer_eval(qm, 0);
+        qat_qmodel_set_eval_mode(qm, mode);
     } else if (!(m = qat_model_load(file))) {
         return cli_fail_lib(file);
     }
@@ -225,6 +236,7 @@ int cmd_eval(int argc, char **argv)
         json_num(&j, "test_accuracy", acc);
         json_int(&j, "test_images", d.test->n);
         json_int(&j, "file_bytes", cli_file_bytes(file));
+        if (qm) json_str(&j, "eval_mode", qat_eval_mode_name(mode));
         if (layers && qm) {
             json_arr(&j, "layers");
             for (int k = 0; k < n_err; k++) {
@@ -241,8 +253,8 @@ int cmd_eval(int argc, char **argv)
         json_obj_end(&j);
         json_end(&j);
     } else {
-        printf("%s (%s, %s): test accuracy %.4f on %d images\n", file, info.format, qat_model_arch(m), acc,
-               d.test->n);
+        printf("%s (%s, %s%s%s): test accuracy %.4f on %d images\n", file, info.format, qat_model_arch(m),
+               qm ? ", evaluated as " : "", qm ? qat_eval_mode_name(mode) : "", acc, d.test->n);
         if (layers && qm) {
             printf("%-24s %10s %10s %12s\n", "layer", "cosine", "SQNR dB", "MSE");
             for (int k = 0; k < n_err; k++)

@@ -34,6 +34,7 @@ int cmd_export(int argc, char **argv)
     if (!qm) return cli_fail_lib(from);
     qat_export_opts o = qat_export_opts_defaults();
     o.source = from;
+    cli_export_norm(m, from, &o);
     int rc = 0;
     if (qat_export_int8(qm, out, &o)) rc = cli_fail_lib("export");
     if (!rc) {

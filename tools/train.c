@@ -225,6 +225,12 @@ int train_main(cli_common *cp, train_opts *op, train_result *res)
         rc = cli_fail_lib("train");
         goto done;
     }
+    /* the training data's normalisation goes with the model (the int8
+     * export's input LUT applies it) */
+    if (!qat_model_input_norm(m, NULL, NULL) && qat_model_set_input_norm(m, d.train->mean, d.train->std)) {
+        rc = cli_fail_lib("train");
+        goto done;
+    }
     if (!o.model) o.model = qat_model_arch(m);
     if (!o.out) {
         snprintf(out_buf, sizeof out_buf, "%s-%s.h5", o.model, qat ? o.quant : "float");

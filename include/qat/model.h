@@ -108,6 +108,13 @@ QAT_API qat_model *qat_model_build(const char *arch, uint64_t seed);
 /* The arch name given to qat_model_build, or "custom". */
 QAT_API const char *qat_model_arch(const qat_model *m);
 QAT_API void qat_model_set_arch(qat_model *m, const char *arch);
+/* The input normalisation of the data the model is trained on, x =
+ * (pixel/255 - mean) / std: stored in checkpoints, and what the int8
+ * export's input LUT applies. A new model has none (returns 0); training
+ * sets it from its dataset. QAT_ERR_ARG unless std > 0 and both finite. */
+QAT_API int qat_model_set_input_norm(qat_model *m, float mean, float std);
+/* 1 and *mean, *std if the model has one, else 0. */
+QAT_API int qat_model_input_norm(const qat_model *m, float *mean, float *std);
 
 QAT_API int qat_model_num_layers(const qat_model *m);
 QAT_API qat_layer *qat_model_layer(qat_model *m, int i);

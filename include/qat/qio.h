@@ -9,6 +9,7 @@
 #ifndef QAT_QIO_H
 #define QAT_QIO_H
 
+#include "format_int8.h"
 #include "io.h"
 #include "quant.h"
 
@@ -41,14 +42,15 @@ QAT_API qat_qmodel *qat_qmodel_load(const char *path, qat_model **float_model,
 
 /* ---- int8 export (docs/FORMAT-int8.md) ---- */
 
-#define QAT_FORMAT_INT8_MODEL "int8-model"
+#define QAT_FORMAT_INT8_MODEL QAT_I8_FORMAT_NAME /* qat/format_int8.h */
 
 typedef struct qat_export_opts {
-    float mean, std;    /* input normalisation of pixels (for the input LUT) */
+    float mean, std;    /* input normalisation of pixels (for the input LUT); NaN: the model's */
     const char *source; /* recorded as the root attribute source (may be NULL) */
 } qat_export_opts;
 
-/* Fashion-MNIST normalisation, no source. */
+/* mean = std = NaN: the input normalisation stored with the model
+ * (qat_model_input_norm: the training data's); no source. */
 QAT_API qat_export_opts qat_export_opts_defaults(void);
 
 /* Converts a calibrated/trained qmodel into an int8 model file: int8
@@ -57,7 +59,8 @@ QAT_API qat_export_opts qat_export_opts_defaults(void);
  * recomputed), using the very folding the fake-quant forward uses. Every
  * unit must be quantized (no "float" override) with signed activations and
  * at most 8 bits. QAT_ERR_UNSUPPORTED names the first unit or layer that
- * cannot be converted. Atomic write. */
+ * cannot be converted; QAT_ERR_ARG when neither opts nor the model give the
+ * input normalisation. Atomic write. */
 QAT_API int qat_export_int8(qat_qmodel *qm, const char *path, const qat_export_opts *opts);
 
 #ifdef __cplusplus

@@ -154,13 +154,34 @@ QAT_API qat_tensor *qat_qmodel_forward(qat_ctx *ctx, qat_qmodel *qm, qat_tensor 
 /* Every layer's output (arena array of qat_model_num_layers tensors). */
 QAT_API qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x);
 
-/* Evaluation (no training, no gradient) computes each quantized unit on
- * the integer grid: the conv/linear accumulator exactly, the output grid
- * index in double. It is the same function as the float32 fake-quant graph
- * without that graph's rounding error near rounding boundaries, and what the
- * int8 export computes (docs/QUANT.md, section 13). On by default; off,
- * evaluation runs the float32 graph training uses (as PyTorch does). */
-QAT_API void qat_qmodel_set_integer_eval(qat_qmodel *qm, int enabled);
+/* How a qmodel evaluates (forward with training and gradients off; with
+ * either on, and while calibrating, the fake-quant graph always runs):
+ *
+ * QAT_EVAL_INTEGER_GRID (the default after qat_qmodel_prepare): each
+ *   quantized unit is computed on the integer grid: the conv/linear
+ *   accumulator sum (x - z_in) * w_q + b_q exactly, the output grid index
+ *   round(acc * s_in * s_w / s_out) in double, from the same integer
+ *   weights, bias and multipliers the int8 converter makes
+ *   (quant/convert.c). It is the function the int8 export computes
+ *   (docs/QUANT.md, section 13).
+ * QAT_EVAL_FLOAT32_GRAPH: the float32 fake-quant graph training uses (as
+ *   PyTorch evaluates); it differs from the grid only where float32
+ *   rounding lands next to a rounding boundary (about 1 output in 10^3-10^4
+ *   per layer).
+ *
+ * `qat eval --eval-mode` selects it and every tool prints the one used. */
+typedef enum {
+    QAT_EVAL_INTEGER_GRID = 0,
+    QAT_EVAL_FLOAT32_GRAPH,
+    QAT_EVAL_MODE_COUNT
+} qat_eval_mode;
+/* "integer-grid", "float32-graph"; NULL for an unknown value */
+QAT_API const char *qat_eval_mode_name(qat_eval_mode mode);
+/* inverse; -1 if unknown */
+QAT_API int qat_eval_mode_from_name(const char *name);
+/* QAT_ERR_ARG for a NULL qmodel or an unknown mode. */
+QAT_API int qat_qmodel_set_eval_mode(qat_qmodel *qm, qat_eval_mode mode);
+QAT_API qat_eval_mode qat_qmodel_eval_mode(const qat_qmodel *qm);
 
 /* Switches (apply to every unit). */
 QAT_API void qat_qmodel_freeze_bn(qat_qmodel *qm, int frozen);

@@ -1,0 +1,59 @@
+/* qat/format_int8.h: the names of the int8 model file
+ * (docs/FORMAT-int8.md), shared by the writer (io/export.c) and the
+ * runtime's reader (runtime/load.c), so the two cannot drift apart. Plain
+ * macros: the runtime includes nothing from training, the writer nothing
+ * from the runtime but this. */
+#ifndef QAT_FORMAT_INT8_H
+#define QAT_FORMAT_INT8_H
+
+/* root group */
+#define QAT_I8_FORMAT_NAME "int8-model" /* value of the qat_format attribute */
+#define QAT_I8_FORMAT_VERSION 1         /* the version written and read */
+#define QAT_I8_ATTR_FORMAT "qat_format"
+#define QAT_I8_ATTR_VERSION "format_version"
+#define QAT_I8_ATTR_ARCH "arch"
+#define QAT_I8_ATTR_SOURCE "source"
+#define QAT_I8_ATTR_NUM_OPS "num_ops"
+#define QAT_I8_GROUP_OPS "ops" /* one subgroup an op, "000", "001", ... */
+
+/* op types (the type attribute) */
+#define QAT_I8_OP_INPUT "input"
+#define QAT_I8_OP_CONV2D "conv2d"
+#define QAT_I8_OP_LINEAR "linear"
+#define QAT_I8_OP_ADD "add"
+#define QAT_I8_OP_GLOBAL_AVGPOOL "global_avgpool"
+#define QAT_I8_OP_AVGPOOL2D "avgpool2d"
+#define QAT_I8_OP_MAXPOOL2D "maxpool2d"
+#define QAT_I8_OP_RELU "relu"
+#define QAT_I8_OP_FLATTEN "flatten"
+
+/* attributes of every op */
+#define QAT_I8_ATTR_TYPE "type"
+#define QAT_I8_ATTR_NAME "name"
+#define QAT_I8_ATTR_INPUTS "inputs"
+#define QAT_I8_ATTR_OUT_SHAPE "out_shape"
+#define QAT_I8_ATTR_OUT_SCALE "out_scale"
+#define QAT_I8_ATTR_OUT_ZP "out_zero_point"
+
+/* attributes of some ops */
+#define QAT_I8_ATTR_ACT_MIN "act_min"
+#define QAT_I8_ATTR_ACT_MAX "act_max"
+#define QAT_I8_ATTR_IN_ZP "in_zero_point"
+#define QAT_I8_ATTR_STRIDE "stride"
+#define QAT_I8_ATTR_PAD "pad"
+#define QAT_I8_ATTR_KERNEL "kernel"
+#define QAT_I8_ATTR_MEAN "mean"
+#define QAT_I8_ATTR_STD "std"
+#define QAT_I8_ATTR_MULTIPLIER "multiplier" /* add, pools (attribute); conv/linear: dataset */
+#define QAT_I8_ATTR_SHIFT "shift"           /* pools (attribute); conv/linear: dataset */
+#define QAT_I8_ATTR_ADD_SHIFT "add_shift"
+
+/* datasets */
+#define QAT_I8_DSET_LUT "lut"
+#define QAT_I8_DSET_WEIGHT "weight"
+#define QAT_I8_DSET_BIAS "bias"
+#define QAT_I8_DSET_MULTIPLIER "multiplier"
+#define QAT_I8_DSET_SHIFT "shift"
+#define QAT_I8_DSET_WEIGHT_SCALE "weight_scale"
+
+#endif

@@ -1,0 +1,61 @@
+/* quant/convert.h: a qmodel's int8 graph, built in memory by
+ * quant/convert.c and written by io/export.c (docs/FORMAT-int8.md). Not
+ * installed. */
+#ifndef QAT_QUANT_CONVERT_H
+#define QAT_QUANT_CONVERT_H
+
+#include <stdint.h>
+
+#include "qat/quant.h"
+
+/* One op of the int8 graph. type is one of qat/format_int8.h's
+ * QAT_I8_OP_* names. */
+typedef struct qat_i8op {
+    const char *type;
+    char name[QAT_NAME_MAX];
+    int n_inputs, inputs[2];
+    int out_ndim, out_shape[3];
+    float out_scale;
+    int32_t out_zp;
+    int32_t act_min, act_max;
+    /* conv2d / linear */
+    int oc, ic, k, stride, pad;
+    int8_t *weight;
+    int32_t *bias, *mult, *shift;
+    float *wscale;
+    int32_t in_zp;
+    /* add */
+    int32_t add_m[2], add_zp[2], add_t;
+    /* pools */
+    int32_t pool_m, pool_shift;
+    /* input */
+    float mean, std;
+    int8_t lut[256];
+} qat_i8op;
+
+typedef struct qat_i8graph {
+    qat_i8op *ops;
+    int n;
+    const char *arch; /* borrowed from the float model */
+} qat_i8graph;
+
+/* Converts qm (calibrated or trained; every unit quantized, <= 8 bits) to
+ * its int8 graph; mean/std: the input normalisation the LUT applies.
+ * QAT_ERR_UNSUPPORTED / QAT_ERR_STATE naming the unit, QAT_ERR_NOMEM. On
+ * failure *g is freed and zeroed. */
+int qat_convert_int8(qat_qmodel *qm, float mean, float std, qat_i8graph *g);
+void qat_i8graph_free(qat_i8graph *g);
+
+/* The integer arithmetic of a conv/linear unit, shared by the converter
+ * and the integer-grid evaluation (quant/grid.c), from the folded weight
+ * wf [C, per] and bias bf [C] (NULL: none), the input scale s_in, the
+ * weight scales sw [C] and the output scale s_out. Per channel c:
+ *   w_q[c, k]  = clamp(round(wf[c, k] / sw[c]), qmin, qmax)  (int8)
+ *   b_scale[c] = s_in * sw[c]                                 (float32)
+ *   b_q[c]     = round(bf[c] / b_scale[c]), saturated          (0 without bias)
+ *   mult[c]    = s_in * sw[c] / s_out                         (double)
+ * Any output array may be NULL. */
+void qat_conv_integer_form(const qat_quantizer *wq, const float *wf, const float *bf, int C, size_t per, float s_in,
+                           const float *sw, float s_out, int8_t *w_q, int32_t *b_q, float *b_scale, double *mult);
+
+#endif

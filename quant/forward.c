@@ -1,0 +1,209 @@
+/* quant/forward.c: the fake-quant forward of a qmodel (training,
+ * calibration, and evaluation with the float32 graph), BN folding, and
+ * calibration passes. Evaluation on the integer grid is quant/grid.c. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+#include "quant/internal.h"
+#include "runtime/rounding.h"
+
+
+static qat_tensor *const_vec(qat_ctx *ctx, int n)
+{
+    return qat_new(ctx, 1, &n);
+}
+
+/* gamma / sigma_running of a unit's BN, on the tape. */
+static qat_tensor *bn_factor(qat_ctx *ctx, const qat_layer *bn)
+{
+    int C = bn->out_ch;
+    qat_tensor *invstd = const_vec(ctx, C);
+    if (!invstd) return NULL;
+    for (int c = 0; c < C; c++) invstd->data[c] = 1.0f / sqrtf(bn->running_var->data[c] + bn->bn_eps);
+    return qat_channel_mul(ctx, bn->weight, invstd, 0, 0);
+}
+
+/* b_fold = beta + sf * (b - mean) */
+static qat_tensor *fold_bias(qat_ctx *ctx, const qat_layer *l, const qat_layer *bn, qat_tensor *sf)
+{
+    int C = l->out_ch;
+    qat_tensor *t = const_vec(ctx, C);
+    if (!t || !sf) return NULL;
+    for (int c = 0; c < C; c++) t->data[c] = -bn->running_mean->data[c];
+    if (l->bias) t = qat_add(ctx, l->bias, t);
+    return qat_add(ctx, bn->bias, qat_mul(ctx, sf, t));
+}
+
+int qat_qunit_fold(qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un, qat_tensor **w, qat_tensor **b)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    if (un->bn < 0) {
+        *w = l->weight;
+        *b = l->bias;
+        return QAT_OK;
+    }
+    const qat_layer *bn = qat_model_layer_c(qm->m, un->bn);
+    qat_tensor *sf = bn_factor(ctx, bn);
+    *w = qat_channel_mul(ctx, l->weight, sf, 0, 0);
+    *b = fold_bias(ctx, l, bn, sf);
+    return (*w && *b) ? QAT_OK : QAT_ERR_NOMEM;
+}
+
+float qat_qunit_input_scale(qat_qmodel *qm, const qat_qunit *un)
+{
+    if (un->in_unit[0] < 0) return 0;
+    const qat_quantizer *iq = &qm->units[un->in_unit[0]].act;
+    return (iq->fake_quant && iq->initialized) ? qat_quantizer_scales(iq)[0] : 0;
+}
+
+/* The weight scale of each of the C output channels, as the bias grid
+ * needs it: a per-tensor weight quantizer has one scale for all of them
+ * (export does the same). NULL if out of memory. */
+const float *qat_channel_weight_scales(qat_ctx *ctx, const qat_quantizer *wq, int C)
+{
+    const float *s = qat_quantizer_scales(wq);
+    if (wq->n == C) return s;
+    float *e = qat_arena_alloc(ctx, (size_t)C * sizeof *e);
+    if (e)
+        for (int c = 0; c < C; c++) e[c] = s[0];
+    return e;
+}
+
+/* conv/linear (+BN) (+ReLU) with fake-quant; sets out[] of every layer
+ * of the unit. */
+static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    qat_tensor *x = out[l->inputs[0]], *y;
+    int is_conv = l->type == QAT_LAYER_CONV2D;
+    qat_quantizer *wq = &un->weight;
+    float s_in = qat_qunit_input_scale(qm, un); /* the input's grid, for the bias */
+#define CONV(w, b) (is_conv ? qat_conv2d(ctx, x, w, b, l->stride, l->pad) : qat_linear(ctx, x, w, b))
+    if (un->bn >= 0 && qat_ctx_training(ctx) && !un->bn_frozen) {
+        /* PyTorch's _forward_approximate: batch statistics correct the
+         * output while BN trains */
+        qat_layer *bn = qat_model_layer(qm->m, un->bn);
+        qat_tensor *sf = bn_factor(ctx, bn);
+        qat_tensor *w = qat_fq(ctx, qat_channel_mul(ctx, l->weight, sf, 0, 0), wq, 1);
+        y = CONV(w, NULL);
+        y = qat_channel_mul(ctx, y, sf, 1, 1);
+        if (l->bias) y = qat_bias_add(ctx, y, l->bias);
+        out[un->head] = y;
+        if (y) bn->num_batches_tracked++;
+        y = qat_batchnorm2d(ctx, y, bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->bn_momentum,
+                            bn->bn_eps);
+        out[un->bn] = y;
+    } else {
+        /* the folded form: exactly what the int8 export computes */
+        qat_tensor *wf, *bf;
+        if (qat_qunit_fold(ctx, qm, un, &wf, &bf)) return NULL;
+        qat_tensor *w = qat_fq(ctx, wf, wq, 1);
+        if (bf && w && wq->fake_quant && s_in > 0) {
+            const float *sw = qat_channel_weight_scales(ctx, wq, l->out_ch);
+            bf = sw ? qat_fq_bias(ctx, bf, s_in, sw) : NULL;
+        }
+        y = out[un->head] = CONV(w, bf);
+        if (un->bn >= 0) out[un->bn] = y;
+    }
+#undef CONV
+    return y;
+}
+
+qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
+{
+    if (!x) return NULL;
+    qat_model *m = qm->m;
+    int nl = qat_model_num_layers(m);
+    const qat_layer *in = qat_model_layer_c(m, 0);
+    if (x->ndim != 4 || x->shape[1] != in->out_shape[0] || x->shape[2] != in->out_shape[1] ||
+        x->shape[3] != in->out_shape[2]) {
+        char s[64];
+        return qat_error_null(QAT_ERR_SHAPE, "qmodel: input %s, expected [N,%d,%d,%d]", qat_shape_str(x, s, sizeof s),
+                              in->out_shape[0], in->out_shape[1], in->out_shape[2]);
+    }
+    int observe_act = qat_ctx_training(ctx) || qm->calibrating;
+    qat_tensor **out = qat_arena_alloc(ctx, (size_t)nl * sizeof *out);
+    if (!out) return NULL;
+    memset(out, 0, (size_t)nl * sizeof *out);
+    out[0] = x;
+    for (int i = 0; i < nl; i++) {
+        int u = qm->layer_owner[i];
+        qat_layer *l = qat_model_layer(m, i);
+        if (u < 0) { /* a float layer that keeps its input's grid */
+            qat_tensor *ins[2] = {out[l->inputs[0]], l->n_inputs > 1 ? out[l->inputs[1]] : NULL};
+            if (!(out[i] = qat_layer_forward(ctx, l, ins))) return NULL;
+            continue;
+        }
+        qat_qunit *un = &qm->units[u];
+        if (un->head != i) continue; /* computed with its unit */
+        qat_tensor *y;
+        if (un->cfg.quantize && un->kind != QAT_UNIT_INPUT) {
+            int failed = 0;
+            y = qat_qunit_forward_grid(ctx, qm, un, out, &failed);
+            if (failed) return NULL;
+            if (y) {
+                out[un->last] = y;
+                continue;
+            }
+        }
+        if (!un->cfg.quantize) {
+            for (int k = un->head; k <= un->last; k++) {
+                if (qm->layer_owner[k] != u) continue;
+                qat_layer *lk = qat_model_layer(m, k);
+                qat_tensor *ins[2] = {out[lk->inputs[0]], lk->n_inputs > 1 ? out[lk->inputs[1]] : NULL};
+                if (!(out[k] = qat_layer_forward(ctx, lk, ins))) return NULL;
+            }
+            continue;
+        }
+        switch (un->kind) {
+        case QAT_UNIT_INPUT:
+            y = x;
+            break;
+        case QAT_UNIT_CONV:
+            y = conv_unit(ctx, qm, un, out);
+            break;
+        case QAT_UNIT_ADD:
+            y = out[i] = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]]);
+            break;
+        default: {
+            qat_tensor *ins[1] = {out[l->inputs[0]]};
+            y = out[i] = qat_layer_forward(ctx, l, ins);
+            break;
+        }
+        }
+        if (!y) return NULL;
+        if ((un->kind == QAT_UNIT_CONV || un->kind == QAT_UNIT_ADD) && un->relu >= 0) {
+            /* ReLU and the activation quantizer in one pass (the ReLU's own
+             * output is then the quantized one) */
+            qat_tensor *r = NULL;
+            if (!(y = qat_fq_relu(ctx, y, &un->act, observe_act, &r))) return NULL;
+            out[un->relu] = r;
+            out[un->last] = y;
+        } else if (!(out[un->last] = qat_fq(ctx, y, &un->act, observe_act))) {
+            return NULL;
+        }
+    }
+    return out;
+}
+
+qat_tensor *qat_qmodel_forward(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
+{
+    qat_tensor **all = qat_qmodel_forward_all(ctx, qm, x);
+    return all ? all[qat_model_num_layers(qm->m) - 1] : NULL;
+}
+
+int qat_qmodel_calibrate(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
+{
+    int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    qm->calibrating = 1;
+    qat_tensor *y = qat_qmodel_forward(ctx, qm, x);
+    qm->calibrating = 0;
+    qat_ctx_set_training(ctx, tr);
+    qat_ctx_set_grad(ctx, gr);
+    return y ? QAT_OK : (x ? QAT_ERR_STATE : QAT_ERR_ARG);
+}

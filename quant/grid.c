@@ -1,0 +1,304 @@
+/* quant/grid.c: evaluation on the integer grid (QAT_EVAL_INTEGER_GRID). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+#include "quant/convert.h"
+#include "quant/internal.h"
+#include "runtime/rounding.h"
+
+/* ---- evaluation on the integer grid ----
+ *
+ * In evaluation (no training, no gradient, not calibrating) a unit whose
+ * inputs and output are on quantization grids computes the same function
+ * as the float32 fake-quant graph, exactly: the conv/linear accumulator
+ * sum (x - z_in) * w_q + b_q runs on integer-valued floats (exact while
+ * partial sums stay below 2^24, which an int8 layer reaches only with
+ * thousands of saturated terms), and the output grid index is
+ * round(acc * s_in * s_w / s_out) with that ratio in double. The float32
+ * graph rounds every product and partial sum, and where its result lands
+ * within that error of a rounding boundary it picks the neighbouring grid
+ * point: about 1 output in 10^3-10^4 per conv layer, and more after
+ * several layers. Evaluated this way the fake-quant model is what the int8
+ * export computes up to its 31-bit multipliers (docs/QUANT.md, section 13). */
+
+const char *qat_eval_mode_name(qat_eval_mode mode)
+{
+    switch (mode) {
+    case QAT_EVAL_INTEGER_GRID: return "integer-grid";
+    case QAT_EVAL_FLOAT32_GRAPH: return "float32-graph";
+    default: return NULL;
+    }
+}
+
+int qat_eval_mode_from_name(const char *name)
+{
+    for (int m = 0; m < QAT_EVAL_MODE_COUNT; m++)
+        if (name && !strcmp(name, qat_eval_mode_name((qat_eval_mode)m))) return m;
+    return -1;
+}
+
+int qat_qmodel_set_eval_mode(qat_qmodel *qm, qat_eval_mode mode)
+{
+    if (!qm) return qat_error(QAT_ERR_ARG, "qat_qmodel_set_eval_mode: qmodel is NULL");
+    if ((unsigned)mode >= QAT_EVAL_MODE_COUNT)
+        return qat_error(QAT_ERR_ARG, "qat_qmodel_set_eval_mode: unknown mode %d", (int)mode);
+    qm->eval_mode = mode;
+    return QAT_OK;
+}
+
+qat_eval_mode qat_qmodel_eval_mode(const qat_qmodel *qm) { return qm->eval_mode; }
+
+/* The output quantizer's parameters, for units evaluated on the grid:
+ * 0 when it is not a per-tensor quantizer in use. */
+static int grid_out(const qat_quantizer *q, float *s, int32_t *z)
+{
+    if (!q->fake_quant || !q->initialized || q->n != 1) return 0;
+    *s = qat_quantizer_scales(q)[0];
+    qat_quantizer_zero_points(q, z);
+    return *s > 0;
+}
+
+static int integer_eval(const qat_ctx *ctx, const qat_qmodel *qm, const qat_qunit *un)
+{
+    return qm->eval_mode == QAT_EVAL_INTEGER_GRID && !qm->calibrating && !qat_ctx_training(ctx) && !qat_ctx_grad_enabled(ctx) &&
+           un->act.fake_quant && un->act.initialized && un->act.n == 1;
+}
+
+/* Row kernels, cloned for AVX-512 and AVX2 (chosen at load time; the
+ * baseline build targets SSE2). Rounding is to nearest, ties to even, in
+ * the default rounding mode, by adding and subtracting 1.5 * 2^23 (1.5 *
+ * 2^52 in double): exact for |v| < 2^22 (2^51), and the callers keep v in
+ * that range. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define ROW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ROW_CLONES
+#endif
+
+/* t = round(x * inv); returns 1 if some x * inv is more than 1e-3 from an
+ * integer (not on the grid, or too large to round this way). */
+ROW_CLONES static int grid_row(float *t, const float *x, size_t n, float inv)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] * inv, r = (v + 12582912.0f) - 12582912.0f;
+        bad |= fabsf(v - r) > 1e-3f;
+        t[i] = r;
+    }
+    return bad;
+}
+
+/* round(clamp(g, lo, hi)) * s: clamping to the integer bounds first gives
+ * the same result as after rounding. */
+static inline float grid_point(double g, double lo, double hi, float s)
+{
+    g = g < lo ? lo : g;
+    g = g > hi ? hi : g;
+    return (float)((g + 6755399441055744.0) - 6755399441055744.0) * s;
+}
+
+/* y = grid point of v * m */
+ROW_CLONES static void requant_row(float *y, const float *v, size_t n, double m, double lo, double hi, float s)
+{
+    for (size_t i = 0; i < n; i++) y[i] = grid_point((double)v[i] * m, lo, hi, s);
+}
+
+/* y = grid point of a * ma + b * mb */
+ROW_CLONES static void add_row(float *y, const float *a, const float *b, size_t n, double ma, double mb, double lo,
+                               double hi, float s)
+{
+    for (size_t i = 0; i < n; i++) y[i] = grid_point((double)a[i] * ma + (double)b[i] * mb, lo, hi, s);
+}
+
+#define GRID_CHUNK 16384
+
+/* The grid index q - z of each element of x, a tensor on the grid of scale s
+ * (its values are (q - z) * s in float32, so the quotient is within an ulp
+ * of an integer). *off is set when some element is not on the grid. */
+static qat_tensor *grid_values(qat_ctx *ctx, const qat_tensor *x, float s, int *off)
+{
+    qat_tensor *t = qat_new(ctx, x->ndim, x->shape);
+    if (!t) return NULL;
+    int bad = 0;
+    float inv = 1.0f / s;
+    long chunks = (long)((x->numel + GRID_CHUNK - 1) / GRID_CHUNK);
+#pragma omp parallel for schedule(static) reduction(| : bad) if (chunks > 4)
+    for (long k = 0; k < chunks; k++) {
+        size_t a = (size_t)k * GRID_CHUNK, len = x->numel - a < GRID_CHUNK ? x->numel - a : GRID_CHUNK;
+        bad |= grid_row(t->data + a, x->data + a, len, inv);
+    }
+    *off = bad;
+    return t;
+}
+
+/* The range of q - z an output quantizer allows: [qmin, qmax] - z, the
+ * lower end raised to 0 by a fused ReLU. */
+static void grid_bounds(const qat_quantizer *q, int32_t z, int relu, double *lo, double *hi)
+{
+    *lo = (double)(relu && q->qmin < z ? z : q->qmin) - z;
+    *hi = (double)q->qmax - z;
+}
+
+/* y = the fake-quant output for the real value v * mult[channel] / s:
+ * (clamp(nearbyint(v * m) [max 0 with relu] + z, qmin, qmax) - z) * s,
+ * the float32 graph's value ((q - z) and its product with s are computed
+ * the same way). v is [outer, C, inner]. */
+static void requant_grid(float *y, const float *v, const double *mult, size_t outer, int C, size_t inner,
+                         const qat_quantizer *q, float s, int32_t z, int relu)
+{
+    double lo, hi;
+    grid_bounds(q, z, relu, &lo, &hi);
+    long rows = (long)(outer * (size_t)C);
+#pragma omp parallel for schedule(static) if (outer * (size_t)C * inner >= 65536)
+    for (long r = 0; r < rows; r++)
+        requant_row(y + (size_t)r * inner, v + (size_t)r * inner, inner, mult[r % C], lo, hi, s);
+}
+
+/* conv/linear unit on the grid; NULL with no error set when it does not
+ * apply (the caller then runs the float32 graph). */
+static qat_tensor *conv_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    qat_quantizer *wq = &un->weight;
+    float s_in = qat_qunit_input_scale(qm, un), s_out;
+    int32_t z_out;
+    if (!(s_in > 0) || !wq->fake_quant || !wq->initialized || !grid_out(&un->act, &s_out, &z_out)) return NULL;
+    int off = 0;
+    qat_tensor *xi = grid_values(ctx, out[l->inputs[0]], s_in, &off);
+    *failed = 1;
+    if (xi && off) {
+        *failed = 0; /* the input is not on its grid: the float32 graph */
+        return NULL;
+    }
+    int C = l->out_ch, is_conv = l->type == QAT_LAYER_CONV2D;
+    qat_tensor *wf, *bf;
+    if (!xi || qat_qunit_fold(ctx, qm, un, &wf, &bf)) return NULL;
+    /* the fake-quant call keeps the weight observer's behaviour of the
+     * float32 graph (it observes in evaluation too); its output is not used */
+    qat_tensor *w = qat_fq(ctx, wf, wq, 1);
+    const float *sw = w ? qat_channel_weight_scales(ctx, wq, C) : NULL;
+    qat_tensor *wi = sw ? qat_new(ctx, w->ndim, w->shape) : NULL;
+    qat_tensor *bi = bf && wi ? qat_new(ctx, 1, &C) : NULL;
+    double *mult = wi ? qat_arena_alloc(ctx, (size_t)C * sizeof *mult) : NULL;
+    qat_tensor *sb = mult ? qat_new(ctx, 1, &C) : NULL;
+    int8_t *wq8 = sb ? qat_arena_alloc(ctx, wf->numel) : NULL;
+    int32_t *bq = wq8 ? qat_arena_alloc(ctx, (size_t)C * sizeof *bq) : NULL;
+    if (!bq || (bf && !bi)) return NULL;
+    size_t per = wf->numel / (size_t)C;
+    /* the converter's integer weights, bias and multipliers */
+    qat_conv_integer_form(wq, wf->data, bf ? bf->data : NULL, C, per, s_in, sw, s_out, wq8, bq, sb->data, mult);
+    for (size_t i = 0; i < wf->numel; i++) wi->data[i] = (float)wq8[i];
+    if (bi)
+        for (int c = 0; c < C; c++) bi->data[c] = (float)bq[c];
+    qat_tensor *acc = is_conv ? qat_conv2d(ctx, xi, wi, bi, l->stride, l->pad) : qat_linear(ctx, xi, wi, bi);
+    qat_tensor *y = acc ? qat_new(ctx, acc->ndim, acc->shape) : NULL;
+    if (!y) return NULL;
+    size_t outer = (size_t)acc->shape[0], inner = acc->numel / (outer * (size_t)C);
+    requant_grid(y->data, acc->data, mult, outer, C, inner, &un->act, s_out, z_out, un->relu >= 0);
+    /* the layers inside the unit (not its output, which the caller sets):
+     * the real pre-activation acc * s_in * s_w, in place (acc is not needed
+     * any more), and its ReLU */
+    if (un->head != un->last) {
+        qat_tensor *pre = acc;
+        long rows = (long)(outer * (size_t)C);
+#pragma omp parallel for schedule(static) if (acc->numel >= 65536)
+        for (long r = 0; r < rows; r++)
+            for (size_t i = 0; i < inner; i++) pre->data[(size_t)r * inner + i] *= sb->data[r % C];
+        out[un->head] = pre;
+        if (un->bn >= 0) out[un->bn] = pre;
+    }
+    *failed = 0;
+    return y;
+}
+
+/* add unit on the grid: round(a' * s_a / s_out + b' * s_b / s_out). */
+static qat_tensor *add_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
+{
+    const qat_layer *l = qat_model_layer_c(qm->m, un->head);
+    float s_out, sa = qat_qunit_input_scale(qm, un), sb = 0;
+    int32_t z_out;
+    if (un->in_unit[1] >= 0) {
+        const qat_quantizer *bq = &qm->units[un->in_unit[1]].act;
+        if (bq->fake_quant && bq->initialized) sb = qat_quantizer_scales(bq)[0];
+    }
+    if (!(sa > 0) || !(sb > 0) || !grid_out(&un->act, &s_out, &z_out)) return NULL;
+    int offa = 0, offb = 0;
+    qat_tensor *ai = grid_values(ctx, out[l->inputs[0]], sa, &offa);
+    qat_tensor *bi = ai ? grid_values(ctx, out[l->inputs[1]], sb, &offb) : NULL;
+    *failed = 1;
+    if (bi && (offa || offb)) {
+        *failed = 0;
+        return NULL;
+    }
+    qat_tensor *y = bi ? qat_new(ctx, ai->ndim, ai->shape) : NULL;
+    if (!y) return NULL;
+    int relu = un->relu >= 0;
+    double ma = (double)sa / s_out, mb = (double)sb / s_out, lo, hi;
+    grid_bounds(&un->act, z_out, relu, &lo, &hi);
+    long chunks = (long)((ai->numel + GRID_CHUNK - 1) / GRID_CHUNK);
+#pragma omp parallel for schedule(static) if (chunks > 4)
+    for (long k = 0; k < chunks; k++) {
+        size_t a = (size_t)k * GRID_CHUNK, len = ai->numel - a < GRID_CHUNK ? ai->numel - a : GRID_CHUNK;
+        add_row(y->data + a, ai->data + a, bi->data + a, len, ma, mb, lo, hi, s_out);
+    }
+    if (un->head != un->last && !(out[un->head] = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]])))
+        return NULL; /* the sum before the fused ReLU */
+    *failed = 0;
+    return y;
+}
+
+/* average-pool unit on the grid: round(sum of x' over the window * s_in /
+ * (window * s_out)). */
+static qat_tensor *pool_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    const qat_tensor *x = out[l->inputs[0]];
+    float s_in = qat_qunit_input_scale(qm, un), s_out;
+    int32_t z_out;
+    if (!(s_in > 0) || un->relu >= 0 || x->ndim != 4 || !grid_out(&un->act, &s_out, &z_out)) return NULL;
+    int off = 0;
+    qat_tensor *xi = grid_values(ctx, x, s_in, &off);
+    *failed = 1;
+    if (xi && off) {
+        *failed = 0;
+        return NULL;
+    }
+    int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int gap = l->type == QAT_LAYER_GLOBAL_AVGPOOL;
+    int k = gap ? H : l->kernel, kw = gap ? W : l->kernel, st = gap ? 1 : l->stride;
+    int OH = gap ? 1 : (H - k) / st + 1, OW = gap ? 1 : (W - kw) / st + 1;
+    int shape[4] = {N, C, OH, OW};
+    qat_tensor *sums = xi ? qat_new(ctx, gap ? 2 : 4, shape) : NULL; /* GAP gives [N, C] */
+    qat_tensor *y = sums ? qat_new(ctx, sums->ndim, sums->shape) : NULL;
+    if (!y) return NULL;
+#pragma omp parallel for schedule(static) if ((size_t)N * C * H * W >= 65536)
+    for (long r = 0; r < (long)N * C; r++) {
+        const float *xr = xi->data + (size_t)r * H * W;
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++) {
+                double acc = 0;
+                for (int i = 0; i < k; i++)
+                    for (int j = 0; j < kw; j++) acc += xr[(oh * st + i) * W + ow * st + j];
+                sums->data[((size_t)r * OH + oh) * OW + ow] = (float)acc;
+            }
+    }
+    double mult = (double)s_in / ((double)k * kw * s_out);
+    requant_grid(y->data, sums->data, &mult, sums->numel, 1, 1, &un->act, s_out, z_out, 0);
+    *failed = 0;
+    return y;
+}
+
+qat_tensor *qat_qunit_forward_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
+{
+    *failed = 0;
+    if (!integer_eval(ctx, qm, un)) return NULL;
+    switch (un->kind) {
+    case QAT_UNIT_CONV: return conv_unit_grid(ctx, qm, un, out, failed);
+    case QAT_UNIT_ADD: return add_unit_grid(ctx, qm, un, out, failed);
+    case QAT_UNIT_POOL: return pool_unit_grid(ctx, qm, un, out, failed);
+    default: return NULL;
+    }
+}

@@ -1,0 +1,365 @@
+/* quant/prepare.c: a qmodel over a float model: units (Conv+BN+ReLU
+ * fusion), quantizer placement, the learnable parameters, the switches
+ * (BN freeze, observers, fake-quant), and finalising calibration. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+#include "quant/internal.h"
+#include "runtime/rounding.h"
+
+
+static void free_units(qat_qmodel *qm)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_quantizer_free(&qm->units[u].weight);
+        qat_quantizer_free(&qm->units[u].act);
+    }
+}
+
+void qat_qmodel_free(qat_qmodel *qm)
+{
+    if (!qm) return;
+    free_units(qm);
+    free(qm->units);
+    free(qm->layer_owner);
+    free(qm->layer_unit);
+    free(qm->params);
+    free(qm);
+}
+
+qat_model *qat_qmodel_float(qat_qmodel *qm) { return qm->m; }
+const qat_qconfig *qat_qmodel_config(const qat_qmodel *qm) { return &qm->cfg; }
+int qat_qmodel_num_units(const qat_qmodel *qm) { return qm->n_units; }
+qat_qunit *qat_qmodel_unit(qat_qmodel *qm, int i) { return (i >= 0 && i < qm->n_units) ? &qm->units[i] : NULL; }
+int qat_qmodel_layer_unit(const qat_qmodel *qm, int layer)
+{
+    return (layer >= 0 && layer < qat_model_num_layers(qm->m)) ? qm->layer_unit[layer] : -1;
+}
+
+int qat_qmodel_find_unit(const qat_qmodel *qm, const char *name)
+{
+    for (int u = 0; u < qm->n_units; u++)
+        if (!strcmp(qm->units[u].name, name)) return u;
+    return -1;
+}
+
+/* The single consumer of layer i if it has exactly one, else -1. */
+static int sole_consumer(const qat_model *m, int i)
+{
+    int found = -1, n = qat_model_num_layers(m);
+    for (int j = i + 1; j < n; j++) {
+        const qat_layer *l = qat_model_layer_c(m, j);
+        for (int k = 0; k < l->n_inputs; k++)
+            if (l->inputs[k] == i) {
+                if (found >= 0) return -1;
+                found = j;
+            }
+    }
+    return found;
+}
+
+static int absorb(qat_qmodel *qm, int u, int layer, qat_layer_type type)
+{
+    if (layer < 0 || qm->layer_owner[layer] >= 0) return -1;
+    if (qat_model_layer(qm->m, layer)->type != type) return -1;
+    qm->layer_owner[layer] = u;
+    return layer;
+}
+
+static int setup_quantizers(qat_qmodel *qm, qat_qunit *un)
+{
+    int rc;
+    if (!un->cfg.quantize) return QAT_OK;
+    qat_observer_opts ao = qat_act_observer_opts(un->cfg.calib);
+    qat_qscheme as = un->cfg.act;
+    as.per_channel = 0;
+    if ((rc = qat_quantizer_init(&un->act, &as, 1, un->cfg.lsq_act, &ao))) return rc;
+    if (un->kind == QAT_UNIT_CONV) {
+        const qat_layer *l = qat_model_layer_c(qm->m, un->head);
+        qat_qscheme ws = un->cfg.weight;
+        ws.axis = 0;
+        int oc = l->out_ch;
+        qat_observer_opts wo;
+        if (ws.per_channel) {
+            wo = qat_observer_opts_defaults(QAT_OBSERVER_PER_CHANNEL_MINMAX);
+            wo.channels = oc;
+        } else {
+            wo = qat_observer_opts_defaults(QAT_OBSERVER_MINMAX);
+        }
+        wo.memoryless = 1;
+        if ((rc = qat_quantizer_init(&un->weight, &ws, ws.per_channel ? oc : 1, un->cfg.lsq_weight, &wo)))
+            return rc;
+    }
+    return QAT_OK;
+}
+
+static int build_params(qat_qmodel *qm)
+{
+    int n = 0;
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        n += (un->weight.lsq_scale != NULL) + (un->act.lsq_scale != NULL) + (un->act.lsq_zp != NULL);
+    }
+    qm->params = calloc((size_t)n + 1, sizeof *qm->params);
+    if (!qm->params) return qat_error(QAT_ERR_NOMEM, "qmodel: out of memory");
+    n = 0;
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        struct {
+            qat_tensor *t;
+            const char *suffix;
+        } list[3] = {{un->weight.lsq_scale, "weight_scale"}, {un->act.lsq_scale, "act_scale"},
+                     {un->act.lsq_zp, "act_zero_point"}};
+        for (int k = 0; k < 3; k++) {
+            if (!list[k].t) continue;
+            qat_named_tensor *p = &qm->params[n++];
+            p->t = list[k].t;
+            p->no_decay = 1;
+            p->layer = un->head;
+            snprintf(p->name, sizeof p->name, "%.*s.%s", QAT_NAME_MAX - 1, un->name, list[k].suffix);
+        }
+    }
+    qm->n_params = n;
+    return QAT_OK;
+}
+
+qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
+{
+    if (!m || !cfg) return qat_error_null(QAT_ERR_ARG, "qmodel_prepare: NULL model or config");
+    int nl = qat_model_num_layers(m);
+    qat_qmodel *qm = calloc(1, sizeof *qm);
+    if (qm) qm->eval_mode = QAT_EVAL_INTEGER_GRID;
+    if (!qm) return qat_error_null(QAT_ERR_NOMEM, "qmodel_prepare: out of memory");
+    qm->m = m;
+    qm->cfg = *cfg;
+    qm->units = calloc((size_t)nl, sizeof *qm->units);
+    qm->layer_owner = malloc((size_t)nl * sizeof(int));
+    qm->layer_unit = malloc((size_t)nl * sizeof(int));
+    if (!qm->units || !qm->layer_owner || !qm->layer_unit) {
+        qat_qmodel_free(qm);
+        return qat_error_null(QAT_ERR_NOMEM, "qmodel_prepare: out of memory");
+    }
+    for (int i = 0; i < nl; i++) qm->layer_owner[i] = qm->layer_unit[i] = -1;
+
+    for (int i = 0; i < nl; i++) {
+        const qat_layer *l = qat_model_layer_c(m, i);
+        if (qm->layer_owner[i] >= 0) continue;
+        qat_unit_kind kind;
+        switch (l->type) {
+        case QAT_LAYER_INPUT:
+            kind = QAT_UNIT_INPUT;
+            break;
+        case QAT_LAYER_CONV2D:
+        case QAT_LAYER_LINEAR:
+            kind = QAT_UNIT_CONV;
+            break;
+        case QAT_LAYER_ADD:
+            kind = QAT_UNIT_ADD;
+            break;
+        case QAT_LAYER_GLOBAL_AVGPOOL:
+        case QAT_LAYER_AVGPOOL2D:
+            kind = QAT_UNIT_POOL;
+            break;
+        case QAT_LAYER_BATCHNORM2D:
+            qat_qmodel_free(qm);
+            return qat_error_null(QAT_ERR_UNSUPPORTED,
+                                  "qmodel_prepare: batchnorm '%s' does not directly follow a conv2d whose only "
+                                  "consumer it is, so it cannot be folded",
+                                  l->name);
+        default: /* relu, max-pool, flatten: on their input's grid */
+            qm->layer_unit[i] = qm->layer_unit[l->inputs[0]];
+            continue;
+        }
+        int u = qm->n_units++;
+        qat_qunit *un = &qm->units[u];
+        un->kind = kind;
+        memcpy(un->name, l->name, sizeof un->name);
+        un->head = i;
+        un->bn = un->relu = -1;
+        qm->layer_owner[i] = u;
+        int cur = i;
+        if (kind == QAT_UNIT_CONV && l->type == QAT_LAYER_CONV2D) {
+            int b = absorb(qm, u, sole_consumer(m, cur), QAT_LAYER_BATCHNORM2D);
+            if (b >= 0) un->bn = cur = b;
+        }
+        if (kind == QAT_UNIT_CONV || kind == QAT_UNIT_ADD) {
+            int r = absorb(qm, u, sole_consumer(m, cur), QAT_LAYER_RELU);
+            if (r >= 0) un->relu = cur = r;
+        }
+        un->last = cur;
+        for (int k = 0; k < 2; k++)
+            un->in_unit[k] = k < l->n_inputs ? qm->layer_unit[l->inputs[k]] : -1;
+        /* configuration: an override by name, else the base */
+        un->cfg = cfg->base;
+        for (int k = 0; k < cfg->n_overrides; k++)
+            if (!strcmp(cfg->overrides[k].name, un->name)) un->cfg = cfg->overrides[k].cfg;
+        if (setup_quantizers(qm, un)) {
+            qat_qmodel_free(qm);
+            return NULL;
+        }
+        if (un->cfg.quantize) qm->layer_unit[cur] = u;
+    }
+    for (int k = 0; k < cfg->n_overrides; k++)
+        if (qat_qmodel_find_unit(qm, cfg->overrides[k].name) < 0) {
+            char names[512] = "";
+            size_t off = 0;
+            for (int u = 0; u < qm->n_units && off < sizeof names - 70; u++)
+                off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", u ? ", " : "", qm->units[u].name);
+            qat_error(QAT_ERR_ARG, "override '%s': no such unit (units: %s)", cfg->overrides[k].name, names);
+            qat_qmodel_free(qm);
+            return NULL;
+        }
+    if (build_params(qm)) {
+        qat_qmodel_free(qm);
+        return NULL;
+    }
+    return qm;
+}
+
+int qat_qmodel_num_params(const qat_qmodel *qm) { return qm->n_params; }
+const qat_named_tensor *qat_qmodel_params(const qat_qmodel *qm) { return qm->params; }
+
+void qat_qmodel_clamp_params(qat_qmodel *qm)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_quantizer *qs[2] = {&qm->units[u].weight, &qm->units[u].act};
+        for (int k = 0; k < 2; k++) {
+            qat_quantizer *q = qs[k];
+            if (q->lsq_scale)
+                for (int c = 0; c < q->n; c++) {
+                    float *s = &q->lsq_scale->data[c];
+                    if (!(*s >= QAT_SCALE_EPS)) *s = QAT_SCALE_EPS;
+                    q->scale[c] = *s;
+                }
+            if (q->lsq_zp)
+                for (int c = 0; c < q->n; c++) {
+                    float *z = &q->lsq_zp->data[c];
+                    if (!(*z >= (float)q->qmin)) *z = (float)q->qmin;
+                    if (*z > (float)q->qmax) *z = (float)q->qmax;
+                }
+            if (q->lsq_scale) qat_quantizer_zero_points(q, q->zero_point);
+        }
+    }
+}
+
+static float qat_clamp_q(float v, int32_t lo, int32_t hi)
+{
+    return v < (float)lo ? (float)lo : v > (float)hi ? (float)hi : v;
+}
+
+/* ---- switches ---- */
+
+void qat_qmodel_freeze_bn(qat_qmodel *qm, int frozen)
+{
+    for (int u = 0; u < qm->n_units; u++) qm->units[u].bn_frozen = frozen != 0;
+}
+
+void qat_qmodel_set_observers(qat_qmodel *qm, int enabled)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qm->units[u].weight.observe = enabled != 0;
+        qm->units[u].act.observe = enabled != 0;
+    }
+}
+
+void qat_qmodel_set_fake_quant(qat_qmodel *qm, int enabled)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qm->units[u].weight.fake_quant = enabled != 0;
+        qm->units[u].act.fake_quant = enabled != 0;
+    }
+}
+
+int qat_qmodel_set_unit_fake_quant(qat_qmodel *qm, const char *unit, int enabled)
+{
+    int u = qat_qmodel_find_unit(qm, unit);
+    if (u < 0) return qat_error(QAT_ERR_ARG, "no quantization unit named '%s'", unit);
+    qm->units[u].weight.fake_quant = enabled != 0;
+    qm->units[u].act.fake_quant = enabled != 0;
+    return QAT_OK;
+}
+
+/* Learnable weight scales start where the quantization error of the
+ * folded weights is smallest: per channel, the clipping ratio r in
+ * [0.30, 1.00] (steps of 0.01) of s = r * max|w| / qmax minimising
+ * sum (w - fq(w))^2. MinMax (r = 1) wastes most levels of a 4- or 2-bit
+ * grid on the few largest weights. */
+static int lsq_weight_init(qat_qmodel *qm, qat_qunit *un)
+{
+    qat_quantizer *q = &un->weight;
+    qat_ctx *ctx = qat_ctx_create((size_t)1 << 20);
+    if (!ctx) return QAT_ERR_NOMEM;
+    qat_ctx_set_grad(ctx, 0);
+    qat_tensor *w, *b;
+    int rc = qat_qunit_fold(ctx, qm, un, &w, &b);
+    if (!rc) {
+        size_t per = w->numel / (size_t)q->n;
+        for (int c = 0; c < q->n; c++) {
+            const float *wc = w->data + (q->n > 1 ? (size_t)c * per : 0);
+            size_t n = q->n > 1 ? per : w->numel;
+            float amax = 0;
+            for (size_t i = 0; i < n; i++) amax = fabsf(wc[i]) > amax ? fabsf(wc[i]) : amax;
+            if (!(amax > 0)) continue;
+            double best = INFINITY;
+            float best_s = q->scale[c];
+            for (int k = 30; k <= 100; k++) {
+                float sc = (float)k / 100.0f * amax / (float)q->qmax, inv = 1.0f / sc;
+                double err = 0;
+                for (size_t i = 0; i < n; i++) {
+                    float v = (float)qat_clamp_q(nearbyintf(wc[i] * inv), q->qmin, q->qmax) * sc - wc[i];
+                    err += (double)v * v;
+                }
+                if (err < best) {
+                    best = err;
+                    best_s = sc;
+                }
+            }
+            q->scale[c] = best_s > QAT_SCALE_EPS ? best_s : QAT_SCALE_EPS;
+            q->lsq_scale->data[c] = q->scale[c];
+        }
+    }
+    qat_ctx_free(ctx);
+    return rc;
+}
+
+static int finalize_with(qat_qmodel *qm, int cal)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        if (!un->cfg.quantize) continue;
+        int rc;
+        if (un->weight.n) {
+            if ((rc = qat_quantizer_from_observer(&un->weight, -1))) return rc;
+            if (un->weight.lsq_scale && (rc = lsq_weight_init(qm, un))) return rc;
+        }
+        if (cal >= 0 && qat_observer_options(un->act.obs)->kind != QAT_OBSERVER_HISTOGRAM) continue;
+        un->act.initialized = 0; /* recompute even if set during calibration */
+        if ((rc = qat_quantizer_from_observer(&un->act, cal))) return rc;
+        if (!un->act.initialized)
+            return qat_error(QAT_ERR_STATE, "unit '%s': its activation observer saw no data", un->name);
+    }
+    return QAT_OK;
+}
+
+int qat_qmodel_finalize(qat_qmodel *qm)
+{
+    int rc = finalize_with(qm, -1);
+    if (rc) return rc;
+    qat_qmodel_set_observers(qm, 0);
+    qat_qmodel_set_fake_quant(qm, 1);
+    return QAT_OK;
+}
+
+int qat_qmodel_recalibrate(qat_qmodel *qm, qat_calibrator cal)
+{
+    int method = cal == QAT_CALIBRATOR_KL           ? QAT_CALIB_KL
+                 : cal == QAT_CALIBRATOR_PERCENTILE ? QAT_CALIB_PERCENTILE
+                 : cal == QAT_CALIBRATOR_MSE        ? QAT_CALIB_MSE
+                 : cal == QAT_CALIBRATOR_MINMAX     ? QAT_CALIB_MINMAX
+                                                    : -1;
+    if (method < 0) return qat_error(QAT_ERR_ARG, "recalibrate: '%s' needs its own observer", qat_calibrator_name(cal));
+    return finalize_with(qm, method);
+}
