@@ -45,8 +45,6 @@ QAT_API const char *qat_layer_type_name(qat_layer_type t);
 /* inverse of qat_layer_type_name; -1 if unknown */
 QAT_API int qat_layer_type_from_name(const char *name);
 
-#define QAT_NAME_MAX 64
-
 typedef struct qat_layer {
     qat_layer_type type;
     char name[QAT_NAME_MAX];
@@ -126,12 +124,6 @@ QAT_API int qat_model_find(const qat_model *m, const char *name);
  * ("features.0.weight"); buffers are BN running statistics
  * ("features.1.running_mean"). no_decay is set for biases and BN
  * parameters (excluded from weight decay by default). */
-typedef struct qat_named_tensor {
-    char name[QAT_NAME_MAX + 16];
-    qat_tensor *t;
-    int no_decay;
-    int layer; /* owning layer index */
-} qat_named_tensor;
 
 QAT_API int qat_model_num_params(const qat_model *m);
 QAT_API const qat_named_tensor *qat_model_params(const qat_model *m);

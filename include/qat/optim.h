@@ -34,7 +34,6 @@
 #define QAT_OPTIM_H
 
 #include "core.h"
-#include "model.h"
 #include "tensor.h"
 
 #ifdef __cplusplus

@@ -169,6 +169,20 @@ QAT_API int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn,
  * NULL if t does not require a gradient. */
 QAT_API float *qat_grad(qat_ctx *ctx, qat_tensor *t);
 
+/* Longest layer or unit name, with its terminating zero. */
+#define QAT_NAME_MAX 64
+
+/* A tensor with a name: a model's parameters ("features.0.weight") and
+ * buffers, a qmodel's learnable quantization parameters; what optimizers
+ * and checkpoints take. no_decay excludes it from weight decay by default;
+ * layer is the owning layer's index (-1 if none). */
+typedef struct qat_named_tensor {
+    char name[QAT_NAME_MAX + 16];
+    qat_tensor *t;
+    int no_decay;
+    int layer; /* owning layer index */
+} qat_named_tensor;
+
 #ifdef __cplusplus
 }
 #endif
