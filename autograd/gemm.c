@@ -9,6 +9,14 @@
 
 #include "autograd/internal.h"
 
+/* core/threads.c keeps OpenBLAS at one thread through this hook (core/ is
+ * also linked into the runtime, which has no OpenBLAS). Registered when
+ * the library is loaded, before any qat call. */
+__attribute__((constructor)) static void register_blas_threads(void)
+{
+    qat_blas_set_threads_hook = openblas_set_num_threads;
+}
+
 void qat_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {

@@ -46,6 +46,10 @@ long qat_alloc_count(void);
 /* The thread count a run starts with: QAT_NUM_THREADS if it is a whole
  * number in [1, 4096], else the number of processors (at least 1). */
 int qat_default_num_threads(void);
+/* Set by the training library (autograd/gemm.c, which links OpenBLAS; the
+ * runtime does not): qat_set_num_threads calls it with 1, so OpenBLAS runs
+ * single-threaded inside qat's own thread split. */
+extern void (*qat_blas_set_threads_hook)(int n);
 
 /* ---- CPU features (core/cpu.c) ---- */
 

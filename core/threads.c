@@ -4,10 +4,7 @@
 
 #include "core/internal.h"
 
-/* The training library links OpenBLAS, the runtime does not: a weak
- * reference lets core/ keep OpenBLAS at one thread where it is linked and
- * be linked without it (libqat_runtime). */
-extern void openblas_set_num_threads(int n) __attribute__((weak));
+void (*qat_blas_set_threads_hook)(int n);
 
 int qat_default_num_threads(void)
 {
@@ -30,7 +27,7 @@ void qat_set_num_threads(int n)
     omp_set_num_threads(n);
     /* One owner of the cores: GEMMs are split over our OpenMP threads and
      * OpenBLAS runs single-threaded inside each slice. */
-    if (openblas_set_num_threads) openblas_set_num_threads(1);
+    if (qat_blas_set_threads_hook) qat_blas_set_threads_hook(1);
 }
 
 int qat_get_num_threads(void)
