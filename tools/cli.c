@@ -336,6 +336,12 @@ void json_bool(json_w *j, const char *key, int v)
     fputs(v ? "true" : "false", j->f);
 }
 
+void json_null(json_w *j, const char *key)
+{
+    json_sep(j, key);
+    fputs("null", j->f);
+}
+
 void json_end(json_w *j)
 {
     fputc('\n', j->f);

@@ -84,6 +84,7 @@ void json_str(json_w *j, const char *key, const char *v);
 void json_num(json_w *j, const char *key, double v);
 void json_int(json_w *j, const char *key, long long v);
 void json_bool(json_w *j, const char *key, int v);
+void json_null(json_w *j, const char *key);
 void json_end(json_w *j); /* newline */
 
 /* ---- progress: a bar on a terminal, plain periodic lines otherwise ---- */

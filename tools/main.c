@@ -24,6 +24,15 @@ static int help(FILE *f)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nEvery command takes --data DIR --threads N --seed S --json; `qat COMMAND --help` for more.\n");
+    fprintf(f,
+            "\nEnvironment:\n"
+            "  QAT_NUM_THREADS=N  threads when --threads is not given or 0 (default: every processor),\n"
+            "                     for float training and evaluation and for the int8 runtime\n"
+            "  QAT_SIMD=0|1|2     caps the float engine (training, fake-quant evaluation, calibration):\n"
+            "                     0 portable C + OpenBLAS, 1 AVX2 + FMA, 2 AVX-512 (default: the best the\n"
+            "                     CPU has; never above it; other values are ignored). Levels agree to\n"
+            "                     rounding, not bit for bit.\n"
+            "                     The int8 runtime chooses its kernels from the CPU, same results on each.\n");
     return f == stdout ? 0 : 2;
 }
 

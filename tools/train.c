@@ -143,291 +143,422 @@ int cmd_train(int argc, char **argv)
     return 0;
 }
 
-int train_main(cli_common *cp, train_opts *op, train_result *res)
-{
-    cli_common c = *cp;
-    train_opts o = *op;
-    memset(res, 0, sizeof *res);
-    int qat = o.quant != NULL;
-    /* QAT from a float checkpoint fine-tunes (2 epochs, lr 0.005); --quant
-     * without --from trains quantized from scratch with the float recipe */
-    int finetune = qat && o.from;
-    if (!o.epochs) o.epochs = finetune ? 2 : 5;
-    if (o.lr < 0) o.lr = finetune ? 0.005 : 0.05;
-    if (o.freeze_bn_after < 0) o.freeze_bn_after = 1;
-    if (o.freeze_observers_after < 0) o.freeze_observers_after = (o.epochs + 1) / 2;
-    qat_set_num_threads(c.threads);
+/* ---- train_main, in parts ----
+ *
+ *   train_setup      options, resume, data, model, QAT start point,
+ *                    optimizer, batches (train_run ready to step)
+ *   train_epochs     the epoch loop: epoch_schedule (QAT switches),
+ *                    train_epoch (the steps; train_step is one of them),
+ *                    end_epoch (evaluation, history, checkpoint)
+ *   save_interrupted / final_report   how the run ends
+ *
+ * Each part works on one train_run and returns 0 or an exit status (its
+ * message printed); train_run_free releases whatever setup got to. */
 
-    int rc = 0;
-    cli_data d = {0};
-    qat_model *m = NULL;
-    qat_qmodel *qm = NULL;
-    qat_optim *opt = NULL;
-    qat_batch_iter *it = NULL;
-    qat_ctx *ctx = NULL;
-    float *xb = NULL;
-    uint8_t *yb = NULL;
-    double *ips = NULL, *ipsw = NULL;
-    qat_named_tensor *all_params = NULL;
-    qat_train_state st;
-    qat_train_state_init(&st);
-    qat_qrecipe qr = {0};
+typedef struct train_run {
+    cli_common c;         /* effective options: a resume takes them from the file */
+    train_opts o;
+    int qat;              /* fake-quant training (qm != NULL once set up) */
+    cli_data d;
+    int in_c, in_h, in_w; /* per-image shape of the training set: the model's input */
+    qat_model *m;
+    qat_qmodel *qm;       /* NULL in float training */
+    qat_named_tensor *all_params; /* m's parameters, then qm's: what opt updates */
+    qat_optim *opt;
+    qat_batch_iter *it;
+    int steps_per_epoch;
+    qat_ctx *ctx;
+    float *xb;            /* one batch of images [batch, in_c, in_h, in_w] */
+    uint8_t *yb;          /* and its labels */
+    qat_train_state st;   /* what a checkpoint keeps: epoch, step, iterator, recipe, history */
+    qat_qrecipe qr;       /* the QAT recipe QAT checkpoints keep */
+    double *ips, *ipsw;   /* per epoch finished here: images/s of compute, of wall time */
+    int n_timed;          /* epochs finished by this process */
+    double test_acc;      /* after the last finished epoch */
+    double t_start;
     char out_buf[256];
+} train_run;
 
-    if (o.resume) { /* the recipe, seed and split come from the file */
-        qat_file_info info;
-        if (qat_checkpoint_info(o.resume, &info)) return cli_fail_lib(o.resume);
-        if (!info.has_train || !info.has_optim)
-            return cli_fail("%s: holds no training state to resume (was it written by qat train?)", o.resume);
-        qat = !strcmp(info.format, QAT_FORMAT_QAT_CHECKPOINT);
-        if (qat) {
-            if (!(qm = qat_qmodel_load(o.resume, &m, &st, &qr))) return cli_fail_lib(o.resume);
-            o.quant = qr.spec;
-            o.freeze_bn_after = qr.freeze_bn_after;
-            o.freeze_observers_after = qr.freeze_observers_after;
-            o.calib_size = qr.calib_size;
-        } else {
-            if (!(m = qat_model_load(o.resume)) || qat_checkpoint_load(o.resume, m, NULL, &st)) {
-                qat_model_free(m);
-                return cli_fail_lib(o.resume);
-            }
-        }
-        o.epochs = st.recipe.epochs;
-        o.batch = st.recipe.batch_size;
-        o.lr = st.recipe.lr;
-        o.wd = st.recipe.weight_decay;
-        o.momentum = st.recipe.momentum;
-        c.val = st.recipe.val_size;
-        c.seed = st.seed;
-        /* the same images: a resumed run reads what the original read */
-        c.limit_train = st.recipe.train_limit;
-        if (st.recipe.data_dir[0] && !cp->data_dir_given) c.data_dir = st.recipe.data_dir;
-        if (st.threads != qat_get_num_threads())
-            cli_log("note: the run used %d threads, this one %d: numbers may differ in the last bits", st.threads,
-                    qat_get_num_threads());
-        if (!o.out) o.out = o.resume;
-        if (st.epoch >= o.epochs && st.iter.position == 0) {
-            cli_log("%s: all %d epochs are done already", o.resume, o.epochs);
-        }
+/* What one epoch's steps measured (the part of it run by this process). */
+typedef struct epoch_stats {
+    double loss_sum;  /* sum over images of the batch loss */
+    long seen, correct;
+    double t_compute; /* seconds in the steps */
+    double t_wall;    /* seconds of the whole step loop */
+} epoch_stats;
+
+static void train_run_free(train_run *r)
+{
+    free(r->ips);
+    free(r->ipsw);
+    free(r->all_params);
+    qat_train_state_free(&r->st);
+    free(r->xb);
+    free(r->yb);
+    qat_batch_iter_free(r->it);
+    qat_ctx_free(r->ctx);
+    qat_optim_free(r->opt);
+    qat_qmodel_free(r->qm);
+    qat_model_free(r->m);
+    cli_data_free(&r->d);
+}
+
+/* The recipe's defaults for what the options left open: QAT from a float
+ * checkpoint fine-tunes (2 epochs, lr 0.005); --quant without --from trains
+ * quantized from scratch with the float recipe. */
+static void recipe_defaults(train_opts *o, int qat)
+{
+    int finetune = qat && o->from;
+    if (!o->epochs) o->epochs = finetune ? 2 : 5;
+    if (o->lr < 0) o->lr = finetune ? 0.005 : 0.05;
+    if (o->freeze_bn_after < 0) o->freeze_bn_after = 1;
+    if (o->freeze_observers_after < 0) o->freeze_observers_after = (o->epochs + 1) / 2;
+}
+
+/* --resume: loads the model (and for a QAT checkpoint the quantized model
+ * and recipe) with its training state into r, and replaces the recipe,
+ * seed, split and images by the ones the run started with (the data
+ * directory too unless --data was given). The optimizer is loaded later
+ * (setup_optimizer), once the parameter list exists. */
+static int resume_load(train_run *r, int data_dir_given)
+{
+    train_opts *o = &r->o;
+    cli_common *c = &r->c;
+    qat_train_state *st = &r->st;
+    qat_file_info info;
+    if (qat_checkpoint_info(o->resume, &info)) return cli_fail_lib(o->resume);
+    if (!info.has_train || !info.has_optim)
+        return cli_fail("%s: holds no training state to resume (was it written by qat train?)", o->resume);
+    r->qat = !strcmp(info.format, QAT_FORMAT_QAT_CHECKPOINT);
+    if (r->qat) {
+        if (!(r->qm = qat_qmodel_load(o->resume, &r->m, st, &r->qr))) return cli_fail_lib(o->resume);
+        o->quant = r->qr.spec;
+        o->freeze_bn_after = r->qr.freeze_bn_after;
+        o->freeze_observers_after = r->qr.freeze_observers_after;
+        o->calib_size = r->qr.calib_size;
+    } else if (!(r->m = qat_model_load(o->resume)) || qat_checkpoint_load(o->resume, r->m, NULL, st)) {
+        return cli_fail_lib(o->resume);
     }
-    if (cli_load_data(&c, &d, 1, 1)) {
-        rc = 1;
-        goto done;
+    o->epochs = st->recipe.epochs;
+    o->batch = st->recipe.batch_size;
+    o->lr = st->recipe.lr;
+    o->wd = st->recipe.weight_decay;
+    o->momentum = st->recipe.momentum;
+    c->val = st->recipe.val_size;
+    c->seed = st->seed;
+    /* the same images: a resumed run reads what the original read */
+    c->limit_train = st->recipe.train_limit;
+    if (st->recipe.data_dir[0] && !data_dir_given) c->data_dir = st->recipe.data_dir;
+    if (st->threads != qat_get_num_threads())
+        cli_log("note: the run used %d threads, this one %d: numbers may differ in the last bits", st->threads,
+                qat_get_num_threads());
+    if (!o->out) o->out = o->resume;
+    if (st->epoch >= o->epochs && st->iter.position == 0)
+        cli_log("%s: all %d epochs are done already", o->resume, o->epochs);
+    return 0;
+}
+
+/* The float model (loaded with --from, built by name, or already loaded by
+ * resume_load), checked against the data's image shape; the default
+ * output name. */
+static int setup_model(train_run *r)
+{
+    train_opts *o = &r->o;
+    if (r->m) {
+        /* resumed */
+    } else if (o->from) {
+        if (!(r->m = qat_model_load(o->from))) return cli_fail_lib(o->from);
+    } else if (!(r->m = qat_model_build(o->model ? o->model : "?", r->c.seed))) {
+        return cli_fail_lib("train");
     }
-    if (o.resume) {
-        /* loaded above */
-    } else if (o.from) {
-        if (!(m = qat_model_load(o.from))) {
-            rc = cli_fail_lib(o.from);
-            goto done;
-        }
-    } else if (!(m = qat_model_build(o.model ? o.model : "?", c.seed))) {
-        rc = cli_fail_lib("train");
-        goto done;
+    /* qat_model_build makes the MODELS.md models for Fashion-MNIST's images:
+     * any model must take the images the data holds */
+    const qat_layer *in = qat_model_layer_c(r->m, 0);
+    if (in->out_shape[0] != r->in_c || in->out_shape[1] != r->in_h || in->out_shape[2] != r->in_w)
+        return cli_fail("train: the model takes %dx%dx%d images, the data holds %dx%dx%d", in->out_shape[0],
+                        in->out_shape[1], in->out_shape[2], r->in_c, r->in_h, r->in_w);
+    if (!o->model) o->model = qat_model_arch(r->m);
+    if (!o->out) {
+        snprintf(r->out_buf, sizeof r->out_buf, "%s-%s.h5", o->model, r->qat ? o->quant : "float");
+        o->out = r->out_buf;
     }
     /* the training data's normalisation goes with the model (the int8
      * export's input LUT applies it) */
-    if (!qat_model_input_norm(m, NULL, NULL) && qat_model_set_input_norm(m, d.train->mean, d.train->std)) {
-        rc = cli_fail_lib("train");
-        goto done;
-    }
-    if (!o.model) o.model = qat_model_arch(m);
-    if (!o.out) {
-        snprintf(out_buf, sizeof out_buf, "%s-%s.h5", o.model, qat ? o.quant : "float");
-        o.out = out_buf;
-    }
-    ctx = qat_ctx_create(0);
-    yb = malloc((size_t)o.batch);
-    if (!ctx || !yb) {
-        rc = cli_fail_lib("train: setup");
-        goto done;
-    }
-    if (qat && !o.resume) {
-        qat_qconfig cfg;
-        if ((rc = cli_qconfig(&cfg, o.quant, o.overrides, o.n_overrides))) goto done;
-        /* learnable activation scales start from the MSE-optimal range;
-         * the others follow the moving-average observer */
-        if (cfg.base.lsq_act) cfg.base.calib = QAT_CALIBRATOR_MSE;
-        for (int k = 0; k < cfg.n_overrides; k++)
-            if (cfg.overrides[k].cfg.lsq_act) cfg.overrides[k].cfg.calib = QAT_CALIBRATOR_MSE;
-        if (!(qm = qat_qmodel_prepare(m, &cfg))) {
-            rc = cli_fail_lib("train: preparing QAT");
-            goto done;
-        }
-        /* Start from PTQ: calibrate every quantizer on training images. */
-        if ((rc = cli_calibrate(ctx, qm, d.train, o.calib_size, c.seed + 777, CLI_EVAL_BATCH))) goto done;
-        double a0 = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
-        cli_log("QAT %s from %s: PTQ start point (calibration on %d images): test_acc %.4f", o.quant,
-                o.from ? o.from : "scratch", o.calib_size, a0);
-        qat_qmodel_set_observers(qm, 1);
-        snprintf(qr.method, sizeof qr.method, "qat");
-        snprintf(qr.spec, sizeof qr.spec, "%s", o.quant);
-        snprintf(qr.calib, sizeof qr.calib, "ema");
-        qr.calib_size = o.calib_size;
-        qr.freeze_bn_after = o.freeze_bn_after;
-        qr.freeze_observers_after = o.freeze_observers_after;
-    }
-    /* one optimizer over the weights and the learnable quantization
-     * parameters (LSQ scales: no weight decay, marked no_decay) */
-    int np = qat_model_num_params(m), nq = qm ? qat_qmodel_num_params(qm) : 0;
-    all_params = malloc((size_t)(np + nq + 1) * sizeof *all_params);
-    if (!all_params) {
-        rc = cli_fail("out of memory");
-        goto done;
-    }
-    memcpy(all_params, qat_model_params(m), (size_t)np * sizeof *all_params);
-    if (nq) memcpy(all_params + np, qat_qmodel_params(qm), (size_t)nq * sizeof *all_params);
-    if (o.resume) {
-        opt = qat_optim_load(o.resume, all_params, np + nq);
+    if (!qat_model_input_norm(r->m, NULL, NULL) && qat_model_set_input_norm(r->m, r->d.train->mean, r->d.train->std))
+        return cli_fail_lib("train");
+    return 0;
+}
+
+/* A new QAT run's start point: prepares the quantized model per --quant and
+ * --override, calibrates every quantizer on training images (PTQ), turns
+ * the observers on for training and fills the QAT recipe r->qr. */
+static int setup_qat(train_run *r)
+{
+    train_opts *o = &r->o;
+    qat_qconfig cfg;
+    int rc = cli_qconfig(&cfg, o->quant, o->overrides, o->n_overrides);
+    if (rc) return rc;
+    /* learnable activation scales start from the MSE-optimal range;
+     * the others follow the moving-average observer */
+    if (cfg.base.lsq_act) cfg.base.calib = QAT_CALIBRATOR_MSE;
+    for (int k = 0; k < cfg.n_overrides; k++)
+        if (cfg.overrides[k].cfg.lsq_act) cfg.overrides[k].cfg.calib = QAT_CALIBRATOR_MSE;
+    if (!(r->qm = qat_qmodel_prepare(r->m, &cfg))) return cli_fail_lib("train: preparing QAT");
+    if ((rc = cli_calibrate(r->ctx, r->qm, r->d.train, o->calib_size, r->c.seed + 777, CLI_EVAL_BATCH))) return rc;
+    double a0 = cli_evaluate(r->ctx, r->m, r->qm, r->d.test, CLI_EVAL_BATCH);
+    cli_log("QAT %s from %s: PTQ start point (calibration on %d images): test_acc %.4f", o->quant,
+            o->from ? o->from : "scratch", o->calib_size, a0);
+    qat_qmodel_set_observers(r->qm, 1);
+    snprintf(r->qr.method, sizeof r->qr.method, "qat");
+    snprintf(r->qr.spec, sizeof r->qr.spec, "%s", o->quant);
+    snprintf(r->qr.calib, sizeof r->qr.calib, "ema");
+    r->qr.calib_size = o->calib_size;
+    r->qr.freeze_bn_after = o->freeze_bn_after;
+    r->qr.freeze_observers_after = o->freeze_observers_after;
+    return 0;
+}
+
+/* One SGD optimizer over the weights and the learnable quantization
+ * parameters (LSQ scales: no weight decay, marked no_decay); a resumed run
+ * loads its state (momentum, step count, schedule) from the file. */
+static int setup_optimizer(train_run *r)
+{
+    int np = qat_model_num_params(r->m), nq = r->qm ? qat_qmodel_num_params(r->qm) : 0;
+    r->all_params = malloc((size_t)(np + nq + 1) * sizeof *r->all_params);
+    if (!r->all_params) return cli_fail("out of memory");
+    memcpy(r->all_params, qat_model_params(r->m), (size_t)np * sizeof *r->all_params);
+    if (nq) memcpy(r->all_params + np, qat_qmodel_params(r->qm), (size_t)nq * sizeof *r->all_params);
+    if (r->o.resume) {
+        r->opt = qat_optim_load(r->o.resume, r->all_params, np + nq);
     } else {
         qat_optim_options oo = qat_optim_options_defaults(QAT_OPTIM_SGD);
-        oo.lr = o.lr;
-        oo.momentum = o.momentum;
-        oo.weight_decay = o.wd;
-        opt = qat_optim_create(all_params, np + nq, &oo);
+        oo.lr = r->o.lr;
+        oo.momentum = r->o.momentum;
+        oo.weight_decay = r->o.wd;
+        r->opt = qat_optim_create(r->all_params, np + nq, &oo);
     }
-    if (!opt) {
-        rc = cli_fail_lib("train: optimizer");
-        goto done;
-    }
-    if (!o.resume) {
-        st.seed = c.seed;
-        st.threads = qat_get_num_threads();
-        snprintf(st.recipe.arch, sizeof st.recipe.arch, "%s", o.model);
-        st.recipe.epochs = o.epochs;
-        st.recipe.batch_size = o.batch;
-        st.recipe.lr = o.lr;
-        st.recipe.weight_decay = o.wd;
-        st.recipe.momentum = o.momentum;
-        st.recipe.val_size = c.val;
-        st.recipe.train_limit = c.limit_train;
-        snprintf(st.recipe.data_dir, sizeof st.recipe.data_dir, "%s", c.data_dir);
-    }
-    qat_batch_opts bo = qat_batch_opts_defaults();
-    bo.batch_size = o.batch;
-    bo.seed = c.seed;
-    if (qat_batch_iter_create(d.train, &bo, &it)) {
-        rc = cli_fail_lib("train: batches");
-        goto done;
-    }
-    if (o.resume && qat_batch_iter_set_state(it, &st.iter)) {
-        rc = cli_fail_lib(o.resume);
-        goto done;
-    }
-    xb = malloc(qat_batch_iter_x_size(it) * sizeof *xb);
-    int spe = qat_batch_iter_num_batches(it);
-    if (!o.resume) {
-        qat_schedule sched = qat_schedule_cosine(o.lr, 0.0, (int64_t)spe * o.epochs);
-        qat_optim_set_schedule(opt, &sched);
-    }
-    signal(SIGINT, on_sigint);
+    return r->opt ? 0 : cli_fail_lib("train: optimizer");
+}
 
-    ips = calloc((size_t)o.epochs, sizeof *ips);
-    ipsw = calloc((size_t)o.epochs, sizeof *ipsw);
-    double t_start = cli_now(), test_acc = 0;
-    cli_log("train %s%s%s: %d train / %d val / %d test images, %d threads, %zu parameters", o.model,
-            qat ? " QAT " : "", qat ? o.quant : "", d.train->n, d.val ? d.val->n : 0, d.test->n,
-            qat_get_num_threads(), qat_model_param_count(m));
-    int n_timed = 0;
-    for (int ep = st.epoch; ep < o.epochs && !interrupted; ep++) {
-        if (qm) {
-            qat_qmodel_freeze_bn(qm, ep >= o.freeze_bn_after);
-            if (ep >= o.freeze_observers_after) qat_qmodel_set_observers(qm, 0);
-        }
-        progress pr;
-        char label[32], extra[96];
-        snprintf(label, sizeof label, "epoch %d/%d", ep + 1, o.epochs);
-        progress_start(&pr, label, spe);
-        double t_compute = 0, loss_sum = 0, w0 = cli_now();
-        long seen = 0, correct = 0;
-        int n, b = 0;
-        qat_ctx_set_training(ctx, 1);
-        while (qat_batch_iter_next(it, xb, yb, &n) == 1) {
-            double t0 = cli_now();
-            qat_tensor *x = qat_from(ctx, 4, (int[]){n, 1, 28, 28}, xb);
-            qat_tensor *logits = cli_forward(ctx, m, qm, x);
-            qat_tensor *loss = qat_cross_entropy(ctx, logits, yb);
-            qat_optim_zero_grad(opt);
-            if (qat_backward(ctx, loss) != QAT_OK || qat_optim_step(opt) != QAT_OK) {
-                rc = cli_fail_lib("train step");
-                goto done;
-            }
-            if (qm) qat_qmodel_clamp_params(qm);
-            t_compute += cli_now() - t0;
-            if (!isfinite(loss->data[0])) {
-                rc = cli_fail("train: loss became %f at epoch %d batch %d", loss->data[0], ep + 1, b);
-                goto done;
-            }
-            loss_sum += (double)loss->data[0] * n;
-            correct += qat_count_correct(logits, yb);
-            seen += n;
-            qat_ctx_reset(ctx);
-            b++;
-            snprintf(extra, sizeof extra, "loss %.4f  %.0f img/s", loss_sum / seen, seen / t_compute);
-            progress_update(&pr, b, extra);
-            if (interrupted) break;
-        }
-        progress_end(&pr);
+/* A new run's training state: seed, threads and the recipe it was asked
+ * (what --resume restores). */
+static void record_recipe(train_run *r)
+{
+    qat_train_state *st = &r->st;
+    st->seed = r->c.seed;
+    st->threads = qat_get_num_threads();
+    snprintf(st->recipe.arch, sizeof st->recipe.arch, "%s", r->o.model);
+    st->recipe.epochs = r->o.epochs;
+    st->recipe.batch_size = r->o.batch;
+    st->recipe.lr = r->o.lr;
+    st->recipe.weight_decay = r->o.wd;
+    st->recipe.momentum = r->o.momentum;
+    st->recipe.val_size = r->c.val;
+    st->recipe.train_limit = r->c.limit_train;
+    snprintf(st->recipe.data_dir, sizeof st->recipe.data_dir, "%s", r->c.data_dir);
+}
+
+/* The shuffled batches of the training set (where a resumed run stopped),
+ * the batch buffer, and a new run's cosine learning-rate schedule over all
+ * its steps. */
+static int setup_batches(train_run *r)
+{
+    qat_batch_opts bo = qat_batch_opts_defaults();
+    bo.batch_size = r->o.batch;
+    bo.seed = r->c.seed;
+    if (qat_batch_iter_create(r->d.train, &bo, &r->it)) return cli_fail_lib("train: batches");
+    if (r->o.resume && qat_batch_iter_set_state(r->it, &r->st.iter)) return cli_fail_lib(r->o.resume);
+    if (!(r->xb = malloc(qat_batch_iter_x_size(r->it) * sizeof *r->xb))) return cli_fail("out of memory");
+    r->steps_per_epoch = qat_batch_iter_num_batches(r->it);
+    if (!r->o.resume) {
+        qat_schedule sched = qat_schedule_cosine(r->o.lr, 0.0, (int64_t)r->steps_per_epoch * r->o.epochs);
+        qat_optim_set_schedule(r->opt, &sched);
+    }
+    return 0;
+}
+
+/* Everything before the first step, in this order (the random streams
+ * depend on it): options (recipe defaults, or the resumed run's), data,
+ * model, QAT start point, optimizer, recorded recipe, batches. r must be
+ * zeroed; on error r holds what was set up (train_run_free). */
+static int train_setup(train_run *r, const cli_common *c, const train_opts *o)
+{
+    r->c = *c;
+    r->o = *o;
+    qat_train_state_init(&r->st);
+    r->qat = o->quant != NULL;
+    recipe_defaults(&r->o, r->qat);
+    qat_set_num_threads(r->c.threads);
+    int rc;
+    if (r->o.resume && (rc = resume_load(r, c->data_dir_given))) return rc;
+    if (cli_load_data(&r->c, &r->d, 1, 1)) return 1;
+    r->in_c = r->d.train->c;
+    r->in_h = r->d.train->h;
+    r->in_w = r->d.train->w;
+    if ((rc = setup_model(r))) return rc;
+    r->ctx = qat_ctx_create(0);
+    r->yb = malloc((size_t)r->o.batch);
+    if (!r->ctx || !r->yb) return cli_fail_lib("train: setup");
+    if (r->qat && !r->o.resume && (rc = setup_qat(r))) return rc;
+    if ((rc = setup_optimizer(r))) return rc;
+    if (!r->o.resume) record_recipe(r);
+    if ((rc = setup_batches(r))) return rc;
+    r->ips = calloc((size_t)r->o.epochs, sizeof *r->ips);
+    r->ipsw = calloc((size_t)r->o.epochs, sizeof *r->ipsw);
+    if (!r->ips || !r->ipsw) return cli_fail("out of memory");
+    return 0;
+}
+
+/* The QAT schedule: what changes at the start of epoch ep (0-based). BN
+ * statistics freeze (folded with the running statistics) from
+ * freeze_bn_after on; observers stop from freeze_observers_after on. A
+ * function of ep only, so a resumed run sets the same switches. */
+static void epoch_schedule(train_run *r, int ep)
+{
+    if (!r->qm) return;
+    qat_qmodel_freeze_bn(r->qm, ep >= r->o.freeze_bn_after);
+    if (ep >= r->o.freeze_observers_after) qat_qmodel_set_observers(r->qm, 0);
+}
+
+/* One optimizer step on the n images in r->xb / r->yb: forward (float or
+ * fake-quant), cross-entropy, backward, update, LSQ scale clamp. *loss and
+ * *correct get the batch's mean loss and correct predictions. The arena is
+ * reset afterwards. */
+static int train_step(train_run *r, int n, double *loss, long *correct)
+{
+    qat_tensor *x = qat_from(r->ctx, 4, (int[]){n, r->in_c, r->in_h, r->in_w}, r->xb);
+    qat_tensor *logits = cli_forward(r->ctx, r->m, r->qm, x);
+    qat_tensor *l = qat_cross_entropy(r->ctx, logits, r->yb);
+    qat_optim_zero_grad(r->opt);
+    if (qat_backward(r->ctx, l) != QAT_OK || qat_optim_step(r->opt) != QAT_OK) return cli_fail_lib("train step");
+    if (r->qm) qat_qmodel_clamp_params(r->qm);
+    *loss = l->data[0];
+    *correct = qat_count_correct(logits, r->yb);
+    qat_ctx_reset(r->ctx);
+    return 0;
+}
+
+/* The steps of epoch ep from where the iterator stands to the end of the
+ * epoch, or to a SIGINT (then it returns 0 with `interrupted` set, after
+ * finishing the step under way). Fills *es; a progress bar on stderr. */
+static int train_epoch(train_run *r, int ep, epoch_stats *es)
+{
+    progress pr;
+    char label[32], extra[96];
+    snprintf(label, sizeof label, "epoch %d/%d", ep + 1, r->o.epochs);
+    progress_start(&pr, label, r->steps_per_epoch);
+    memset(es, 0, sizeof *es);
+    double w0 = cli_now();
+    int n, b = 0;
+    qat_ctx_set_training(r->ctx, 1);
+    while (qat_batch_iter_next(r->it, r->xb, r->yb, &n) == 1) {
+        double t0 = cli_now(), loss = 0;
+        long correct = 0;
+        int rc = train_step(r, n, &loss, &correct);
+        if (rc) return rc;
+        es->t_compute += cli_now() - t0;
+        if (!isfinite(loss)) return cli_fail("train: loss became %f at epoch %d batch %d", loss, ep + 1, b);
+        es->loss_sum += loss * n;
+        es->correct += correct;
+        es->seen += n;
+        b++;
+        snprintf(extra, sizeof extra, "loss %.4f  %.0f img/s", es->loss_sum / es->seen, es->seen / es->t_compute);
+        progress_update(&pr, b, extra);
         if (interrupted) break;
-        double wall = cli_now() - w0;
-        ips[n_timed] = seen / t_compute;
-        ipsw[n_timed] = seen / wall;
-        double val_acc = d.val ? cli_evaluate(ctx, m, qm, d.val, CLI_EVAL_BATCH) : 0;
-        test_acc = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
-        cli_log("epoch %d/%d  loss %.4f  train_acc %.4f  val_acc %.4f  test_acc %.4f  %.0f img/s (wall %.0f)",
-                ep + 1, o.epochs, loss_sum / seen, (double)correct / seen, val_acc, test_acc, ips[n_timed],
-                ipsw[n_timed]);
-        qat_epoch_record rec = {.epoch = ep, .train_loss = loss_sum / seen, .train_accuracy = (double)correct / seen,
-                                .val_accuracy = val_acc, .test_accuracy = test_acc, .lr = qat_optim_lr(opt),
-                                .train_images_per_s = ips[n_timed], .train_images_per_s_wall = ipsw[n_timed],
-                                .seconds = wall};
-        n_timed++;
-        qat_train_state_add_epoch(&st, &rec);
-        qat_batch_iter_reset_epoch(it);
-        st.epoch = ep + 1;
-        st.global_step = qat_optim_step_count(opt);
-        qat_batch_iter_get_state(it, &st.iter);
-        if (save_checkpoint(o.out, m, qm, opt, &st, &qr)) {
-            rc = cli_fail_lib(o.out);
-            goto done;
-        }
     }
-    if (interrupted) {
-        /* mid-epoch: the iterator knows where it stopped; the epoch's
-         * partial statistics are not kept */
-        st.global_step = qat_optim_step_count(opt);
-        qat_batch_iter_get_state(it, &st.iter);
-        if (save_checkpoint(o.out, m, qm, opt, &st, &qr))
-            rc = cli_fail_lib(o.out);
-        else
-            cli_log("interrupted: state saved to %s (continue with qat train --resume %s)", o.out, o.out);
-        if (!rc) rc = 130;
-        goto done;
+    progress_end(&pr);
+    es->t_wall = cli_now() - w0;
+    return 0;
+}
+
+/* After epoch ep's last step: validation and test accuracy, the history
+ * line, the iterator moved to the next epoch, and the checkpoint (o.out)
+ * that a later --resume continues from. */
+static int end_epoch(train_run *r, int ep, const epoch_stats *es)
+{
+    int k = r->n_timed;
+    r->ips[k] = es->seen / es->t_compute;
+    r->ipsw[k] = es->seen / es->t_wall;
+    double val_acc = r->d.val ? cli_evaluate(r->ctx, r->m, r->qm, r->d.val, CLI_EVAL_BATCH) : 0;
+    r->test_acc = cli_evaluate(r->ctx, r->m, r->qm, r->d.test, CLI_EVAL_BATCH);
+    cli_log("epoch %d/%d  loss %.4f  train_acc %.4f  val_acc %.4f  test_acc %.4f  %.0f img/s (wall %.0f)", ep + 1,
+            r->o.epochs, es->loss_sum / es->seen, (double)es->correct / es->seen, val_acc, r->test_acc, r->ips[k],
+            r->ipsw[k]);
+    qat_epoch_record rec = {.epoch = ep, .train_loss = es->loss_sum / es->seen,
+                            .train_accuracy = (double)es->correct / es->seen, .val_accuracy = val_acc,
+                            .test_accuracy = r->test_acc, .lr = qat_optim_lr(r->opt),
+                            .train_images_per_s = r->ips[k], .train_images_per_s_wall = r->ipsw[k],
+                            .seconds = es->t_wall};
+    r->n_timed++;
+    qat_train_state_add_epoch(&r->st, &rec);
+    qat_batch_iter_reset_epoch(r->it);
+    r->st.epoch = ep + 1;
+    r->st.global_step = qat_optim_step_count(r->opt);
+    qat_batch_iter_get_state(r->it, &r->st.iter);
+    return save_checkpoint(r->o.out, r->m, r->qm, r->opt, &r->st, &r->qr) ? cli_fail_lib(r->o.out) : 0;
+}
+
+/* The epochs from st.epoch (a resumed run: from its position inside it)
+ * to o.epochs, or until a SIGINT. */
+static int train_epochs(train_run *r)
+{
+    signal(SIGINT, on_sigint);
+    cli_log("train %s%s%s: %d train / %d val / %d test images, %d threads, %zu parameters", r->o.model,
+            r->qat ? " QAT " : "", r->qat ? r->o.quant : "", r->d.train->n, r->d.val ? r->d.val->n : 0,
+            r->d.test->n, qat_get_num_threads(), qat_model_param_count(r->m));
+    for (int ep = r->st.epoch; ep < r->o.epochs && !interrupted; ep++) {
+        epoch_stats es;
+        epoch_schedule(r, ep);
+        int rc = train_epoch(r, ep, &es);
+        if (rc) return rc;
+        if (interrupted) break;
+        if ((rc = end_epoch(r, ep, &es))) return rc;
     }
-    if (n_timed == 0) test_acc = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
-    res->train_images_per_s = cli_median(ips, n_timed);
-    res->train_images_per_s_wall = cli_median(ipsw, n_timed);
-    res->test_accuracy = test_acc;
-    res->val_accuracy = st.n_history ? st.history[st.n_history - 1].val_accuracy : 0;
-    res->seconds = cli_now() - t_start;
-    res->epochs = o.epochs;
-    snprintf(res->model, sizeof res->model, "%s", o.model);
-    snprintf(res->quant, sizeof res->quant, "%s", qat ? o.quant : "float");
-    snprintf(res->out, sizeof res->out, "%s", o.out);
-    res->n_history = st.n_history < TRAIN_MAX_HISTORY ? st.n_history : TRAIN_MAX_HISTORY;
-    for (int k = 0; k < res->n_history; k++) res->history[k] = st.history[k];
-done:
-    free(ips);
-    free(ipsw);
-    free(all_params);
-    qat_train_state_free(&st);
-    free(xb);
-    free(yb);
-    qat_batch_iter_free(it);
-    qat_ctx_free(ctx);
-    qat_optim_free(opt);
-    qat_qmodel_free(qm);
-    qat_model_free(m);
-    cli_data_free(&d);
+    return 0;
+}
+
+/* After a SIGINT: saves the state where the iterator stopped (mid-epoch;
+ * the epoch's partial statistics are not kept) for --resume. Returns 130
+ * (or 1 if the save failed). */
+static int save_interrupted(train_run *r)
+{
+    r->st.global_step = qat_optim_step_count(r->opt);
+    qat_batch_iter_get_state(r->it, &r->st.iter);
+    if (save_checkpoint(r->o.out, r->m, r->qm, r->opt, &r->st, &r->qr)) return cli_fail_lib(r->o.out);
+    cli_log("interrupted: state saved to %s (continue with qat train --resume %s)", r->o.out, r->o.out);
+    return 130;
+}
+
+/* A finished run's result: median images/s over the epochs run here, last
+ * accuracies (test evaluated now if no epoch ran), the history. */
+static void final_report(train_run *r, train_result *res)
+{
+    if (r->n_timed == 0) r->test_acc = cli_evaluate(r->ctx, r->m, r->qm, r->d.test, CLI_EVAL_BATCH);
+    res->train_images_per_s = cli_median(r->ips, r->n_timed);
+    res->train_images_per_s_wall = cli_median(r->ipsw, r->n_timed);
+    res->test_accuracy = r->test_acc;
+    res->val_accuracy = r->st.n_history ? r->st.history[r->st.n_history - 1].val_accuracy : 0;
+    res->seconds = cli_now() - r->t_start;
+    res->epochs = r->o.epochs;
+    snprintf(res->model, sizeof res->model, "%s", r->o.model);
+    snprintf(res->quant, sizeof res->quant, "%s", r->qat ? r->o.quant : "float");
+    snprintf(res->out, sizeof res->out, "%s", r->o.out);
+    res->n_history = r->st.n_history < TRAIN_MAX_HISTORY ? r->st.n_history : TRAIN_MAX_HISTORY;
+    for (int k = 0; k < res->n_history; k++) res->history[k] = r->st.history[k];
+}
+
+int train_main(cli_common *c, train_opts *o, train_result *res)
+{
+    memset(res, 0, sizeof *res);
+    train_run r;
+    memset(&r, 0, sizeof r);
+    int rc = train_setup(&r, c, o);
+    if (!rc) {
+        r.t_start = cli_now();
+        rc = train_epochs(&r);
+    }
+    if (!rc && interrupted) rc = save_interrupted(&r);
+    if (!rc) final_report(&r, res);
+    train_run_free(&r);
     return rc;
 }
