@@ -662,7 +662,6 @@ void qat_rti_free_ops(qat_rt_model *m)
     m->arch = m->source = NULL;
 }
 
-/* Sum of element count x element size over every dataset in the file. */
 static herr_t payload_cb(hid_t obj, const char *name, const H5O_info_t *info, void *data)
 {
     if (info->type != H5O_TYPE_DATASET) return 0;
@@ -677,6 +676,12 @@ static herr_t payload_cb(hid_t obj, const char *name, const H5O_info_t *info, vo
     if (np < 0) return -1;
     *(size_t *)data += (size_t)np * sz;
     return 0;
+}
+
+int qat_rti_h5_payload_bytes(hid_t file, size_t *bytes)
+{
+    *bytes = 0;
+    return H5Ovisit(file, H5_INDEX_NAME, H5_ITER_NATIVE, payload_cb, bytes) < 0 ? -1 : 0;
 }
 
 static int ld_file(ld_ctx *c, hid_t f, qat_rt_model *m)
@@ -738,7 +743,7 @@ static int ld_file(ld_ctx *c, hid_t f, qat_rt_model *m)
     c->where[0] = 0;
     if (st) return st;
     size_t payload = 0;
-    if (H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, payload_cb, &payload) < 0)
+    if (qat_rti_h5_payload_bytes(f, &payload) < 0)
         return ld_err(c, QAT_ERR_FORMAT, "cannot list the datasets");
     m->payload_bytes = payload;
     return QAT_OK;

@@ -38,6 +38,11 @@ typedef enum {
 
 const char *qat_rti_op_type_name(rt_op_type t);
 
+/* The payload of an open HDF5 file (int64_t hid_t): the sum over every
+ * dataset of element count x element size (qat_rt_payload_bytes' definition,
+ * also for files the runtime does not load). 0, or -1 if the walk failed. */
+int qat_rti_h5_payload_bytes(int64_t file, size_t *bytes);
+
 /* Per-channel requantization epilogue, precomputed at prepare time so the
  * SIMD kernels work in 32-bit lanes plus one 64-bit product:
  *   a  = clamp(acc, alo, ahi)           (does not change the final output,

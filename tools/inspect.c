@@ -7,6 +7,7 @@
 #include "io/h5util.h"
 #include "qat/qio.h"
 #include "qat/runtime.h"
+#include "runtime/rt_internal.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 
@@ -51,31 +52,25 @@ static void json_range_int(json_w *j, const char *key, long long lo, long long h
     json_obj_end(j);
 }
 
-/* Sum over every dataset in the file of element count x element size (the
- * definition of qat_rt_payload_bytes, for files the runtime does not load). */
-static herr_t payload_cb(hid_t obj, const char *name, const H5O_info_t *info, void *data)
+/* Opens the JSON object every inspect prints and writes its first keys. */
+static void json_head(json_w *j, const char *path, const qat_file_info *info, const char *model)
 {
-    if (info->type != H5O_TYPE_DATASET) return 0;
-    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
-    if (d < 0) return -1;
-    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
-    hssize_t np = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
-    size_t sz = t >= 0 ? H5Tget_size(t) : 0;
-    if (t >= 0) H5Tclose(t);
-    if (s >= 0) H5Sclose(s);
-    H5Dclose(d);
-    if (np < 0) return -1;
-    *(long long *)data += (long long)np * (long long)sz;
-    return 0;
+    json_begin(j, stdout);
+    json_obj(j, NULL);
+    json_str(j, "command", "inspect");
+    json_str(j, "file", path);
+    json_str(j, "format", info->format);
+    json_int(j, "format_version", info->format_version);
+    json_str(j, "model", model);
 }
 
 static long long file_payload_bytes(const char *path)
 {
     qat_h5_quiet q;
     qat_h5_quiet_begin(&q);
-    long long sum = 0;
+    size_t bytes = 0;
     hid_t f = qat_h5_open_read(path);
-    if (f < 0 || H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, payload_cb, &sum) < 0) sum = -1;
+    long long sum = (f < 0 || qat_rti_h5_payload_bytes(f, &bytes) < 0) ? -1 : (long long)bytes;
     if (f >= 0) qat_h5_close(f, path);
     qat_h5_quiet_end(&q);
     return sum;
@@ -253,13 +248,7 @@ static int inspect_checkpoint(const char *path, const qat_file_info *info, int j
     long long payload = file_payload_bytes(path);
     if (json) {
         json_w j;
-        json_begin(&j, stdout);
-        json_obj(&j, NULL);
-        json_str(&j, "command", "inspect");
-        json_str(&j, "file", path);
-        json_str(&j, "format", info->format);
-        json_int(&j, "format_version", info->format_version);
-        json_str(&j, "model", qat_model_arch(m));
+        json_head(&j, path, info, qat_model_arch(m));
         if (info->has_train) json_int(&j, "trained_epochs", info->epoch);
         else json_null(&j, "trained_epochs");
         json_int(&j, "history_lines", info->num_history);
@@ -480,13 +469,7 @@ static int inspect_int8(const char *path, const qat_file_info *info, int json)
     qat_h5_quiet_end(&q);
     if (!rc && json) {
         json_w j;
-        json_begin(&j, stdout);
-        json_obj(&j, NULL);
-        json_str(&j, "command", "inspect");
-        json_str(&j, "file", path);
-        json_str(&j, "format", info->format);
-        json_int(&j, "format_version", info->format_version);
-        json_str(&j, "model", info->arch);
+        json_head(&j, path, info, info->arch);
         json_int(&j, "num_ops", n);
         json_arr(&j, "ops");
         for (int i = 0; i < n; i++) json_int8_op(&j, i, &ops[i]);
