@@ -531,9 +531,12 @@ static int relu_pair(const qat_model *m, int i)
     return 1;
 }
 
-/* every layer's output (fuse 0), or with fuse only those the model's
- * output depends on as separate tensors (a fused BN's or add's slot
- * holds the ReLU's output) */
+/* The float model's graph walker: every layer's output (fuse 0), or with
+ * fuse only those the model's output depends on as separate tensors (a
+ * fused BN's or add's slot holds the ReLU's output). Its quantized
+ * counterpart, qat_qmodel_forward_all (quant/forward.c), walks the same
+ * layers grouped into quantization units (quant/internal.h says why both
+ * exist). */
 static qat_tensor **forward(qat_ctx *ctx, qat_model *m, qat_tensor *x, int fuse)
 {
     if (!x) return NULL;
