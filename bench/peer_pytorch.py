@@ -54,6 +54,7 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 import copy  # noqa: E402
 import gzip  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -539,7 +540,6 @@ def to_int8(fq_model):
 
 
 def state_bytes(model):
-    import io
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
@@ -670,7 +670,7 @@ def main():
         if a.save_float:
             torch.save(model.state_dict(), a.save_float)
     model.eval()
-    fl["test_acc"], float_logits = evaluate(model, D["test"])
+    fl["test_acc"] = evaluate(model, D["test"])[0]
     if D["val"][0].shape[0]:
         fl["val_acc"] = evaluate(model, D["val"])[0]
     log("float test acc %.4f" % fl["test_acc"])
