@@ -1,5 +1,5 @@
 /* bench_train: training and inference speed of the reference models
- * (MODELS.md) on synthetic data, printed as one JSON object on stdout.
+ * (docs/MODELS.md) on synthetic data, printed as one JSON object on stdout.
  *
  *   train_images_per_s   images / seconds spent in forward + backward +
  *                        optimizer step (SGD momentum 0.9, wd 5e-4), the

@@ -3,7 +3,8 @@
 
 Runs, interleaved and repeated (medians reported), for each model:
   - float training images/s, batch 128, 2 threads: `qat train` vs the
-    peer (shared/peer/pytorch_qat.py --float-only), same images;
+    peer (bench/peer_pytorch.py --float-only: PyTorch eager mode, the same
+    models and recipe, docs/MODELS.md), same images;
   - QAT step cost: `qat train --from F --quant w8a8 / w4a4` images/s over
     the float step;
   - int8 inference of the exported W8A8 QAT model (bench_runtime --file:
@@ -13,9 +14,11 @@ Runs, interleaved and repeated (medians reported), for each model:
   - peak RSS of `qat train` vs the peer's training.
 Usage: bench/run_bench.py [--models lenet5,convnet] [--reps 3] [--limit-train N]
                           [--native-blas | --both-blas] [--isa avx2] [--no-peer] [--out FILE]
---limit-train: training images per epoch; default: all 55,000 for mlp and
-lenet5 (an epoch of 12,800 lasts a third of a second, too short to time on
-a shared machine), 12,800 for convnet and resnet8.
+--limit-train: training images read, the first N of the file, of which both
+sides hold out 1,000 for validation (--val 1000) and train on the rest;
+default: 55,000 for mlp and lenet5 (an epoch of 12,800 lasts a third of a
+second, too short to time on a shared machine), 12,800 for convnet and
+resnet8.
 --native-blas unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for both sides;
 --both-blas runs everything both ways and prints {"env": ..., "native": ...}.
 --isa avx2 caps both sides at AVX2 + FMA, to measure on an AVX-512 machine
@@ -31,7 +34,7 @@ ROOT = os.path.dirname(HERE)
 QAT = os.path.join(ROOT, "build", "tools", "qat")
 BENCH_TRAIN = os.path.join(ROOT, "build", "bench", "bench_train")
 BENCH_RT = os.path.join(ROOT, "build", "bench", "bench_runtime")
-PEER = os.path.join(ROOT, "..", "shared", "peer", "pytorch_qat.py")
+PEER = os.path.join(HERE, "peer_pytorch.py")
 
 
 def run(cmd, env, timeout=3600):
@@ -146,14 +149,16 @@ def bench(a):
                        "vnni_peak_gmacs": J["models"][0]["vnni_peak_gmacs"]}
             if not a.no_peer:
                 pj = os.path.join(tmp, "peer.json")
+                # the same training images as `qat train` (--limit-train, --val 1000)
                 run(["/usr/bin/python3", PEER, "--model", model, "--epochs", "1", "--float-only",
-                     "--limit-train", str(limits[model]), "--save-float", sd, "--out", pj], penv)
+                     "--threads", str(a.threads), "--limit-train", str(limits[model]), "--val", "1000",
+                     "--save-float", sd, "--out", pj], penv)
                 P = json.load(open(pj))
                 peer_tr.append(P["float"]["train_images_per_s_median"])
                 peer_rss.append(P["float"].get("peak_rss_train_bytes", 0) / 1024 or None)
                 if rep == 0 or True:
                     run(["/usr/bin/python3", PEER, "--model", model, "--load-float", sd, "--bench-only",
-                         "--lat-iters", "200", "--out", pj], penv)
+                         "--threads", str(a.threads), "--lat-iters", "200", "--out", pj], penv)
                     P = json.load(open(pj))
                     inf = P["inference"]
                     peer_fp32.append(inf["fp32"]["throughput_images_per_s"])

@@ -1,4 +1,4 @@
-/* The reference models of MODELS.md. */
+/* The reference models of docs/MODELS.md. */
 #include <string.h>
 
 #include "core/internal.h"

@@ -1,7 +1,7 @@
 /* The histogram observer's grid, binning and calibration searches
  * (KL / percentile / MSE). The design and the rules are documented in
  * include/qat/observer.h and docs/QUANT-calibration.md; the searches follow
- * TensorRT's pytorch-quantization calibrators (docs/QUANT-calibration.md).
+ * TensorRT's pytorch-quantization calibrators (docs/QUANT.md, section 11).
  *
  * Grid: bin g holds the values with floor(x * inv) == g (double product);
  * the array holds bins g0 .. g0+nb-1, counts beyond nb are kept at zero. */

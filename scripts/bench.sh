@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmarks against PyTorch (shared/peer/pytorch_qat.py), side by side,
+# Benchmarks against PyTorch (bench/peer_pytorch.py), side by side,
 # printing one JSON object. Installs what is missing (python3-torch for the
 # peer), builds, then runs bench/run_bench.py with the given options
 # (e.g. --models lenet5,convnet --reps 3 --native-blas).

@@ -1,4 +1,4 @@
-/* Model graphs: the reference models of MODELS.md (layers, shapes, names,
+/* Model graphs: the reference models of docs/MODELS.md (layers, shapes, names,
  * parameter counts equal to PyTorch's), initialisation, builder errors, a
  * custom model forward/backward, and a tiny model that learns. */
 #include <check.h>
@@ -14,7 +14,7 @@ static int has(const char *s, const char *sub) { return strstr(s, sub) != NULL; 
 #define ASSERT_ERR_HAS(sub) \
     ck_assert_msg(has(qat_last_error(), sub), "last error '%s' lacks '%s'", qat_last_error(), sub)
 
-/* Parameter counts from PyTorch: the MODELS.md nets built with torch.nn
+/* Parameter counts from PyTorch: the docs/MODELS.md nets built with torch.nn
  * (conv without bias before BN) and counted with
  * sum(p.numel() for p in m.parameters()) (torch 1.13). Tensors: number of
  * parameters(); buffers: running_mean/var (num_batches_tracked aside). */

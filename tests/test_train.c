@@ -80,7 +80,7 @@ static qat_named_tensor *all_params(qat_model *m, qat_qmodel *qm, int *n)
 }
 
 /* SGD momentum 0.9, wd 5e-4 (not on BN/bias), lr cosine to 0 over `total`
- * steps: the MODELS.md recipes */
+ * steps: the docs/MODELS.md recipes */
 static qat_optim *make_optim(qat_model *m, qat_qmodel *qm, double lr, int64_t total)
 {
     int n;
@@ -439,7 +439,7 @@ END_TEST
 
 /* QAT recipe from the float checkpoint: PTQ start, then `epochs` epochs
  * of SGD lr 0.005 cosine; BN frozen after the first epoch, observers
- * after half the epochs (MODELS.md). Returns the QAT test accuracy, and
+ * after half the epochs (docs/MODELS.md). Returns the QAT test accuracy, and
  * the PTQ one in *ptq_acc. */
 static double run_qat(const char *spec, int epochs, double *ptq_acc)
 {
@@ -475,7 +475,7 @@ END_TEST
 
 START_TEST(test_qat_w4a4_beats_ptq)
 {
-    /* 3 epochs (48 steps on this subset; MODELS.md allows low-bit runs
+    /* 3 epochs (48 steps on this subset; docs/MODELS.md allows low-bit runs
      * more than the default 2) */
     double ptq_acc, acc = run_qat("w4a4", 3, &ptq_acc);
     ck_assert_msg(acc > ptq_acc + 0.025, "QAT w4a4 %.4f vs PTQ %.4f", acc, ptq_acc);

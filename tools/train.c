@@ -1,4 +1,4 @@
-/* qat train: the MODELS.md float recipe, and with --quant the QAT recipe. */
+/* qat train: the docs/MODELS.md float recipe, and with --quant the QAT recipe. */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -271,7 +271,7 @@ static int setup_model(train_run *r)
     } else if (!(r->m = qat_model_build(o->model ? o->model : "?", r->c.seed))) {
         return cli_fail_lib("train");
     }
-    /* qat_model_build makes the MODELS.md models for Fashion-MNIST's images:
+    /* qat_model_build makes the docs/MODELS.md models for Fashion-MNIST's images:
      * any model must take the images the data holds */
     const qat_layer *in = qat_model_layer_c(r->m, 0);
     if (in->out_shape[0] != r->in_c || in->out_shape[1] != r->in_h || in->out_shape[2] != r->in_w)

@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-/* Normalisation of MODELS.md: (pixel/255 - 0.2860) / 0.3530. */
+/* Normalisation of docs/MODELS.md: (pixel/255 - 0.2860) / 0.3530. */
 #define QAT_FASHION_MNIST_MEAN 0.2860f
 #define QAT_FASHION_MNIST_STD 0.3530f
 /* Where Debian's fashion-mnist package installs the files. */

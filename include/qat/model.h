@@ -88,7 +88,7 @@ QAT_API int qat_model_avgpool2d(qat_model *m, const char *name, int in, int kern
 QAT_API int qat_model_global_avgpool(qat_model *m, const char *name, int in);
 QAT_API int qat_model_flatten(qat_model *m, const char *name, int in);
 QAT_API int qat_model_add(qat_model *m, const char *name, int a, int b);
-/* Residual basic block (MODELS.md): conv3x3(stride) BN ReLU conv3x3 BN,
+/* Residual basic block (docs/MODELS.md): conv3x3(stride) BN ReLU conv3x3 BN,
  * plus shortcut (identity, or conv1x1(stride)+BN when the shape changes),
  * add, ReLU. Layers are named "<prefix>.conv1", ".bn1", ".relu1", ".conv2",
  * ".bn2", ".shortcut.0", ".shortcut.1", ".add", ".relu2". */
@@ -100,7 +100,7 @@ QAT_API int qat_model_basic_block(qat_model *m, const char *prefix, int in, int 
  * BN gamma 1, beta 0, running mean 0, var 1. */
 QAT_API int qat_model_init(qat_model *m, uint64_t seed);
 
-/* Reference models of MODELS.md: "mlp", "lenet5", "convnet", "resnet8",
+/* Reference models of docs/MODELS.md: "mlp", "lenet5", "convnet", "resnet8",
  * initialised from seed. NULL + QAT_ERR_ARG for an unknown name. */
 QAT_API qat_model *qat_model_build(const char *arch, uint64_t seed);
 /* The arch name given to qat_model_build, or "custom". */
