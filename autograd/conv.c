@@ -1009,13 +1009,19 @@ typedef struct {
     uint8_t *win;    /* max pool 2x2 stride 2: position of the max in its window */
 } pool_saved;
 
-static qat_tensor *pool_out(qat_ctx *ctx, const char *op, qat_tensor *x, int k, int stride)
+/* [N,C,(H+2pad-k)/stride+1,(W+2pad-k)/stride+1]; pad in [0, k/2] (PyTorch's
+ * bound: every window then holds an input element). */
+static qat_tensor *pool_out(qat_ctx *ctx, const char *op, qat_tensor *x, int k, int stride, int pad)
 {
     if (x->ndim != 4) return qat_error_null(QAT_ERR_SHAPE, "%s: input must be [N,C,H,W]", op);
     if (k < 1 || stride < 1) return qat_error_null(QAT_ERR_ARG, "%s: kernel %d / stride %d invalid", op, k, stride);
-    if (x->shape[2] < k || x->shape[3] < k)
-        return qat_error_null(QAT_ERR_SHAPE, "%s: kernel %d larger than input %dx%d", op, k, x->shape[2], x->shape[3]);
-    int OH = (x->shape[2] - k) / stride + 1, OW = (x->shape[3] - k) / stride + 1;
+    if (pad < 0 || pad > k / 2)
+        return qat_error_null(QAT_ERR_ARG, "%s: padding %d outside [0, %d] (at most half the kernel %d)", op, pad,
+                              k / 2, k);
+    if (x->shape[2] + 2 * pad < k || x->shape[3] + 2 * pad < k)
+        return qat_error_null(QAT_ERR_SHAPE, "%s: kernel %d larger than input %dx%d", op, k, x->shape[2] + 2 * pad,
+                              x->shape[3] + 2 * pad);
+    int OH = (x->shape[2] + 2 * pad - k) / stride + 1, OW = (x->shape[3] + 2 * pad - k) / stride + 1;
     return qat_new(ctx, 4, (int[]){x->shape[0], x->shape[1], OH, OW});
 }
 
@@ -1054,19 +1060,24 @@ static void maxpool_backward(qat_ctx *ctx, const qat_tape_entry *e)
     }
 }
 
-qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride)
+/* Max pool with padding (windows clipped to the input: the padding is
+ * -inf and never wins); per-plane argmax indices into *indices if asked. */
+static qat_tensor *maxpool(qat_ctx *ctx, const char *op, qat_tensor *x, int k, int stride, int pad,
+                           const int32_t **indices)
 {
     if (!x) return NULL;
-    qat_tensor *y = pool_out(ctx, "maxpool2d", x, k, stride);
+    qat_tensor *y = pool_out(ctx, op, x, k, stride, pad);
     if (!y) return NULL;
     int NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int OH = y->shape[2], OW = y->shape[3];
     int need = qat_needs_grad(ctx, 1, &x);
-    int fast = k == 2 && stride == 2;
+    int fast = k == 2 && stride == 2 && pad == 0;
     pool_saved *s = need ? qat_arena_alloc(ctx, sizeof *s) : NULL;
     int32_t *am = need && !fast ? qat_arena_alloc(ctx, y->numel * sizeof(int32_t)) : NULL;
-    uint8_t *win = need && fast ? qat_arena_alloc(ctx, y->numel) : NULL;
+    uint8_t *win = (need || indices) && fast ? qat_arena_alloc(ctx, y->numel) : NULL;
+    int32_t *ix = indices ? qat_arena_alloc(ctx, y->numel * sizeof(int32_t)) : NULL;
     if (need && (!s || (!am && !win))) return NULL;
+    if (indices && (!ix || (fast && !win))) return NULL;
     if (fast) {
         /* first maximum in the order (0,0) (0,1) (1,0) (1,1); NaN is never
          * selected unless it is first, as in the general loop below */
@@ -1074,7 +1085,12 @@ qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride)
         for (int p = 0; p < NC; p++)
             qat_k_maxpool2_fwd(y->data + (size_t)p * OH * OW, win ? win + (size_t)p * OH * OW : NULL,
                                x->data + (size_t)p * H * W, H, W, OH, OW);
-    } else {
+        if (ix)
+            for (size_t o = 0; o < y->numel; o++) {
+                int ow = (int)(o % (size_t)OW), oh = (int)(o / (size_t)OW % (size_t)OH), j = win[o];
+                ix[o] = (2 * oh + (j >> 1)) * W + 2 * ow + (j & 1);
+            }
+    } else if (pad == 0) {
 #pragma omp parallel for if (y->numel > 32768) schedule(static)
         for (int p = 0; p < NC; p++) {
             const float *xp = x->data + (size_t)p * H * W;
@@ -1093,9 +1109,40 @@ qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride)
                     size_t o = ((size_t)p * OH + oh) * OW + ow;
                     y->data[o] = m;
                     if (am) am[o] = (int32_t)((size_t)p * H * W + (size_t)best);
+                    if (ix) ix[o] = best;
                 }
         }
+    } else {
+        /* the same loop over the window clipped to the image (constant
+         * bounds above keep the unpadded pool as fast as it was) */
+#pragma omp parallel for if (y->numel > 32768) schedule(static)
+        for (int p = 0; p < NC; p++) {
+            const float *xp = x->data + (size_t)p * H * W;
+            for (int oh = 0; oh < OH; oh++) {
+                int h0 = oh * stride - pad, h1 = h0 + k < H ? h0 + k : H;
+                h0 = h0 > 0 ? h0 : 0;
+                for (int ow = 0; ow < OW; ow++) {
+                    int w0 = ow * stride - pad, w1 = w0 + k < W ? w0 + k : W;
+                    w0 = w0 > 0 ? w0 : 0;
+                    int best = h0 * W + w0;
+                    float m = xp[best];
+                    for (int i = h0; i < h1; i++)
+                        for (int j = w0; j < w1; j++) {
+                            int idx = i * W + j;
+                            if (xp[idx] > m) {
+                                m = xp[idx];
+                                best = idx;
+                            }
+                        }
+                    size_t o = ((size_t)p * OH + oh) * OW + ow;
+                    y->data[o] = m;
+                    if (am) am[o] = (int32_t)((size_t)p * H * W + (size_t)best);
+                    if (ix) ix[o] = best;
+                }
+            }
+        }
     }
+    if (indices) *indices = ix;
     if (need) {
         s->k = k;
         s->stride = stride;
@@ -1104,6 +1151,17 @@ qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride)
         if (qat_tape_record(ctx, "maxpool2d", maxpool_backward, y, 1, &x, s) != QAT_OK) return NULL;
     }
     return y;
+}
+
+qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride)
+{
+    return maxpool(ctx, "maxpool2d", x, k, stride, 0, NULL);
+}
+
+qat_tensor *qat_maxpool2d_ex(qat_ctx *ctx, qat_tensor *x, int k, int stride, int pad, const int32_t **indices)
+{
+    if (indices) *indices = NULL;
+    return maxpool(ctx, "maxpool2d", x, k, stride, pad, indices);
 }
 
 static void avgpool_backward(qat_ctx *ctx, const qat_tape_entry *e)
@@ -1128,7 +1186,7 @@ static void avgpool_backward(qat_ctx *ctx, const qat_tape_entry *e)
 qat_tensor *qat_avgpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride)
 {
     if (!x) return NULL;
-    qat_tensor *y = pool_out(ctx, "avgpool2d", x, k, stride);
+    qat_tensor *y = pool_out(ctx, "avgpool2d", x, k, stride, 0);
     if (!y) return NULL;
     int NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int OH = y->shape[2], OW = y->shape[3];

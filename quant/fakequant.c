@@ -60,8 +60,8 @@ CLONES static void fq_span(float *y, uint8_t *mask, const float *x, float scale,
     }
 }
 
-void qat_fake_quant_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp,
-                            int32_t qmin, int32_t qmax, size_t n)
+void qat_fqk_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp,
+                     int32_t qmin, int32_t qmax, size_t n)
 {
     if (n < PAR_MIN) {
         fq_span(y, mask, x, scale, zp, qmin, qmax, n);
@@ -90,8 +90,8 @@ CLONES static void fq_relu_span(float *y, uint8_t *mask, const float *x, float s
     }
 }
 
-void qat_fake_quant_relu_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp, int32_t qmin,
-                                 int32_t qmax, size_t n)
+void qat_fqk_relu_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp, int32_t qmin,
+                          int32_t qmax, size_t n)
 {
     const size_t chunk = 16384;
     long nchunks = (long)((n + chunk - 1) / chunk);
@@ -107,8 +107,8 @@ void qat_fake_quant_relu_forward(float *y, uint8_t *mask, const float *x, float 
  * int64 qval = zp + nearbyintf(x * inv_s), clamp, (qval - zp) * s. The
  * product is saturated before nearbyintf only to keep the int64 conversion
  * defined. */
-void qat_fake_quant_forward_ref(float *y, uint8_t *mask, const float *x, float scale,
-                                int32_t zp, int32_t qmin, int32_t qmax, size_t n)
+void qat_fqk_forward_ref(float *y, uint8_t *mask, const float *x, float scale,
+                         int32_t zp, int32_t qmin, int32_t qmax, size_t n)
 {
     float inv_s = 1.0f / scale;
     for (size_t i = 0; i < n; i++) {
@@ -122,7 +122,7 @@ void qat_fake_quant_forward_ref(float *y, uint8_t *mask, const float *x, float s
     }
 }
 
-void qat_fake_quant_backward(float *dx, const float *dy, const uint8_t *mask, size_t n)
+void qat_fqk_backward(float *dx, const float *dy, const uint8_t *mask, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) dx[i] += dy[i] * (float)mask[i];
@@ -130,9 +130,9 @@ void qat_fake_quant_backward(float *dx, const float *dy, const uint8_t *mask, si
 
 /* ---- per channel ---- */
 
-void qat_fake_quant_channel_forward(float *y, uint8_t *mask, const float *x,
-                                    const float *scales, const int32_t *zps, int32_t qmin,
-                                    int32_t qmax, size_t outer, size_t channels, size_t inner)
+void qat_fqk_channel_forward(float *y, uint8_t *mask, const float *x,
+                             const float *scales, const int32_t *zps, int32_t qmin,
+                             int32_t qmax, size_t outer, size_t channels, size_t inner)
 {
     /* one row = (o, c): inner contiguous elements with one (s, zp) */
     long rows = (long)(outer * channels);
@@ -144,16 +144,16 @@ void qat_fake_quant_channel_forward(float *y, uint8_t *mask, const float *x,
     }
 }
 
-void qat_fake_quant_channel_forward_ref(float *y, uint8_t *mask, const float *x,
-                                        const float *scales, const int32_t *zps,
-                                        int32_t qmin, int32_t qmax, size_t outer,
-                                        size_t channels, size_t inner)
+void qat_fqk_channel_forward_ref(float *y, uint8_t *mask, const float *x,
+                                 const float *scales, const int32_t *zps,
+                                 int32_t qmin, int32_t qmax, size_t outer,
+                                 size_t channels, size_t inner)
 {
     for (size_t o = 0; o < outer; o++)
         for (size_t c = 0; c < channels; c++) {
             size_t off = (o * channels + c) * inner;
-            qat_fake_quant_forward_ref(y + off, mask ? mask + off : NULL, x + off, scales[c],
-                                       zps[c], qmin, qmax, inner);
+            qat_fqk_forward_ref(y + off, mask ? mask + off : NULL, x + off, scales[c],
+                                zps[c], qmin, qmax, inner);
         }
 }
 
@@ -338,25 +338,25 @@ static void lsq_tensor(float *dx, float *dscale, float *dzp, const float *dy, co
     if (dzp) *dzp += (float)sz;
 }
 
-void qat_fake_quant_lsq_relu_backward(float *dx, float *dscale, float *dzp, const float *dy, const float *x,
-                                      float scale, int32_t zp, int32_t qmin, int32_t qmax, float grad_factor,
-                                      size_t n)
+void qat_fqk_lsq_relu_backward(float *dx, float *dscale, float *dzp, const float *dy, const float *x,
+                               float scale, int32_t zp, int32_t qmin, int32_t qmax, float grad_factor,
+                               size_t n)
 {
     lsq_tensor(dx, dscale, dzp, dy, x, scale, zp, qmin, qmax, grad_factor, n, 1);
 }
 
-void qat_fake_quant_lsq_backward(float *dx, float *dscale, float *dzp, const float *dy,
-                                 const float *x, float scale, int32_t zp, int32_t qmin,
-                                 int32_t qmax, float grad_factor, size_t n)
+void qat_fqk_lsq_backward(float *dx, float *dscale, float *dzp, const float *dy,
+                          const float *x, float scale, int32_t zp, int32_t qmin,
+                          int32_t qmax, float grad_factor, size_t n)
 {
     lsq_tensor(dx, dscale, dzp, dy, x, scale, zp, qmin, qmax, grad_factor, n, 0);
 }
 
 /* Literal transcription of PyTorch's per-element kernel (int64 xqi from
  * nearbyint(zp + x * inv_s)), summed sequentially in double. */
-void qat_fake_quant_lsq_backward_ref(float *dx, float *dscale, float *dzp, const float *dy,
-                                     const float *x, float scale, int32_t zp, int32_t qmin,
-                                     int32_t qmax, float grad_factor, size_t n)
+void qat_fqk_lsq_backward_ref(float *dx, float *dscale, float *dzp, const float *dy,
+                              const float *x, float scale, int32_t zp, int32_t qmin,
+                              int32_t qmax, float grad_factor, size_t n)
 {
     float inv_s = 1.0f / scale;
     float dscale_small = (float)(qmin - zp), dscale_big = (float)(qmax - zp);
@@ -380,11 +380,11 @@ void qat_fake_quant_lsq_backward_ref(float *dx, float *dscale, float *dzp, const
     if (dzp) *dzp += (float)sz;
 }
 
-void qat_fake_quant_lsq_channel_backward(float *dx, float *dscales, float *dzps,
-                                         const float *dy, const float *x,
-                                         const float *scales, const int32_t *zps,
-                                         int32_t qmin, int32_t qmax, float grad_factor,
-                                         size_t outer, size_t channels, size_t inner)
+void qat_fqk_lsq_channel_backward(float *dx, float *dscales, float *dzps,
+                                  const float *dy, const float *x,
+                                  const float *scales, const int32_t *zps,
+                                  int32_t qmin, int32_t qmax, float grad_factor,
+                                  size_t outer, size_t channels, size_t inner)
 {
     /* channel-major: each thread owns whole channels, so each channel's sum
      * is a fixed sequential order over (o, i) */
@@ -405,7 +405,7 @@ void qat_fake_quant_lsq_channel_backward(float *dx, float *dscales, float *dzps,
 
 /* ---- bias ---- */
 
-void qat_fake_quant_bias(float *out, const float *bias, const float *s_w, float s_in, int n)
+void qat_fqk_bias(float *out, const float *bias, const float *s_w, float s_in, int n)
 {
     for (int c = 0; c < n; c++) {
         float s_b = qat_bias_scale(s_in, s_w[c]);
@@ -413,7 +413,7 @@ void qat_fake_quant_bias(float *out, const float *bias, const float *s_w, float 
     }
 }
 
-void qat_fake_quant_bias_backward(float *dbias, const float *dout, int n)
+void qat_fqk_bias_backward(float *dbias, const float *dout, int n)
 {
     for (int c = 0; c < n; c++) dbias[c] += dout[c];
 }

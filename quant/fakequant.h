@@ -1,7 +1,9 @@
 /* quant/fakequant.h: fake-quantization kernels (private, not installed).
  *
- * Pure functions over arrays: no tape, no allocation, no failure. Callers
- * (the fake-quant ops) validate scales, zero points and ranges once:
+ * Pure functions over arrays, qat_fqk_* ("fake-quant kernel"): no tape, no
+ * allocation, no failure. The tensor ops built on them are quant/ops.c's:
+ * the public qat_fake_quant_* (include/qat/quant.h) and the quantizers'
+ * qat_fq*. Callers validate scales, zero points and ranges once:
  * scale > 0 and finite, qmin <= zp <= qmax, qmin < qmax within [-2^16, 2^16].
  * Argument order: outputs, inputs, quantization parameters, sizes.
  * Backward kernels ADD into their gradient outputs.
@@ -26,20 +28,20 @@ int32_t qat_zero_point_from_float(float z, int32_t qmin, int32_t qmax);
 
 /* y, mask, x are (n). mask may be NULL; else mask[i] = 1 where the
  * unclamped q lies in [qmin, qmax], 0 elsewhere. y may alias x. */
-void qat_fake_quant_forward(float *y, uint8_t *mask, const float *x, float scale,
-                            int32_t zp, int32_t qmin, int32_t qmax, size_t n);
+void qat_fqk_forward(float *y, uint8_t *mask, const float *x, float scale,
+                     int32_t zp, int32_t qmin, int32_t qmax, size_t n);
 /* Scalar reference (PyTorch's expression with libm nearbyintf), for tests. */
-void qat_fake_quant_forward_ref(float *y, uint8_t *mask, const float *x, float scale,
-                                int32_t zp, int32_t qmin, int32_t qmax, size_t n);
+void qat_fqk_forward_ref(float *y, uint8_t *mask, const float *x, float scale,
+                         int32_t zp, int32_t qmin, int32_t qmax, size_t n);
 
 /* y = fake-quant of relu(x), mask = (x > 0) & (the unclamped q of relu(x)
  * lies in [qmin, qmax]): the composition's output and gradient mask, in
  * one pass. mask must not be NULL. */
-void qat_fake_quant_relu_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp, int32_t qmin,
-                                 int32_t qmax, size_t n);
+void qat_fqk_relu_forward(float *y, uint8_t *mask, const float *x, float scale, int32_t zp, int32_t qmin,
+                          int32_t qmax, size_t n);
 
 /* dx += dy * mask; dx, dy, mask are (n). Also the per-channel backward. */
-void qat_fake_quant_backward(float *dx, const float *dy, const uint8_t *mask, size_t n);
+void qat_fqk_backward(float *dx, const float *dy, const uint8_t *mask, size_t n);
 
 /* ---- per channel ---- */
 
@@ -49,13 +51,13 @@ void qat_fake_quant_backward(float *dx, const float *dy, const uint8_t *mask, si
  * channels = OC, inner = IC*KH*KW. Axis 1 of NCHW: outer = N, channels = C,
  * inner = H*W. y, mask, x are (outer, channels, inner); scales, zps are
  * (channels). mask may be NULL. */
-void qat_fake_quant_channel_forward(float *y, uint8_t *mask, const float *x,
-                                    const float *scales, const int32_t *zps, int32_t qmin,
-                                    int32_t qmax, size_t outer, size_t channels, size_t inner);
-void qat_fake_quant_channel_forward_ref(float *y, uint8_t *mask, const float *x,
-                                        const float *scales, const int32_t *zps,
-                                        int32_t qmin, int32_t qmax, size_t outer,
-                                        size_t channels, size_t inner);
+void qat_fqk_channel_forward(float *y, uint8_t *mask, const float *x,
+                             const float *scales, const int32_t *zps, int32_t qmin,
+                             int32_t qmax, size_t outer, size_t channels, size_t inner);
+void qat_fqk_channel_forward_ref(float *y, uint8_t *mask, const float *x,
+                                 const float *scales, const int32_t *zps,
+                                 int32_t qmin, int32_t qmax, size_t outer,
+                                 size_t channels, size_t inner);
 
 /* ---- learnable scale / zero point (LSQ) ----
  * PyTorch's fake_quantize_learnable_tensor_grad_kernel_cpu, per element,
@@ -71,25 +73,25 @@ void qat_fake_quant_channel_forward_ref(float *y, uint8_t *mask, const float *x,
 
 /* dx, dy, x are (n); dscale, dzp point to one float. dx and dzp may be NULL
  * (input without gradient; symmetric scheme). */
-void qat_fake_quant_lsq_backward(float *dx, float *dscale, float *dzp, const float *dy,
-                                 const float *x, float scale, int32_t zp, int32_t qmin,
-                                 int32_t qmax, float grad_factor, size_t n);
-/* The same for fq(relu(x)) (qat_fake_quant_relu_forward): the gradients
+void qat_fqk_lsq_backward(float *dx, float *dscale, float *dzp, const float *dy,
+                          const float *x, float scale, int32_t zp, int32_t qmin,
+                          int32_t qmax, float grad_factor, size_t n);
+/* The same for fq(relu(x)) (qat_fqk_relu_forward): the gradients
  * of LSQ at relu(x), dx also masked by x > 0. */
-void qat_fake_quant_lsq_relu_backward(float *dx, float *dscale, float *dzp, const float *dy, const float *x,
-                                      float scale, int32_t zp, int32_t qmin, int32_t qmax, float grad_factor,
-                                      size_t n);
-void qat_fake_quant_lsq_backward_ref(float *dx, float *dscale, float *dzp, const float *dy,
-                                     const float *x, float scale, int32_t zp, int32_t qmin,
-                                     int32_t qmax, float grad_factor, size_t n);
+void qat_fqk_lsq_relu_backward(float *dx, float *dscale, float *dzp, const float *dy, const float *x,
+                               float scale, int32_t zp, int32_t qmin, int32_t qmax, float grad_factor,
+                               size_t n);
+void qat_fqk_lsq_backward_ref(float *dx, float *dscale, float *dzp, const float *dy,
+                              const float *x, float scale, int32_t zp, int32_t qmin,
+                              int32_t qmax, float grad_factor, size_t n);
 
 /* Per channel: dx, dy, x are (outer, channels, inner); dscales, dzps,
  * scales, zps are (channels). dx and dzps may be NULL. */
-void qat_fake_quant_lsq_channel_backward(float *dx, float *dscales, float *dzps,
-                                         const float *dy, const float *x,
-                                         const float *scales, const int32_t *zps,
-                                         int32_t qmin, int32_t qmax, float grad_factor,
-                                         size_t outer, size_t channels, size_t inner);
+void qat_fqk_lsq_channel_backward(float *dx, float *dscales, float *dzps,
+                                  const float *dy, const float *x,
+                                  const float *scales, const int32_t *zps,
+                                  int32_t qmin, int32_t qmax, float grad_factor,
+                                  size_t outer, size_t channels, size_t inner);
 
 /* ---- bias on the int32 grid ---- */
 
@@ -97,9 +99,9 @@ void qat_fake_quant_lsq_channel_backward(float *dx, float *dscales, float *dzps,
  * b_q = qat_quantize_bias_val(bias[c], s_b) (runtime/rounding.h: ties to
  * even, saturated to [-2^30, 2^30]), exactly the int32 bias convert writes.
  * out, bias, s_w are (n). The gradient is straight-through to the bias
- * (qat_fake_quant_bias_backward) and none flows to s_in or s_w. */
-void qat_fake_quant_bias(float *out, const float *bias, const float *s_w, float s_in, int n);
+ * (qat_fqk_bias_backward) and none flows to s_in or s_w. */
+void qat_fqk_bias(float *out, const float *bias, const float *s_w, float s_in, int n);
 /* dbias += dout; both (n). */
-void qat_fake_quant_bias_backward(float *dbias, const float *dout, int n);
+void qat_fqk_bias_backward(float *dbias, const float *dout, int n);
 
 #endif

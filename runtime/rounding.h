@@ -203,6 +203,16 @@ static inline int32_t qat_requant_single(int32_t acc, int32_t m0, int shift)
     return (int32_t)(p * ((int64_t)1 << k));
 }
 
+/* One output of a requantized op: clamp(qat_requant_single(acc, m0, shift)
+ * + zp, lo, hi), the sum in int64 (cannot overflow): the expression of the
+ * runtime reference kernels' epilogue (requant_s8 in runtime/kernels_ref.c).
+ * The public qat_requantize() (include/qat/quant.h) is this function. */
+static inline int32_t qat_requant_clamp(int32_t acc, int32_t m0, int shift, int32_t zp, int32_t lo, int32_t hi)
+{
+    int64_t v = (int64_t)qat_requant_single(acc, m0, shift) + zp;
+    return (int32_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
 /* ---- gemmlowp double rounding (TFLite compatibility option only) ---- */
 
 /* gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2^31) with the

@@ -573,6 +573,125 @@ START_TEST(test_pool_hand)
 }
 END_TEST
 
+/* qat_maxpool2d_ex: PyTorch's padding (-inf, never wins) and indices (h*W + w
+ * within the plane), by hand. */
+START_TEST(test_maxpool_ex_hand)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    float xd[20] = {0, 5, 2, 3, 4,  /* */
+                    1, 6, 7, 19, 9, /* */
+                    10, 11, 12, 13, 14, 15, -16, 17, 18, 8};
+    qat_tensor *x = qat_new_leaf(ctx, 4, (int[]){1, 1, 4, 5}, xd);
+    const int32_t *ix = NULL;
+    /* k 3, stride 2, pad 1: OH = (4+2-3)/2+1 = 2, OW = (5+2-3)/2+1 = 3;
+     * rows {0,1}, {1,2,3} x cols {0,1}, {1,2,3}, {3,4} */
+    qat_tensor *y = qat_maxpool2d_ex(ctx, x, 3, 2, 1, &ix);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_ptr_nonnull(ix);
+    ck_assert_int_eq(y->shape[2], 2);
+    ck_assert_int_eq(y->shape[3], 3);
+    const float want[6] = {6, 19, 19, 15, 19, 19};
+    const int32_t want_ix[6] = {6, 8, 8, 15, 8, 8};
+    for (int i = 0; i < 6; i++) {
+        ck_assert_float_eq(y->data[i], want[i]);
+        ck_assert_int_eq(ix[i], want_ix[i]);
+    }
+    ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, y)), QAT_OK);
+    for (int i = 0; i < 20; i++)
+        ck_assert_float_eq(x->grad[i], i == 8 ? 4.0f : i == 6 || i == 15 ? 1.0f : 0.0f);
+
+    /* all negative: the padding is -inf, not 0. k 2, stride 2, pad 1 on 2x2:
+     * each window holds one element, so y = x, indices 0..3 */
+    float nd[4] = {-4, -3, -2, -1};
+    qat_tensor *xn = qat_from(ctx, 4, (int[]){1, 1, 2, 2}, nd);
+    y = qat_maxpool2d_ex(ctx, xn, 2, 2, 1, &ix);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_int_eq(y->shape[2], 2);
+    ck_assert_int_eq(y->shape[3], 2);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_float_eq(y->data[i], nd[i]);
+        ck_assert_int_eq(ix[i], i);
+    }
+    /* k 3, stride 1, pad 1: every window is the whole 2x2 image */
+    y = qat_maxpool2d_ex(ctx, xn, 3, 1, 1, &ix);
+    ck_assert_int_eq(y->shape[2], 2);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_float_eq(y->data[i], -1);
+        ck_assert_int_eq(ix[i], 3);
+    }
+    /* -inf everywhere: the first element of the clipped window (PyTorch) */
+    float id[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    y = qat_maxpool2d_ex(ctx, qat_from(ctx, 4, (int[]){1, 1, 2, 2}, id), 3, 1, 1, &ix);
+    for (int i = 0; i < 4; i++) {
+        ck_assert(y->data[i] == -INFINITY);
+        ck_assert_int_eq(ix[i], 0);
+    }
+    /* indices of the 2x2 stride 2 fast path, per plane (2 planes), odd size */
+    float pd[2 * 9] = {1, 9, 2, 3, 4, 5, 6, 7, 8, /* */ 9, 1, 2, 3, 0, 5, 6, 7, 8};
+    y = qat_maxpool2d_ex(ctx, qat_from(ctx, 4, (int[]){1, 2, 3, 3}, pd), 2, 2, 0, &ix);
+    ck_assert_int_eq(y->numel, 2);
+    ck_assert_float_eq(y->data[0], 9);
+    ck_assert_int_eq(ix[0], 1);
+    ck_assert_float_eq(y->data[1], 9);
+    ck_assert_int_eq(ix[1], 0);
+    /* without indices */
+    ck_assert_ptr_nonnull(qat_maxpool2d_ex(ctx, x, 3, 2, 1, NULL));
+    /* padding above half the kernel (PyTorch's bound) */
+    ix = (const int32_t *)1;
+    ck_assert_ptr_null(qat_maxpool2d_ex(ctx, x, 3, 2, 2, &ix));
+    ck_assert_ptr_null(ix);
+    ASSERT_ERR_HAS("maxpool2d: padding 2 outside [0, 1]");
+    ck_assert_ptr_null(qat_maxpool2d_ex(ctx, x, 2, 2, -1, NULL));
+    ck_assert_ptr_null(qat_maxpool2d_ex(ctx, NULL, 2, 2, 0, NULL));
+    qat_ctx_free(ctx);
+}
+END_TEST
+
+/* pad 0: qat_maxpool2d_ex is qat_maxpool2d (values and gradients bit for
+ * bit, with 1 and 2 threads), and the indices point at the outputs. */
+START_TEST(test_maxpool_ex_pad0)
+{
+    const int cfg[][6] = {{2, 3, 8, 8, 2, 2}, {3, 2, 7, 9, 2, 2}, {2, 4, 9, 7, 3, 2}, {1, 2, 6, 6, 3, 1},
+                          {4, 8, 64, 40, 2, 2}, {4, 8, 40, 33, 3, 3}};
+    qat_rng r;
+    qat_rng_seed(&r, 77);
+    for (int nt = 1; nt <= 2; nt++) {
+        qat_set_num_threads(nt);
+        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+            const int *d = cfg[c];
+            size_t n = (size_t)d[0] * d[1] * d[2] * d[3];
+            float *xd = malloc(n * sizeof *xd);
+            ck_assert_ptr_nonnull(xd);
+            tu_fill_uniform(xd, n, -1, 1, &r);
+            for (size_t i = 0; i < n; i += 7) xd[i] = xd[i / 2]; /* ties */
+            qat_ctx *ctx = qat_ctx_create(0);
+            qat_tensor *x1 = qat_new_leaf(ctx, 4, d, xd), *x2 = qat_new_leaf(ctx, 4, d, xd);
+            const int32_t *ix = NULL;
+            qat_tensor *y1 = qat_maxpool2d(ctx, x1, d[4], d[5]);
+            qat_tensor *y2 = qat_maxpool2d_ex(ctx, x2, d[4], d[5], 0, &ix);
+            ck_assert(y1 && y2 && ix);
+            ck_assert_int_eq(y1->numel, y2->numel);
+            ck_assert(!memcmp(y1->data, y2->data, y1->numel * sizeof(float)));
+            size_t plane = (size_t)y2->shape[2] * y2->shape[3], hw = (size_t)d[2] * d[3];
+            for (size_t o = 0; o < y2->numel; o++) {
+                ck_assert(ix[o] >= 0 && (size_t)ix[o] < hw);
+                ck_assert(xd[o / plane * hw + (size_t)ix[o]] == y2->data[o]);
+            }
+            float *w = malloc(y1->numel * sizeof *w);
+            tu_fill_uniform(w, y1->numel, -1, 1, &r);
+            qat_tensor *wt = qat_from(ctx, 4, y1->shape, w);
+            ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, qat_add(ctx, qat_mul(ctx, y1, wt), qat_mul(ctx, y2, wt)))),
+                             QAT_OK);
+            ck_assert(!memcmp(x1->grad, x2->grad, n * sizeof(float)));
+            free(w);
+            free(xd);
+            qat_ctx_free(ctx);
+        }
+    }
+    qat_set_num_threads(0);
+}
+END_TEST
+
 /* ---- batch norm ---- */
 
 START_TEST(test_batchnorm_forward)
@@ -828,6 +947,8 @@ static Suite *autograd_suite(void)
     tcase_add_loop_test(tc, test_conv2d_direct, 0, 40);
     tcase_add_test(tc, test_conv2d_hand);
     tcase_add_test(tc, test_pool_hand);
+    tcase_add_test(tc, test_maxpool_ex_hand);
+    tcase_add_test(tc, test_maxpool_ex_pad0);
     tcase_add_test(tc, test_batchnorm_forward);
     tcase_add_test(tc, test_cross_entropy_values);
     tcase_add_test(tc, test_count_correct);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "qat/qparams.h"
+#include "qat/quant.h"
 #include "autograd/kernels.h"
 #include "quant/fakequant.h"
 #include "runtime/rounding.h"
@@ -325,10 +326,10 @@ START_TEST(test_fq_golden)
     uint8_t m[FQ_N], mr[FQ_N];
     for (int k = 0; k < FQ_NCONFIG; k++) {
         const float *x = fq_x + k * FQ_N;
-        qat_fake_quant_forward(y, m, x, fq_cfg[k].scale, fq_cfg[k].zp, fq_cfg[k].qmin,
-                               fq_cfg[k].qmax, FQ_N);
-        qat_fake_quant_forward_ref(yr, mr, x, fq_cfg[k].scale, fq_cfg[k].zp, fq_cfg[k].qmin,
-                                   fq_cfg[k].qmax, FQ_N);
+        qat_fqk_forward(y, m, x, fq_cfg[k].scale, fq_cfg[k].zp, fq_cfg[k].qmin,
+                        fq_cfg[k].qmax, FQ_N);
+        qat_fqk_forward_ref(yr, mr, x, fq_cfg[k].scale, fq_cfg[k].zp, fq_cfg[k].qmin,
+                            fq_cfg[k].qmax, FQ_N);
         for (int i = 0; i < FQ_N; i++) {
             ck_assert_msg(y[i] == fq_y[k * FQ_N + i] && m[i] == fq_mask[k * FQ_N + i],
                           "config %d x=%.9g: y %.9g mask %d, torch %.9g %d", k, (double)x[i],
@@ -355,8 +356,8 @@ START_TEST(test_fq_hand)
     const int n = (int)(sizeof x / sizeof x[0]);
     float y[12], y2[12];
     uint8_t m[12];
-    qat_fake_quant_forward(y, m, x, 0.5f, 1, -4, 3, (size_t)n);
-    qat_fake_quant_forward(y2, NULL, x, 0.5f, 1, -4, 3, (size_t)n);
+    qat_fqk_forward(y, m, x, 0.5f, 1, -4, 3, (size_t)n);
+    qat_fqk_forward(y2, NULL, x, 0.5f, 1, -4, 3, (size_t)n);
     for (int i = 0; i < n; i++) {
         ck_assert_msg(y[i] == want_y[i] && m[i] == want_m[i], "x=%g: y %g mask %d", (double)x[i],
                       (double)y[i], m[i]);
@@ -365,7 +366,7 @@ START_TEST(test_fq_hand)
     /* in place */
     float z[12];
     memcpy(z, x, sizeof z);
-    qat_fake_quant_forward(z, NULL, z, 0.5f, 1, -4, 3, (size_t)n);
+    qat_fqk_forward(z, NULL, z, 0.5f, 1, -4, 3, (size_t)n);
     for (int i = 0; i < n; i++) ck_assert(z[i] == want_y[i]);
 }
 END_TEST
@@ -399,8 +400,8 @@ START_TEST(test_fq_random_and_backward)
     const float scales[3] = {0.02f, 0.0123f, 0.01f};
     const int32_t zps[3] = {0, -17, 100}, lo[3] = {-127, -128, 0}, hi[3] = {127, 127, 255};
     for (int k = 0; k < 3; k++) {
-        qat_fake_quant_forward(y, m, x, scales[k], zps[k], lo[k], hi[k], n);
-        qat_fake_quant_forward_ref(yr, mr, x, scales[k], zps[k], lo[k], hi[k], n);
+        qat_fqk_forward(y, m, x, scales[k], zps[k], lo[k], hi[k], n);
+        qat_fqk_forward_ref(yr, mr, x, scales[k], zps[k], lo[k], hi[k], n);
         size_t in = 0;
         for (size_t i = 0; i < n; i++) {
             ck_assert(y[i] == yr[i] && m[i] == mr[i]);
@@ -408,7 +409,7 @@ START_TEST(test_fq_random_and_backward)
         }
         ck_assert(in > n / 10 && in < n); /* both kinds present */
         memcpy(dx, d0, n * sizeof *dx);
-        qat_fake_quant_backward(dx, dy, m, n);
+        qat_fqk_backward(dx, dy, m, n);
         for (size_t i = 0; i < n; i++) ck_assert(dx[i] == d0[i] + dy[i] * (float)m[i]);
     }
     free(x), free(y), free(yr), free(dy), free(dx), free(d0), free(m), free(mr);
@@ -431,9 +432,9 @@ START_TEST(test_fq_relu_fused)
     const float scales[3] = {0.02f, 0.0123f, 0.01f};
     const int32_t zps[3] = {-128, -100, 0}, lo[3] = {-128, -128, 0}, hi[3] = {127, 127, 255};
     for (int k = 0; k < 3; k++) {
-        qat_fake_quant_relu_forward(y, m, x, scales[k], zps[k], lo[k], hi[k], n);
+        qat_fqk_relu_forward(y, m, x, scales[k], zps[k], lo[k], hi[k], n);
         for (size_t i = 0; i < n; i++) rx[i] = x[i] > 0.0f ? x[i] : 0.0f;
-        qat_fake_quant_forward_ref(yr, mr, rx, scales[k], zps[k], lo[k], hi[k], n);
+        qat_fqk_forward_ref(yr, mr, rx, scales[k], zps[k], lo[k], hi[k], n);
         size_t pass = 0;
         for (size_t i = 0; i < n; i++) {
             ck_assert_msg(y[i] == yr[i], "config %d, x[%zu] = %g: %g vs %g", k, i, x[i], y[i], yr[i]);
@@ -451,7 +452,7 @@ START_TEST(test_fqc_golden)
 {
     float y[30];
     uint8_t m[30];
-    qat_fake_quant_channel_forward(y, m, fqc_x, fqc_scale, fqc_zp, -128, 127, 2, 3, 5);
+    qat_fqk_channel_forward(y, m, fqc_x, fqc_scale, fqc_zp, -128, 127, 2, 3, 5);
     for (int i = 0; i < 30; i++)
         ck_assert_msg(y[i] == fqc_y[i] && m[i] == fqc_mask[i], "%d: %.9g %d, torch %.9g %d", i,
                       (double)y[i], m[i], (double)fqc_y[i], fqc_mask[i]);
@@ -479,8 +480,8 @@ START_TEST(test_fqc_random_shapes)
             s[c] = 0.001f + 0.05f * qat_rng_uniform(&r);
             z[c] = (int32_t)qat_rng_below(&r, 41) - 20;
         }
-        qat_fake_quant_channel_forward(y, m, x, s, z, -128, 127, outer, ch, inner);
-        qat_fake_quant_channel_forward_ref(yr, mr, x, s, z, -128, 127, outer, ch, inner);
+        qat_fqk_channel_forward(y, m, x, s, z, -128, 127, outer, ch, inner);
+        qat_fqk_channel_forward_ref(yr, mr, x, s, z, -128, 127, outer, ch, inner);
         for (size_t o = 0; o < outer; o++)
             for (size_t c = 0; c < ch; c++)
                 for (size_t i = 0; i < inner; i++) {
@@ -493,7 +494,7 @@ START_TEST(test_fqc_random_shapes)
                     ck_assert(yr[j] == y[j] && mr[j] == m[j]);
                 }
         /* mask-less call gives the same values */
-        qat_fake_quant_channel_forward(yr, NULL, x, s, z, -128, 127, outer, ch, inner);
+        qat_fqk_channel_forward(yr, NULL, x, s, z, -128, 127, outer, ch, inner);
         for (size_t j = 0; j < n; j++) ck_assert(yr[j] == y[j]);
         free(x), free(y), free(yr), free(m), free(mr), free(s), free(z);
     }
@@ -510,12 +511,12 @@ START_TEST(test_lsq_golden)
         memset(dx, 0, sizeof dx);
         memset(dxr, 0, sizeof dxr);
         const float *x = lsq_x + k * LSQ_N, *dy = lsq_dy + k * LSQ_N;
-        qat_fake_quant_lsq_backward(dx, &ds, &dz, dy, x, lsq_cfg[k].scale, lsq_cfg[k].zp,
-                                    lsq_cfg[k].qmin, lsq_cfg[k].qmax, lsq_cfg[k].grad_factor,
-                                    LSQ_N);
-        qat_fake_quant_lsq_backward_ref(dxr, &dsr, &dzr, dy, x, lsq_cfg[k].scale, lsq_cfg[k].zp,
-                                        lsq_cfg[k].qmin, lsq_cfg[k].qmax,
-                                        lsq_cfg[k].grad_factor, LSQ_N);
+        qat_fqk_lsq_backward(dx, &ds, &dz, dy, x, lsq_cfg[k].scale, lsq_cfg[k].zp,
+                             lsq_cfg[k].qmin, lsq_cfg[k].qmax, lsq_cfg[k].grad_factor,
+                             LSQ_N);
+        qat_fqk_lsq_backward_ref(dxr, &dsr, &dzr, dy, x, lsq_cfg[k].scale, lsq_cfg[k].zp,
+                                 lsq_cfg[k].qmin, lsq_cfg[k].qmax,
+                                 lsq_cfg[k].grad_factor, LSQ_N);
         for (int i = 0; i < LSQ_N; i++) {
             ck_assert_msg(dx[i] == lsq_dx[k * LSQ_N + i], "config %d, %d: dx %.9g torch %.9g", k,
                           i, (double)dx[i], (double)lsq_dx[k * LSQ_N + i]);
@@ -534,8 +535,8 @@ END_TEST
 START_TEST(test_lsqc_golden)
 {
     float dx[24] = {0}, ds[3] = {0}, dz[3] = {0};
-    qat_fake_quant_lsq_channel_backward(dx, ds, dz, lsqc_dy, lsqc_x, lsqc_scale, lsqc_zp, -8, 7,
-                                        LSQC_GRAD_FACTOR, 1, 3, 8);
+    qat_fqk_lsq_channel_backward(dx, ds, dz, lsqc_dy, lsqc_x, lsqc_scale, lsqc_zp, -8, 7,
+                                 LSQC_GRAD_FACTOR, 1, 3, 8);
     for (int i = 0; i < 24; i++) ck_assert(dx[i] == lsqc_dx[i]);
     for (int c = 0; c < 3; c++) {
         ck_assert_msg(close_enough(ds[c], lsqc_dscale[c], 1e-6, 1e-5), "c %d: %.9g torch %.9g", c,
@@ -546,13 +547,13 @@ START_TEST(test_lsqc_golden)
     /* per channel = per tensor on each channel's slice, and it accumulates */
     for (int c = 0; c < 3; c++) {
         float dxt[8] = {0}, dst = 0.0f, dzt = 0.0f;
-        qat_fake_quant_lsq_backward(dxt, &dst, &dzt, lsqc_dy + 8 * c, lsqc_x + 8 * c,
-                                    lsqc_scale[c], lsqc_zp[c], -8, 7, LSQC_GRAD_FACTOR, 8);
+        qat_fqk_lsq_backward(dxt, &dst, &dzt, lsqc_dy + 8 * c, lsqc_x + 8 * c,
+                             lsqc_scale[c], lsqc_zp[c], -8, 7, LSQC_GRAD_FACTOR, 8);
         for (int i = 0; i < 8; i++) ck_assert(dxt[i] == dx[8 * c + i]);
         ck_assert(dst == ds[c] && dzt == dz[c]);
     }
-    qat_fake_quant_lsq_channel_backward(dx, ds, NULL, lsqc_dy, lsqc_x, lsqc_scale, lsqc_zp, -8,
-                                        7, LSQC_GRAD_FACTOR, 1, 3, 8);
+    qat_fqk_lsq_channel_backward(dx, ds, NULL, lsqc_dy, lsqc_x, lsqc_scale, lsqc_zp, -8,
+                                 7, LSQC_GRAD_FACTOR, 1, 3, 8);
     for (int i = 0; i < 24; i++) ck_assert(dx[i] == 2.0f * lsqc_dx[i]);
     for (int c = 0; c < 3; c++)
         ck_assert(close_enough(ds[c], 2.0 * lsqc_dscale[c], 2e-6, 1e-5));
@@ -568,16 +569,16 @@ START_TEST(test_lsq_hand)
 {
     const float x[3] = {0.3f, -1.3f, 0.9f}, dy[3] = {1.0f, 2.0f, -1.0f};
     float dx[3] = {10.0f, 10.0f, 10.0f}, ds = 1.0f, dz = 1.0f;
-    qat_fake_quant_lsq_backward(dx, &ds, &dz, dy, x, 0.5f, 0, -2, 1, 1.0f, 3);
+    qat_fqk_lsq_backward(dx, &ds, &dz, dy, x, 0.5f, 0, -2, 1, 1.0f, 3);
     ck_assert(dx[0] == 11.0f && dx[1] == 10.0f && dx[2] == 10.0f);
     ck_assert(close_enough(ds, 1.0 - 4.6, 1e-6, 0));
     ck_assert(close_enough(dz, 1.0 - 0.5, 1e-7, 0));
     ds = dz = 0.0f;
-    qat_fake_quant_lsq_backward(NULL, &ds, NULL, dy, x, 0.5f, 0, -2, 1, 0.5f, 3);
+    qat_fqk_lsq_backward(NULL, &ds, NULL, dy, x, 0.5f, 0, -2, 1, 0.5f, 3);
     ck_assert(close_enough(ds, -2.3, 1e-6, 0));
     /* affine: z = 1 shifts the grid; x = -1.3 -> 1 + round(-2.6) = -2: inside */
     ds = dz = 0.0f;
-    qat_fake_quant_lsq_backward(NULL, &ds, &dz, dy + 1, x + 1, 0.5f, 1, -2, 1, 1.0f, 1);
+    qat_fqk_lsq_backward(NULL, &ds, &dz, dy + 1, x + 1, 0.5f, 1, -2, 1, 1.0f, 1);
     /* y = (-2 - 1) * 0.5 = -1.5: ds = 2 * (-1.5 - -1.3) * 2 = -0.8, dz = 0 */
     ck_assert(close_enough(ds, -0.8, 1e-6, 0));
     ck_assert(dz == 0.0f);
@@ -616,7 +617,7 @@ START_TEST(test_lsq_finite_differences)
         const float g = 1.0f / sqrtf((float)n * (float)qmax);
         float ds = 0.0f, dz = 0.0f;
         memset(dx, 0, sizeof dx);
-        qat_fake_quant_lsq_backward(dx, &ds, &dz, w, x, s, z, qmin, qmax, g, (size_t)n);
+        qat_fqk_lsq_backward(dx, &ds, &dz, w, x, s, z, qmin, qmax, g, (size_t)n);
         /* the surrogate loss in double around (s, z) */
         double e[500];
         int in[500], below[500];
@@ -670,14 +671,14 @@ static void lsq_engine_vs_portable(int lv)
             memcpy(dxb, d0, n * sizeof *dxb);
             qat_simd_set_level(QAT_SIMD_PORTABLE);
             if (relu)
-                qat_fake_quant_lsq_relu_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+                qat_fqk_lsq_relu_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
             else
-                qat_fake_quant_lsq_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+                qat_fqk_lsq_backward(dxa, &dsa, &dza, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
             qat_simd_set_level(lv);
             if (relu)
-                qat_fake_quant_lsq_relu_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+                qat_fqk_lsq_relu_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
             else
-                qat_fake_quant_lsq_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
+                qat_fqk_lsq_backward(dxb, &dsb, &dzb, dy, x, 0.05f, -3, -8, 7, 0.01f, n);
             ck_assert_msg(memcmp(dxa, dxb, n * sizeof *dxa) == 0, "engine %d n %zu relu %d: dx differs", lv, n, relu);
             ck_assert_msg(dsa == dsb && dza == dzb, "engine %d n %zu relu %d: ds %.9g vs %.9g, dz %.9g vs %.9g", lv, n,
                           relu, dsa, dsb, dza, dzb);
@@ -690,9 +691,9 @@ static void lsq_engine_vs_portable(int lv)
             memcpy(dxa, d0, n * sizeof *dxa);
             memcpy(dxb, d0, n * sizeof *dxb);
             qat_simd_set_level(QAT_SIMD_PORTABLE);
-            qat_fake_quant_lsq_channel_backward(dxa, sa, za, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
+            qat_fqk_lsq_channel_backward(dxa, sa, za, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
             qat_simd_set_level(lv);
-            qat_fake_quant_lsq_channel_backward(dxb, sb, zb, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
+            qat_fqk_lsq_channel_backward(dxb, sb, zb, dy, x, scales, zps, -8, 7, 0.01f, 2, 3, n / 6);
             ck_assert_msg(memcmp(dxa, dxb, n * sizeof *dxa) == 0, "engine %d n %zu: channel dx differs", lv, n);
             ck_assert_msg(memcmp(sa, sb, sizeof sa) == 0 && memcmp(za, zb, sizeof za) == 0,
                           "engine %d n %zu: channel sums differ", lv, n);
@@ -709,7 +710,7 @@ static void lsq_engine_vs_portable(int lv)
     for (int i = 0; i < 16; i++) xl[i] = 1e30f;
     for (int k = 0; k < 2; k++) {
         qat_simd_set_level(k ? lv : QAT_SIMD_PORTABLE);
-        qat_fake_quant_lsq_channel_backward(NULL, &dsl[k], &dzl[k], dyl, xl, &scl, &zpl, -8, 7, 1.0f, 1, 1, 16);
+        qat_fqk_lsq_channel_backward(NULL, &dsl[k], &dzl[k], dyl, xl, &scl, &zpl, -8, 7, 1.0f, 1, 1, 16);
     }
     ck_assert_msg(dsl[0] == 6.0f && dsl[1] == 6.0f, "engine %d: lane order: ds %.9g (portable %.9g)", lv, dsl[1],
                   dsl[0]);
@@ -738,17 +739,17 @@ START_TEST(test_lsq_large)
     tu_fill_uniform(x, n, -1.0f, 1.0f, &r);
     tu_fill_uniform(dy, n, -1.0f, 1.0f, &r);
     float ds = 0, dz = 0, dsr = 0, dzr = 0;
-    qat_fake_quant_lsq_backward(dx, &ds, &dz, dy, x, 0.05f, 2, -8, 7, 0.01f, n);
-    qat_fake_quant_lsq_backward_ref(dxr, &dsr, &dzr, dy, x, 0.05f, 2, -8, 7, 0.01f, n);
+    qat_fqk_lsq_backward(dx, &ds, &dz, dy, x, 0.05f, 2, -8, 7, 0.01f, n);
+    qat_fqk_lsq_backward_ref(dxr, &dsr, &dzr, dy, x, 0.05f, 2, -8, 7, 0.01f, n);
     for (size_t i = 0; i < n; i++) ck_assert(dx[i] == dxr[i]);
     ck_assert(close_enough(ds, dsr, 1e-5, 1e-6));
     ck_assert(close_enough(dz, dzr, 1e-5, 1e-6));
     /* per channel over the same data as (outer 3, channels 1, inner n/3) */
     float dsc = 0, dzc = 0;
-    qat_fake_quant_lsq_channel_backward(NULL, &dsc, &dzc, dy, x, (const float[]){0.05f},
-                                        (const int32_t[]){2}, -8, 7, 0.01f, 3, 1, n / 3);
+    qat_fqk_lsq_channel_backward(NULL, &dsc, &dzc, dy, x, (const float[]){0.05f},
+                                 (const int32_t[]){2}, -8, 7, 0.01f, 3, 1, n / 3);
     float dsp = 0, dzp = 0;
-    qat_fake_quant_lsq_backward_ref(NULL, &dsp, &dzp, dy, x, 0.05f, 2, -8, 7, 0.01f, 3 * (n / 3));
+    qat_fqk_lsq_backward_ref(NULL, &dsp, &dzp, dy, x, 0.05f, 2, -8, 7, 0.01f, 3 * (n / 3));
     ck_assert(close_enough(dsc, dsp, 1e-5, 1e-6) && close_enough(dzc, dzp, 1e-5, 1e-6));
     free(x), free(dy), free(dx), free(dxr);
 }
@@ -766,7 +767,7 @@ START_TEST(test_bias)
      * s_b = fl(0.5 * 0.1f) = 0.05f: -0.07 / 0.05 = -1.4 -> -1, out = -0.05f. */
     const float want[6] = {0.25f, 0.25f, -0.25f, 0.5f, 64.0f, -0.05f};
     float out[6];
-    qat_fake_quant_bias(out, bias, s_w, s_in, 6);
+    qat_fqk_bias(out, bias, s_w, s_in, 6);
     for (int c = 0; c < 6; c++)
         ck_assert_msg(out[c] == want[c], "c %d: %.9g want %.9g", c, (double)out[c],
                       (double)want[c]);
@@ -780,7 +781,7 @@ START_TEST(test_bias)
     /* straight-through */
     float db[6] = {1, 2, 3, 4, 5, 6};
     const float dout[6] = {0.5f, -1.0f, 0.25f, 0.0f, 8.0f, -0.125f};
-    qat_fake_quant_bias_backward(db, dout, 6);
+    qat_fqk_bias_backward(db, dout, 6);
     ck_assert(db[0] == 1.5f && db[1] == 1.0f && db[2] == 3.25f && db[3] == 4.0f &&
               db[4] == 13.0f && db[5] == 5.875f);
     /* random: within half a step (unsaturated), plus the float rounding of
@@ -791,10 +792,388 @@ START_TEST(test_bias)
         float b = (qat_rng_uniform(&r) - 0.5f) * 4.0f;
         float sw = 1e-4f + 0.01f * qat_rng_uniform(&r), si = 0.001f + 0.1f * qat_rng_uniform(&r);
         float o;
-        qat_fake_quant_bias(&o, &b, &sw, si, 1);
+        qat_fqk_bias(&o, &b, &sw, si, 1);
         float s_b = qat_bias_scale(si, sw);
         ck_assert(fabs((double)o - (double)b) <= 0.5 * s_b + 4.0 * FLT_EPSILON * fabs(b));
     }
+}
+END_TEST
+
+/* ---- the public tensor ops (include/qat/quant.h) ----
+ * The same bits as the kernels above (and so PyTorch's goldens), through
+ * the tape: forward, straight-through and LSQ gradients, the in-place
+ * projection of learnable parameters, argument errors. */
+
+/* loss = sum(y * w); backward */
+static void backward_weighted(qat_ctx *ctx, qat_tensor *y, const float *w)
+{
+    ck_assert_ptr_nonnull(y);
+    qat_tensor *wt = qat_from(ctx, y->ndim, y->shape, w);
+    ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, qat_mul(ctx, y, wt))), QAT_OK);
+}
+
+START_TEST(test_op_per_tensor_golden)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_rng r;
+    qat_rng_seed(&r, 21);
+    float w[FQ_N];
+    for (int k = 0; k < FQ_NCONFIG; k++) {
+        tu_fill_uniform(w, FQ_N, -1, 1, &r);
+        qat_tensor *x = qat_new_leaf(ctx, 1, (int[]){FQ_N}, fq_x + k * FQ_N);
+        qat_tensor *y = qat_fake_quant_per_tensor(ctx, x, fq_cfg[k].scale, fq_cfg[k].zp, fq_cfg[k].qmin,
+                                                  fq_cfg[k].qmax);
+        ck_assert_ptr_nonnull(y);
+        backward_weighted(ctx, y, w);
+        for (int i = 0; i < FQ_N; i++) {
+            ck_assert_msg(y->data[i] == fq_y[k * FQ_N + i], "config %d, %d: %.9g torch %.9g", k, i,
+                          (double)y->data[i], (double)fq_y[k * FQ_N + i]);
+            ck_assert(x->grad[i] == w[i] * (float)fq_mask[k * FQ_N + i]);
+        }
+        qat_ctx_reset(ctx);
+    }
+    qat_ctx_free(ctx);
+}
+END_TEST
+
+/* Per channel along axis 1 of (2, 3, 5) (the goldens), and along every axis
+ * of a 4-d tensor against the kernel on the (outer, channels, inner) view. */
+START_TEST(test_op_per_channel)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_rng r;
+    qat_rng_seed(&r, 22);
+    float w[30];
+    tu_fill_uniform(w, 30, -1, 1, &r);
+    qat_tensor *x = qat_new_leaf(ctx, 3, (int[]){2, 3, 5}, fqc_x);
+    qat_tensor *y = qat_fake_quant_per_channel(ctx, x, fqc_scale, fqc_zp, 1, -128, 127);
+    backward_weighted(ctx, y, w);
+    for (int i = 0; i < 30; i++) {
+        ck_assert_msg(y->data[i] == fqc_y[i], "%d: %.9g torch %.9g", i, (double)y->data[i], (double)fqc_y[i]);
+        ck_assert(x->grad[i] == w[i] * (float)fqc_mask[i]);
+    }
+    const int shape[4] = {2, 3, 4, 5};
+    float xd[120], yk[120], s[5];
+    int32_t z[5];
+    uint8_t m[120];
+    tu_fill_uniform(xd, 120, -2, 2, &r);
+    for (int axis = 0; axis < 4; axis++) {
+        size_t outer = 1, inner = 1, ch = (size_t)shape[axis];
+        for (int d = 0; d < axis; d++) outer *= (size_t)shape[d];
+        for (int d = axis + 1; d < 4; d++) inner *= (size_t)shape[d];
+        for (size_t c = 0; c < ch; c++) {
+            s[c] = 0.01f + 0.1f * qat_rng_uniform(&r);
+            z[c] = (int32_t)qat_rng_below(&r, 5) - 2;
+        }
+        qat_fqk_channel_forward(yk, m, xd, s, z, -8, 7, outer, ch, inner);
+        qat_tensor *x4 = qat_new_leaf(ctx, 4, shape, xd);
+        qat_tensor *y4 = qat_fake_quant_per_channel(ctx, x4, s, z, axis, -8, 7);
+        float w4[120];
+        tu_fill_uniform(w4, 120, -1, 1, &r);
+        backward_weighted(ctx, y4, w4);
+        ck_assert_msg(!memcmp(y4->data, yk, sizeof yk), "axis %d", axis);
+        for (int i = 0; i < 120; i++) ck_assert(x4->grad[i] == w4[i] * (float)m[i]);
+        /* NULL zero points: all 0 */
+        int32_t z0[5] = {0};
+        qat_fqk_channel_forward(yk, NULL, xd, s, z0, -8, 7, outer, ch, inner);
+        y4 = qat_fake_quant_per_channel(ctx, x4, s, NULL, axis, -8, 7);
+        ck_assert(y4 && !memcmp(y4->data, yk, sizeof yk));
+    }
+    qat_ctx_free(ctx);
+}
+END_TEST
+
+/* LSQ per tensor: dx bitwise PyTorch's; dscale and dzp the kernel's bits
+ * (and PyTorch's to float summation order). */
+START_TEST(test_op_lsq_golden)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_tensor *s = qat_tensor_create(1, (int[]){1}, 1), *z = qat_tensor_create(1, (int[]){1}, 1);
+    for (int k = 0; k < LSQ_NCONFIG; k++) {
+        const float *xv = lsq_x + k * LSQ_N, *dy = lsq_dy + k * LSQ_N;
+        s->data[0] = lsq_cfg[k].scale;
+        z->data[0] = (float)lsq_cfg[k].zp;
+        qat_tensor_zero_grad(s);
+        qat_tensor_zero_grad(z);
+        qat_tensor *x = qat_new_leaf(ctx, 2, (int[]){5, LSQ_N / 5}, xv);
+        qat_tensor *y = qat_fake_quant_lsq(ctx, x, s, z, lsq_cfg[k].qmin, lsq_cfg[k].qmax, lsq_cfg[k].grad_factor);
+        ck_assert_ptr_nonnull(y);
+        float yk[LSQ_N], dxk[LSQ_N] = {0}, dsk = 0, dzk = 0;
+        qat_fqk_forward(yk, NULL, xv, lsq_cfg[k].scale, lsq_cfg[k].zp, lsq_cfg[k].qmin, lsq_cfg[k].qmax, LSQ_N);
+        qat_fqk_lsq_backward(dxk, &dsk, &dzk, dy, xv, lsq_cfg[k].scale, lsq_cfg[k].zp, lsq_cfg[k].qmin,
+                             lsq_cfg[k].qmax, lsq_cfg[k].grad_factor, LSQ_N);
+        backward_weighted(ctx, y, dy);
+        ck_assert(!memcmp(y->data, yk, sizeof yk));
+        for (int i = 0; i < LSQ_N; i++) ck_assert(x->grad[i] == lsq_dx[k * LSQ_N + i]);
+        ck_assert_msg(s->grad[0] == dsk && z->grad[0] == dzk, "config %d: ds %.9g/%.9g dz %.9g/%.9g", k,
+                      (double)s->grad[0], (double)dsk, (double)z->grad[0], (double)dzk);
+        ck_assert(close_enough(s->grad[0], lsq_cfg[k].dscale, 1e-6, 1e-5));
+        ck_assert(close_enough(z->grad[0], lsq_cfg[k].dzp, 1e-6, 1e-5));
+        /* symmetric: no zero point tensor (0), no zero point gradient */
+        if (lsq_cfg[k].zp == 0) {
+            float ds0 = s->grad[0];
+            qat_tensor *y0 = qat_fake_quant_lsq(ctx, x, s, NULL, lsq_cfg[k].qmin, lsq_cfg[k].qmax,
+                                                lsq_cfg[k].grad_factor);
+            backward_weighted(ctx, y0, dy);
+            ck_assert(!memcmp(y0->data, yk, sizeof yk));
+            ck_assert(s->grad[0] == ds0 + dsk); /* accumulates */
+        }
+        qat_ctx_reset(ctx);
+    }
+    qat_tensor_free(s);
+    qat_tensor_free(z);
+    qat_ctx_free(ctx);
+}
+END_TEST
+
+/* LSQ per channel, axis 0 of (3, 2, 4) (the goldens); grad_factor 0 is
+ * 1/sqrt(N * qmax) with N = 8 elements per channel. */
+START_TEST(test_op_lsq_channel_golden)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_tensor *s = qat_tensor_create(1, (int[]){3}, 1), *z = qat_tensor_create(1, (int[]){3}, 1);
+    const float gfs[2] = {LSQC_GRAD_FACTOR, 0.0f};
+    float ds_prev[3] = {0};
+    for (int g = 0; g < 2; g++) {
+        for (int c = 0; c < 3; c++) s->data[c] = lsqc_scale[c], z->data[c] = (float)lsqc_zp[c];
+        qat_tensor_zero_grad(s);
+        qat_tensor_zero_grad(z);
+        qat_tensor *x = qat_new_leaf(ctx, 3, (int[]){3, 2, 4}, lsqc_x);
+        qat_tensor *y = qat_fake_quant_lsq_per_channel(ctx, x, s, z, 0, -8, 7, gfs[g]);
+        ck_assert_ptr_nonnull(y);
+        backward_weighted(ctx, y, lsqc_dy);
+        float dsk[3] = {0}, dzk[3] = {0};
+        float gf = g ? (float)(1.0 / sqrt(8.0 * 7.0)) : LSQC_GRAD_FACTOR;
+        qat_fqk_lsq_channel_backward(NULL, dsk, dzk, lsqc_dy, lsqc_x, lsqc_scale, lsqc_zp, -8, 7, gf, 1, 3, 8);
+        for (int i = 0; i < 24; i++) ck_assert(x->grad[i] == lsqc_dx[i]);
+        for (int c = 0; c < 3; c++) {
+            ck_assert(s->grad[c] == dsk[c] && z->grad[c] == dzk[c]);
+            ck_assert(close_enough(s->grad[c], lsqc_dscale[c], 1e-6, 1e-5));
+            ck_assert(close_enough(z->grad[c], lsqc_dzp[c], 1e-6, 1e-5));
+            if (g) ck_assert(s->grad[c] == ds_prev[c]); /* the default is 1/sqrt(56) */
+            ds_prev[c] = s->grad[c];
+        }
+        qat_ctx_reset(ctx);
+    }
+    qat_tensor_free(s);
+    qat_tensor_free(z);
+    qat_ctx_free(ctx);
+}
+END_TEST
+
+/* Gradient check of the learnable ops. Fake-quant is piecewise constant, so
+ * its gradients are those of the straight-through surrogate (see
+ * test_lsq_finite_differences): with e_i = (y_i - x_i) / s frozen at the
+ * op's own forward output,
+ *   inside:  y(s, z) = x + s * e          outside: y(s, z) = (bound - z) * s
+ * Finite differences of L = sum(w * y) on that surrogate, times g, must
+ * match the tape's dscale and dzp; dx must be w on the inside, 0 outside.
+ * Elements whose x/s lies within 1e-3 of a rounding or clamp boundary are
+ * avoided. Per tensor and per channel (axis 1 of [2, 3, 5, 7]). */
+static void lsq_fd_case(int per_channel, int32_t qmin, int32_t qmax, uint64_t seed)
+{
+    qat_rng r;
+    qat_rng_seed(&r, seed);
+    const int shape[4] = {2, 3, 5, 7}, C = per_channel ? 3 : 1;
+    const size_t n = 210, inner = 35;
+    float x[210], w[210], sv[3], zv[3];
+    for (int c = 0; c < C; c++) {
+        sv[c] = 0.03f + 0.1f * qat_rng_uniform(&r);
+        zv[c] = qmin < 0 ? (float)((int)qat_rng_below(&r, 5) - 2) : 3.0f;
+    }
+    for (size_t i = 0; i < n;) {
+        int c = per_channel ? (int)(i / inner % 3) : 0;
+        float xv = (qat_rng_uniform(&r) - 0.5f) * 2.5f * sv[c] * (float)(qmax - qmin + 1);
+        float v = xv * (1.0f / sv[c]);
+        double frac = v - floor(v);
+        if (fabs(frac - 0.5) < 1e-3 || fabs(v - (qmin - zv[c] - 0.5)) < 1e-3 || fabs(v - (qmax - zv[c] + 0.5)) < 1e-3)
+            continue;
+        x[i] = xv;
+        w[i] = qat_rng_normal(&r);
+        i++;
+    }
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_tensor *s = qat_tensor_create(1, &C, 1), *z = qat_tensor_create(1, &C, 1);
+    memcpy(s->data, sv, (size_t)C * sizeof(float));
+    memcpy(z->data, zv, (size_t)C * sizeof(float));
+    qat_tensor *xt = qat_new_leaf(ctx, 4, shape, x);
+    qat_tensor *y = per_channel ? qat_fake_quant_lsq_per_channel(ctx, xt, s, z, 1, qmin, qmax, 0.0f)
+                                : qat_fake_quant_lsq(ctx, xt, s, z, qmin, qmax, 0.0f);
+    ck_assert_ptr_nonnull(y);
+    backward_weighted(ctx, y, w);
+    const double per = per_channel ? 70.0 : 210.0;
+    const double g = (float)(1.0 / sqrt(per * qmax));
+    const double h = 1e-6;
+    double fd_s[3] = {0}, fd_z[3] = {0};
+    int n_in = 0, n_out = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = per_channel ? (int)(i / inner % 3) : 0;
+        int32_t zi = (int32_t)zv[c];
+        int32_t q = qat_quantize_val_unclamped(x[i], 1.0f / sv[c], zi);
+        int in = q >= qmin && q <= qmax;
+        double b = q < qmin ? qmin : qmax;
+        if (in) {
+            double e = ((double)y->data[i] - x[i]) / sv[c];
+            fd_s[c] += w[i] * ((x[i] + (sv[c] + h) * e) - (x[i] + (sv[c] - h) * e)) / (2 * h);
+            ck_assert(xt->grad[i] == w[i]);
+            n_in++;
+        } else {
+            fd_s[c] += w[i] * ((b - zi) * (sv[c] + h) - (b - zi) * (sv[c] - h)) / (2 * h);
+            fd_z[c] += w[i] * ((b - (zi + h)) * sv[c] - (b - (zi - h)) * sv[c]) / (2 * h);
+            ck_assert(y->data[i] == (float)(b - zi) * sv[c]); /* the surrogate is the op here */
+            ck_assert(xt->grad[i] == 0.0f);
+            n_out++;
+        }
+    }
+    ck_assert(n_in > 20 && n_out > 20);
+    for (int c = 0; c < C; c++) {
+        ck_assert_msg(close_enough(s->grad[c], fd_s[c] * g, 1e-4, 1e-4), "c %d: dscale %.9g fd %.9g", c,
+                      (double)s->grad[c], fd_s[c] * g);
+        ck_assert_msg(close_enough(z->grad[c], fd_z[c] * g, 1e-4, 1e-4), "c %d: dzp %.9g fd %.9g", c,
+                      (double)z->grad[c], fd_z[c] * g);
+    }
+    qat_tensor_free(s);
+    qat_tensor_free(z);
+    qat_ctx_free(ctx);
+}
+
+/* Where every element is clamped the surrogate is the op itself,
+ * y = (bound - z) * s: central differences of the op's own forward in the
+ * scale. Scales and steps are powers of two and the elements stay clamped
+ * (|x/s| beyond the range by >= 1), so every product is exact and the
+ * difference quotient is the derivative; g = 1. */
+static void lsq_fd_clamped(int per_channel, uint64_t seed)
+{
+    qat_rng r;
+    qat_rng_seed(&r, seed);
+    const int shape[2] = {3, 40}, C = per_channel ? 3 : 1;
+    const int32_t qmin = -8, qmax = 7;
+    float x[120], w[120], sv[3] = {0.0625f, 0.125f, 0.03125f}, zv[3] = {1, -2, 0};
+    for (int i = 0; i < 120; i++) {
+        int c = per_channel ? i / 40 : 0;
+        float v = (float)(qmax - zv[c]) + 1.0f + 8.0f * qat_rng_uniform(&r); /* x/s above the range */
+        if (i % 2) v = (float)(qmin - zv[c]) - 1.0f - 8.0f * qat_rng_uniform(&r);
+        x[i] = v * sv[c];
+        w[i] = qat_rng_normal(&r);
+    }
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_tensor *s = qat_tensor_create(1, &C, 1), *z = qat_tensor_create(1, &C, 1);
+    memcpy(s->data, sv, (size_t)C * sizeof(float));
+    memcpy(z->data, zv, (size_t)C * sizeof(float));
+    qat_tensor *y = per_channel ? qat_fake_quant_lsq_per_channel(ctx, qat_new_leaf(ctx, 2, shape, x), s, z, 0, qmin,
+                                                                 qmax, 1.0f)
+                                : qat_fake_quant_lsq(ctx, qat_new_leaf(ctx, 2, shape, x), s, z, qmin, qmax, 1.0f);
+    backward_weighted(ctx, y, w);
+    for (int c = 0; c < C; c++) {
+        double L[2];
+        float h = sv[c] / 256.0f;
+        for (int k = 0; k < 2; k++) {
+            s->data[c] = k ? sv[c] - h : sv[c] + h;
+            qat_tensor *yy = per_channel ? qat_fake_quant_lsq_per_channel(ctx, qat_from(ctx, 2, shape, x), s, z, 0,
+                                                                          qmin, qmax, 1.0f)
+                                         : qat_fake_quant_lsq(ctx, qat_from(ctx, 2, shape, x), s, z, qmin, qmax, 1.0f);
+            ck_assert_ptr_nonnull(yy);
+            L[k] = 0;
+            for (int i = 0; i < 120; i++) L[k] += (double)w[i] * yy->data[i];
+        }
+        s->data[c] = sv[c];
+        double fd = (L[0] - L[1]) / (2.0 * h);
+        ck_assert_msg(close_enough(s->grad[c], fd, 1e-5, 1e-5), "c %d: dscale %.9g, finite difference %.9g", c,
+                      (double)s->grad[c], fd);
+    }
+    qat_tensor_free(s);
+    qat_tensor_free(z);
+    qat_ctx_free(ctx);
+}
+
+START_TEST(test_op_lsq_gradcheck)
+{
+    for (int nt = 1; nt <= 2; nt++) {
+        qat_set_num_threads(nt);
+        lsq_fd_case(0, -8, 7, 31);
+        lsq_fd_case(0, 0, 15, 32);
+        lsq_fd_case(1, -8, 7, 33);
+        lsq_fd_case(1, -128, 127, 34);
+        lsq_fd_clamped(0, 35);
+        lsq_fd_clamped(1, 36);
+    }
+    qat_set_num_threads(0);
+}
+END_TEST
+
+/* Learnable parameters are projected in place before use (scale >=
+ * QAT_SCALE_EPS, zero point in [qmin, qmax]); bad arguments fail. */
+START_TEST(test_op_projection_and_errors)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    float xv[6] = {-1, -0.5f, 0, 0.25f, 0.5f, 1};
+    qat_tensor *x = qat_from(ctx, 2, (int[]){2, 3}, xv);
+    qat_tensor *s = qat_tensor_create(1, (int[]){1}, 1), *z = qat_tensor_create(1, (int[]){1}, 1);
+    s->data[0] = -0.5f;
+    z->data[0] = 9.7f;
+    qat_tensor *y = qat_fake_quant_lsq(ctx, x, s, z, -8, 7, 0.0f);
+    ck_assert_ptr_nonnull(y);
+    ck_assert(s->data[0] == QAT_SCALE_EPS && z->data[0] == 7.0f);
+    s->data[0] = NAN;
+    z->data[0] = NAN;
+    ck_assert_ptr_nonnull(qat_fake_quant_lsq(ctx, x, s, z, -8, 7, 0.0f));
+    ck_assert(s->data[0] == QAT_SCALE_EPS && z->data[0] == -8.0f);
+    z->data[0] = -3.6f; /* in range: kept, used as nearbyint -> -4 */
+    s->data[0] = 0.25f;
+    y = qat_fake_quant_lsq(ctx, x, s, z, -8, 7, 0.0f);
+    ck_assert(z->data[0] == -3.6f && s->data[0] == 0.25f);
+    for (int i = 0; i < 6; i++) {
+        float want;
+        qat_fqk_forward(&want, NULL, &xv[i], 0.25f, -4, -8, 7, 1);
+        ck_assert(y->data[i] == want);
+    }
+    /* per channel, one channel out of range */
+    qat_tensor *sc = qat_tensor_create(1, (int[]){3}, 1);
+    sc->data[0] = 0.1f, sc->data[1] = -1.0f, sc->data[2] = 0.0f;
+    ck_assert_ptr_nonnull(qat_fake_quant_lsq_per_channel(ctx, x, sc, NULL, 1, -7, 7, 0.0f));
+    ck_assert(sc->data[0] == 0.1f && sc->data[1] == QAT_SCALE_EPS && sc->data[2] == QAT_SCALE_EPS);
+
+    /* errors: NULL and an error message, parameters untouched */
+    s->data[0] = INFINITY;
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, x, s, z, -8, 7, 0.0f));
+    ck_assert(strstr(qat_last_error(), "infinite") && s->data[0] == INFINITY);
+    s->data[0] = 0.25f;
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, x, s, z, 7, -8, 0.0f));
+    ck_assert(strstr(qat_last_error(), "range [7, -8]"));
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, x, s, z, -8, 70000, 0.0f));
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, x, s, z, -8, 7, -1.0f));
+    ck_assert(strstr(qat_last_error(), "grad_factor"));
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, x, s, NULL, 1, 7, 0.0f)); /* zero point 0 outside */
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, x, s, z, -8, 0, 0.0f));    /* default g needs qmax > 0 */
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, x, sc, z, -8, 7, 0.0f));
+    ck_assert(strstr(qat_last_error(), "scale has 3 elements, 1 expected"));
+    ck_assert_ptr_null(qat_fake_quant_lsq_per_channel(ctx, x, s, z, 1, -8, 7, 0.0f));
+    ck_assert_ptr_null(qat_fake_quant_lsq_per_channel(ctx, x, sc, NULL, 2, -8, 7, 0.0f));
+    ck_assert(strstr(qat_last_error(), "axis 2 of a 2-d tensor"));
+    ck_assert_ptr_null(qat_fake_quant_per_tensor(ctx, x, 0.0f, 0, -8, 7));
+    ck_assert(strstr(qat_last_error(), "not a positive finite number"));
+    ck_assert_ptr_null(qat_fake_quant_per_tensor(ctx, x, NAN, 0, -8, 7));
+    ck_assert_ptr_null(qat_fake_quant_per_tensor(ctx, x, 0.1f, 8, -8, 7));
+    ck_assert(strstr(qat_last_error(), "zero point 8"));
+    const float s3[3] = {0.1f, 0.1f, -0.1f};
+    const int32_t z3[3] = {0, 0, 0};
+    ck_assert_ptr_null(qat_fake_quant_per_channel(ctx, x, s3, z3, 1, -8, 7));
+    ck_assert(strstr(qat_last_error(), "channel 2"));
+    ck_assert_ptr_null(qat_fake_quant_per_channel(ctx, x, s3, z3, -1, -8, 7));
+    ck_assert_ptr_null(qat_fake_quant_per_channel(ctx, x, NULL, z3, 1, -8, 7));
+    /* NULL input: NULL, no new error */
+    qat_clear_error();
+    ck_assert_ptr_null(qat_fake_quant_per_tensor(ctx, NULL, 0.1f, 0, -8, 7));
+    ck_assert_ptr_null(qat_fake_quant_lsq(ctx, NULL, s, z, -8, 7, 0.0f));
+    ck_assert_str_eq(qat_last_error(), "");
+    /* no gradient wanted: no tape, same values */
+    qat_ctx_set_grad(ctx, 0);
+    qat_tensor *y2 = qat_fake_quant_lsq(ctx, x, s, z, -8, 7, 0.0f);
+    ck_assert_ptr_nonnull(y2);
+    qat_tensor_free(s);
+    qat_tensor_free(z);
+    qat_tensor_free(sc);
+    qat_ctx_free(ctx);
 }
 END_TEST
 
@@ -817,6 +1196,12 @@ static Suite *fakequant_suite(void)
     tcase_add_test(tc, test_lsq_finite_differences);
     tcase_add_test(tc, test_lsq_large);
     tcase_add_test(tc, test_bias);
+    tcase_add_test(tc, test_op_per_tensor_golden);
+    tcase_add_test(tc, test_op_per_channel);
+    tcase_add_test(tc, test_op_lsq_golden);
+    tcase_add_test(tc, test_op_lsq_channel_golden);
+    tcase_add_test(tc, test_op_lsq_gradcheck);
+    tcase_add_test(tc, test_op_projection_and_errors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -293,6 +293,13 @@ static qat_tensor *f_maxpool(qat_ctx *c, qat_tensor **in, const gc_spec *s)
 {
     return qat_maxpool2d(c, in[0], s->k, s->stride);
 }
+static qat_tensor *f_maxpool_ex(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    const int32_t *ix = NULL;
+    qat_tensor *y = qat_maxpool2d_ex(c, in[0], s->k, s->stride, s->pad, &ix);
+    ck_assert(!y || ix);
+    return y;
+}
 static qat_tensor *f_avgpool(qat_ctx *c, qat_tensor **in, const gc_spec *s)
 {
     return qat_avgpool2d(c, in[0], s->k, s->stride);
@@ -629,6 +636,33 @@ START_TEST(test_maxpool)
 }
 END_TEST
 
+/* with padding (qat_maxpool2d_ex): edge windows are clipped */
+typedef struct {
+    int N, C, H, W, k, stride, pad;
+} pool_pad_cfg;
+
+static const pool_pad_cfg pool_pad_cfgs[] = {
+    {2, 3, 5, 5, 3, 2, 1}, {2, 2, 6, 7, 2, 2, 1}, /* 3x3 s2 p1 (ResNet stem); 2x2 p1 */
+    {1, 3, 7, 6, 3, 1, 1}, {2, 2, 4, 4, 5, 2, 2}, /* stride 1; kernel larger than input */
+    {2, 1, 5, 6, 4, 3, 2}, {2, 2, 6, 6, 2, 2, 0}, /* even kernel, pad k/2; the 2x2 fast path */
+};
+
+START_TEST(test_maxpool_pad)
+{
+    const pool_pad_cfg *c = &pool_pad_cfgs[_i];
+    char name[80];
+    snprintf(name, sizeof name, "maxpool2d_ex[%dx%d k%d s%d p%d]", c->H, c->W, c->k, c->stride, c->pad);
+    gc_spec s = spec(name, f_maxpool_ex, 1250 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, c->N, c->C, c->H, c->W);
+    s.k = c->k;
+    s.stride = c->stride;
+    s.pad = c->pad;
+    s.h = 1e-3;
+    s.detect_kinks = 1;
+    gc_assert(&s);
+}
+END_TEST
+
 START_TEST(test_avgpool)
 {
     const pool_cfg *c = &pool_cfgs[_i];
@@ -789,6 +823,7 @@ static Suite *gradcheck_suite(void)
     tcase_add_loop_test(tc, test_relu, 0, 4);
     tcase_add_loop_test(tc, test_conv2d, 0, (int)(sizeof conv_cfgs / sizeof conv_cfgs[0]));
     tcase_add_loop_test(tc, test_maxpool, 0, (int)(sizeof pool_cfgs / sizeof pool_cfgs[0]));
+    tcase_add_loop_test(tc, test_maxpool_pad, 0, (int)(sizeof pool_pad_cfgs / sizeof pool_pad_cfgs[0]));
     tcase_add_loop_test(tc, test_avgpool, 0, (int)(sizeof pool_cfgs / sizeof pool_cfgs[0]));
     tcase_add_loop_test(tc, test_global_avgpool, 0, 4);
     tcase_add_loop_test(tc, test_batchnorm_train, 0, 6);

@@ -1079,8 +1079,8 @@ START_TEST(test_grad_lsq_exact)
     ck_assert_int_eq(qmax, 7);
     float sa = uc->act.lsq_scale->data[0];
     int32_t za = qat_zero_point_from_float(uc->act.lsq_zp->data[0], qmin, qmax);
-    qat_fake_quant_lsq_backward(dpre, &ds, &dz, wv, pre->data, sa, za, qmin, qmax,
-                                (float)(1.0 / sqrt((double)n * qmax)), n);
+    qat_fqk_lsq_backward(dpre, &ds, &dz, wv, pre->data, sa, za, qmin, qmax,
+                         (float)(1.0 / sqrt((double)n * qmax)), n);
     ck_assert_float_eq(uc->act.lsq_scale->grad[0], ds);
     ck_assert_float_eq(uc->act.lsq_zp->grad[0], dz);
     ck_assert(ds != 0 && dz != 0);
@@ -1091,16 +1091,16 @@ START_TEST(test_grad_lsq_exact)
     OK(qat_backward(ctx2, qat_sum(ctx2, qat_mul(ctx2, pre2, qat_from(ctx2, 4, pre2->shape, dpre)))));
     float dsw[3] = {0, 0, 0}, dw[27] = {0};
     int32_t zw[3] = {0, 0, 0};
-    qat_fake_quant_lsq_channel_backward(dw, dsw, NULL, wl->grad, conv->weight->data, uc->weight.lsq_scale->data, zw,
-                                        -7, 7, (float)(1.0 / sqrt(9.0 * 7.0)), 1, 3, 9);
+    qat_fqk_lsq_channel_backward(dw, dsw, NULL, wl->grad, conv->weight->data, uc->weight.lsq_scale->data, zw,
+                                 -7, 7, (float)(1.0 / sqrt(9.0 * 7.0)), 1, 3, 9);
     for (int c = 0; c < 3; c++) ck_assert_float_eq(uc->weight.lsq_scale->grad[c], dsw[c]);
     for (int i = 0; i < 27; i++) ck_assert_float_eq(conv->weight->grad[i], dw[i]);
     /* input: dy is the gradient that reached the input unit's output */
     NN(all[0]->grad);
     float dsi = 0, dzi = 0;
     int32_t zi = qat_zero_point_from_float(ui->act.lsq_zp->data[0], ui->act.qmin, ui->act.qmax);
-    qat_fake_quant_lsq_backward(NULL, &dsi, &dzi, all[0]->grad, xv, s_in, zi, ui->act.qmin, ui->act.qmax,
-                                (float)(1.0 / sqrt(72.0 * ui->act.qmax)), 72);
+    qat_fqk_lsq_backward(NULL, &dsi, &dzi, all[0]->grad, xv, s_in, zi, ui->act.qmin, ui->act.qmax,
+                         (float)(1.0 / sqrt(72.0 * ui->act.qmax)), 72);
     ck_assert_float_eq(ui->act.lsq_scale->grad[0], dsi);
     ck_assert_float_eq(ui->act.lsq_zp->grad[0], dzi);
     ck_assert(dsi != 0);
@@ -1138,6 +1138,126 @@ START_TEST(test_lsq_clamp)
     qat_ctx_free(ctx);
     qat_qmodel_free(qm);
     qat_model_free(m);
+}
+END_TEST
+
+static void assert_quantizer_eq(qat_quantizer *a, qat_quantizer *b, const char *what);
+
+/* Without qat_qmodel_clamp_params the quantizers project their learnable
+ * parameters themselves before any use (forward, integer evaluation,
+ * export): the same state as after clamp_params. */
+START_TEST(test_lsq_projected_without_clamp)
+{
+    qat_model *m = tiny_model(83);
+    qat_qmodel *qm = prepare(m, "w4a4", -1), *ref_qm = prepare(m, "w4a4", -1);
+    qat_ctx *ctx = qat_ctx_create(0);
+    calibrate_random(ctx, qm, 2, 1, 84);
+    calibrate_random(ctx, ref_qm, 2, 1, 84);
+    for (int k = 0; k < 2; k++) {
+        qat_qunit *uc = qat_qmodel_unit(k ? ref_qm : qm, 1);
+        uc->weight.lsq_scale->data[0] = -0.5f;
+        uc->act.lsq_scale->data[0] = NAN;
+        uc->act.lsq_zp->data[0] = 9.7f;
+    }
+    qat_qmodel_clamp_params(ref_qm);
+    qat_rng r;
+    qat_rng_seed(&r, 85);
+    qat_tensor *x = random_input(ctx, m, 2, -1, 1.5f, &r);
+    for (int training = 0; training < 2; training++) {
+        qat_ctx_set_training(ctx, training);
+        qat_tensor *y = qat_qmodel_forward(ctx, qm, x), *yr = qat_qmodel_forward(ctx, ref_qm, x);
+        NN(y);
+        NN(yr);
+        ck_assert(!memcmp(y->data, yr->data, y->numel * sizeof(float)));
+        assert_quantizer_eq(&qat_qmodel_unit(qm, 1)->weight, &qat_qmodel_unit(ref_qm, 1)->weight, "weight");
+        assert_quantizer_eq(&qat_qmodel_unit(qm, 1)->act, &qat_qmodel_unit(ref_qm, 1)->act, "act");
+    }
+    ck_assert_float_eq(qat_qmodel_unit(qm, 1)->weight.lsq_scale->data[0], QAT_SCALE_EPS);
+    ck_assert_float_eq(qat_qmodel_unit(qm, 1)->act.lsq_zp->data[0], 7.0f);
+    /* a reader that is not the forward: the export's accessors */
+    qat_qmodel_unit(qm, 1)->act.lsq_scale->data[0] = -1.0f;
+    ck_assert_float_eq(qat_quantizer_scales(&qat_qmodel_unit(qm, 1)->act)[0], QAT_SCALE_EPS);
+    ck_assert_float_eq(qat_qmodel_unit(qm, 1)->act.scale[0], QAT_SCALE_EPS);
+    qat_ctx_free(ctx);
+    qat_qmodel_free(qm);
+    qat_qmodel_free(ref_qm);
+    qat_model_free(m);
+}
+END_TEST
+
+/* The public fake-quant ops (include/qat/quant.h) on a quantizer's own
+ * parameters give the quantizer's forward and gradients bit for bit: LSQ
+ * per channel (w4 weights) and per tensor (a4 activations), fixed per
+ * channel and per tensor (w8a8). */
+START_TEST(test_public_ops_match_quantizers)
+{
+    const char *specs[2] = {"w4a4", "w8a8"};
+    for (int sp = 0; sp < 2; sp++) {
+        qat_model *m = tiny_model(91);
+        qat_qmodel *qm = prepare(m, specs[sp], -1);
+        qat_ctx *ctx = qat_ctx_create(0);
+        calibrate_random(ctx, qm, 4, 2, 92);
+        qat_qunit *uc = qat_qmodel_unit(qm, 1);
+        qat_quantizer *wq = &uc->weight, *aq = &uc->act;
+        int lsq = wq->lsq_scale != NULL;
+        ck_assert_int_eq(lsq, sp == 0);
+        if (lsq) { /* off the calibrated values, as training moves them */
+            wq->lsq_scale->data[1] *= 1.3f;
+            aq->lsq_scale->data[0] *= 0.9f;
+            aq->lsq_zp->data[0] += 0.7f;
+        }
+        qat_tensor *w = qat_model_layer(m, uc->head)->weight;
+        qat_rng r;
+        qat_rng_seed(&r, 93);
+        float xv[2 * 2 * 3 * 3], gw[2][18], gx[2][36], gs[2][2], ga[2], gz[2];
+        tu_fill_uniform(xv, 36, -2, 2, &r);
+        float dyw[18], dyx[36];
+        tu_fill_uniform(dyw, 18, -1, 1, &r);
+        tu_fill_uniform(dyx, 36, -1, 1, &r);
+        qat_tensor *yw[2], *ya[2];
+        for (int path = 0; path < 2; path++) {
+            qat_tensor_zero_grad(w);
+            if (lsq) {
+                qat_tensor_zero_grad(wq->lsq_scale);
+                qat_tensor_zero_grad(aq->lsq_scale);
+                qat_tensor_zero_grad(aq->lsq_zp);
+            }
+            qat_tensor *x = qat_new_leaf(ctx, 4, (int[]){2, 2, 3, 3}, xv);
+            if (path == 0) {
+                yw[0] = qat_fq(ctx, w, wq, 0);
+                ya[0] = qat_fq(ctx, x, aq, 0);
+            } else if (lsq) {
+                yw[1] = qat_fake_quant_lsq_per_channel(ctx, w, wq->lsq_scale, NULL, 0, wq->qmin, wq->qmax, 0.0f);
+                ya[1] = qat_fake_quant_lsq(ctx, x, aq->lsq_scale, aq->lsq_zp, aq->qmin, aq->qmax, 0.0f);
+            } else {
+                yw[1] = qat_fake_quant_per_channel(ctx, w, wq->scale, wq->zero_point, 0, wq->qmin, wq->qmax);
+                ya[1] = qat_fake_quant_per_tensor(ctx, x, aq->scale[0], aq->zero_point[0], aq->qmin, aq->qmax);
+            }
+            NN(yw[path]);
+            NN(ya[path]);
+            qat_tensor *l = qat_add(ctx, qat_sum(ctx, qat_mul(ctx, yw[path], qat_from(ctx, 4, w->shape, dyw))),
+                                    qat_sum(ctx, qat_mul(ctx, ya[path], qat_from(ctx, 4, x->shape, dyx))));
+            OK(qat_backward(ctx, l));
+            memcpy(gw[path], w->grad, sizeof gw[path]);
+            memcpy(gx[path], x->grad, sizeof gx[path]);
+            if (lsq) {
+                memcpy(gs[path], wq->lsq_scale->grad, sizeof gs[path]);
+                ga[path] = aq->lsq_scale->grad[0];
+                gz[path] = aq->lsq_zp->grad[0];
+            }
+        }
+        ck_assert(!memcmp(yw[0]->data, yw[1]->data, 18 * sizeof(float)));
+        ck_assert(!memcmp(ya[0]->data, ya[1]->data, 36 * sizeof(float)));
+        ck_assert(!memcmp(gw[0], gw[1], sizeof gw[0]) && !memcmp(gx[0], gx[1], sizeof gx[0]));
+        if (lsq) {
+            ck_assert(!memcmp(gs[0], gs[1], sizeof gs[0]));
+            ck_assert(ga[0] == ga[1] && gz[0] == gz[1]);
+            ck_assert(gs[0][0] != 0 && ga[0] != 0 && gz[0] != 0);
+        }
+        qat_ctx_free(ctx);
+        qat_qmodel_free(qm);
+        qat_model_free(m);
+    }
 }
 END_TEST
 
@@ -2085,6 +2205,8 @@ static Suite *qat_suite(void)
     tcase_add_test(t, test_grad_ste_exact);
     tcase_add_test(t, test_grad_lsq_exact);
     tcase_add_test(t, test_lsq_clamp);
+    tcase_add_test(t, test_lsq_projected_without_clamp);
+    tcase_add_test(t, test_public_ops_match_quantizers);
     suite_add_tcase(s, t);
 
     t = tcase_create("switches");

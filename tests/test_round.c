@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "qat/quant.h" /* the public requantization helpers */
 #include "runtime/rounding.h"
 #include "testutil.h"
 
@@ -157,6 +158,10 @@ static void check_qm(double M, int32_t want_m0, int want_shift)
     ck_assert_int_eq(qat_quantize_multiplier(M, &m0, &shift), 0);
     ck_assert_msg(m0 == want_m0 && shift == want_shift, "M=%.17g: got (%d, %d), want (%d, %d)",
                   M, m0, shift, want_m0, want_shift);
+    /* the public helper is the same function */
+    m0 = shift = -7;
+    ck_assert_int_eq(qat_requant_multiplier(M, &m0, &shift), QAT_OK);
+    ck_assert(m0 == want_m0 && shift == want_shift);
 }
 
 START_TEST(test_quantize_multiplier)
@@ -359,6 +364,47 @@ START_TEST(test_requant_random)
 }
 END_TEST
 
+/* The public helpers (include/qat/quant.h) against rounding.h: the same
+ * multipliers, and qat_requantize = clamp(qat_requant_single + zp), the
+ * runtime reference kernels' epilogue. */
+START_TEST(test_public_requant)
+{
+    int32_t m0 = 5;
+    int shift = 5;
+    ck_assert_int_eq(qat_requant_multiplier(-0.5, &m0, &shift), QAT_ERR_ARG);
+    ck_assert(m0 == 0 && shift == 0);
+    ck_assert_int_eq(qat_requant_multiplier(NAN, &m0, &shift), QAT_ERR_ARG);
+    ck_assert_int_eq(qat_requant_multiplier(INFINITY, NULL, NULL), QAT_ERR_ARG);
+    /* by hand: 0.5 -> (2^30, 0): 0.5 * acc, ties toward +inf, + zp, clamped */
+    const int32_t half = 1073741824;
+    ck_assert_int_eq(qat_requantize(3, half, 0, 0, -128, 127), 2);    /* 1.5 -> 2 */
+    ck_assert_int_eq(qat_requantize(-3, half, 0, 0, -128, 127), -1);  /* -1.5 -> -1 */
+    ck_assert_int_eq(qat_requantize(-3, half, 0, -5, -128, 127), -6);
+    ck_assert_int_eq(qat_requantize(1000, half, 0, 10, -128, 127), 127);
+    ck_assert_int_eq(qat_requantize(-1000, half, 0, 10, -128, 127), -128);
+    ck_assert_int_eq(qat_requantize(-1000, half, 0, 10, 10, 127), 10); /* fused ReLU: lo = zp */
+    ck_assert_int_eq(qat_requantize(INT32_MAX, INT32_MAX, 30, INT32_MAX, INT32_MIN, INT32_MAX), INT32_MAX);
+    qat_rng r;
+    qat_rng_seed(&r, 7);
+    for (int i = 0; i < 200000; i++) {
+        double M = ldexp(0.5 + 0.5 * qat_rng_uniform(&r), 2 - (int)qat_rng_below(&r, 36));
+        int32_t a0, b0;
+        int as, bs;
+        ck_assert_int_eq(qat_quantize_multiplier(M, &a0, &as), 0);
+        ck_assert_int_eq(qat_requant_multiplier(M, &b0, &bs), QAT_OK);
+        ck_assert(a0 == b0 && as == bs);
+        int32_t acc = (int32_t)qat_rng_u32(&r);
+        if (i % 2) acc >>= qat_rng_below(&r, 31);
+        int32_t zp = (int32_t)qat_rng_below(&r, 256) - 128;
+        int32_t lo = i % 3 ? -128 : zp;
+        int64_t v = (int64_t)qat_requant_single(acc, a0, as) + zp;
+        int32_t want = (int32_t)(v < lo ? lo : v > 127 ? 127 : v);
+        ck_assert_int_eq(qat_requantize(acc, a0, as, zp, lo, 127), want);
+        ck_assert_int_eq(qat_requant_clamp(acc, a0, as, zp, lo, 127), want);
+    }
+}
+END_TEST
+
 static Suite *round_suite(void)
 {
     Suite *s = suite_create("round");
@@ -376,6 +422,7 @@ static Suite *round_suite(void)
     tcase_add_test(tc, test_rdbpot);
     tcase_add_test(tc, test_requant_gemmlowp);
     tcase_add_test(tc, test_requant_random);
+    tcase_add_test(tc, test_public_requant);
     suite_add_tcase(s, tc);
     return s;
 }

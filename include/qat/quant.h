@@ -17,8 +17,8 @@
  *
  * The qmodel borrows the float model: its parameters are trained in place
  * (QAT) and must outlive the qmodel. Learnable scales (LSQ) are parameters
- * owned by the qmodel; list them with qat_qmodel_params() and give them to
- * the optimizer.
+ * owned by the qmodel; qat_qmodel_parameters() lists them after the float
+ * model's parameters, everything one optimizer needs.
  *
  * BN folding (PyTorch's scheme, docs/QUANT.md): while BN trains, the weight
  * is quantized as W*gamma/sigma_running, the conv output is divided back by
@@ -142,11 +142,34 @@ QAT_API int qat_qmodel_find_unit(const qat_qmodel *qm, const char *name);
 QAT_API int qat_qmodel_layer_unit(const qat_qmodel *qm, int layer);
 
 /* Learnable quantization parameters (LSQ scales and zero points), named
- * "<unit>.weight_scale", "<unit>.act_scale", "<unit>.act_zero_point". */
+ * "<unit>.weight_scale", "<unit>.act_scale", "<unit>.act_zero_point",
+ * marked no_decay. */
 QAT_API int qat_qmodel_num_params(const qat_qmodel *qm);
 QAT_API const qat_named_tensor *qat_qmodel_params(const qat_qmodel *qm);
-/* Keeps learnable scales >= QAT_SCALE_EPS and zero points in range; call
- * after each optimizer step. */
+
+/* Every trainable tensor of the QAT model, for one optimizer: the float
+ * model's parameters (qat_model_params: weights, biases, BN gamma/beta,
+ * with their no_decay flags) followed by the learnable quantization
+ * parameters (qat_qmodel_params, no_decay), the list `qat train` trains.
+ * Writes min(n, total) entries to out and returns the total (snprintf's
+ * contract: out may be NULL with n 0 to ask for the count), or a negative
+ * status. The optimizer copies the entries, so out may be freed once it
+ * is created:
+ *
+ *   int n = qat_qmodel_parameters(qm, NULL, 0);
+ *   qat_named_tensor *p = malloc(n * sizeof *p);
+ *   qat_qmodel_parameters(qm, p, n);
+ *   qat_optim *opt = qat_optim_create(p, n, &opts);
+ *   free(p);
+ */
+QAT_API int qat_qmodel_parameters(const qat_qmodel *qm, qat_named_tensor *out, int n);
+
+/* Keeps learnable scales >= QAT_SCALE_EPS and zero points in [qmin, qmax]
+ * (and the quantizers' scale/zero_point copies in step). Optional: the
+ * quantizers apply the same projection, in place, before they use their
+ * learnable parameters (forward, integer evaluation, export), so a loop
+ * that never calls it trains bit for bit like one that calls it after each
+ * optimizer step (as `qat train` does). */
 QAT_API void qat_qmodel_clamp_params(qat_qmodel *qm);
 
 /* Forward with fake-quant, as the int8 model would compute. */
@@ -222,6 +245,76 @@ QAT_API int qat_qmodel_layer_errors(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x,
 /* The three metrics for two arrays. */
 QAT_API void qat_error_metrics(const float *ref, const float *q, size_t n, double *cosine,
                                double *sqnr_db, double *mse);
+
+/* ---- fake-quant tensor ops ----
+ *
+ * The ops the quantized model is built from, for scripts that quantize
+ * their own tensors. Forward (PyTorch's fake_quantize_per_tensor_affine,
+ * docs/QUANT.md), with inv_s = fl32(1 / scale):
+ *   q_u = zp + nearbyint(x * inv_s)             ties to even, unclamped
+ *   y   = (clamp(q_u, qmin, qmax) - zp) * scale
+ * the rounding qat's convert and int8 runtime use. Ranges: qmin < qmax
+ * within [-2^16, 2^16] (qat_qscheme_range gives a scheme's); bad arguments
+ * fail with QAT_ERR_ARG / QAT_ERR_SHAPE and NULL.
+ *
+ * Straight-through gradient (fixed scale and zero point):
+ *   dx = dy where qmin <= q_u <= qmax, 0 elsewhere.
+ *
+ * Learnable (LSQ, PyTorch's _fake_quantize_learnable_per_tensor_affine):
+ * scale and zero_point are float tensors that receive gradients; the
+ * forward uses the integer zero point clamp(nearbyint(zero_point), qmin,
+ * qmax). Per element, with g = grad_factor:
+ *   dx = dy where qmin <= q_u <= qmax, 0 elsewhere
+ *   inside:        dscale += dy * (y - x) * inv_s * g     dzp += 0
+ *   below / above: dscale += dy * (qmin|qmax - zp) * g    dzp += -dy * scale * g
+ * (summed in double, in an order independent of the thread count).
+ * grad_factor 0 means LSQ's 1/sqrt(N * qmax), N = elements per scale (what
+ * the qmodel uses). zero_point may be NULL: zero point 0, not learned (the
+ * symmetric schemes); a zero_point tensor with requires_grad 0 is used but
+ * not learned.
+ * Before use the op projects its parameters in place, as PyTorch's
+ * _LearnableFakeQuantize clamps its scale in forward: a scale below
+ * QAT_SCALE_EPS (or NaN) becomes QAT_SCALE_EPS, a zero point is clamped to
+ * [qmin, qmax] (NaN: qmin), so an optimizer step that overshoots is
+ * corrected at the next use; an infinite scale fails. */
+
+/* One scale and zero point for all of x. scale > 0 and finite,
+ * qmin <= zero_point <= qmax. */
+QAT_API qat_tensor *qat_fake_quant_per_tensor(qat_ctx *ctx, qat_tensor *x, float scale,
+                                              int32_t zero_point, int32_t qmin, int32_t qmax);
+/* One (scales[c], zero_points[c]) per index c of dimension `axis` of x
+ * (0 for a weight [OC, ...], 1 for activations [N, C, H, W]); both arrays
+ * have x->shape[axis] entries and are copied. zero_points NULL: all 0. */
+QAT_API qat_tensor *qat_fake_quant_per_channel(qat_ctx *ctx, qat_tensor *x, const float *scales,
+                                               const int32_t *zero_points, int axis, int32_t qmin,
+                                               int32_t qmax);
+/* Learnable, per tensor: scale and zero_point (or NULL) have one element. */
+QAT_API qat_tensor *qat_fake_quant_lsq(qat_ctx *ctx, qat_tensor *x, qat_tensor *scale,
+                                       qat_tensor *zero_point, int32_t qmin, int32_t qmax,
+                                       float grad_factor);
+/* Learnable, per channel along axis: scale and zero_point (or NULL) have
+ * x->shape[axis] elements. */
+QAT_API qat_tensor *qat_fake_quant_lsq_per_channel(qat_ctx *ctx, qat_tensor *x, qat_tensor *scale,
+                                                   qat_tensor *zero_point, int axis, int32_t qmin,
+                                                   int32_t qmax, float grad_factor);
+
+/* ---- requantization helpers (integer arithmetic of the int8 model) ----
+ * The code the exporter and the int8 runtime use (runtime/rounding.h), for
+ * scripts that check or reproduce the integer model. */
+
+/* TFLite's QuantizeMultiplier: real = multiplier * 2^(shift - 31), with
+ * multiplier in [2^30, 2^31) (0 for real 0), shift in [-31, 30]; reals
+ * below 2^-32 flush to (0, 0), reals >= 2^30 saturate. The real multiplier
+ * of a conv output channel is s_in * s_w[c] / s_out, computed in double.
+ * QAT_ERR_ARG (and 0, 0) for a negative, NaN or infinite real. */
+QAT_API int qat_requant_multiplier(double real_multiplier, int32_t *multiplier, int *shift);
+/* clamp(round(acc * multiplier * 2^(shift - 31)) + zero_point, qmin, qmax):
+ * one rounding, ties toward +inf (TFLite's single-rounding
+ * MultiplyByQuantizedMultiplier), the sum in int64. With [qmin, qmax] =
+ * [-128, 127] (a fused ReLU: [max(-128, zero_point), 127]) the int8 output the
+ * runtime computes from an int32 accumulator. */
+QAT_API int32_t qat_requantize(int32_t acc, int32_t multiplier, int shift, int32_t zero_point,
+                               int32_t qmin, int32_t qmax);
 
 #ifdef __cplusplus
 }

@@ -105,6 +105,18 @@ QAT_API qat_tensor *qat_conv2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_t
                                int stride, int pad);
 /* k x k windows, given stride, no padding -> [N,C,(H-k)/s+1,(W-k)/s+1] */
 QAT_API qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride);
+/* PyTorch's max_pool2d(x, k, stride, padding=pad, return_indices=True):
+ * x padded by pad (0 <= pad <= k/2) on each side with -inf, so the padding
+ * never wins -> [N,C,(H+2pad-k)/s+1,(W+2pad-k)/s+1]. If indices is not NULL
+ * it gets an arena array (valid until qat_ctx_reset; do not modify) of one
+ * int32 per output element: the flat index h*W + w of the maximum within
+ * its input plane (PyTorch's indices). Ties go to the first maximum in
+ * row-major window order, as PyTorch; a NaN is selected only when it is
+ * the first element of its window (PyTorch propagates every NaN). The
+ * gradient goes to the selected element. With pad 0 the values and
+ * gradients are qat_maxpool2d's, bit for bit. */
+QAT_API qat_tensor *qat_maxpool2d_ex(qat_ctx *ctx, qat_tensor *x, int k, int stride, int pad,
+                                     const int32_t **indices);
 QAT_API qat_tensor *qat_avgpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride);
 /* [N,C,H,W] -> [N,C] */
 QAT_API qat_tensor *qat_global_avgpool(qat_ctx *ctx, qat_tensor *x);
