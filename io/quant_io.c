@@ -17,6 +17,7 @@ static int write_quantizer(hid_t g, const char *name, qat_quantizer *q)
     hid_t h = qat_h5_group_create(g, name);
     if (h < 0) return (int)h;
     int rc = 0, n = q->n;
+    qat_quantizer_project(q); /* an optimizer step may have left a learnable scale below its floor */
     int32_t sch[6] = {q->scheme.bits, q->scheme.symmetric, q->scheme.is_signed, q->scheme.narrow,
                       q->scheme.per_channel, q->scheme.axis};
     int32_t flags[3] = {q->observe, q->fake_quant, q->initialized};

@@ -61,6 +61,11 @@ int qat_observer_observe_relu(qat_observer *obs, const float *x, size_t n);
 /* b on the int32 grid s_in * s_w[c]; straight-through gradient to b. */
 qat_tensor *qat_fq_bias(qat_ctx *ctx, qat_tensor *b, float s_in, const float *s_w);
 
+/* LSQ's constraint on a learnable quantizer, in place (scales >=
+ * QAT_SCALE_EPS, zero points in [qmin, qmax]) and its scale / zero_point
+ * copies synced; a no-op for fixed quantizers and when already projected.
+ * The accessors below call it, so every reader sees projected values. */
+void qat_quantizer_project(const qat_quantizer *q);
 /* The scales the quantizer applies now (learnable ones if any), [q->n]. */
 const float *qat_quantizer_scales(const qat_quantizer *q);
 /* The integer zero points it applies now, into zp [q->n]. */

@@ -29,7 +29,7 @@ static void lsq_project(float *s, float *z, size_t n, int32_t qmin, int32_t qmax
  * the caller clamped already (`qat train`), the same state when it did not
  * (a script that only gives qat_qmodel_parameters() to the optimizer).
  * Writes through q's pointers only (the tensors and arrays are not const). */
-static void quantizer_project(const qat_quantizer *q)
+void qat_quantizer_project(const qat_quantizer *q)
 {
     if (!q->lsq_scale) return;
     lsq_project(q->lsq_scale->data, q->lsq_zp ? q->lsq_zp->data : NULL, (size_t)q->n, q->qmin, q->qmax);
@@ -41,13 +41,13 @@ static void quantizer_project(const qat_quantizer *q)
 
 const float *qat_quantizer_scales(const qat_quantizer *q)
 {
-    quantizer_project(q);
+    qat_quantizer_project(q);
     return q->lsq_scale ? q->lsq_scale->data : q->scale;
 }
 
 void qat_quantizer_zero_points(const qat_quantizer *q, int32_t *zp)
 {
-    quantizer_project(q);
+    qat_quantizer_project(q);
     for (int c = 0; c < q->n; c++)
         zp[c] = q->lsq_zp ? qat_zero_point_from_float(q->lsq_zp->data[c], q->qmin, q->qmax)
                           : q->zero_point[c];

@@ -225,23 +225,8 @@ const qat_named_tensor *qat_qmodel_params(const qat_qmodel *qm) { return qm->par
 void qat_qmodel_clamp_params(qat_qmodel *qm)
 {
     for (int u = 0; u < qm->n_units; u++) {
-        qat_quantizer *qs[2] = {&qm->units[u].weight, &qm->units[u].act};
-        for (int k = 0; k < 2; k++) {
-            qat_quantizer *q = qs[k];
-            if (q->lsq_scale)
-                for (int c = 0; c < q->n; c++) {
-                    float *s = &q->lsq_scale->data[c];
-                    if (!(*s >= QAT_SCALE_EPS)) *s = QAT_SCALE_EPS;
-                    q->scale[c] = *s;
-                }
-            if (q->lsq_zp)
-                for (int c = 0; c < q->n; c++) {
-                    float *z = &q->lsq_zp->data[c];
-                    if (!(*z >= (float)q->qmin)) *z = (float)q->qmin;
-                    if (*z > (float)q->qmax) *z = (float)q->qmax;
-                }
-            if (q->lsq_scale) qat_quantizer_zero_points(q, q->zero_point);
-        }
+        qat_quantizer_project(&qm->units[u].weight);
+        qat_quantizer_project(&qm->units[u].act);
     }
 }
 
