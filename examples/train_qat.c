@@ -112,6 +112,9 @@ int main(int argc, char **argv)
     limit_to(&test, limit);
     qat_model *m = qat_model_build("lenet5", 42);
     CHECK(m, "building lenet5");
+    /* the training data's normalisation travels with the model (checkpoints,
+     * and the int8 export's input lookup table) */
+    CHECK(qat_model_set_input_norm(m, train->mean, train->std) == 0, "normalisation");
     qat_ctx *ctx = qat_ctx_create(0);
 
     qat_batch_opts bo = qat_batch_opts_defaults(); /* batch 128, shuffled */
@@ -177,13 +180,9 @@ int main(int argc, char **argv)
     qat_qmodel_set_observers(qm, 0);
     printf("QAT (fake-quant) accuracy: %.4f\n", accuracy(ctx, m, qm, test));
 
-    /* 5. true int8: export (the input lookup table applies the training
-     * data's normalisation to raw pixels), then run in the integer-only
-     * runtime */
-    qat_export_opts eo = qat_export_opts_defaults();
-    eo.mean = train->mean;
-    eo.std = train->std;
-    CHECK(qat_export_int8(qm, "lenet5.int8.h5", &eo) == 0, "export");
+    /* 5. true int8: export (the input lookup table applies the model's
+     * normalisation to raw pixels), then run in the integer-only runtime */
+    CHECK(qat_export_int8(qm, "lenet5.int8.h5", NULL) == 0, "export");
     qat_rt_model *rt = NULL;
     if (qat_rt_load_file("lenet5.int8.h5", &rt) || qat_rt_prepare(rt, 256)) {
         fprintf(stderr, "runtime: %s\n", qat_rt_last_error());
