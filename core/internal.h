@@ -51,6 +51,16 @@ int qat_default_num_threads(void);
  * single-threaded inside qat's own thread split. */
 extern void (*qat_blas_set_threads_hook)(int n);
 
+/* The slice [*begin, *end) of n items that thread t of nt takes: equal
+ * chunks of ceil(n / nt), the last ones shorter or empty (a fixed split:
+ * the same thread count gives the same partial results). */
+static inline void qat_thread_span(int t, int nt, size_t n, size_t *begin, size_t *end)
+{
+    size_t chunk = (n + (size_t)nt - 1) / (size_t)nt, b = (size_t)t * chunk, e = b + chunk;
+    *begin = b > n ? n : b;
+    *end = e > n ? n : e;
+}
+
 /* ---- CPU features (core/cpu.c) ---- */
 
 typedef enum {

@@ -12,6 +12,14 @@
 
 /* ---- quantizer ---- */
 
+/* The group of unit u, "units/003", created or opened. */
+static hid_t unit_group(hid_t g, int u, int create)
+{
+    char name[32];
+    snprintf(name, sizeof name, "units/%03d", u);
+    return create ? qat_h5_group_create(g, name) : qat_h5_group_open(g, name);
+}
+
 static int write_quantizer(hid_t g, const char *name, qat_quantizer *q)
 {
     hid_t h = qat_h5_group_create(g, name);
@@ -157,9 +165,7 @@ static int write_quant(hid_t file, qat_qmodel *qm, const qat_qrecipe *r)
     }
     for (int u = 0; !rc && u < nu; u++) {
         qat_qunit *un = qat_qmodel_unit(qm, u);
-        char name[32];
-        snprintf(name, sizeof name, "units/%03d", u);
-        hid_t h = qat_h5_group_create(g, name);
+        hid_t h = unit_group(g, u, 1);
         if (h < 0) {
             rc = (int)h;
             break;
@@ -281,9 +287,7 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
                          qat_qmodel_num_units(qm));
     for (int u = 0; !rc && u < nu; u++) {
         qat_qunit *un = qat_qmodel_unit(qm, u);
-        char name[32];
-        snprintf(name, sizeof name, "units/%03d", u);
-        hid_t h = qat_h5_group_open(g, name);
+        hid_t h = unit_group(g, u, 0);
         if (h < 0) {
             rc = (int)h;
             break;

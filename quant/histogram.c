@@ -62,12 +62,10 @@ static int bin_batch(double *counts, int64_t nb, double inv, int64_t g0, const f
         bin_values(counts, inv, g0, x, n); /* no memory for partials: serial */
         return QAT_OK;
     }
-    size_t chunk = (n + (size_t)nt - 1) / (size_t)nt;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int t = 0; t < nt; t++) {
-        size_t b = (size_t)t * chunk, e = b + chunk;
-        if (b > n) b = n;
-        if (e > n) e = n;
+        size_t b, e;
+        qat_thread_span(t, nt, n, &b, &e);
         bin_values(part + (size_t)t * (size_t)nb, inv, g0, x + b, e - b);
     }
     for (int t = 0; t < nt; t++) {

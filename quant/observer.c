@@ -262,12 +262,10 @@ static int minmax_batch(const float *x, size_t n, float *mn, float *mx)
     float tmin[64], tmax[64];
     int tbad[64];
     if (nt > 64) nt = 64;
-    size_t chunk = (n + (size_t)nt - 1) / (size_t)nt;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int t = 0; t < nt; t++) {
-        size_t b = (size_t)t * chunk, e = b + chunk;
-        if (b > n) b = n;
-        if (e > n) e = n;
+        size_t b, e;
+        qat_thread_span(t, nt, n, &b, &e);
         tmin[t] = FLT_MAX;
         tmax[t] = -FLT_MAX;
         tbad[t] = 0;
