@@ -1,4 +1,5 @@
 /* The step context: a bump arena for step tensors, the tape, backward. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,13 +34,15 @@ struct qat_ctx {
     int retain_grads;     /* keep every intermediate gradient until reset */
     free_block pool[POOL_MAX];
     int pool_len;
+    int status;           /* the step's first failure (sticky), QAT_OK if none */
+    char status_msg[640]; /* qat_last_error() when it was recorded */
 };
 
 static chunk *chunk_new(size_t size)
 {
-    chunk *c = malloc(sizeof *c);
+    chunk *c = qat_malloc(sizeof *c);
     if (!c) return NULL;
-    c->mem = aligned_alloc(ARENA_ALIGN, (size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+    c->mem = qat_aligned_alloc(ARENA_ALIGN, (size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
     if (!c->mem) {
         free(c);
         return NULL;
@@ -52,7 +55,7 @@ static chunk *chunk_new(size_t size)
 
 qat_ctx *qat_ctx_create(size_t arena_bytes)
 {
-    qat_ctx *ctx = calloc(1, sizeof *ctx);
+    qat_ctx *ctx = qat_calloc(1, sizeof *ctx);
     if (!ctx) return qat_error_null(QAT_ERR_NOMEM, "qat_ctx_create: out of memory");
     if (arena_bytes == 0) arena_bytes = (size_t)64 << 20;
     ctx->head = chunk_new(arena_bytes);
@@ -94,8 +97,37 @@ size_t qat_ctx_arena_used(const qat_ctx *ctx)
 
 size_t qat_ctx_arena_reserved(const qat_ctx *ctx) { return ctx->reserved; }
 
-void qat_ctx_reset(qat_ctx *ctx)
+/* ---- the sticky error ----
+ * A backward function returns nothing, and a NULL from qat_grad or the
+ * arena inside one cannot be told from "no gradient needed" by whoever
+ * runs it: every failure of the step is recorded here instead, the first
+ * one sticks, and qat_backward / qat_ctx_reset report it. */
+
+int qat_ctx_fail(qat_ctx *ctx, int status)
 {
+    if (!ctx || status == QAT_OK) return status;
+    if (ctx->status == QAT_OK) {
+        const char *msg = qat_last_error();
+        ctx->status = status;
+        snprintf(ctx->status_msg, sizeof ctx->status_msg, "%s", msg[0] ? msg : qat_status_str(status));
+    }
+    return status;
+}
+
+int qat_ctx_status(const qat_ctx *ctx) { return ctx->status; }
+
+/* The sticky status, its message back in qat_last_error() (later failures,
+ * e.g. of ops that were handed a NULL, may have overwritten it). */
+static int ctx_report(const qat_ctx *ctx)
+{
+    return qat_error(ctx->status, "%s", ctx->status_msg);
+}
+
+int qat_ctx_reset(qat_ctx *ctx)
+{
+    int status = ctx->status != QAT_OK ? ctx_report(ctx) : QAT_OK;
+    ctx->status = QAT_OK;
+    ctx->status_msg[0] = '\0';
     size_t used = qat_ctx_arena_used(ctx);
     if (used > ctx->peak) ctx->peak = used;
     if (ctx->head->next) {
@@ -114,6 +146,7 @@ void qat_ctx_reset(qat_ctx *ctx)
     ctx->head->used = 0;
     ctx->tape_len = 0;
     ctx->pool_len = 0;
+    return status;
 }
 
 void qat_ctx_set_grad(qat_ctx *ctx, int enabled) { ctx->grad_enabled = enabled != 0; }
@@ -137,7 +170,10 @@ void *qat_arena_alloc(qat_ctx *ctx, size_t bytes)
     if (c->used + bytes > c->size) {
         size_t size = c->size > bytes ? c->size : bytes;
         chunk *n = chunk_new(size);
-        if (!n) return qat_error_null(QAT_ERR_NOMEM, "arena: cannot allocate %zu bytes", bytes);
+        if (!n) {
+            qat_ctx_fail(ctx, qat_error(QAT_ERR_NOMEM, "arena: cannot allocate %zu bytes", bytes));
+            return NULL;
+        }
         n->next = c;
         ctx->head = n;
         ctx->reserved += size;
@@ -257,13 +293,13 @@ qat_tensor *qat_tensor_create(int ndim, const int *shape, int requires_grad)
 {
     if (!check_shape(ndim, shape))
         return qat_error_null(QAT_ERR_ARG, "qat_tensor_create: invalid shape (ndim %d)", ndim);
-    qat_tensor *t = calloc(1, sizeof *t);
+    qat_tensor *t = qat_calloc(1, sizeof *t);
     if (!t) return qat_error_null(QAT_ERR_NOMEM, "qat_tensor_create: out of memory");
     set_shape(t, ndim, shape);
     t->persistent = 1;
     t->requires_grad = requires_grad != 0;
-    t->data = calloc(t->numel, sizeof(float));
-    if (requires_grad) t->grad = calloc(t->numel, sizeof(float));
+    t->data = qat_calloc(t->numel, sizeof(float));
+    if (requires_grad) t->grad = qat_calloc(t->numel, sizeof(float));
     if (!t->data || (requires_grad && !t->grad)) {
         qat_tensor_free(t);
         return qat_error_null(QAT_ERR_NOMEM, "qat_tensor_create: out of memory");
@@ -299,11 +335,11 @@ int qat_needs_grad(const qat_ctx *ctx, int n, qat_tensor *const *in)
 int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn, qat_tensor *out,
                     int n_in, qat_tensor *const *in, void *saved)
 {
-    if (n_in > 4) return qat_error(QAT_ERR_ARG, "%s: at most 4 inputs on the tape", name);
+    if (n_in > 4) return qat_ctx_fail(ctx, qat_error(QAT_ERR_ARG, "%s: at most 4 inputs on the tape", name));
     if (ctx->tape_len == ctx->tape_cap) {
         int cap = ctx->tape_cap ? 2 * ctx->tape_cap : 256;
-        qat_tape_entry *t = realloc(ctx->tape, (size_t)cap * sizeof *t);
-        if (!t) return qat_error(QAT_ERR_NOMEM, "%s: tape out of memory", name);
+        qat_tape_entry *t = qat_realloc(ctx->tape, (size_t)cap * sizeof *t);
+        if (!t) return qat_ctx_fail(ctx, qat_error(QAT_ERR_NOMEM, "%s: tape out of memory", name));
         ctx->tape = t;
         ctx->tape_cap = cap;
     }
@@ -329,8 +365,8 @@ float *qat_grad(qat_ctx *ctx, qat_tensor *t)
         /* created without a gradient, requires_grad switched on later: the
          * gradient outlives the step, so the tensor owns it (freed by
          * qat_tensor_free) */
-        t->grad = calloc(t->numel, sizeof(float));
-        if (!t->grad) qat_error(QAT_ERR_NOMEM, "gradient: out of memory");
+        t->grad = qat_calloc(t->numel, sizeof(float));
+        if (!t->grad) qat_ctx_fail(ctx, qat_error(QAT_ERR_NOMEM, "gradient: out of memory"));
     } else if (!t->grad) {
         t->grad = grad_alloc(ctx, t->numel);
         if (t->grad) memset(t->grad, 0, t->numel * sizeof(float));
@@ -340,6 +376,9 @@ float *qat_grad(qat_ctx *ctx, qat_tensor *t)
 
 int qat_backward(qat_ctx *ctx, qat_tensor *loss)
 {
+    /* an op of the step failed (a NULL loss is its usual sign, but an op
+     * whose failure was absorbed downstream leaves only this) */
+    if (ctx->status != QAT_OK) return ctx_report(ctx);
     if (!loss) return qat_error(QAT_ERR_ARG, "backward: loss is NULL (an op before it failed: %s)",
                                 qat_last_error());
     if (loss->numel != 1) return qat_error(QAT_ERR_SHAPE, "backward: loss must be a scalar, has %zu elements", loss->numel);
@@ -351,14 +390,17 @@ int qat_backward(qat_ctx *ctx, qat_tensor *loss)
     for (int i = 0; i < ctx->tape_len; i++)
         if (!ctx->tape[i].out->persistent) ctx->tape[i].out->grad = NULL;
     float *g = qat_grad(ctx, loss);
-    if (!g) return QAT_ERR_NOMEM;
+    if (!g) return ctx_report(ctx);
     g[0] += 1.0f;
     for (int i = ctx->tape_len - 1; i >= 0; i--) {
         qat_tape_entry *e = &ctx->tape[i];
         if (!e->out->grad) continue; /* nothing flows back through this op */
         if (!e->backward)
-            return qat_error(QAT_ERR_UNSUPPORTED, "backward: op '%s' has no backward", e->name);
+            return qat_ctx_fail(ctx, qat_error(QAT_ERR_UNSUPPORTED, "backward: op '%s' has no backward", e->name));
         e->backward(ctx, e);
+        /* a backward that failed (out of memory for a gradient or its
+         * scratch) recorded it: the gradients are incomplete, stop */
+        if (ctx->status != QAT_OK) return ctx_report(ctx);
         if (e->release) grad_release(ctx, e->out);
     }
     return QAT_OK;

@@ -58,12 +58,12 @@ static size_t image_size(const qat_dataset *ds) { return (size_t)ds->c * (size_t
 static qat_dataset *gather(const qat_dataset *ds, const int *idx, int start, int count)
 {
     size_t per = image_size(ds);
-    qat_dataset *o = calloc(1, sizeof *o);
+    qat_dataset *o = qat_calloc(1, sizeof *o);
     if (!o) return NULL;
     *o = *ds;
     o->n = count;
-    o->images = malloc(per * (size_t)count);
-    o->labels = malloc((size_t)count);
+    o->images = qat_malloc(per * (size_t)count);
+    o->labels = qat_malloc((size_t)count);
     if (!o->images || !o->labels) {
         free(o->images);
         free(o->labels);
@@ -107,9 +107,9 @@ int qat_dataset_split(const qat_dataset *ds, int n_val, uint64_t seed, qat_datas
                          "qat_dataset_split: n_val %d must be in [0, %d) (the dataset has %d images and "
                          "training needs at least one)", n_val, ds->n, ds->n);
     int n = ds->n;
-    int *perm = malloc((size_t)n * sizeof *perm);
-    int *tidx = malloc((size_t)n * sizeof *tidx);
-    uint8_t *is_val = calloc((size_t)n, 1);
+    int *perm = qat_malloc((size_t)n * sizeof *perm);
+    int *tidx = qat_malloc((size_t)n * sizeof *tidx);
+    uint8_t *is_val = qat_calloc((size_t)n, 1);
     int st = QAT_OK;
     if (!perm || !tidx || !is_val) {
         st = qat_error(QAT_ERR_NOMEM, "qat_dataset_split: out of memory");
@@ -222,13 +222,13 @@ int qat_batch_iter_create(const qat_dataset *ds, const qat_batch_opts *opts, qat
     if (!(opts->hflip_prob >= 0.0f && opts->hflip_prob <= 1.0f))
         return qat_error(QAT_ERR_ARG, "qat_batch_iter_create: hflip_prob %g outside [0, 1]",
                          (double)opts->hflip_prob);
-    qat_batch_iter *it = calloc(1, sizeof *it);
+    qat_batch_iter *it = qat_calloc(1, sizeof *it);
     if (!it) return qat_error(QAT_ERR_NOMEM, "qat_batch_iter_create: out of memory");
     it->ds = ds;
     it->o = *opts;
     it->limit = opts->drop_last ? ds->n - ds->n % opts->batch_size : ds->n;
     if (opts->shuffle) {
-        it->perm = malloc((size_t)ds->n * sizeof *it->perm);
+        it->perm = qat_malloc((size_t)ds->n * sizeof *it->perm);
         if (!it->perm) {
             free(it);
             return qat_error(QAT_ERR_NOMEM, "qat_batch_iter_create: out of memory for %d indices", ds->n);

@@ -241,12 +241,12 @@ static int idx_read(src_t *s, int expected_ndim, qat_idx *out)
      * huge allocation. */
     size_t cap = size < ((size_t)1 << 20) ? size : ((size_t)1 << 20);
     size_t have = 0;
-    out->data = malloc(cap);
+    out->data = qat_malloc(cap);
     if (!out->data) return qat_error(QAT_ERR_NOMEM, "%s: out of memory for %zu bytes", path, cap);
     while (have < size) {
         if (have == cap) {
             size_t ncap = cap > size / 2 ? size : cap * 2;
-            uint8_t *p = realloc(out->data, ncap);
+            uint8_t *p = qat_realloc(out->data, ncap);
             if (!p) return qat_error(QAT_ERR_NOMEM, "%s: out of memory for %zu bytes", path, ncap);
             out->data = p;
             cap = ncap;
@@ -279,7 +279,7 @@ int qat_idx_load(const char *path, int expected_ndim, qat_idx *out)
     if (expected_ndim < 0 || expected_ndim > QAT_IDX_MAX_DIMS)
         return qat_error(QAT_ERR_ARG, "qat_idx_load: expected_ndim %d outside 0..%d", expected_ndim,
                          QAT_IDX_MAX_DIMS);
-    src_t *s = malloc(sizeof *s);
+    src_t *s = qat_malloc(sizeof *s);
     if (!s) return qat_error(QAT_ERR_NOMEM, "%s: out of memory", path);
     int st = src_open(s, path);
     if (!st) st = idx_read(s, expected_ndim, out);
@@ -310,10 +310,10 @@ qat_dataset *qat_dataset_from_memory(const uint8_t *images, const uint8_t *label
             return qat_error_null(QAT_ERR_ARG,
                                   "qat_dataset_from_memory: label %d of image %d is outside [0, %d)",
                                   labels[i], i, num_classes);
-    qat_dataset *ds = calloc(1, sizeof *ds);
+    qat_dataset *ds = qat_calloc(1, sizeof *ds);
     if (!ds) return qat_error_null(QAT_ERR_NOMEM, "qat_dataset_from_memory: out of memory");
-    ds->images = malloc(per * (size_t)n);
-    ds->labels = malloc((size_t)n);
+    ds->images = qat_malloc(per * (size_t)n);
+    ds->labels = qat_malloc((size_t)n);
     if (!ds->images || !ds->labels) {
         qat_dataset_free(ds);
         return qat_error_null(QAT_ERR_NOMEM, "qat_dataset_from_memory: out of memory for %d images", n);
@@ -368,7 +368,7 @@ int qat_dataset_load_idx_classes(const char *images_path, const char *labels_pat
                            labels_path, lb.data[i], i, num_classes);
             goto done;
         }
-    ds = calloc(1, sizeof *ds);
+    ds = qat_calloc(1, sizeof *ds);
     if (!ds) {
         st = qat_error(QAT_ERR_NOMEM, "qat_dataset_load_idx: out of memory");
         goto done;

@@ -278,7 +278,7 @@ static int close_open_objects(hid_t f)
     unsigned types = H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR;
     ssize_t n = H5Fget_obj_count(f, types);
     if (n <= 0) return 0;
-    hid_t *ids = malloc((size_t)n * sizeof *ids);
+    hid_t *ids = qat_malloc((size_t)n * sizeof *ids);
     if (!ids) return (int)n;
     n = H5Fget_obj_ids(f, types, (size_t)n, ids);
     for (ssize_t i = 0; i < n; i++) {
@@ -671,7 +671,7 @@ int qat_h5_write_strings(hid_t loc, const char *name, int n, const char *const *
         size_t len = strlen(strs[i]) + 1;
         if (len > width) width = len;
     }
-    char *buf = calloc((size_t)(n > 0 ? n : 1), width);
+    char *buf = qat_calloc((size_t)(n > 0 ? n : 1), width);
     if (!buf) return qat_h5_fail(QAT_ERR_NOMEM, loc, "dataset", name, "out of memory");
     for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * width, strs[i], strlen(strs[i]));
     int rc;
@@ -732,7 +732,7 @@ int qat_h5_read_strings(hid_t loc, const char *name, int n, size_t width, char *
         goto done;
     }
     size_t elem = variable ? sizeof(char *) : fsize + 1;
-    char *buf = calloc((size_t)n, elem);
+    char *buf = qat_calloc((size_t)n, elem);
     if (!buf) {
         rc = qat_h5_fail(QAT_ERR_NOMEM, loc, "dataset", name, "out of memory");
     } else if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
@@ -887,7 +887,7 @@ int qat_h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t size)
         rc = attr_fail(QAT_ERR_SHAPE, 0, obj, name, "has %d strings, expected one", count);
     } else if ((mt = string_mem_type(ft, variable, fsize + 1)) < 0) {
         rc = attr_fail(QAT_ERR_FORMAT, 1, obj, name, "unsupported string type");
-    } else if (!variable && !(tmp = calloc(1, fsize + 1))) {
+    } else if (!variable && !(tmp = qat_calloc(1, fsize + 1))) {
         rc = attr_fail(QAT_ERR_NOMEM, 0, obj, name, "out of memory");
     } else if (H5Aread(a, mt, variable ? (void *)&vs : (void *)tmp) < 0) {
         rc = attr_fail(QAT_ERR_FORMAT, 1, obj, name, "cannot read");

@@ -87,9 +87,9 @@ static int check_writable(hid_t file, const qat_model *m)
 static int write_graph(hid_t gg, const qat_io_layer *ls, int n)
 {
     int rc = QAT_OK;
-    const char **names = malloc((size_t)n * sizeof *names), **types = malloc((size_t)n * sizeof *types);
-    int32_t *col = malloc((size_t)n * 3 * sizeof *col);
-    float *fcol = malloc((size_t)n * sizeof *fcol);
+    const char **names = qat_malloc((size_t)n * sizeof *names), **types = qat_malloc((size_t)n * sizeof *types);
+    int32_t *col = qat_malloc((size_t)n * 3 * sizeof *col);
+    float *fcol = qat_malloc((size_t)n * sizeof *fcol);
     if (!names || !types || !col || !fcol) {
         rc = qat_h5_fail(QAT_ERR_NOMEM, gg, "group", NULL, "out of memory");
         goto done;
@@ -142,7 +142,7 @@ int qat_io_write_model(hid_t file, const char *group, const qat_model *m)
     if (rc) return rc;
     int n = qat_model_num_layers(m);
     hid_t g[4] = {-1, -1, -1, -1}; /* group, graph, params, buffers */
-    qat_io_layer *ls = calloc((size_t)n, sizeof *ls);
+    qat_io_layer *ls = qat_calloc((size_t)n, sizeof *ls);
     if (!ls) return qat_h5_fail(QAT_ERR_NOMEM, file, "group", group, "out of memory");
     for (int i = 0; i < n; i++) from_model(qat_model_layer_c(m, i), &ls[i]);
 
@@ -263,11 +263,11 @@ int qat_io_read_graph(hid_t file, const char *group, qat_io_graph *g)
     if (!rc && nd != 1) rc = qat_h5_fail(QAT_ERR_FORMAT, gg, "dataset", "name", "is a scalar, expected a 1-D array");
     if (!rc && n < 1) rc = qat_h5_fail(QAT_ERR_FORMAT, gg, "dataset", "name", "is empty (a model has an input layer)");
     if (rc) goto done;
-    g->layers = calloc((size_t)n, sizeof *g->layers);
-    names = calloc((size_t)n, QAT_NAME_MAX);
-    types = calloc((size_t)n, 32);
-    col = calloc((size_t)n * 3, sizeof *col);
-    fcol = calloc((size_t)n, sizeof *fcol);
+    g->layers = qat_calloc((size_t)n, sizeof *g->layers);
+    names = qat_calloc((size_t)n, QAT_NAME_MAX);
+    types = qat_calloc((size_t)n, 32);
+    col = qat_calloc((size_t)n * 3, sizeof *col);
+    fcol = qat_calloc((size_t)n, sizeof *fcol);
     if (!g->layers || !names || !types || !col || !fcol) {
         rc = qat_h5_fail(QAT_ERR_NOMEM, gg, "group", NULL, "out of memory for %d layers", n);
         goto done;
@@ -559,11 +559,11 @@ static int is_listed(const qat_named_tensor *t, int n, const char *name)
 /* Reads every tensor of list t from group gp into a new array of buffers. */
 static int read_tensors(hid_t gp, const qat_named_tensor *t, int n, float ***out)
 {
-    float **bufs = calloc((size_t)n + 1, sizeof *bufs);
+    float **bufs = qat_calloc((size_t)n + 1, sizeof *bufs);
     if (!bufs) return qat_h5_fail(QAT_ERR_NOMEM, gp, "group", NULL, "out of memory");
     *out = bufs;
     for (int i = 0; i < n; i++) {
-        bufs[i] = malloc((t[i].t->numel ? t[i].t->numel : 1) * sizeof(float));
+        bufs[i] = qat_malloc((t[i].t->numel ? t[i].t->numel : 1) * sizeof(float));
         if (!bufs[i]) return qat_h5_fail(QAT_ERR_NOMEM, gp, "dataset", t[i].name, "out of memory");
         int rc = qat_h5_read(gp, t[i].name, QAT_H5_F32, t[i].t->ndim, t[i].t->shape, bufs[i]);
         if (rc) return rc;
@@ -624,7 +624,7 @@ int qat_io_model_stage_read(hid_t file, const char *group, const qat_model *m, q
     s->n_layers = nl;
     rc = read_tensors(gp, p, s->n_params, &s->params);
     if (!rc) rc = read_tensors(gb, b, s->n_buffers, &s->buffers);
-    if (!rc && !(s->nbt = calloc((size_t)nl, sizeof *s->nbt)))
+    if (!rc && !(s->nbt = qat_calloc((size_t)nl, sizeof *s->nbt)))
         rc = qat_h5_fail(QAT_ERR_NOMEM, gb, "group", NULL, "out of memory");
     for (int i = 0; i < nl && !rc; i++) {
         const qat_layer *l = qat_model_layer_c(m, i);

@@ -71,8 +71,8 @@ int qat_io_write_optim(hid_t file, const char *group, qat_optim *o)
         if (strchr(qat_optim_param(o, i)->name, '/'))
             return qat_error(QAT_ERR_ARG, "%s: optimizer parameter '%s' contains '/', which HDF5 names cannot hold",
                              qat_h5_file_name(file, fname, sizeof fname), qat_optim_param(o, i)->name);
-    const char **names = calloc((size_t)P + 1, sizeof *names);
-    double *col = calloc((size_t)P + 1, sizeof *col);
+    const char **names = qat_calloc((size_t)P + 1, sizeof *names);
+    double *col = qat_calloc((size_t)P + 1, sizeof *col);
     hid_t g = -1, og = -1, sg = -1, stg = -1;
     if (!names || !col) {
         rc = qat_h5_fail(QAT_ERR_NOMEM, file, "group", group, "out of memory");
@@ -201,7 +201,7 @@ static int check_param_names(hid_t g, qat_optim *o, int *P_out)
     if (rc) return rc;
     if (nd != 1) return qat_h5_fail(QAT_ERR_FORMAT, g, "dataset", "param_names", "is a scalar, expected a 1-D array");
     size_t width = QAT_NAME_MAX + 16;
-    char *names = calloc((size_t)n + 1, width);
+    char *names = qat_calloc((size_t)n + 1, width);
     if (!names) return qat_h5_fail(QAT_ERR_NOMEM, g, "dataset", "param_names", "out of memory");
     rc = qat_h5_read_strings(g, "param_names", n, width, names);
     int common = n < P ? n : P;
@@ -260,11 +260,11 @@ int qat_io_optim_stage_read(hid_t file, const char *group, qat_optim *o, qat_io_
     if (!rc) rc = check_param_names(g, o, &P);
     if (rc) goto done;
     s->n = P;
-    s->param_step = calloc((size_t)P + 1, sizeof *s->param_step);
-    s->lr_scale = calloc((size_t)P + 1, sizeof *s->lr_scale);
-    s->wd = calloc((size_t)P + 1, sizeof *s->wd);
+    s->param_step = qat_calloc((size_t)P + 1, sizeof *s->param_step);
+    s->lr_scale = qat_calloc((size_t)P + 1, sizeof *s->lr_scale);
+    s->wd = qat_calloc((size_t)P + 1, sizeof *s->wd);
     s->n_state = qat_optim_num_state(o);
-    s->state = calloc((size_t)s->n_state + 1, sizeof *s->state);
+    s->state = qat_calloc((size_t)s->n_state + 1, sizeof *s->state);
     if (!s->param_step || !s->lr_scale || !s->wd || !s->state) {
         rc = qat_h5_fail(QAT_ERR_NOMEM, g, "group", NULL, "out of memory");
         goto done;
@@ -296,7 +296,7 @@ int qat_io_optim_stage_read(hid_t file, const char *group, qat_optim *o, qat_io_
         rc = qat_optim_state(o, i, &name, &data, &n);
         if (rc) break;
         state_shape(o, name, n, &nd, shape);
-        if (!(s->state[i] = malloc((n ? n : 1) * sizeof(float))))
+        if (!(s->state[i] = qat_malloc((n ? n : 1) * sizeof(float))))
             rc = qat_h5_fail(QAT_ERR_NOMEM, stg, "dataset", name, "out of memory");
         else
             rc = qat_h5_read(stg, name, QAT_H5_F32, nd, shape, s->state[i]);

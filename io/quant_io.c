@@ -102,7 +102,7 @@ static int read_quantizer(hid_t g, const char *name, qat_quantizer *q)
                 rc = qat_h5_fail(QAT_ERR_FORMAT, h, "dataset", path, "expected 1-D");
                 break;
             }
-            double *d = malloc((size_t)shape[0] * sizeof *d + 1);
+            double *d = qat_malloc((size_t)shape[0] * sizeof *d + 1);
             if (!d) {
                 rc = qat_error(QAT_ERR_NOMEM, "out of memory");
                 break;
@@ -221,7 +221,7 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
     hid_t g = qat_h5_group_open(file, "/quant");
     if (g < 0) return (int)g;
     int nu = 0, rc = qat_h5_attr_read_i32(g, "num_units", &nu);
-    qat_qconfig *cfg = calloc(1, sizeof *cfg);
+    qat_qconfig *cfg = qat_calloc(1, sizeof *cfg);
     qat_qmodel *qm = NULL;
     if (!cfg) rc = qat_error(QAT_ERR_NOMEM, "out of memory");
     int nl = qat_model_num_layers(m);
@@ -231,8 +231,8 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
     char(*names)[QAT_NAME_MAX] = NULL;
     qat_unit_config *ucfg = NULL;
     if (!rc) {
-        names = calloc((size_t)nu, sizeof *names);
-        ucfg = calloc((size_t)nu, sizeof *ucfg);
+        names = qat_calloc((size_t)nu, sizeof *names);
+        ucfg = qat_calloc((size_t)nu, sizeof *ucfg);
         if (!names || !ucfg) rc = qat_error(QAT_ERR_NOMEM, "out of memory");
     }
     if (!rc && r) {

@@ -27,7 +27,7 @@ int qat_train_state_add_epoch(qat_train_state *st, const qat_epoch_record *r)
         return qat_error(QAT_ERR_ARG, "qat_train_state_add_epoch: history counts invalid (state not initialised?)");
     if (st->n_history == st->cap_history) {
         int cap = st->cap_history ? 2 * st->cap_history : 16;
-        qat_epoch_record *h = realloc(st->history, (size_t)cap * sizeof *h);
+        qat_epoch_record *h = qat_realloc(st->history, (size_t)cap * sizeof *h);
         if (!h) return qat_error(QAT_ERR_NOMEM, "qat_train_state_add_epoch: out of memory");
         st->history = h;
         st->cap_history = cap;
@@ -61,8 +61,8 @@ static int write_history(hid_t file, const qat_train_state *st)
         return qat_error(QAT_ERR_ARG, "train state: history of %d lines without an array", n);
     hid_t g = qat_h5_group_create(file, "/history");
     if (g < 0) return (int)g;
-    double *col = calloc((size_t)n + 1, sizeof *col);
-    int32_t *ep = calloc((size_t)n + 1, sizeof *ep);
+    double *col = qat_calloc((size_t)n + 1, sizeof *col);
+    int32_t *ep = qat_calloc((size_t)n + 1, sizeof *ep);
     if (!col || !ep) rc = qat_h5_fail(QAT_ERR_NOMEM, g, "group", NULL, "out of memory");
     for (int i = 0; i < n && !rc; i++) ep[i] = st->history[i].epoch;
     if (!rc) rc = qat_h5_write(g, "epoch", QAT_H5_I32, 1, &n, ep);
@@ -120,9 +120,9 @@ static int read_history(hid_t file, qat_train_state *st)
     double *col = NULL;
     int32_t *ep = NULL;
     if (!rc) {
-        col = calloc((size_t)n + 1, sizeof *col);
-        ep = calloc((size_t)n + 1, sizeof *ep);
-        st->history = n ? calloc((size_t)n, sizeof *st->history) : NULL;
+        col = qat_calloc((size_t)n + 1, sizeof *col);
+        ep = qat_calloc((size_t)n + 1, sizeof *ep);
+        st->history = n ? qat_calloc((size_t)n, sizeof *st->history) : NULL;
         if (!col || !ep || (n && !st->history)) rc = qat_h5_fail(QAT_ERR_NOMEM, g, "group", NULL, "out of memory");
         else st->n_history = st->cap_history = n;
     }

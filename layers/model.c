@@ -20,6 +20,8 @@ struct qat_model {
     float mean, std;
 };
 
+static int build_lists(qat_model *m);
+
 static const char *const type_names[QAT_LAYER_COUNT] = {
     [QAT_LAYER_INPUT] = "input",
     [QAT_LAYER_CONV2D] = "conv2d",
@@ -50,10 +52,10 @@ qat_model *qat_model_create(int c, int h, int w)
 {
     if (c <= 0 || h <= 0 || w <= 0)
         return qat_error_null(QAT_ERR_ARG, "qat_model_create: input shape (%d,%d,%d) invalid", c, h, w);
-    qat_model *m = calloc(1, sizeof *m);
+    qat_model *m = qat_calloc(1, sizeof *m);
     if (!m) return qat_error_null(QAT_ERR_NOMEM, "qat_model_create: out of memory");
     m->cap = 16;
-    m->layers = calloc((size_t)m->cap, sizeof *m->layers);
+    m->layers = qat_calloc((size_t)m->cap, sizeof *m->layers);
     if (!m->layers) {
         free(m);
         return qat_error_null(QAT_ERR_NOMEM, "qat_model_create: out of memory");
@@ -66,6 +68,10 @@ qat_model *qat_model_create(int c, int h, int w)
     in->out_shape[1] = h;
     in->out_shape[2] = w;
     snprintf(m->arch, sizeof m->arch, "custom");
+    if (build_lists(m)) { /* empty, but the getters never allocate */
+        qat_model_free(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -142,7 +148,7 @@ static qat_layer *append(qat_model *m, const char *op, const char *name, qat_lay
         return NULL;
     }
     if (m->n == m->cap) {
-        qat_layer *l = realloc(m->layers, (size_t)m->cap * 2 * sizeof *l);
+        qat_layer *l = qat_realloc(m->layers, (size_t)m->cap * 2 * sizeof *l);
         if (!l) {
             fail(m, qat_error(QAT_ERR_NOMEM, "%s: out of memory", op));
             return NULL;
@@ -159,11 +165,14 @@ static qat_layer *append(qat_model *m, const char *op, const char *name, qat_lay
     l->inputs[0] = in0;
     l->inputs[1] = n_inputs > 1 ? in1 : -1;
     *index = m->n++;
-    /* the parameter lists are rebuilt lazily */
-    free(m->params);
-    free(m->buffers);
-    m->params = m->buffers = NULL;
     return l;
+}
+
+/* layer idx came with parameters: the lists are rebuilt now */
+static int params_added(qat_model *m, int idx)
+{
+    int rc = build_lists(m);
+    return rc ? fail(m, rc) : idx;
 }
 
 static const qat_layer *input_of(qat_model *m, const qat_layer *l, int k)
@@ -208,7 +217,7 @@ int qat_model_conv2d(qat_model *m, const char *name, int in, int out_ch, int ker
     l->weight = qat_tensor_create(4, (int[]){out_ch, C, kernel, kernel}, 1);
     if (bias) l->bias = qat_tensor_create(1, (int[]){out_ch}, 1);
     if (!l->weight || (bias && !l->bias)) return fail(m, QAT_ERR_NOMEM);
-    return idx;
+    return params_added(m, idx);
 }
 
 int qat_model_linear(qat_model *m, const char *name, int in, int out_features, int bias)
@@ -232,7 +241,7 @@ int qat_model_linear(qat_model *m, const char *name, int in, int out_features, i
     l->weight = qat_tensor_create(2, (int[]){out_features, l->in_ch}, 1);
     if (bias) l->bias = qat_tensor_create(1, (int[]){out_features}, 1);
     if (!l->weight || (bias && !l->bias)) return fail(m, QAT_ERR_NOMEM);
-    return idx;
+    return params_added(m, idx);
 }
 
 int qat_model_batchnorm2d(qat_model *m, const char *name, int in)
@@ -257,7 +266,7 @@ int qat_model_batchnorm2d(qat_model *m, const char *name, int in)
         l->weight->data[c] = 1.0f;
         l->running_var->data[c] = 1.0f;
     }
-    return idx;
+    return params_added(m, idx);
 }
 
 static int same_shape_layer(qat_model *m, const char *op, const char *name, qat_layer_type type,
@@ -378,23 +387,29 @@ int qat_model_basic_block(qat_model *m, const char *prefix, int in, int out_ch, 
 
 /* ---- parameters ---- */
 
+/* The parameter and buffer lists, rebuilt by the model's creation and by
+ * every builder that adds parameters, so that the getters never allocate
+ * (a getter that could fail would hand out an empty list). On failure the
+ * previous lists stay. */
 static int build_lists(qat_model *m)
 {
-    if (m->params) return QAT_OK;
     int np = 0, nb = 0;
     for (int i = 0; i < m->n; i++) {
         const qat_layer *l = &m->layers[i];
         np += (l->weight != NULL) + (l->bias != NULL);
         nb += (l->running_mean != NULL) + (l->running_var != NULL);
     }
-    m->params = calloc((size_t)np + 1, sizeof *m->params);
-    m->buffers = calloc((size_t)nb + 1, sizeof *m->buffers);
-    if (!m->params || !m->buffers) {
-        free(m->params);
-        free(m->buffers);
-        m->params = m->buffers = NULL;
+    qat_named_tensor *params = qat_calloc((size_t)np + 1, sizeof *params);
+    qat_named_tensor *buffers = qat_calloc((size_t)nb + 1, sizeof *buffers);
+    if (!params || !buffers) {
+        free(params);
+        free(buffers);
         return qat_error(QAT_ERR_NOMEM, "model: out of memory listing parameters");
     }
+    free(m->params);
+    free(m->buffers);
+    m->params = params;
+    m->buffers = buffers;
     np = nb = 0;
     for (int i = 0; i < m->n; i++) {
         const qat_layer *l = &m->layers[i];
@@ -418,25 +433,10 @@ static int build_lists(qat_model *m)
     return QAT_OK;
 }
 
-int qat_model_num_params(const qat_model *m)
-{
-    return build_lists((qat_model *)m) == QAT_OK ? m->n_params : 0;
-}
-
-const qat_named_tensor *qat_model_params(const qat_model *m)
-{
-    return build_lists((qat_model *)m) == QAT_OK ? m->params : NULL;
-}
-
-int qat_model_num_buffers(const qat_model *m)
-{
-    return build_lists((qat_model *)m) == QAT_OK ? m->n_buffers : 0;
-}
-
-const qat_named_tensor *qat_model_buffers(const qat_model *m)
-{
-    return build_lists((qat_model *)m) == QAT_OK ? m->buffers : NULL;
-}
+int qat_model_num_params(const qat_model *m) { return m->n_params; }
+const qat_named_tensor *qat_model_params(const qat_model *m) { return m->params; }
+int qat_model_num_buffers(const qat_model *m) { return m->n_buffers; }
+const qat_named_tensor *qat_model_buffers(const qat_model *m) { return m->buffers; }
 
 size_t qat_model_param_count(const qat_model *m)
 {

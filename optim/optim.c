@@ -199,10 +199,10 @@ static int append_params(qat_optim *o, const qat_named_tensor *params, int n,
         return qat_error(QAT_ERR_ARG, "%s: too many parameters", kind_names[o->opts.kind]);
     int need = o->n + n;
     if (need > o->cap) {
-        optim_param *np = realloc(o->params, (size_t)need * sizeof *np);
+        optim_param *np = qat_realloc(o->params, (size_t)need * sizeof *np);
         if (!np) return qat_error(QAT_ERR_NOMEM, "optimizer: out of memory for %d parameters", need);
         o->params = np;
-        int64_t *ns = realloc(o->steps, (size_t)need * sizeof *ns);
+        int64_t *ns = qat_realloc(o->steps, (size_t)need * sizeof *ns);
         if (!ns) return qat_error(QAT_ERR_NOMEM, "optimizer: out of memory for %d parameters", need);
         o->steps = ns;
         o->cap = need;
@@ -219,7 +219,7 @@ static int append_params(qat_optim *o, const qat_named_tensor *params, int n,
         p->wd = wd < 0.0 ? default_wd(o, &params[i]) : wd;
         for (int b = 0; b < nb; b++) {
             size_t numel = p->p.t->numel;
-            p->buf[b] = calloc(numel ? numel : 1, sizeof(float));
+            p->buf[b] = qat_calloc(numel ? numel : 1, sizeof(float));
             if (!p->buf[b]) {
                 for (int k = 0; k <= i; k++) free_param_state(&o->params[o->n + k]);
                 return qat_error(QAT_ERR_NOMEM, "%s: out of memory for the state of %s",
@@ -238,7 +238,7 @@ qat_optim *qat_optim_create(const qat_named_tensor *params, int n,
                             const qat_optim_options *opts)
 {
     if (check_options(opts)) return NULL;
-    qat_optim *o = calloc(1, sizeof *o);
+    qat_optim *o = qat_calloc(1, sizeof *o);
     if (!o) return qat_error_null(QAT_ERR_NOMEM, "optimizer: out of memory");
     o->opts = *opts;
     o->lr = opts->lr;

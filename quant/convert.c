@@ -101,11 +101,11 @@ static int conv_op(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_i8op *o, con
     o->stride = l->stride;
     o->pad = l->pad;
     o->in_zp = in->out_zp;
-    o->weight = malloc(wf->numel);
-    o->bias = calloc((size_t)OC, sizeof(int32_t));
-    o->mult = malloc((size_t)OC * sizeof(int32_t));
-    o->shift = malloc((size_t)OC * sizeof(int32_t));
-    o->wscale = malloc((size_t)OC * sizeof(float));
+    o->weight = qat_malloc(wf->numel);
+    o->bias = qat_calloc((size_t)OC, sizeof(int32_t));
+    o->mult = qat_malloc((size_t)OC * sizeof(int32_t));
+    o->shift = qat_malloc((size_t)OC * sizeof(int32_t));
+    o->wscale = qat_malloc((size_t)OC * sizeof(float));
     if (!o->weight || !o->bias || !o->mult || !o->shift || !o->wscale)
         return qat_error(QAT_ERR_NOMEM, "export: out of memory");
     const float *s_all = qat_quantizer_scales(wq);
@@ -137,8 +137,8 @@ static int build(qat_qmodel *qm, float mean, float std, qat_i8graph *g)
 {
     qat_model *m = qat_qmodel_float(qm);
     int nl = qat_model_num_layers(m);
-    int *op_of = malloc((size_t)nl * sizeof *op_of);
-    g->ops = calloc((size_t)nl, sizeof *g->ops);
+    int *op_of = qat_malloc((size_t)nl * sizeof *op_of);
+    g->ops = qat_calloc((size_t)nl, sizeof *g->ops);
     qat_ctx *ctx = qat_ctx_create(1 << 20);
     int rc = (!op_of || !g->ops || !ctx) ? qat_error(QAT_ERR_NOMEM, "export: out of memory") : 0;
     for (int i = 0; op_of && i < nl; i++) op_of[i] = -1;

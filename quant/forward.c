@@ -205,5 +205,7 @@ int qat_qmodel_calibrate(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
     qm->calibrating = 0;
     qat_ctx_set_training(ctx, tr);
     qat_ctx_set_grad(ctx, gr);
-    return y ? QAT_OK : (x ? QAT_ERR_STATE : QAT_ERR_ARG);
+    if (y) return QAT_OK;
+    int st = qat_ctx_status(ctx); /* the step's first failure (out of memory, ...) */
+    return st ? st : x ? QAT_ERR_STATE : QAT_ERR_ARG;
 }

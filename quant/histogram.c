@@ -57,7 +57,7 @@ static int bin_batch(double *counts, int64_t nb, double inv, int64_t g0, const f
         bin_values(counts, inv, g0, x, n);
         return QAT_OK;
     }
-    double *part = calloc((size_t)nt * (size_t)nb, sizeof *part);
+    double *part = qat_calloc((size_t)nt * (size_t)nb, sizeof *part);
     if (!part) {
         bin_values(counts, inv, g0, x, n); /* no memory for partials: serial */
         return QAT_OK;
@@ -243,9 +243,9 @@ static int64_t search(const hctx *c, const hview *v, int folded, int move_hi, in
                       int64_t c0, int64_t c1, int nlev, int obj)
 {
     int64_t nc = c1 - c0 + 1;
-    double *val = malloc((size_t)nc * sizeof *val);
+    double *val = qat_malloc((size_t)nc * sizeof *val);
     int nt = qat_get_num_threads();
-    double *scratch = obj == OBJ_KL ? malloc((size_t)nt * 2 * (size_t)nlev * sizeof *scratch) : NULL;
+    double *scratch = obj == OBJ_KL ? qat_malloc((size_t)nt * 2 * (size_t)nlev * sizeof *scratch) : NULL;
     if (!val || (obj == OBJ_KL && !scratch)) {
         free(val);
         free(scratch);
@@ -298,8 +298,8 @@ static int range_folded(const hctx *c, qat_calib_method m, double pct, int nlev,
     int64_t nf = g1 + 1 > -c->g0 ? g1 + 1 : -c->g0;
     hview v;
     v.n = nf;
-    v.h = calloc((size_t)nf, sizeof *v.h);
-    v.pre = malloc((size_t)(nf + 1) * sizeof *v.pre);
+    v.h = qat_calloc((size_t)nf, sizeof *v.h);
+    v.pre = qat_malloc((size_t)(nf + 1) * sizeof *v.pre);
     if (!v.h || !v.pre) {
         free(v.h);
         free(v.pre);
@@ -337,8 +337,8 @@ static int range_signed(const hctx *c, qat_calib_method m, double pct, int nlev,
     int64_t n = c->nb, z0 = -c->g0;
     hview v;
     v.n = n;
-    v.h = malloc((size_t)n * sizeof *v.h);
-    v.pre = malloc((size_t)(n + 1) * sizeof *v.pre);
+    v.h = qat_malloc((size_t)n * sizeof *v.h);
+    v.pre = qat_malloc((size_t)(n + 1) * sizeof *v.pre);
     if (!v.h || !v.pre) {
         free(v.h);
         free(v.pre);
@@ -397,7 +397,7 @@ int qat_hist_range_(const double *counts, double inv, int64_t g0, int64_t nb, fl
     c.centers = NULL;
     int64_t levels = (int64_t)c.qmax - c.qmin + 1;
     if (m == QAT_CALIB_MSE) {
-        c.centers = malloc((size_t)nb * sizeof *c.centers);
+        c.centers = qat_malloc((size_t)nb * sizeof *c.centers);
         if (!c.centers) return nomem();
         for (int64_t i = 0; i < nb; i++)
             c.centers[i] = (float)(((double)(g0 + i) + 0.5) / inv);

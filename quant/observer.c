@@ -136,7 +136,7 @@ qat_observer *qat_observer_create(const qat_observer_opts *opts)
 {
     int rc = check_opts(opts);
     if (rc) return NULL;
-    qat_observer *obs = calloc(1, sizeof *obs);
+    qat_observer *obs = qat_calloc(1, sizeof *obs);
     if (!obs) return qat_error_null(QAT_ERR_NOMEM, "observer: out of memory");
     obs->opts = *opts;
     obs->per_channel = opts->kind == QAT_OBSERVER_PER_CHANNEL_MINMAX ||
@@ -146,17 +146,17 @@ qat_observer *qat_observer_create(const qat_observer_opts *opts)
     obs->opts.channels = obs->channels;
     obs->enabled = 1;
     size_t C = (size_t)obs->channels;
-    obs->min = malloc(C * sizeof *obs->min);
-    obs->max = malloc(C * sizeof *obs->max);
-    obs->bmin = malloc(C * sizeof *obs->bmin);
-    obs->bmax = malloc(C * sizeof *obs->bmax);
-    obs->min_d = malloc(C * sizeof *obs->min_d);
-    obs->max_d = malloc(C * sizeof *obs->max_d);
+    obs->min = qat_malloc(C * sizeof *obs->min);
+    obs->max = qat_malloc(C * sizeof *obs->max);
+    obs->bmin = qat_malloc(C * sizeof *obs->bmin);
+    obs->bmax = qat_malloc(C * sizeof *obs->bmax);
+    obs->min_d = qat_malloc(C * sizeof *obs->min_d);
+    obs->max_d = qat_malloc(C * sizeof *obs->max_d);
     int ok = obs->min && obs->max && obs->bmin && obs->bmax && obs->min_d && obs->max_d;
     if (ok && opts->kind == QAT_OBSERVER_HISTOGRAM) {
         obs->cap = 2 * (int64_t)opts->bins + 2;
-        obs->counts = calloc((size_t)obs->cap, sizeof *obs->counts);
-        obs->tmp = malloc((size_t)obs->cap * sizeof *obs->tmp);
+        obs->counts = qat_calloc((size_t)obs->cap, sizeof *obs->counts);
+        obs->tmp = qat_malloc((size_t)obs->cap * sizeof *obs->tmp);
         ok = obs->counts && obs->tmp;
     }
     if (!ok) {
@@ -532,8 +532,8 @@ int qat_observer_qparams_with(const qat_observer *obs, const qat_qscheme *scheme
         return qat_error(QAT_ERR_ARG, "observer_qparams: scales or zero_points is NULL");
     int C = obs->channels;
     float one_lo, one_hi;
-    float *lo = C == 1 ? &one_lo : malloc((size_t)C * sizeof *lo);
-    float *hi = C == 1 ? &one_hi : malloc((size_t)C * sizeof *hi);
+    float *lo = C == 1 ? &one_lo : qat_malloc((size_t)C * sizeof *lo);
+    float *hi = C == 1 ? &one_hi : qat_malloc((size_t)C * sizeof *hi);
     int rc = QAT_OK;
     if (!lo || !hi) {
         rc = qat_error(QAT_ERR_NOMEM, "observer_qparams: out of memory (%d channels)", C);

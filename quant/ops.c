@@ -62,8 +62,8 @@ int qat_quantizer_init(qat_quantizer *q, const qat_qscheme *s, int n, int lsq,
     q->scheme = *s;
     qat_qscheme_range(s, &q->qmin, &q->qmax);
     q->n = n;
-    q->scale = calloc((size_t)n, sizeof *q->scale);
-    q->zero_point = calloc((size_t)n, sizeof *q->zero_point);
+    q->scale = qat_calloc((size_t)n, sizeof *q->scale);
+    q->zero_point = qat_calloc((size_t)n, sizeof *q->zero_point);
     if (!q->scale || !q->zero_point) return qat_error(QAT_ERR_NOMEM, "quantizer: out of memory");
     for (int c = 0; c < n; c++) q->scale[c] = 1.0f;
     if (obs) {
@@ -228,6 +228,14 @@ static qat_tensor *fq_apply(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, size_
                    q->lsq_scale ? lsq_grad_factor(outer * inner, q->qmax) : 0.0f);
 }
 
+/* an observer failed (no memory for its state, ...): the op returns NULL
+ * and the step's context records why */
+static qat_tensor *fq_fail(qat_ctx *ctx, int rc)
+{
+    qat_ctx_fail(ctx, rc);
+    return NULL;
+}
+
 qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
 {
     if (!x) return NULL;
@@ -245,10 +253,10 @@ qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
         int rc = q->n > 1 || q->scheme.per_channel
                      ? qat_observer_observe_channels(q->obs, x->data, outer, channels, inner)
                      : qat_observer_observe(q->obs, x->data, x->numel);
-        if (rc) return NULL;
+        if (rc) return fq_fail(ctx, rc);
         /* histogram observers fix their parameters at finalize (costly) */
         if (qat_observer_options(q->obs)->kind != QAT_OBSERVER_HISTOGRAM || !q->initialized)
-            if ((rc = qat_quantizer_from_observer(q, -1))) return NULL;
+            if ((rc = qat_quantizer_from_observer(q, -1))) return fq_fail(ctx, rc);
     }
     if (!q->fake_quant) return x;
     return fq_apply(ctx, x, q, outer, channels, inner, 0);
@@ -267,7 +275,9 @@ qat_tensor *qat_fq_relu(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int obser
         return qat_fq(ctx, r, q, observe);
     }
     if (observe && q->observe && q->obs && !learned) {
-        if (qat_observer_observe_relu(q->obs, x->data, x->numel) || qat_quantizer_from_observer(q, -1)) return NULL;
+        int rc;
+        if ((rc = qat_observer_observe_relu(q->obs, x->data, x->numel)) || (rc = qat_quantizer_from_observer(q, -1)))
+            return fq_fail(ctx, rc);
     }
     qat_tensor *y = fq_apply(ctx, x, q, 1, 1, x->numel, 1);
     *relu_out = y;

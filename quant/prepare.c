@@ -103,7 +103,7 @@ static int build_params(qat_qmodel *qm)
         qat_qunit *un = &qm->units[u];
         n += (un->weight.lsq_scale != NULL) + (un->act.lsq_scale != NULL) + (un->act.lsq_zp != NULL);
     }
-    qm->params = calloc((size_t)n + 1, sizeof *qm->params);
+    qm->params = qat_calloc((size_t)n + 1, sizeof *qm->params);
     if (!qm->params) return qat_error(QAT_ERR_NOMEM, "qmodel: out of memory");
     n = 0;
     for (int u = 0; u < qm->n_units; u++) {
@@ -130,14 +130,14 @@ qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
 {
     if (!m || !cfg) return qat_error_null(QAT_ERR_ARG, "qmodel_prepare: NULL model or config");
     int nl = qat_model_num_layers(m);
-    qat_qmodel *qm = calloc(1, sizeof *qm);
+    qat_qmodel *qm = qat_calloc(1, sizeof *qm);
     if (qm) qm->eval_mode = QAT_EVAL_INTEGER_GRID;
     if (!qm) return qat_error_null(QAT_ERR_NOMEM, "qmodel_prepare: out of memory");
     qm->m = m;
     qm->cfg = *cfg;
-    qm->units = calloc((size_t)nl, sizeof *qm->units);
-    qm->layer_owner = malloc((size_t)nl * sizeof(int));
-    qm->layer_unit = malloc((size_t)nl * sizeof(int));
+    qm->units = qat_calloc((size_t)nl, sizeof *qm->units);
+    qm->layer_owner = qat_malloc((size_t)nl * sizeof(int));
+    qm->layer_unit = qat_malloc((size_t)nl * sizeof(int));
     if (!qm->units || !qm->layer_owner || !qm->layer_unit) {
         qat_qmodel_free(qm);
         return qat_error_null(QAT_ERR_NOMEM, "qmodel_prepare: out of memory");

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/internal.h"
 #include "qat/format_int8.h"
 #include "runtime/rt_internal.h"
 
@@ -189,13 +190,13 @@ static int ld_attr_str(const ld_ctx *c, hid_t obj, const char *name, char **out)
             H5Aread(a, mt, &p) < 0 || !p) {
             st = ld_err(c, QAT_ERR_FORMAT, "cannot read attribute %s", name);
         } else {
-            *out = strdup(p);
+            *out = qat_strdup(p);
             if (!*out) st = qat_rti_error(QAT_ERR_NOMEM, "out of memory");
         }
         if (p) H5free_memory(p);
     } else {
         size_t sz = H5Tget_size(t);
-        char *p = sz ? calloc(sz + 1, 1) : NULL;
+        char *p = sz ? qat_calloc(sz + 1, 1) : NULL;
         mt = H5Tcopy(t);
         if (!p) st = qat_rti_error(QAT_ERR_NOMEM, "out of memory");
         else if (mt < 0 || H5Aread(a, mt, p) < 0)
@@ -280,7 +281,7 @@ static int ld_dset(const ld_ctx *c, hid_t grp, const char *name, ld_kind kind, i
     }
     size_t count = 1;
     for (int i = 0; i < rank; i++) count *= (size_t)dims[i];
-    void *buf = malloc(count * sz + 1);
+    void *buf = qat_malloc(count * sz + 1);
     if (!buf) {
         st = qat_rti_error(QAT_ERR_NOMEM, "out of memory reading %s", name);
         goto done;
@@ -718,7 +719,7 @@ static int ld_file(ld_ctx *c, hid_t f, qat_rt_model *m)
         return ld_err(c, QAT_ERR_FORMAT, "group /ops has %llu members, num_ops is %d",
                       (unsigned long long)gi.nlinks, (int)n);
     }
-    m->ops = calloc((size_t)n, sizeof *m->ops);
+    m->ops = qat_calloc((size_t)n, sizeof *m->ops);
     if (!m->ops) {
         H5Gclose(ops);
         return qat_rti_error(QAT_ERR_NOMEM, "out of memory");
@@ -783,7 +784,7 @@ int qat_rti_load(const void *image, size_t size, const char *path, qat_rt_model 
         H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
         return st;
     }
-    qat_rt_model *m = calloc(1, sizeof *m);
+    qat_rt_model *m = qat_calloc(1, sizeof *m);
     if (!m) {
         H5Fclose(f);
         H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);

@@ -98,7 +98,7 @@ static int plan(qat_rt_model *m, int max_batch)
 {
     unplan(m);
     const rt_isa_kernels *k = isa_kernels(m->isa);
-    m->out = calloc((size_t)m->n_ops, sizeof *m->out);
+    m->out = qat_calloc((size_t)m->n_ops, sizeof *m->out);
     if (!m->out) return qat_rti_error(QAT_ERR_NOMEM, "out of memory planning buffers");
     size_t slot = 64, shared = 64;
     int st = QAT_OK;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/internal.h"
 #include "runtime/rounding.h"
 #include "runtime/rt_internal.h"
 
@@ -31,8 +32,8 @@ void *qat_rti_alloc(size_t bytes)
 {
     size_t n = (bytes + 63) / 64 * 64;
     if (n == 0) n = 64;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, n)) return NULL;
+    void *p = qat_aligned_alloc(64, n);
+    if (!p) return NULL;
     memset(p, 0, n);
     return p;
 }

@@ -123,7 +123,9 @@ QAT_API int qat_model_find(const qat_model *m, const char *name);
 /* Named tensors, in a fixed order. Parameters are trainable
  * ("features.0.weight"); buffers are BN running statistics
  * ("features.1.running_mean"). no_decay is set for biases and BN
- * parameters (excluded from weight decay by default). */
+ * parameters (excluded from weight decay by default). The lists are
+ * rebuilt when a layer with parameters is added (a failure to do so is that
+ * builder's QAT_ERR_NOMEM); the getters below never allocate. */
 
 QAT_API int qat_model_num_params(const qat_model *m);
 QAT_API const qat_named_tensor *qat_model_params(const qat_model *m);

@@ -11,7 +11,15 @@
  *
  * Ops given a NULL input return NULL without a new error, so a training
  * script can check once, at the loss. Shape errors set qat_last_error() and
- * return NULL. Layout is NCHW, float32. */
+ * return NULL. Layout is NCHW, float32.
+ *
+ * Nothing fails silently: a failure the caller cannot see in a return value
+ * (an allocation in the arena, the tape or a gradient buffer, forward or
+ * backward, and every failure inside a backward function) is recorded on
+ * the context as its sticky error. The first one sticks until the step
+ * ends: qat_backward returns it (and stops), qat_ctx_reset returns it, and
+ * both put its message back into qat_last_error(). A step that failed has
+ * incomplete gradients: do not take the optimizer step. */
 #ifndef QAT_TENSOR_H
 #define QAT_TENSOR_H
 
@@ -49,8 +57,21 @@ typedef struct qat_ctx qat_ctx;
  * settles after the first step, so the training loop does not allocate. */
 QAT_API qat_ctx *qat_ctx_create(size_t arena_bytes);
 QAT_API void qat_ctx_free(qat_ctx *ctx);
-/* Ends the step: every step tensor and tape entry is gone. */
-QAT_API void qat_ctx_reset(qat_ctx *ctx);
+/* Ends the step: every step tensor and tape entry is gone. Returns the
+ * step's sticky error (QAT_OK if nothing failed since the last reset; else
+ * the first failure's status, with its message in qat_last_error()) and
+ * clears it. */
+QAT_API int qat_ctx_reset(qat_ctx *ctx);
+/* The sticky error: QAT_OK, or the status of the step's first failure. */
+QAT_API int qat_ctx_status(const qat_ctx *ctx);
+/* Records a failure on the context: if none is recorded yet, status and
+ * the message now in qat_last_error() (set it first, e.g.
+ * qat_ctx_fail(ctx, qat_error(...)) inside the library) become the sticky
+ * error. A custom op's backward calls it when it cannot complete; the
+ * library's arena, tape and qat_grad call it themselves. status QAT_OK is
+ * a no-op. Returns status. Not thread-safe (as the arena): call it outside
+ * parallel regions. */
+QAT_API int qat_ctx_fail(qat_ctx *ctx, int status);
 /* Gradient recording on (default) or off (evaluation). */
 QAT_API void qat_ctx_set_grad(qat_ctx *ctx, int enabled);
 QAT_API int qat_ctx_grad_enabled(const qat_ctx *ctx);
@@ -75,12 +96,16 @@ QAT_API qat_tensor *qat_new(qat_ctx *ctx, int ndim, const int *shape);
 QAT_API qat_tensor *qat_from(qat_ctx *ctx, int ndim, const int *shape, const float *data);
 /* Step tensor that must receive a gradient (for tests and input gradients). */
 QAT_API qat_tensor *qat_new_leaf(qat_ctx *ctx, int ndim, const int *shape, const float *data);
-/* Raw arena memory, 64-byte aligned, valid until reset. */
+/* Raw arena memory, 64-byte aligned, valid until reset. NULL when memory
+ * runs out (QAT_ERR_NOMEM, recorded on the context). */
 QAT_API void *qat_arena_alloc(qat_ctx *ctx, size_t bytes);
 
 /* Backward from a scalar (numel 1) loss: d loss / d loss = 1.
  * Returns QAT_OK, or an error if loss is NULL / not scalar / an op on the
- * tape has no backward. */
+ * tape has no backward, or the context's sticky error: an op of the step
+ * (before or during this backward) failed, e.g. QAT_ERR_NOMEM; backward
+ * stops at the first failing backward function, gradients are then
+ * incomplete. */
 QAT_API int qat_backward(qat_ctx *ctx, qat_tensor *loss);
 
 /* ---- ops ---- */
@@ -154,7 +179,10 @@ QAT_API int qat_count_correct(const qat_tensor *logits, const uint8_t *labels);
 /* ---- extending: custom ops ----
  * An op computes its output, then (if qat_needs_grad says so) records a
  * backward closure. backward reads out->grad and adds into the inputs'
- * gradients obtained with qat_grad(). */
+ * gradients obtained with qat_grad(). A backward that cannot complete (no
+ * memory for its scratch) records it with qat_ctx_fail; a NULL from
+ * qat_grad or qat_arena_alloc is recorded already (qat_grad's NULL for a
+ * tensor that needs no gradient is not a failure). */
 typedef struct qat_tape_entry qat_tape_entry;
 typedef void (*qat_backward_fn)(qat_ctx *ctx, const qat_tape_entry *e);
 struct qat_tape_entry {
@@ -173,12 +201,13 @@ QAT_API int qat_needs_grad(const qat_ctx *ctx, int n, qat_tensor *const *in);
  * out is normally the op's new output; an entry recorded on a tensor that
  * already requires a gradient (a leaf, or another entry's out, e.g. a
  * marker) runs its backward without ending that gradient's life.
- * Returns QAT_OK or QAT_ERR_NOMEM. */
+ * Returns QAT_OK or QAT_ERR_NOMEM / QAT_ERR_ARG (recorded on the context). */
 QAT_API int qat_tape_record(qat_ctx *ctx, const char *name, qat_backward_fn fn,
                             qat_tensor *out, int n_in, qat_tensor *const *in,
                             void *saved);
 /* The gradient buffer of t, allocated zero-filled in the arena on first use;
- * NULL if t does not require a gradient. */
+ * NULL if t does not require a gradient, or (recorded on the context) if
+ * memory ran out. */
 QAT_API float *qat_grad(qat_ctx *ctx, qat_tensor *t);
 
 /* Longest layer or unit name, with its terminating zero. */
