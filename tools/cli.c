@@ -213,7 +213,7 @@ int cli_calibrate(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int n, ui
         qat_tensor *x = qat_new(ctx, 4, (int[]){b, ds->c, ds->h, ds->w});
         if (!x || qat_dataset_normalize_into(ds, perm + s, b, x->data) || qat_qmodel_calibrate(ctx, qm, x))
             rc = cli_fail_lib("calibration");
-        qat_ctx_reset(ctx);
+        if (qat_ctx_reset(ctx) != QAT_OK && !rc) rc = cli_fail_lib("calibration");
     }
     free(perm);
     if (!rc && qat_qmodel_finalize(qm)) rc = cli_fail_lib("calibration");
@@ -244,7 +244,10 @@ double cli_evaluate(qat_ctx *ctx, qat_model *m, qat_qmodel *qm, const qat_datase
             break;
         }
         correct += qat_count_correct(y, ds->labels + s);
-        qat_ctx_reset(ctx);
+        if (qat_ctx_reset(ctx) != QAT_OK) {
+            correct = -1;
+            break;
+        }
     }
     qat_ctx_set_training(ctx, was_training);
     qat_ctx_set_grad(ctx, had_grad);

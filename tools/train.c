@@ -434,7 +434,7 @@ static int train_step(train_run *r, int n, double *loss, long *correct)
     if (r->qm) qat_qmodel_clamp_params(r->qm);
     *loss = l->data[0];
     *correct = qat_count_correct(logits, r->yb);
-    qat_ctx_reset(r->ctx);
+    if (qat_ctx_reset(r->ctx) != QAT_OK) return cli_fail_lib("train step"); /* the step's sticky error */
     return 0;
 }
 
