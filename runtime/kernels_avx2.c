@@ -17,13 +17,17 @@
  * - everything else as in kernels_vnni.c: an implicit GEMM over the packed
  *   image (cells of 2 channels = 4 bytes), lanes of 8 output positions, a
  *   6 x 2 register tile, the requantization fused in the epilogue
- *   (prepare.c), output staged per image and copied into NCHW rows. */
+ *   (prepare.c), output staged per image and copied into NCHW rows.
+ *
+ * The packing of weights and inputs and the split over the threads are
+ * kernels_common.c's, shared with kernels_vnni.c; this file has the SIMD
+ * (packed rows, register tiles, epilogue, Winograd) and avx2_fast, the
+ * description the shared code works from. */
 #include <immintrin.h>
-#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "runtime/rt_internal.h"
+#include "runtime/kernels_common.h"
 
 #pragma GCC poison float double
 
@@ -37,17 +41,7 @@
  * vectors */
 enum { CONV_MR = 6, CONV_NR = 2, LIN_MR = 4, LIN_NR = 2 };
 
-static inline int32_t ld32(const void *p)
-{
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static inline int imin(int a, int b)
-{
-    return a < b ? a : b;
-}
+static const rt_fast_isa avx2_fast;
 
 /* 8 int32 in [-128, 127] -> 8 bytes in the low half */
 AVX2_INLINE __m128i pack8(__m256i r)
@@ -57,49 +51,33 @@ AVX2_INLINE __m128i pack8(__m256i r)
     return _mm_unpacklo_epi32(_mm256_castsi256_si128(p8), _mm256_extracti128_si256(p8, 1));
 }
 
+/* ---- requantization epilogue (prepare.c proves it exact) ----
+ * The parameters of 8 int32 lanes: one output channel broadcast
+ * (epi_chan_load, the conv rows) or 8 consecutive ones (epi_lanes_load,
+ * the linear features). Qword k of the accumulator holds lanes 2k (low
+ * dword: the even products) and 2k + 1 (high: the odd ones), each shifted
+ * by its own count. */
 typedef struct {
-    __m256i alo, ahi, m, rnd, cadd, lo, hi;
-    __m128i t;
-} epi_row;
+    __m256i alo, ahi, m, m_odd, te, to, re, ro, cadd, lo, hi;
+} epi_par;
 
-AVX2_INLINE epi_row epi_row_load(const rt_epi *e, int c)
+AVX2_INLINE epi_par epi_chan_load(const rt_epi *e, int c)
 {
-    epi_row p;
+    epi_par p;
     p.alo = _mm256_set1_epi32(e->alo[c]);
     p.ahi = _mm256_set1_epi32(e->ahi[c]);
-    p.m = _mm256_set1_epi32(e->m[c]);
-    p.rnd = _mm256_set1_epi64x((long long)e->rnd[c]);
+    p.m = p.m_odd = _mm256_set1_epi32(e->m[c]);
+    p.te = p.to = _mm256_set1_epi64x(e->t64[c]);
+    p.re = p.ro = _mm256_set1_epi64x((long long)e->rnd[c]);
     p.cadd = _mm256_set1_epi32(e->cadd[c]);
     p.lo = _mm256_set1_epi32(e->lo);
     p.hi = _mm256_set1_epi32(e->hi);
-    p.t = _mm_cvtsi32_si128(e->t[c]);
     return p;
 }
 
-/* the requantized int32 lanes, before the final clamp to [lo, hi] */
-AVX2_INLINE __m256i epi_row_r(__m256i a, const epi_row *p)
+AVX2_INLINE epi_par epi_lanes_load(const rt_epi *e, int c0)
 {
-    a = _mm256_min_epi32(_mm256_max_epi32(a, p->alo), p->ahi);
-    __m256i ev = _mm256_mul_epi32(a, p->m);
-    __m256i od = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), p->m);
-    ev = _mm256_srl_epi64(_mm256_add_epi64(ev, p->rnd), p->t);
-    od = _mm256_srl_epi64(_mm256_add_epi64(od, p->rnd), p->t);
-    const __m256i r = _mm256_blend_epi32(ev, _mm256_slli_epi64(od, 32), 0xAA);
-    return _mm256_add_epi32(r, p->cadd);
-}
-
-AVX2_INLINE __m128i epi_row_apply(__m256i a, const epi_row *p)
-{
-    return pack8(_mm256_min_epi32(_mm256_max_epi32(epi_row_r(a, p), p->lo), p->hi));
-}
-
-typedef struct {
-    __m256i alo, ahi, m, m_odd, te, to, re, ro, cadd, lo, hi;
-} epi_lane;
-
-AVX2_INLINE epi_lane epi_lane_load(const rt_epi *e, int c0)
-{
-    epi_lane p;
+    epi_par p;
     p.alo = _mm256_loadu_si256((const __m256i *)(const void *)(e->alo + c0));
     p.ahi = _mm256_loadu_si256((const __m256i *)(const void *)(e->ahi + c0));
     p.m = _mm256_loadu_si256((const __m256i *)(const void *)(e->m + c0));
@@ -108,7 +86,6 @@ AVX2_INLINE epi_lane epi_lane_load(const rt_epi *e, int c0)
     const __m256i t1 = _mm256_loadu_si256((const __m256i *)(const void *)(e->t64 + c0 + 4));
     const __m256i r0 = _mm256_loadu_si256((const __m256i *)(const void *)(e->rnd + c0));
     const __m256i r1 = _mm256_loadu_si256((const __m256i *)(const void *)(e->rnd + c0 + 4));
-    /* qword k of the accumulator holds channels c0 + 2k (low) and c0 + 2k + 1 */
     p.te = _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(t0, t1), 0xD8);
     p.to = _mm256_permute4x64_epi64(_mm256_unpackhi_epi64(t0, t1), 0xD8);
     p.re = _mm256_permute4x64_epi64(_mm256_unpacklo_epi64(r0, r1), 0xD8);
@@ -119,17 +96,21 @@ AVX2_INLINE epi_lane epi_lane_load(const rt_epi *e, int c0)
     return p;
 }
 
-AVX2_INLINE __m128i epi_lane_apply(__m256i a, const epi_lane *p)
+/* the requantized int32 lanes, before the final clamp to [lo, hi] */
+AVX2_INLINE __m256i epi_r(__m256i a, const epi_par *p)
 {
     a = _mm256_min_epi32(_mm256_max_epi32(a, p->alo), p->ahi);
     __m256i ev = _mm256_mul_epi32(a, p->m);
     __m256i od = _mm256_mul_epi32(_mm256_srli_epi64(a, 32), p->m_odd);
     ev = _mm256_srlv_epi64(_mm256_add_epi64(ev, p->re), p->te);
     od = _mm256_srlv_epi64(_mm256_add_epi64(od, p->ro), p->to);
-    __m256i r = _mm256_blend_epi32(ev, _mm256_slli_epi64(od, 32), 0xAA);
-    r = _mm256_add_epi32(r, p->cadd);
-    r = _mm256_min_epi32(_mm256_max_epi32(r, p->lo), p->hi);
-    return pack8(r);
+    const __m256i r = _mm256_blend_epi32(ev, _mm256_slli_epi64(od, 32), 0xAA);
+    return _mm256_add_epi32(r, p->cadd);
+}
+
+AVX2_INLINE __m128i epi_apply(__m256i a, const epi_par *p)
+{
+    return pack8(_mm256_min_epi32(_mm256_max_epi32(epi_r(a, p), p->lo), p->hi));
 }
 
 /* ---- conv2d ---- */
@@ -137,46 +118,24 @@ AVX2_INLINE __m128i epi_lane_apply(__m256i a, const epi_lane *p)
 static int wino_eligible(const rt_op *op);
 static int avx2_prepare_wino(rt_op *op);
 
+static int avx2_prepare_linear(rt_op *op)
+{
+    return qat_rti_prepare_linear(op, &avx2_fast);
+}
+
 static int avx2_prepare_conv(rt_op *op)
 {
-    rt_gemm *g = &op->g;
-    qat_rti_gemm_free(g);
-    g->isa = QAT_RT_ISA_AVX2;
     if (wino_eligible(op)) {
-        int st = qat_rti_epi_init(op, g, op->oc, 0);
+        qat_rti_gemm_start(op, &avx2_fast);
+        int st = qat_rti_epi_init(op, &op->g, op->oc, 0);
         return st ? st : avx2_prepare_wino(op);
     }
-    int st = qat_rti_conv_geometry(op, g, 2, 8, 2);
-    if (!st) st = qat_rti_epi_init(op, g, op->oc, 0);
-    if (st) return st;
-    const int OC = op->oc, kg = g->kg;
-    const size_t K = (size_t)op->ic * op->kh * op->kw;
-    int16_t *w = qat_rti_alloc((size_t)OC * kg * 4);
-    if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
-    g->w = w;
-    /* tile m0 (mr rows): [kg][mr][2] int16 at element m0 * kg * 2 */
-    for (int m0 = 0; m0 < OC; m0 += CONV_MR) {
-        const int mr = imin(CONV_MR, OC - m0);
-        int16_t *wt = w + (size_t)m0 * kg * 2;
-        for (int j = 0; j < kg; j++)
-            for (int r = 0; r < mr; r++)
-                for (int e = 0; e < 2; e++) {
-                    const long k = qat_rti_conv_k(op, g, 2, j, e);
-                    wt[((size_t)j * mr + r) * 2 + e] = k < 0 ? 0 : op->weight[(size_t)(m0 + r) * K + (size_t)k];
-                }
-    }
-    g->tmp_bytes = (size_t)OC * g->q_vecs * 8 + 16; /* + conv_unstage's read slack */
-    return QAT_OK;
+    int st = qat_rti_prepare_conv(op, &avx2_fast);
+    /* + conv_unstage's read slack */
+    if (!st) op->g.tmp_bytes = (size_t)op->oc * op->g.q_vecs * 8 + 16;
+    return st;
 }
 
-static size_t avx2_conv_slot_bytes(const rt_op *op)
-{
-    if (op->g.wino) return op->g.wslot_bytes;
-    return (op->g.img_bytes + 63) / 64 * 64 + op->g.tmp_bytes;
-}
-
-/* tap cells: each input channel staged as int16 planes (x - zp, padding 0),
- * then every pair of taps interleaved from its 2 shifted streams */
 /* Vector k of a row pair (channels c0 and c0 + 1 at s0, s1; s1 unread
  * unless has1) as cells of 2 int16 x - zp: ev the even columns 16k, 16k+2,
  * ..., od the odd ones, 0 past the row's W. Reads up to 15 bytes past the
@@ -200,158 +159,114 @@ AVX2_INLINE void even_odd_cells(const int8_t *s0, const int8_t *s1, int has1, in
     *od = _mm256_and_si256(_mm256_unpackhi_epi64(lo, hi), _mm256_cmpgt_epi32(Wv, _mm256_add_epi32(ie, one)));
 }
 
-AVX2 static void conv_pack_taps(const rt_op *op, const int8_t *x, uint8_t *xp)
+/* input packing (kernels_common.c: qat_rti_conv_pack): cells of two int16
+ * x - zp, padding 0 */
+
+/* stride 1, shared pad columns: rows of ws = W + P cells, P pad cells then
+ * W pixels, int16 x - zp: cells of the channel pair (cpg 2), or one value
+ * per element (cpg 1, the tap-mode staging) */
+AVX2_INLINE void rows_shared_i16(const rt_op *op, const rt_span *sp, const int cpg)
 {
-    const rt_gemm *g = &op->g;
-    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, s = g->s, ws = g->ws;
+    const int W = op->in_w, P = op->pad, n = sp->n;
     const int32_t zp = op->in_zp;
-    const size_t cells = g->splane;
-    int16_t *st = (int16_t *)(void *)(xp + g->stage_off);
-    for (int c = 0; c < C; c++)
-        for (int ph = 0; ph < s; ph++)
-            for (int pw = 0; pw < s; pw++) {
-                int16_t *pl = st + ((size_t)(c * s + ph) * s + pw) * cells;
-                if (g->shared_pad) { /* rows of W + P, P more at the end */
-                    memset(pl, 0, cells * 2);
-                    for (int ih = 0; ih < H; ih++) {
-                        int16_t *row = pl + (size_t)(ih + P) * ws + P;
-                        const int8_t *src = x + ((size_t)c * H + ih) * W;
-                        for (int iw = 0; iw < W; iw++) row[iw] = (int16_t)(src[iw] - zp);
-                    }
-                    continue;
-                }
-                for (int i = 0; i < g->hs; i++) {
-                    const int ih = i * s + ph - P;
-                    for (int j = 0; j < ws; j++) {
-                        const int iw = j * s + pw - P;
-                        pl[(size_t)i * ws + j] = (int16_t)(ih >= 0 && ih < H && iw >= 0 && iw < W
-                                                               ? x[((size_t)c * H + ih) * W + iw] - zp
-                                                               : 0);
-                    }
-                }
+    const __m256i zpv = _mm256_set1_epi16((short)zp);
+    for (int r = 0; r < n; r++) {
+        const int8_t *src[2] = {NULL, NULL};
+        int16_t *row = (int16_t *)(void *)rt_span_row(sp, r, cpg, src);
+        const int8_t *a = src[0], *b = src[1];
+        memset(row, 0, (size_t)P * cpg * 2);
+        int c0 = 0;
+        for (; c0 + 16 <= W; c0 += 16) {
+            const __m256i va =
+                _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + c0))), zpv);
+            if (cpg == 1) {
+                _mm256_storeu_si256((__m256i *)(void *)(row + P + c0), va);
+                continue;
             }
-    const long K = (long)C * op->kh * op->kw;
-    for (int j = 0; j < g->kg; j++) {
-        const int16_t *a = st + g->soff[2 * j];
-        const int16_t *b = st + (2L * j + 1 < K ? g->soff[2 * j + 1] : 0);
-        uint8_t *d = xp + (size_t)j * g->plane_bytes;
-        for (int v = 0; v < g->q_vecs; v++) {
-            const __m128i va = _mm_loadu_si128((const __m128i *)(const void *)(a + 8 * v));
-            const __m128i vb = _mm_loadu_si128((const __m128i *)(const void *)(b + 8 * v));
-            _mm_storeu_si128((__m128i *)(void *)(d + (size_t)v * 32), _mm_unpacklo_epi16(va, vb));
-            _mm_storeu_si128((__m128i *)(void *)(d + (size_t)v * 32 + 16), _mm_unpackhi_epi16(va, vb));
+            const __m256i vb =
+                b ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + c0))), zpv)
+                  : _mm256_setzero_si256();
+            const __m256i lo = _mm256_unpacklo_epi16(va, vb); /* cols 0-3 | 8-11 */
+            const __m256i hi = _mm256_unpackhi_epi16(va, vb); /* cols 4-7 | 12-15 */
+            int16_t *q = row + (size_t)(P + c0) * 2;
+            _mm256_storeu_si256((__m256i *)(void *)q, _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256((__m256i *)(void *)(q + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+        for (; c0 < W; c0++) {
+            row[(size_t)(P + c0) * cpg] = (int16_t)(a[c0] - zp);
+            if (cpg == 2) row[(size_t)(P + c0) * 2 + 1] = (int16_t)(b ? b[c0] - zp : 0);
         }
     }
 }
 
-/* x [C][H][W] int8 -> cells of two int16 x - zp (padding 0) */
-AVX2 static void conv_pack(const rt_op *op, const int8_t *x, uint8_t *xp)
+AVX2 static void avx2_rows_shared(const rt_op *op, const rt_span *sp)
 {
-    if (op->g.tap_mode) {
-        conv_pack_taps(op, x, xp);
-        return;
-    }
-    const rt_gemm *g = &op->g;
-    const int C = op->ic, H = op->in_h, W = op->in_w, P = op->pad, s = g->s;
-    const int32_t zp = op->in_zp;
-    if (g->shared_pad) {
-        /* rows of ws = W + P cells sharing their pad columns (prepare.c) */
-        const __m256i zpv = _mm256_set1_epi16((short)zp);
-        const int ws = g->ws;
-        for (int grp = 0; grp < g->groups; grp++) {
-            int16_t *pl = (int16_t *)(void *)(xp + (size_t)grp * g->plane_bytes);
-            const int8_t *s0 = x + (size_t)(grp * 2) * H * W;
-            const int8_t *s1 = grp * 2 + 1 < C ? s0 + (size_t)H * W : NULL;
-            for (int hp = 0; hp < g->hp; hp++) {
-                int16_t *row = pl + (size_t)hp * ws * 2;
-                const int ih = hp - P;
-                if (ih < 0 || ih >= H) {
-                    memset(row, 0, (size_t)ws * 4);
-                    continue;
-                }
-                memset(row, 0, (size_t)P * 4);
-                const int8_t *a = s0 + (size_t)ih * W, *b = s1 ? s1 + (size_t)ih * W : NULL;
-                int c0 = 0;
-                for (; c0 + 16 <= W; c0 += 16) {
-                    const __m256i va = _mm256_sub_epi16(
-                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + c0))), zpv);
-                    const __m256i vb = b ? _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-                                                                (const __m128i *)(const void *)(b + c0))),
-                                                            zpv)
-                                         : _mm256_setzero_si256();
-                    const __m256i lo = _mm256_unpacklo_epi16(va, vb); /* cols 0-3 | 8-11 */
-                    const __m256i hi = _mm256_unpackhi_epi16(va, vb); /* cols 4-7 | 12-15 */
-                    int16_t *d = row + (size_t)(P + c0) * 2;
-                    _mm256_storeu_si256((__m256i *)(void *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
-                    _mm256_storeu_si256((__m256i *)(void *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
-                }
-                for (; c0 < W; c0++) {
-                    row[(size_t)(P + c0) * 2] = (int16_t)(a[c0] - zp);
-                    row[(size_t)(P + c0) * 2 + 1] = (int16_t)(b ? b[c0] - zp : 0);
-                }
-            }
-            memset(pl + (size_t)g->hp * ws * 2, 0, (size_t)P * 4);
-        }
-        return;
-    }
-    if (s == 2) {
-        /* each input row pair splits into its even and odd columns: cells of
-         * input column iw go to phase plane pw = (iw + P) % 2, cell
-         * (iw + P) / 2; masked stores keep to the ws cells of a row */
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const int ws = g->ws, pwA = P % 2, offA = P / 2, offB = (P + 1) / 2;
-        /* only the phases some tap reads (a 1x1 kernel reads (0, 0) alone) */
-        const int need_a = pwA < op->kw, need_b = 1 - pwA < op->kw;
-        for (int grp = 0; grp < g->groups; grp++) {
-            const int c0 = 2 * grp, has1 = c0 + 1 < C;
-            for (int ph = 0; ph < imin(2, op->kh); ph++) {
-                int32_t *p0 = (int32_t *)(void *)(xp + ((size_t)(grp * 2 + ph) * 2) * g->plane_bytes);
-                int32_t *p1 = (int32_t *)(void *)((uint8_t *)p0 + g->plane_bytes);
-                int32_t *pa = pwA ? p1 : p0, *pb = pwA ? p0 : p1;
-                for (int i = 0; i < g->hs; i++) {
-                    int32_t *ra = pa + (size_t)i * ws, *rb = pb + (size_t)i * ws;
-                    if (need_a) memset(ra, 0, (size_t)ws * 4);
-                    if (need_b) memset(rb, 0, (size_t)ws * 4);
-                    const int ih = 2 * i + ph - P;
-                    if (ih < 0 || ih >= H) continue;
-                    const int8_t *s0 = x + ((size_t)c0 * H + ih) * W, *s1 = s0 + (size_t)H * W;
-                    for (int k = 0; 16 * k < W; k++) {
-                        __m256i ev, od;
-                        even_odd_cells(s0, s1, has1, k, W, zp, &ev, &od);
-                        const int ja = offA + 8 * k, jb = offB + 8 * k;
-                        if (need_a && ja < ws)
-                            _mm256_maskstore_epi32((int *)(ra + ja), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - ja), lane), ev);
-                        if (need_b && jb < ws)
-                            _mm256_maskstore_epi32((int *)(rb + jb), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - jb), lane), od);
-                    }
-                }
-            }
-        }
-        return;
-    }
-    for (int grp = 0; grp < g->groups; grp++)
-        for (int ph = 0; ph < s; ph++)
-            for (int pw = 0; pw < s; pw++) {
-                int16_t *pl = (int16_t *)(void *)(xp + ((size_t)(grp * s + ph) * s + pw) * g->plane_bytes);
-                for (int i = 0; i < g->hs; i++) {
-                    const int ih = i * s + ph - P;
-                    for (int j = 0; j < g->ws; j++) {
-                        const int iw = j * s + pw - P;
-                        const int in = ih >= 0 && ih < H && iw >= 0 && iw < W;
-                        int16_t *cell = pl + ((size_t)i * g->ws + j) * 2;
-                        for (int e = 0; e < 2; e++) {
-                            const int c = grp * 2 + e;
-                            cell[e] = (int16_t)(in && c < C ? x[((size_t)c * H + ih) * W + iw] - zp : 0);
-                        }
-                    }
-                }
-            }
+    rows_shared_i16(op, sp, 2);
 }
 
-/* Named accumulators (GCC keeps arrays of vectors in memory across the
- * loop); MR and NR are constants after inlining. */
-#define RT_R4(X) X(0) X(1) X(2) X(3)
-#define RT_R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+AVX2 static void avx2_stage_shared(const rt_op *op, const rt_span *sp)
+{
+    rows_shared_i16(op, sp, 1);
+}
+
+/* cells [j0, j1) of a packed row to 0 (masked stores: nothing past j1) */
+AVX2_INLINE void zero_cells(int32_t *r, int j0, int j1, __m256i lane)
+{
+    for (int j = j0; j < j1; j += 8)
+        _mm256_maskstore_epi32((int *)(r + j), _mm256_cmpgt_epi32(_mm256_set1_epi32(j1 - j), lane),
+                               _mm256_setzero_si256());
+}
+
+/* stride 2: each row splits into its even and odd columns: cells of input
+ * column iw go to phase plane pw = (iw + P) % 2, cell (iw + P) / 2; masked
+ * stores keep to the ws cells of a row. The vectors of 8 cells from offA
+ * (offB) cover the row but for its first cells and any past the last
+ * vector: those are zeroed apart. Only the phases some tap reads (a 1x1
+ * kernel reads (0, 0) alone). */
+AVX2 static void avx2_rows_s2(const rt_op *op, const rt_span *sp)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int W = op->in_w, P = op->pad, ws = op->g.ws, n = sp->n;
+    const int32_t zp = op->in_zp;
+    const int pwA = P % 2, offA = P / 2, offB = (P + 1) / 2;
+    const int need_a = pwA < op->kw, need_b = 1 - pwA < op->kw;
+    const size_t pa = pwA ? op->g.plane_bytes : 0, pb = pwA ? 0 : op->g.plane_bytes;
+    const int nk = (W + 15) / 16, endA = rt_imin(ws, offA + 8 * nk), endB = rt_imin(ws, offB + 8 * nk);
+    for (int r = 0; r < n; r++) {
+        const int8_t *src[2];
+        uint8_t *d = rt_span_row(sp, r, 2, src);
+        int32_t *ra = (int32_t *)(void *)(d + pa), *rb = (int32_t *)(void *)(d + pb);
+        if (need_a) {
+            zero_cells(ra, 0, rt_imin(offA, ws), lane);
+            zero_cells(ra, endA, ws, lane);
+        }
+        if (need_b) {
+            zero_cells(rb, 0, rt_imin(offB, ws), lane);
+            zero_cells(rb, endB, ws, lane);
+        }
+        for (int k = 0; 16 * k < W; k++) {
+            __m256i ev, od;
+            even_odd_cells(src[0], src[1], src[1] != NULL, k, W, zp, &ev, &od);
+            const int ja = offA + 8 * k, jb = offB + 8 * k;
+            if (need_a && ja < ws)
+                _mm256_maskstore_epi32((int *)(ra + ja), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - ja), lane), ev);
+            if (need_b && jb < ws)
+                _mm256_maskstore_epi32((int *)(rb + jb), _mm256_cmpgt_epi32(_mm256_set1_epi32(ws - jb), lane), od);
+        }
+    }
+}
+
+/* tap cells: the pair of staged int16 streams of a k group interleaved */
+AVX2 static void avx2_interleave(const rt_op *op, const uint8_t *const *src, uint8_t *d)
+{
+    const int16_t *a = (const int16_t *)(const void *)src[0], *b = (const int16_t *)(const void *)src[1];
+    for (int v = 0; v < op->g.q_vecs; v++) {
+        const __m128i va = _mm_loadu_si128((const __m128i *)(const void *)(a + 8 * v));
+        const __m128i vb = _mm_loadu_si128((const __m128i *)(const void *)(b + 8 * v));
+        _mm_storeu_si128((__m128i *)(void *)(d + (size_t)v * 32), _mm_unpacklo_epi16(va, vb));
+        _mm_storeu_si128((__m128i *)(void *)(d + (size_t)v * 32 + 16), _mm_unpackhi_epi16(va, vb));
+    }
+}
 
 /* The register tile: rows m0..m0+MR-1 of the packed weights wt ([kg][MR][2]
  * int16) times NR vectors of 8 positions of the packed input (k group j at
@@ -381,7 +296,7 @@ AVX2_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const 
         const __m256i b2 = NR > 2 ? _mm256_loadu_si256((const __m256i *)(const void *)(bp + 64)) : z;
 #define CT_STEP(r)                                                                   \
     if (r < MR) {                                                                    \
-        const __m256i w = _mm256_set1_epi32(ld32(wt + 2 * r));                       \
+        const __m256i w = _mm256_set1_epi32(rt_ld32(wt + 2 * r));                       \
         a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(b0, w));               \
         if (NR > 1) a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(b1, w));   \
         if (NR > 2) a##r##2 = _mm256_add_epi32(a##r##2, _mm256_madd_epi16(b2, w));   \
@@ -391,14 +306,7 @@ AVX2_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const 
         wt += 2 * MR;
     }
     __m256i acc[CONV_MR][3];
-#define CT_SAVE(r)                       \
-    if (r < MR) {                        \
-        acc[r][0] = a##r##0;             \
-        if (NR > 1) acc[r][1] = a##r##1; \
-        if (NR > 2) acc[r][2] = a##r##2; \
-    }
-    RT_R6(CT_SAVE)
-#undef CT_SAVE
+    RT_R6(RT_SAVE3)
     if (raw) {
         for (int r = 0; r < MR; r++)
             for (int v = 0; v < NR; v++)
@@ -406,37 +314,32 @@ AVX2_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const 
         return;
     }
     for (int r = 0; r < MR; r++) {
-        const epi_row p = epi_row_load(e, m0 + r);
+        const epi_par p = epi_chan_load(e, m0 + r);
         for (int v = 0; v < NR; v++)
             _mm_storel_epi64((__m128i *)(void *)(tmp + (size_t)(m0 + r) * ldt + 8 * v),
-                             epi_row_apply(acc[r][v], &p));
+                             epi_apply(acc[r][v], &p));
     }
 }
 
-/* A tile of run-time mr x nr (nr <= 2) as the call TILE(MR, NR) with
- * compile-time sizes, for mr <= 6 (RT_TILES6) or mr <= 4 (RT_TILES4). */
-#define RT_TILE_CASE(MR_, NR_) \
-    case MR_ * 4 + NR_: TILE(MR_, NR_); break;
-#define RT_TILE_ROWS(MR_) RT_TILE_CASE(MR_, 1) RT_TILE_CASE(MR_, 2)
-#define RT_TILES4(mr, nr)                                                                     \
-    switch ((mr) * 4 + (nr)) {                                                                \
-        RT_TILE_ROWS(1) RT_TILE_ROWS(2) RT_TILE_ROWS(3) RT_TILE_ROWS(4) default : break;      \
-    }
-#define RT_TILES6(mr, nr)                                                                     \
-    switch ((mr) * 4 + (nr)) {                                                                \
-        RT_TILE_ROWS(1) RT_TILE_ROWS(2) RT_TILE_ROWS(3) RT_TILE_ROWS(4) RT_TILE_ROWS(5)       \
-        RT_TILE_ROWS(6) default : break;                                                      \
-    }
 _Static_assert(CONV_MR == 6 && CONV_NR == 2 && LIN_MR == 4 && LIN_NR == 2,
-               "RT_TILES6 and RT_TILES4 list the register tiles' sizes");
+               "the RT_TILES calls list the register tiles' sizes");
 
-AVX2 static void conv_tile_any(int mr, int nr, const uint8_t *xq, const int32_t *koff, int kg,
-                               const int16_t *wt, const rt_epi *e, int m0, int8_t *tmp,
-                               size_t ldt)
+/* the direct conv's vector block (rt_conv_plan), every output channel:
+ * into the output staging rows tmp[OC][q_vecs * 8] after the packed image
+ * in the slot */
+AVX2 static void avx2_conv_block(const rt_op *op, uint8_t *slot, int8_t *y, int v0, int nr)
 {
-#define TILE(MR_, NR_) conv_tile(MR_, NR_, xq, koff, kg, wt, e, m0, tmp, ldt, NULL, 0, 0)
-    RT_TILES6(mr, nr)
+    (void)y;
+    const rt_gemm *g = &op->g;
+    const uint8_t *xq = slot + (size_t)v0 * 32;
+    const size_t ldt = (size_t)g->q_vecs * 8;
+    int8_t *tmp = (int8_t *)(slot + (g->img_bytes + 63) / 64 * 64) + (size_t)v0 * 8;
+    for (int m0 = 0; m0 < op->oc; m0 += CONV_MR) {
+        const int16_t *wt = (const int16_t *)g->w + (size_t)m0 * g->kg * 2;
+#define TILE(MR_, NR_) conv_tile(MR_, NR_, xq, g->koff, g->kg, wt, &g->epi, m0, tmp, ldt, NULL, 0, 0)
+        RT_TILES(rt_imin(CONV_MR, op->oc - m0), nr, RT_MR6(RT_NR2))
 #undef TILE
+    }
 }
 
 /* ---- Winograd F(2x2, 3x3): 3x3 stride-1 convolutions ----
@@ -524,7 +427,7 @@ static int avx2_prepare_wino(rt_op *op)
     if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
     static const int Gp[4][3] = {{2, 0, 0}, {1, 1, 1}, {1, -1, 1}, {0, 0, 2}};
     for (int o = 0; o < OC; o++) {
-        const int m0 = o / CONV_MR * CONV_MR, mr = imin(CONV_MR, OC - m0), r = o - m0;
+        const int m0 = o / CONV_MR * CONV_MR, mr = rt_imin(CONV_MR, OC - m0), r = o - m0;
         for (int c = 0; c < C; c++) {
             const int8_t *gw = op->weight + ((size_t)o * C + c) * 9;
             int t[4][3], u[4][4];
@@ -626,7 +529,7 @@ AVX2 static void wino_tile_any(int mr, int nr, const uint8_t *xq, size_t vstride
                                size_t rstride, size_t ldr)
 {
 #define TILE(MR_, NR_) wino_tile16(MR_, NR_, xq, vstride, kstride, kg, wt, wstride, raw, rstride, ldr)
-    RT_TILES6(mr, nr)
+    RT_TILES(mr, nr, RT_MR6(RT_NR2))
 #undef TILE
 }
 
@@ -641,7 +544,7 @@ AVX2 static void wino_out(const rt_op *op, const int32_t *buf, int m0, int mr, i
     const int clamp = e->lo > -128 || e->hi < 127;
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int r = 0; r < mr; r++) {
-        const epi_row p = epi_row_load(e, m0 + r);
+        const epi_par p = epi_chan_load(e, m0 + r);
         const __m256i bias = _mm256_set1_epi32(e->bias[m0 + r]);
         int8_t *o = out + (size_t)(m0 + r) * 4 * tpad + (size_t)v0 * 8;
         for (int v = 0; v < nr; v++) {
@@ -660,7 +563,7 @@ AVX2 static void wino_out(const rt_op *op, const int32_t *buf, int m0, int mr, i
             y[2] = _mm256_add_epi32(_mm256_add_epi32(t1[0], t1[1]), t1[2]);
             y[3] = _mm256_sub_epi32(_mm256_sub_epi32(t1[1], t1[2]), t1[3]);
             for (int k = 0; k < 4; k++) { /* k = 2 dy + dx; 4Y exact, so >> 2 is too */
-                y[k] = epi_row_r(_mm256_add_epi32(_mm256_srai_epi32(y[k], 2), bias), &p);
+                y[k] = epi_r(_mm256_add_epi32(_mm256_srai_epi32(y[k], 2), bias), &p);
                 /* the packs saturate to [-128, 127]: the clamp only for a
                  * narrower range */
                 if (clamp) y[k] = _mm256_min_epi32(_mm256_max_epi32(y[k], p.lo), p.hi);
@@ -678,30 +581,20 @@ AVX2 static void wino_out(const rt_op *op, const int32_t *buf, int m0, int mr, i
     }
 }
 
-static int wino_blocks_count(const rt_op *op)
+/* the vector block (rt_conv_plan): tile vectors v0.. of the transformed
+ * input in the slot, every output channel, into the output staging */
+AVX2 static void wino_block(const rt_op *op, uint8_t *slot, int8_t *y, int v0, int nr)
 {
-    const int nvec = (op->g.wth * op->g.wtw + 7) / 8;
-    return (nvec + CONV_NR - 1) / CONV_NR;
-}
-
-/* tile blocks [b0, b1) of one packed image (slot) into its output staging */
-AVX2 static void wino_blocks(const rt_op *op, uint8_t *slot, int b0, int b1)
-{
+    (void)y;
     const rt_gemm *g = &op->g;
     const size_t tpad = g->wtpad;
-    const int G = g->kg, OC = op->oc, nvec = (g->wth * g->wtw + 7) / 8;
-    const uint8_t *V = slot + g->wv_off;
-    int8_t *out = (int8_t *)(slot + g->wout_off);
+    const int G = g->kg, OC = op->oc;
     _Alignas(32) int32_t buf[16 * WB_IJ];
-    for (int b = b0; b < b1; b++) {
-        const int v0 = b * CONV_NR, nr = imin(CONV_NR, nvec - v0);
-        for (int m0 = 0; m0 < OC; m0 += CONV_MR) {
-            const int mr = imin(CONV_MR, OC - m0);
-            wino_tile_any(mr, nr, V + (size_t)v0 * 32, (size_t)G * tpad * 4, tpad * 4, G,
-                          (const int16_t *)g->w + (size_t)m0 * G * 2, (size_t)OC * G * 2, buf,
-                          WB_IJ, WB_LD);
-            wino_out(op, buf, m0, mr, v0, nr, out);
-        }
+    for (int m0 = 0; m0 < OC; m0 += CONV_MR) {
+        const int mr = rt_imin(CONV_MR, OC - m0);
+        wino_tile_any(mr, nr, slot + g->wv_off + (size_t)v0 * 32, (size_t)G * tpad * 4, tpad * 4, G,
+                      (const int16_t *)g->w + (size_t)m0 * G * 2, (size_t)OC * G * 2, buf, WB_IJ, WB_LD);
+        wino_out(op, buf, m0, mr, v0, nr, (int8_t *)(slot + g->wout_off));
     }
 }
 
@@ -746,29 +639,16 @@ AVX2 static void wino_unstage(const rt_op *op, const uint8_t *slot, int8_t *yimg
         }
 }
 
-/* q tiles [t0, t1) of one packed image into its staging rows tmp[OC][q_vecs * 8] */
-AVX2 static void conv_image(const rt_op *op, const uint8_t *xp, int8_t *tmp, int t0, int t1)
-{
-    const rt_gemm *g = &op->g;
-    const size_t ldt = (size_t)g->q_vecs * 8;
-    for (int t = t0; t < t1; t++) {
-        const int v0 = t * CONV_NR, nr = imin(CONV_NR, g->q_vecs - v0);
-        for (int m0 = 0; m0 < op->oc; m0 += CONV_MR)
-            conv_tile_any(imin(CONV_MR, op->oc - m0), nr, xp + (size_t)v0 * 32, g->koff, g->kg,
-                          (const int16_t *)g->w + (size_t)m0 * g->kg * 2, &g->epi, m0,
-                          tmp + (size_t)v0 * 8, ldt);
-    }
-}
-
 /* staging rows (q = oh * ws + ow) -> NCHW, channels [c0, c1). 16-byte
  * copies (a library memcpy per short row cost more than the conv): a row
  * may spill into the next rows of its channel, which are written after it,
  * never past the channel (conv2d_split unstages channels on different
  * threads); the loads read at most 15 bytes past the staging rows (the
  * slack in tmp_bytes). */
-AVX2 static void conv_unstage(const rt_op *op, const int8_t *tmp, int8_t *yimg, int c0, int c1)
+AVX2 static void conv_unstage(const rt_op *op, const uint8_t *slot, int8_t *yimg, int c0, int c1)
 {
     const rt_gemm *g = &op->g;
+    const int8_t *tmp = (const int8_t *)(slot + (g->img_bytes + 63) / 64 * 64);
     const int OH = op->out_shape[1], OW = op->out_shape[2];
     const size_t ldt = (size_t)g->q_vecs * 8, plane = (size_t)OH * OW;
     for (int c = c0; c < c1; c++)
@@ -788,94 +668,25 @@ AVX2 static void conv_unstage(const rt_op *op, const int8_t *tmp, int8_t *yimg, 
         }
 }
 
-AVX2 static void avx2_conv_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
+static void avx2_conv_plan(const rt_op *op, rt_conv_plan *p)
 {
-    if (op->g.wino) {
-        wino_pack(op, x, slot);
-        wino_blocks(op, slot, 0, wino_blocks_count(op));
-        wino_unstage(op, slot, y, 0, op->oc);
+    const rt_gemm *g = &op->g;
+    if (g->wino) {
+        *p = (rt_conv_plan){wino_pack, wino_block, wino_unstage, (g->wth * g->wtw + 7) / 8};
         return;
     }
-    int8_t *tmp = (int8_t *)(slot + (op->g.img_bytes + 63) / 64 * 64);
-    conv_pack(op, x, slot);
-    conv_image(op, slot, tmp, 0, (op->g.q_vecs + CONV_NR - 1) / CONV_NR);
-    conv_unstage(op, tmp, y, 0, op->oc);
-}
-
-/* fewer images than threads: one slot per image, the tiles split */
-static void avx2_conv2d_split(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
-                              uint8_t *scratch, size_t slot_bytes)
-{
-    const size_t in_sz = (size_t)op->ic * op->in_h * op->in_w;
-    const size_t out_sz = (size_t)op->oc * op->out_shape[1] * op->out_shape[2];
-    const size_t tmp_off = (op->g.img_bytes + 63) / 64 * 64;
-    const int qtiles = (op->g.q_vecs + CONV_NR - 1) / CONV_NR;
-    if (op->g.wino) {
-        const int nb = wino_blocks_count(op);
-#pragma omp parallel num_threads(threads)
-        {
-#pragma omp for schedule(static)
-            for (int i = 0; i < n; i++) wino_pack(op, x + (size_t)i * in_sz, scratch + (size_t)i * slot_bytes);
-#pragma omp for schedule(dynamic, 1)
-            for (int w = 0; w < n * nb; w++)
-                wino_blocks(op, scratch + (size_t)(w / nb) * slot_bytes, w % nb, w % nb + 1);
-#pragma omp for schedule(static)
-            for (int w = 0; w < n * op->oc; w++) {
-                const int i = w / op->oc, c = w % op->oc;
-                wino_unstage(op, scratch + (size_t)i * slot_bytes, y + (size_t)i * out_sz, c, c + 1);
-            }
-        }
-        return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(static)
-        for (int i = 0; i < n; i++) conv_pack(op, x + (size_t)i * in_sz, scratch + (size_t)i * slot_bytes);
-#pragma omp for schedule(dynamic, 1)
-        for (int w = 0; w < n * qtiles; w++) {
-            const int i = w / qtiles, t = w % qtiles;
-            uint8_t *xp = scratch + (size_t)i * slot_bytes;
-            conv_image(op, xp, (int8_t *)(xp + tmp_off), t, t + 1);
-        }
-#pragma omp for schedule(static)
-        for (int w = 0; w < n * op->oc; w++) {
-            const int i = w / op->oc, c = w % op->oc;
-            uint8_t *xp = scratch + (size_t)i * slot_bytes;
-            conv_unstage(op, (int8_t *)(xp + tmp_off), y + (size_t)i * out_sz, c, c + 1);
-        }
-    }
+    *p = (rt_conv_plan){qat_rti_conv_pack, avx2_conv_block, conv_unstage, g->q_vecs};
 }
 
 /* ---- linear ---- */
 
-static int avx2_prepare_linear(rt_op *op)
+/* one sample: int16 x - zp, 0 past IN to the row's end (xrow_bytes) */
+AVX2 static void avx2_lin_pack(const rt_op *op, const int8_t *x, uint8_t *row)
 {
-    rt_gemm *g = &op->g;
-    qat_rti_gemm_free(g);
-    g->isa = QAT_RT_ISA_AVX2;
-    const int IN = op->ic, OUT = op->oc;
-    const int opad = (OUT + 7) / 8 * 8;
-    int st = qat_rti_epi_init(op, g, opad, 0);
-    if (st) return st;
-    g->kg = (IN + 1) / 2;
-    g->xrow_bytes = (size_t)g->kg * 4;
-    int16_t *w = qat_rti_alloc((size_t)g->kg * opad * 4);
-    if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
-    g->w = w;
-    /* [kg][opad][2] */
-    for (int o = 0; o < OUT; o++)
-        for (int k = 0; k < IN; k++)
-            w[((size_t)(k / 2) * opad + o) * 2 + k % 2] = op->weight[(size_t)o * IN + k];
-    return QAT_OK;
-}
-
-static size_t avx2_linear_sample_bytes(const rt_op *op)
-{
-    return op->g.xrow_bytes;
-}
-
-AVX2 static void lin_pack(const int8_t *x, int16_t *xs, int in, int32_t zp, size_t row_elems)
-{
+    const int in = op->ic;
+    const int32_t zp = op->in_zp;
+    const size_t row_elems = op->g.xrow_bytes / 2;
+    int16_t *xs = (int16_t *)(void *)row;
     const __m256i zpv = _mm256_set1_epi16((short)zp);
     int k = 0;
     for (; k + 16 <= in; k += 16)
@@ -902,7 +713,7 @@ AVX2_INLINE void lin_tile(const int MR, const int NR, const uint8_t *xs, size_t 
         const __m256i w1 = NR > 1 ? _mm256_loadu_si256((const __m256i *)(const void *)(wj + 16)) : z;
 #define LT_STEP(r)                                                                        \
     if (r < MR) {                                                                         \
-        const __m256i xb = _mm256_set1_epi32(ld32(xs + (size_t)r * xrow + 4 * (size_t)j)); \
+        const __m256i xb = _mm256_set1_epi32(rt_ld32(xs + (size_t)r * xrow + 4 * (size_t)j)); \
         a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(xb, w0));                   \
         if (NR > 1) a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(xb, w1));       \
     }
@@ -910,19 +721,13 @@ AVX2_INLINE void lin_tile(const int MR, const int NR, const uint8_t *xs, size_t 
 #undef LT_STEP
     }
     __m256i acc[LIN_MR][LIN_NR];
-#define LT_SAVE(r)                       \
-    if (r < MR) {                        \
-        acc[r][0] = a##r##0;             \
-        if (NR > 1) acc[r][1] = a##r##1; \
-    }
-    RT_R4(LT_SAVE)
-#undef LT_SAVE
+    RT_R4(RT_SAVE2)
     for (int v = 0; v < NR; v++) {
         const int c0 = o0 + 8 * v;
-        const epi_lane p = epi_lane_load(e, c0);
-        const int cnt = imin(8, OUT - c0);
+        const epi_par p = epi_lanes_load(e, c0);
+        const int cnt = rt_imin(8, OUT - c0);
         for (int r = 0; r < MR; r++) {
-            const __m128i b = epi_lane_apply(acc[r][v], &p);
+            const __m128i b = epi_apply(acc[r][v], &p);
             int8_t *d = y + (size_t)r * OUT + c0;
             if (cnt == 8) {
                 _mm_storel_epi64((__m128i *)(void *)d, b);
@@ -935,107 +740,68 @@ AVX2_INLINE void lin_tile(const int MR, const int NR, const uint8_t *xs, size_t 
     }
 }
 
-AVX2 static void lin_tile_any(int mr, int nr, const uint8_t *xs, size_t xrow, int kg,
-                              const int16_t *w, size_t wrow, const rt_epi *e, int o0, int8_t *y,
-                              int OUT)
-{
-#define TILE(MR_, NR_) lin_tile(MR_, NR_, xs, xrow, kg, w, wrow, e, o0, y, OUT)
-    RT_TILES4(mr, nr)
-#undef TILE
-}
-
-AVX2 static void lin_tiles(const rt_op *op, const uint8_t *xs, int8_t *y, int n, int w0, int w1)
+AVX2 static void avx2_lin_tile(const rt_op *op, const uint8_t *xs, int8_t *y, int o0, int mr, int nr)
 {
     const rt_gemm *g = &op->g;
-    const int ntiles = (n + LIN_MR - 1) / LIN_MR;
+    const int16_t *w = (const int16_t *)g->w + (size_t)o0 * 2;
     const size_t wrow = (size_t)g->mpad * 2; /* int16 elements per k pair row */
-    for (int w = w0; w < w1; w++) {
-        const int ot = w / ntiles, nt = w % ntiles;
-        const int n0 = nt * LIN_MR, o0 = ot * LIN_NR * 8;
-        const int mr = imin(LIN_MR, n - n0), nr = imin(LIN_NR, (g->mpad - o0) / 8);
-        lin_tile_any(mr, nr, xs + (size_t)n0 * g->xrow_bytes, g->xrow_bytes, g->kg,
-                     (const int16_t *)g->w + (size_t)o0 * 2, wrow, &g->epi, o0,
-                     y + (size_t)n0 * op->oc, op->oc);
-    }
-}
-
-static void avx2_linear(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
-                        uint8_t *shared)
-{
-    const rt_gemm *g = &op->g;
-    const int ntiles = (n + LIN_MR - 1) / LIN_MR;
-    const int otiles = (g->mpad / 8 + LIN_NR - 1) / LIN_NR;
-    const int items = ntiles * otiles;
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(static)
-        for (int i = 0; i < n; i++)
-            lin_pack(x + (size_t)i * op->ic, (int16_t *)(void *)(shared + (size_t)i * g->xrow_bytes),
-                     op->ic, op->in_zp, g->xrow_bytes / 2);
-#pragma omp for schedule(dynamic, 1)
-        for (int w = 0; w < items; w++) lin_tiles(op, shared, y, n, w, w + 1);
-    }
+#define TILE(MR_, NR_) lin_tile(MR_, NR_, xs, g->xrow_bytes, g->kg, w, wrow, &g->epi, o0, y, op->oc)
+    RT_TILES(mr, nr, RT_MR4(RT_NR2))
+#undef TILE
 }
 
 /* ---- maxpool 2x2 stride 2 ---- */
 
-AVX2 static void avx2_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
+AVX2 static void avx2_maxpool_plane(const rt_op *op, const int8_t *x, int8_t *y, size_t room)
 {
-    if (op->kernel != 2 || op->stride != 2) {
-        qat_rti_maxpool2d_s8(op, x, y);
-        return;
-    }
-    const int H = op->in_h, W = op->in_w, OH = op->out_shape[1], OW = op->out_shape[2];
-    for (int c = 0; c < op->in_c; c++)
-        for (int oh = 0; oh < OH; oh++) {
-            const int8_t *r0 = x + ((size_t)c * H + 2 * oh) * W, *r1 = r0 + W;
-            int8_t *yr = y + ((size_t)c * OH + oh) * OW;
-            int o = 0;
-            for (; o + 32 <= OW; o += 32) { /* 64 input columns -> 32 outputs */
-                __m256i a = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o)),
-                                            _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o)));
-                __m256i b = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o + 32)),
-                                            _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o + 32)));
-                /* low byte of each 16-bit lane: the pair's maximum, sign-extended */
-                a = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(a, _mm256_srli_epi16(a, 8)), 8), 8);
-                b = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(b, _mm256_srli_epi16(b, 8)), 8), 8);
-                _mm256_storeu_si256((__m256i *)(void *)(yr + o),
-                                    _mm256_permute4x64_epi64(_mm256_packs_epi16(a, b), 0xD8));
-            }
-            /* 16 outputs at a time: reads up to 31 bytes past the row pair
-             * (the next rows, or the 64 bytes of slack after every
-             * activation buffer); the stores may spill into the next output
-             * rows, written after them, not past the image */
-            const size_t left = (size_t)op->in_c * OH * OW - ((size_t)c * OH + oh) * OW;
-            for (; o < OW && (size_t)o + 16 <= left; o += 16) {
-                __m256i a = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o)),
-                                            _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o)));
-                a = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(a, _mm256_srli_epi16(a, 8)), 8), 8);
-                const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi16(a, a), 0xD8);
-                _mm_storeu_si128((__m128i *)(void *)(yr + o), _mm256_castsi256_si128(p));
-            }
-            for (; o < OW; o++) {
-                int8_t m0 = r0[2 * o] > r0[2 * o + 1] ? r0[2 * o] : r0[2 * o + 1];
-                int8_t m1 = r1[2 * o] > r1[2 * o + 1] ? r1[2 * o] : r1[2 * o + 1];
-                yr[o] = m0 > m1 ? m0 : m1;
-            }
+    const int W = op->in_w, OH = op->out_shape[1], OW = op->out_shape[2];
+    for (int oh = 0; oh < OH; oh++) {
+        const int8_t *r0 = x + (size_t)(2 * oh) * W, *r1 = r0 + W;
+        int8_t *yr = y + (size_t)oh * OW;
+        int o = 0;
+        for (; o + 32 <= OW; o += 32) { /* 64 input columns -> 32 outputs */
+            __m256i a = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o)),
+                                        _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o)));
+            __m256i b = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o + 32)),
+                                        _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o + 32)));
+            /* low byte of each 16-bit lane: the pair's maximum, sign-extended */
+            a = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(a, _mm256_srli_epi16(a, 8)), 8), 8);
+            b = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(b, _mm256_srli_epi16(b, 8)), 8), 8);
+            _mm256_storeu_si256((__m256i *)(void *)(yr + o),
+                                _mm256_permute4x64_epi64(_mm256_packs_epi16(a, b), 0xD8));
         }
+        /* 16 outputs at a time: reads up to 31 bytes past the row pair
+         * (the next rows, or the 64 bytes of slack after every activation
+         * buffer); the stores may spill into the next output rows, written
+         * after them, not past the image */
+        const size_t left = room - (size_t)oh * OW;
+        for (; o < OW && (size_t)o + 16 <= left; o += 16) {
+            __m256i a = _mm256_max_epi8(_mm256_loadu_si256((const __m256i *)(const void *)(r0 + 2 * o)),
+                                        _mm256_loadu_si256((const __m256i *)(const void *)(r1 + 2 * o)));
+            a = _mm256_srai_epi16(_mm256_slli_epi16(_mm256_max_epi8(a, _mm256_srli_epi16(a, 8)), 8), 8);
+            const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi16(a, a), 0xD8);
+            _mm_storeu_si128((__m128i *)(void *)(yr + o), _mm256_castsi256_si128(p));
+        }
+        for (; o < OW; o++) {
+            int8_t m0 = r0[2 * o] > r0[2 * o + 1] ? r0[2 * o] : r0[2 * o + 1];
+            int8_t m1 = r1[2 * o] > r1[2 * o + 1] ? r1[2 * o] : r1[2 * o + 1];
+            yr[o] = m0 > m1 ? m0 : m1;
+        }
+    }
+}
+
+static void avx2_maxpool_image(const rt_op *op, const int8_t *x, int8_t *y)
+{
+    qat_rti_maxpool_planes(op, x, y, avx2_maxpool_plane);
 }
 
 /* ---- add (prepare.c: qat_rti_add_prepare) ---- */
 
 AVX2 static void avx2_add_image(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y)
 {
+    if (qat_rti_add_other(op, a, b, y)) return;
     const size_t n = op->out_size;
     const int32_t zp = op->out_zp, lo = op->act_min, hi = op->act_max;
-    if (op->add_fast == 2) {
-        memset(y, (int8_t)(zp < lo ? lo : zp > hi ? hi : zp), n);
-        return;
-    }
-    if (op->add_fast != 1) {
-        qat_rti_add_s8(op, a, b, y);
-        return;
-    }
     const __m256i za = _mm256_set1_epi16((short)op->add_zp[0]), zb = _mm256_set1_epi16((short)op->add_zp[1]);
     const __m256i hm = _mm256_set1_epi32(op->add_h), lm = _mm256_set1_epi32(op->add_l);
     const __m256i c = _mm256_set1_epi32(op->add_c), z = _mm256_set1_epi32(zp);
@@ -1064,14 +830,33 @@ AVX2 static void avx2_add_image(const rt_op *op, const int8_t *a, const int8_t *
     }
 }
 
+static const rt_fast_isa avx2_fast = {
+    .isa = QAT_RT_ISA_AVX2,
+    .cpg = 2,
+    .esize = 2,
+    .lanes = 8,
+    .rowsum_corr = 0,
+    .conv_mr = CONV_MR,
+    .conv_nr = CONV_NR,
+    .lin_mr = LIN_MR,
+    .lin_nr = LIN_NR,
+    .rows_shared = avx2_rows_shared,
+    .rows_s2 = avx2_rows_s2,
+    .stage_shared = avx2_stage_shared,
+    .interleave = avx2_interleave,
+    .conv_plan = avx2_conv_plan,
+    .lin_pack = avx2_lin_pack,
+    .lin_tile = avx2_lin_tile,
+};
+
 const rt_isa_kernels qat_rti_avx2 = {
     .prepare_conv = avx2_prepare_conv,
     .prepare_linear = avx2_prepare_linear,
-    .conv_slot_bytes = avx2_conv_slot_bytes,
-    .linear_sample_bytes = avx2_linear_sample_bytes,
-    .conv_image = avx2_conv_image,
-    .conv2d_split = avx2_conv2d_split,
-    .linear = avx2_linear,
+    .conv_slot_bytes = qat_rti_conv_slot_bytes,
+    .linear_sample_bytes = qat_rti_linear_sample_bytes,
+    .conv_image = qat_rti_conv_image,
+    .conv2d_split = qat_rti_conv2d_split,
+    .linear = qat_rti_linear,
     .maxpool_image = avx2_maxpool_image,
     .add_image = avx2_add_image,
 };

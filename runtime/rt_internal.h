@@ -75,9 +75,13 @@ typedef struct rt_vstore {
     uint8_t perm[16];
 } rt_vstore;
 
+/* An ISA's fast-kernel format and SIMD hooks (kernels_common.h). */
+typedef struct rt_fast_isa rt_fast_isa;
+
 /* Prepared state of a conv2d / linear op for the fast kernels. */
 typedef struct rt_gemm {
     qat_rt_isa isa;
+    const rt_fast_isa *fast; /* the ISA that prepared it */
     void *w;            /* packed weights (layout owned by the ISA file) */
     int kg;             /* number of k groups (VNNI: 4 k each, AVX2: 2) */
     int mpad;           /* channels padded to the vector width */

@@ -1123,6 +1123,37 @@ START_TEST(test_isa_strided_shapes)
 }
 END_TEST
 
+/* conv2d_split (batches 1 and 2 on 3 threads, >= 2^21 multiply-adds) on
+ * every input packer of kernels_common.c, not only the channel cells at
+ * stride 1 and 2 above: tap cells (fewer channels than a cell holds: 1 for
+ * both ISAs, 3 for VNNI) with shared pad columns and at stride 2, the
+ * scalar rows at stride 3 and at stride 1 with the pad as wide as the
+ * kernel (no shared pad columns) */
+START_TEST(test_isa_split_packers)
+{
+    static const struct {
+        int C, H, W, OC, K, s, pad;
+        const char *what;
+    } cs[] = {
+        {1, 50, 53, 100, 3, 1, 1, "split, tap cells, shared pad"},
+        {3, 30, 31, 40, 5, 1, 2, "split, 3 channels (VNNI tap cells)"},
+        {1, 100, 99, 96, 3, 2, 1, "split, tap cells, stride 2"},
+        {8, 90, 91, 40, 3, 3, 1, "split, stride 3"},
+        {5, 24, 25, 64, 3, 1, 3, "split, pad 3 on a 3x3 kernel"},
+    };
+    qat_rng r;
+    qat_rng_seed(&r, 3131 + (uint64_t)_i);
+    tm_model M = {0};
+    int x = tm_input(&M, 3, cs[_i].C, cs[_i].H, cs[_i].W, rnd_int(&r, -128, 127));
+    x = tm_conv(&M, x, cs[_i].OC, cs[_i].K, cs[_i].K, cs[_i].s, cs[_i].pad, 0, &r);
+    const tm_op *o = &M.op[x];
+    ck_assert_msg((double)o->oc * o->shape[1] * o->shape[2] * o->ic * o->kh * o->kw >= (double)(1 << 21),
+                  "%s: too small to split", cs[_i].what);
+    check_all_isas(&M, 3, 0, &r, cs[_i].what);
+    tm_free(&M);
+}
+END_TEST
+
 /* the Winograd path at its bound, 4 * 255 * sum|w| < 2^31: 1827 channels of
  * weights -128 (output channel 0) and 127 (channel 1) is just below it,
  * 1828 just above (the direct kernels); inputs at x - zp in {0, 255} */
@@ -1602,6 +1633,7 @@ static Suite *runtime_suite(void)
     tcase_add_loop_test(tc, test_isa_wino_shapes, 0, 6);
     tcase_add_loop_test(tc, test_isa_wino_bound, 0, 2);
     tcase_add_loop_test(tc, test_isa_strided_shapes, 0, 6);
+    tcase_add_loop_test(tc, test_isa_split_packers, 0, 5);
     tcase_add_loop_test(tc, test_isa_multipliers, 0, 4);
     suite_add_tcase(s, tc);
     tc = tcase_create("malformed");
