@@ -32,7 +32,7 @@ void qat_conv_integer_form(const qat_quantizer *wq, const float *wf, const float
 
 void qat_i8graph_free(qat_i8graph *g)
 {
-    for (int i = 0; i < g->n; i++) {
+    for (int i = 0; g->ops && i < g->cap; i++) {
         free(g->ops[i].weight);
         free(g->ops[i].bias);
         free(g->ops[i].mult);
@@ -41,7 +41,7 @@ void qat_i8graph_free(qat_i8graph *g)
     }
     free(g->ops);
     g->ops = NULL;
-    g->n = 0;
+    g->n = g->cap = 0;
 }
 
 static int multiplier(double M, int32_t *m, int32_t *s, const char *unit)
@@ -139,6 +139,7 @@ static int build(qat_qmodel *qm, float mean, float std, qat_i8graph *g)
     int nl = qat_model_num_layers(m);
     int *op_of = qat_malloc((size_t)nl * sizeof *op_of);
     g->ops = qat_calloc((size_t)nl, sizeof *g->ops);
+    g->cap = g->ops ? nl : 0;
     qat_ctx *ctx = qat_ctx_create(1 << 20);
     int rc = (!op_of || !g->ops || !ctx) ? qat_error(QAT_ERR_NOMEM, "export: out of memory") : 0;
     for (int i = 0; op_of && i < nl; i++) op_of[i] = -1;

@@ -35,7 +35,8 @@ typedef struct qat_i8op {
 
 typedef struct qat_i8graph {
     qat_i8op *ops;
-    int n;
+    int n;   /* ops built */
+    int cap; /* ops allocated (zeroed: an op that failed half-built is freed too) */
     const char *arch; /* borrowed from the float model */
 } qat_i8graph;
 
