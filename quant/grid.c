@@ -176,11 +176,11 @@ static qat_tensor *conv_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     int C = l->out_ch, is_conv = l->type == QAT_LAYER_CONV2D;
     qat_tensor *wf, *bf;
     if (!xi || qat_qunit_fold(ctx, qm, un, &wf, &bf)) return NULL;
-    /* the fake-quant call keeps the weight observer's behaviour of the
-     * float32 graph (it observes in evaluation too); its output is not used */
-    qat_tensor *w = qat_fq(ctx, wf, wq, 1);
-    const float *sw = w ? qat_channel_weight_scales(ctx, wq, C) : NULL;
-    qat_tensor *wi = sw ? qat_new(ctx, w->ndim, w->shape) : NULL;
+    /* the weight observer sees the folded weights as in the float32 graph
+     * (a memoryless min/max: the scales follow the current weights) */
+    if (qat_quantizer_observe(ctx, wq, wf)) return NULL;
+    const float *sw = qat_channel_weight_scales(ctx, wq, C);
+    qat_tensor *wi = sw ? qat_new(ctx, wf->ndim, wf->shape) : NULL;
     qat_tensor *bi = bf && wi ? qat_new(ctx, 1, &C) : NULL;
     double *mult = wi ? qat_arena_alloc(ctx, (size_t)C * sizeof *mult) : NULL;
     qat_tensor *sb = mult ? qat_new(ctx, 1, &C) : NULL;

@@ -48,6 +48,10 @@ int qat_hist_range_(const double *counts, double inv, int64_t g0, int64_t nb, fl
  * (the observer then fixes the parameters, unless q is learnable and
  * already initialised). Returns x itself when fake-quant is off. */
 qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe);
+/* What qat_fq(ctx, x, q, 1) does before it fake-quantizes: q's observer
+ * sees x and fixes q's parameters (when q observes). QAT_ERR_SHAPE, or the
+ * observer's failure (also recorded on ctx). */
+int qat_quantizer_observe(qat_ctx *ctx, qat_quantizer *q, const qat_tensor *x);
 /* qat_fq(relu(x)) in one pass, the ReLU's gradient folded into the mask:
  * the same output, gradient and observer state as the composition, for a
  * per-tensor, non-learnable quantizer with a min/max observer (or none).

@@ -236,28 +236,51 @@ static qat_tensor *fq_fail(qat_ctx *ctx, int rc)
     return NULL;
 }
 
-qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
+/* How x splits for q: [outer, channels, inner] along q's axis (per
+ * tensor: channels 1). QAT_ERR_SHAPE when the channels do not match. */
+static int fq_layout(const qat_tensor *x, const qat_quantizer *q, size_t *outer, size_t *channels, size_t *inner)
 {
-    if (!x) return NULL;
-    size_t outer = 1, channels = 1, inner = x->numel;
+    *outer = 1, *channels = 1, *inner = x->numel;
     if (q->n > 1 || q->scheme.per_channel) {
         int ax = q->scheme.axis;
         if (ax < 0 || ax >= x->ndim || x->shape[ax] != q->n)
-            return qat_error_null(QAT_ERR_SHAPE, "fake_quant: %d channel parameters for axis %d of a %d-d tensor",
-                                  q->n, ax, x->ndim);
-        outer = qat_shape_numel(ax, x->shape);
-        channels = (size_t)q->n;
-        inner = x->numel / (outer * channels);
+            return qat_error(QAT_ERR_SHAPE, "fake_quant: %d channel parameters for axis %d of a %d-d tensor", q->n,
+                             ax, x->ndim);
+        *outer = qat_shape_numel(ax, x->shape);
+        *channels = (size_t)q->n;
+        *inner = x->numel / (*outer * *channels);
     }
-    if (observe && q->observe && q->obs && !(q->lsq_scale && q->initialized)) {
-        int rc = q->n > 1 || q->scheme.per_channel
-                     ? qat_observer_observe_channels(q->obs, x->data, outer, channels, inner)
-                     : qat_observer_observe(q->obs, x->data, x->numel);
-        if (rc) return fq_fail(ctx, rc);
-        /* histogram observers fix their parameters at finalize (costly) */
-        if (qat_observer_options(q->obs)->kind != QAT_OBSERVER_HISTOGRAM || !q->initialized)
-            if ((rc = qat_quantizer_from_observer(q, -1))) return fq_fail(ctx, rc);
-    }
+    return QAT_OK;
+}
+
+/* q's observer sees x (when q observes and is not a trained LSQ
+ * quantizer) and fixes q's parameters; a failure is recorded on ctx. */
+static int fq_observe(qat_ctx *ctx, const qat_tensor *x, qat_quantizer *q, size_t outer, size_t channels,
+                      size_t inner)
+{
+    if (!(q->observe && q->obs && !(q->lsq_scale && q->initialized))) return QAT_OK;
+    int rc = q->n > 1 || q->scheme.per_channel ? qat_observer_observe_channels(q->obs, x->data, outer, channels, inner)
+                                               : qat_observer_observe(q->obs, x->data, x->numel);
+    /* histogram observers fix their parameters at finalize (costly) */
+    if (!rc && (qat_observer_options(q->obs)->kind != QAT_OBSERVER_HISTOGRAM || !q->initialized))
+        rc = qat_quantizer_from_observer(q, -1);
+    if (rc) qat_ctx_fail(ctx, rc);
+    return rc;
+}
+
+int qat_quantizer_observe(qat_ctx *ctx, qat_quantizer *q, const qat_tensor *x)
+{
+    size_t outer, channels, inner;
+    int rc = fq_layout(x, q, &outer, &channels, &inner);
+    return rc ? rc : fq_observe(ctx, x, q, outer, channels, inner);
+}
+
+qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
+{
+    if (!x) return NULL;
+    size_t outer, channels, inner;
+    if (fq_layout(x, q, &outer, &channels, &inner)) return NULL;
+    if (observe && fq_observe(ctx, x, q, outer, channels, inner)) return NULL;
     if (!q->fake_quant) return x;
     return fq_apply(ctx, x, q, outer, channels, inner, 0);
 }
