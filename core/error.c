@@ -32,6 +32,12 @@ static void set_error(const char *fmt, va_list ap)
     memcpy(last_error, buf, sizeof buf);
 }
 
+int qat_verror(int status, const char *fmt, va_list ap)
+{
+    set_error(fmt, ap);
+    return status;
+}
+
 int qat_error(int status, const char *fmt, ...)
 {
     va_list ap;

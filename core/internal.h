@@ -5,6 +5,7 @@
 #ifndef QAT_CORE_INTERNAL_H
 #define QAT_CORE_INTERNAL_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #include "qat/core.h"
@@ -22,6 +23,8 @@
 int qat_error(int status, const char *fmt, ...) QAT_PRINTF(2, 3);
 /* Same, returning NULL. */
 void *qat_error_null(int status, const char *fmt, ...) QAT_PRINTF(2, 3);
+/* qat_error with a va_list (for wrappers such as the runtime's). */
+int qat_verror(int status, const char *fmt, va_list ap);
 
 /* ---- allocation (core/alloc.c) ----
  * Every heap allocation of the library goes through these (never through

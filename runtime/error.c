@@ -2,19 +2,17 @@
  * last-error slot (core/error.c, linked into libqat_runtime too), so
  * qat_last_error() and qat_rt_last_error() read the same message. */
 #include <stdarg.h>
-#include <stdio.h>
 
 #include "core/internal.h"
 #include "runtime/rt_internal.h"
 
 int qat_rti_error(int status, const char *fmt, ...)
 {
-    char buf[640];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    qat_verror(status, fmt, ap);
     va_end(ap);
-    return qat_error(status, "%s", buf);
+    return status;
 }
 
 const char *qat_rt_last_error(void) { return qat_last_error(); }
