@@ -323,19 +323,22 @@ static int setup_qat(train_run *r)
  * loads its state (momentum, step count, schedule) from the file. */
 static int setup_optimizer(train_run *r)
 {
-    int np = qat_model_num_params(r->m), nq = r->qm ? qat_qmodel_num_params(r->qm) : 0;
-    r->all_params = malloc((size_t)(np + nq + 1) * sizeof *r->all_params);
+    /* the float model's parameters, then the qmodel's learnable ones */
+    int n = r->qm ? qat_qmodel_parameters(r->qm, NULL, 0) : qat_model_num_params(r->m);
+    r->all_params = malloc((size_t)(n + 1) * sizeof *r->all_params);
     if (!r->all_params) return cli_fail("out of memory");
-    memcpy(r->all_params, qat_model_params(r->m), (size_t)np * sizeof *r->all_params);
-    if (nq) memcpy(r->all_params + np, qat_qmodel_params(r->qm), (size_t)nq * sizeof *r->all_params);
+    if (r->qm)
+        qat_qmodel_parameters(r->qm, r->all_params, n);
+    else
+        memcpy(r->all_params, qat_model_params(r->m), (size_t)n * sizeof *r->all_params);
     if (r->o.resume) {
-        r->opt = qat_optim_load(r->o.resume, r->all_params, np + nq);
+        r->opt = qat_optim_load(r->o.resume, r->all_params, n);
     } else {
         qat_optim_options oo = qat_optim_options_defaults(QAT_OPTIM_SGD);
         oo.lr = r->o.lr;
         oo.momentum = r->o.momentum;
         oo.weight_decay = r->o.wd;
-        r->opt = qat_optim_create(r->all_params, np + nq, &oo);
+        r->opt = qat_optim_create(r->all_params, n, &oo);
     }
     return r->opt ? 0 : cli_fail_lib("train: optimizer");
 }
