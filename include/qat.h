@@ -68,5 +68,6 @@
 #include "qat/qparams.h"
 #include "qat/observer.h"
 #include "qat/quant.h"
+#include "qat/half.h"
 
 #endif

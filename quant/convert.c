@@ -38,6 +38,7 @@ void qat_i8graph_free(qat_i8graph *g)
         free(g->ops[i].mult);
         free(g->ops[i].shift);
         free(g->ops[i].wscale);
+        free(g->ops[i].codebook);
     }
     free(g->ops);
     g->ops = NULL;
@@ -101,6 +102,8 @@ static int conv_op(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_i8op *o, con
     o->stride = l->stride;
     o->pad = l->pad;
     o->in_zp = in->out_zp;
+    o->wbits = wq->scheme.bits;
+    o->wenc = QAT_I8W_DENSE;
     o->weight = qat_malloc(wf->numel);
     o->bias = qat_calloc((size_t)OC, sizeof(int32_t));
     o->mult = qat_malloc((size_t)OC * sizeof(int32_t));

@@ -10,6 +10,8 @@
 
 /* One op of the int8 graph. type is one of qat/format_int8.h's
  * QAT_I8_OP_* names. */
+enum { QAT_I8W_DENSE = 0, QAT_I8W_PACKED, QAT_I8W_CODEBOOK, QAT_I8W_HASHED };
+
 typedef struct qat_i8op {
     const char *type;
     char name[QAT_NAME_MAX];
@@ -20,7 +22,18 @@ typedef struct qat_i8op {
     int32_t act_min, act_max;
     /* conv2d / linear */
     int oc, ic, k, stride, pad;
-    int8_t *weight;
+    int8_t *weight; /* [oc, ...] int8, always expanded (every encoding below decodes to it) */
+    /* how the weights are stored (format version 2):
+     * wbits: 1..8; the int8 weights lie in [-(2^(b-1) - 1), 2^(b-1) - 1]
+     *   (narrow), and for 1 bit in {-1, +1} (binary, sign(0) = +1);
+     * wenc: QAT_I8W_DENSE (int8, one a byte: what version 1 wrote),
+     *   QAT_I8W_PACKED (wbits-bit two's complement codes, 1 bit: 1 = +1,
+     *   0 = -1), QAT_I8W_CODEBOOK (indices into codebook[codebook_k]),
+     *   QAT_I8W_HASHED (weight[i] = codebook[qat_i8_hash_bucket(hash_seed,
+     *   i, codebook_k)], no indices stored). */
+    int wbits, wenc, codebook_k;
+    int8_t *codebook; /* [codebook_k], codebook and hashed only */
+    unsigned hash_seed;
     int32_t *bias, *mult, *shift;
     float *wscale;
     int32_t in_zp;

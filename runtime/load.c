@@ -698,9 +698,9 @@ static int ld_file(ld_ctx *c, hid_t f, qat_rt_model *m)
     free(fmt);
     int64_t ver;
     if ((st = ld_attr_ints(c, f, QAT_I8_ATTR_VERSION, &ver, 1))) return st;
-    if (ver != QAT_I8_FORMAT_VERSION)
-        return ld_err(c, QAT_ERR_UNSUPPORTED, "format_version %lld is not supported (this runtime reads %d)",
-                      (long long)ver, QAT_I8_FORMAT_VERSION);
+    if (ver < QAT_I8_FORMAT_VERSION_MIN || ver > QAT_I8_FORMAT_VERSION)
+        return ld_err(c, QAT_ERR_UNSUPPORTED, "format_version %lld is not supported (this runtime reads %d to %d)",
+                      (long long)ver, QAT_I8_FORMAT_VERSION_MIN, QAT_I8_FORMAT_VERSION);
     if ((st = ld_attr_str(c, f, QAT_I8_ATTR_ARCH, &m->arch))) return st;
     if (H5Aexists(f, QAT_I8_ATTR_SOURCE) > 0 && (st = ld_attr_str(c, f, QAT_I8_ATTR_SOURCE, &m->source))) return st;
     int32_t n = 0;

@@ -101,8 +101,8 @@ def load_model(path):
     if fmt != "int8-model":
         raise FormatError("%s: qat_format '%s', expected 'int8-model'" % (path, fmt))
     version = int(_scalar(f.attrs.get("format_version", -1), "format_version"))
-    if version != 1:
-        raise FormatError("%s: format_version %d, expected 1" % (path, version))
+    if version not in (1, 2):
+        raise FormatError("%s: format_version %d, expected 1 or 2" % (path, version))
     num_ops = int(_scalar(f.attrs["num_ops"], "num_ops"))
     if "ops" not in f:
         raise FormatError("%s: no group /ops" % path)

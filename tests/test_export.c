@@ -369,7 +369,7 @@ static int check_file(const char *path, qat_qmodel *qm)
     char s[64];
     attr_str(f, "qat_format", s, sizeof s);
     ck_assert_str_eq(s, "int8-model");
-    ck_assert_int_eq(attr_i32(f, "format_version"), 1);
+    ck_assert_int_eq(attr_i32(f, "format_version"), QAT_I8_FORMAT_VERSION);
     int n = attr_i32(f, "num_ops");
     ck_assert_int_ge(n, 2);
     float *scale = calloc((size_t)n, sizeof *scale);
@@ -634,7 +634,7 @@ START_TEST(test_hand_datasets)
     ck_assert_str_eq(s, "custom");
     attr_str(f, "source", s, sizeof s);
     ck_assert_str_eq(s, "hand.h5");
-    ck_assert_int_eq(attr_i32(f, "format_version"), 1);
+    ck_assert_int_eq(attr_i32(f, "format_version"), QAT_I8_FORMAT_VERSION);
     ck_assert_int_eq(attr_i32(f, "num_ops"), 4);
     hsize_t d[4];
     int32_t v[8];

@@ -1503,9 +1503,9 @@ START_TEST(test_bad_misc)
     expect_load_error(path, QAT_ERR_FORMAT, "qat_format is 'qat-checkpoint', expected 'int8-model'");
     path = bad_file("bad_version.h5");
     f = bad_open(path);
-    wr_i32(f, "format_version", 2);
+    wr_i32(f, "format_version", 3);
     H5Fclose(f);
-    expect_load_error(path, QAT_ERR_UNSUPPORTED, "format_version 2 is not supported");
+    expect_load_error(path, QAT_ERR_UNSUPPORTED, "format_version 3 is not supported");
     /* add_shift out of range */
     {
         qat_rng r;

@@ -8,7 +8,8 @@
 
 /* root group */
 #define QAT_I8_FORMAT_NAME "int8-model" /* value of the qat_format attribute */
-#define QAT_I8_FORMAT_VERSION 1         /* the version written and read */
+#define QAT_I8_FORMAT_VERSION 2         /* the version written */
+#define QAT_I8_FORMAT_VERSION_MIN 1     /* the oldest version read (1: no weight encodings, no float ops) */
 #define QAT_I8_ATTR_FORMAT "qat_format"
 #define QAT_I8_ATTR_VERSION "format_version"
 #define QAT_I8_ATTR_ARCH "arch"
@@ -55,5 +56,27 @@
 #define QAT_I8_DSET_MULTIPLIER "multiplier"
 #define QAT_I8_DSET_SHIFT "shift"
 #define QAT_I8_DSET_WEIGHT_SCALE "weight_scale"
+
+/* ---- weight encodings (format version 2; conv2d / linear) ----
+ * Section owned by the weight-encoding work (packed sub-byte, codebook,
+ * hashed weights). */
+
+/* The bucket of weight `index` (flat, row-major over the weight) of a
+ * hashed layer with seed `seed` and K buckets: murmur3's 32-bit finaliser
+ * of index + seed * 0x9E3779B9 (mod 2^32), modulo K. Part of the format:
+ * docs/FORMAT-int8.md repeats it for other readers. */
+static inline unsigned qat_i8_hash_bucket(unsigned seed, unsigned index, unsigned K)
+{
+    unsigned x = (index + seed * 0x9E3779B9u) & 0xFFFFFFFFu;
+    x ^= x >> 16;
+    x = (x * 0x85EBCA6Bu) & 0xFFFFFFFFu;
+    x ^= x >> 13;
+    x = (x * 0xC2B2AE35u) & 0xFFFFFFFFu;
+    x ^= x >> 16;
+    return x % K;
+}
+
+/* ---- float ops (format version 2: fp16 layers, dynamic quantization) ----
+ * Section owned by the float-path / dynamic-quantization work. */
 
 #endif
