@@ -35,6 +35,7 @@ static int write_quantizer(hid_t g, const char *name, qat_quantizer *q)
     if (!rc) rc = qat_h5_write(h, "zero_point", QAT_H5_I32, 1, &n, q->zero_point);
     if (!rc && q->lsq_scale) rc = qat_h5_write(h, "lsq_scale", QAT_H5_F32, 1, &n, q->lsq_scale->data);
     if (!rc && q->lsq_zp) rc = qat_h5_write(h, "lsq_zero_point", QAT_H5_F32, 1, &n, q->lsq_zp->data);
+    if (!rc && q->values) rc = qat_h5_write(h, "values", QAT_H5_F32, 1, &q->k, q->values->data);
     if (!rc && q->obs) {
         const qat_observer_opts *o = qat_observer_options(q->obs);
         rc = qat_h5_attr_write_str(h, "observer", qat_observer_kind_name(o->kind));
@@ -69,6 +70,10 @@ static int read_quantizer(hid_t g, const char *name, qat_quantizer *q)
     if (!rc) rc = qat_h5_read(h, "zero_point", QAT_H5_I32, 1, &n, q->zero_point);
     if (!rc && q->lsq_scale) rc = qat_h5_read(h, "lsq_scale", QAT_H5_F32, 1, &n, q->lsq_scale->data);
     if (!rc && q->lsq_zp) rc = qat_h5_read(h, "lsq_zero_point", QAT_H5_F32, 1, &n, q->lsq_zp->data);
+    if (!rc && q->values) rc = qat_h5_read(h, "values", QAT_H5_F32, 1, &q->k, q->values->data);
+    for (int k = 0; !rc && q->values && k < q->k; k++)
+        if (!isfinite(q->values->data[k]))
+            rc = qat_h5_fail(QAT_ERR_FORMAT, h, "dataset", "values", "shared value %d is %g", k, q->values->data[k]);
     for (int c = 0; !rc && c < n; c++)
         if (!(q->scale[c] > 0) || !isfinite(q->scale[c]) || q->zero_point[c] < q->qmin || q->zero_point[c] > q->qmax)
             rc = qat_h5_fail(QAT_ERR_FORMAT, h, "group", NULL, "channel %d: scale %g / zero point %d out of range", c,
@@ -128,7 +133,11 @@ static int write_unit_cfg(hid_t h, const qat_unit_config *c)
     int32_t v[16] = {c->quantize, c->weight.bits, c->weight.symmetric, c->weight.is_signed, c->weight.narrow,
                      c->weight.per_channel, c->act.bits, c->act.symmetric, c->act.is_signed, c->act.narrow,
                      c->act.per_channel, c->lsq_weight, c->lsq_act, (int32_t)c->calib, c->weight.axis, c->act.axis};
-    return qat_h5_attr_write(h, "config", QAT_H5_I32, 16, v);
+    int rc = qat_h5_attr_write(h, "config", QAT_H5_I32, 16, v);
+    /* beyond the uniform grid (absent: uniform, integer) */
+    int32_t x[3] = {(int32_t)c->weight_kind, c->weight_k, (int32_t)c->float_format};
+    if (!rc && (x[0] || x[1] || x[2])) rc = qat_h5_attr_write(h, "config_weights", QAT_H5_I32, 3, x);
+    return rc;
 }
 
 static int read_unit_cfg(hid_t h, qat_unit_config *c)
@@ -143,6 +152,17 @@ static int read_unit_cfg(hid_t h, qat_unit_config *c)
     c->lsq_weight = v[11];
     c->lsq_act = v[12];
     c->calib = (qat_calibrator)v[13];
+    if (qat_h5_attr_exists(h, "config_weights")) {
+        int32_t x[3];
+        if ((rc = qat_h5_attr_read(h, "config_weights", QAT_H5_I32, 3, x))) return rc;
+        if (x[0] < 0 || x[0] >= QAT_WEIGHT_KIND_COUNT || x[2] < 0 || x[2] >= QAT_FLOAT_FORMAT_COUNT ||
+            (x[0] != QAT_WEIGHT_UNIFORM && (x[1] < 2 || x[1] > 256)) || (x[0] == QAT_WEIGHT_UNIFORM && x[1] != 0))
+            return qat_h5_fail(QAT_ERR_FORMAT, h, "attribute", "config_weights",
+                               "weight kind %d, K %d, float format %d out of range", x[0], x[1], x[2]);
+        c->weight_kind = (qat_weight_kind)x[0];
+        c->weight_k = x[1];
+        c->float_format = (qat_float_format)x[2];
+    }
     if (v[13] < 0 || v[13] >= QAT_CALIBRATOR_COUNT)
         return qat_h5_fail(QAT_ERR_FORMAT, h, "group", NULL, "calibrator %d unknown", v[13]);
     return QAT_OK;

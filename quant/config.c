@@ -37,14 +37,20 @@ const char *qat_unit_kind_name(qat_unit_kind k)
 
 /* ---- configuration ---- */
 
-static int parse_bits(const char *s, int *bits, const char **end)
+/* A decimal number in [lo, hi] at s, *end after it; -1 if none or out of range. */
+static int parse_num(const char *s, int lo, int hi, int *v, const char **end)
 {
     char *e;
-    long v = strtol(s, &e, 10);
-    if (e == s) return -1;
-    *bits = (int)v;
+    if (*s < '0' || *s > '9') return -1;
+    long x = strtol(s, &e, 10);
+    *v = (int)x;
     *end = e;
-    return ((v >= 2 && v <= 8) || v == 16) ? 0 : -1;
+    return (x >= lo && x <= hi) ? 0 : -1;
+}
+
+static int bad_spec(const char *spec)
+{
+    return qat_error(QAT_ERR_ARG, "quantization spec '%s' not understood; the grammar: " QAT_SPEC_GRAMMAR, spec);
 }
 
 int qat_unit_config_parse(const char *spec, qat_unit_config *out)
@@ -53,17 +59,55 @@ int qat_unit_config_parse(const char *spec, qat_unit_config *out)
     out->calib = QAT_CALIBRATOR_EMA;
     if (!spec) return qat_error(QAT_ERR_ARG, "quantization spec is NULL");
     if (!strcmp(spec, "float")) return QAT_OK;
-    int wb, ab;
+    if (!strcmp(spec, "fp16") || !strcmp(spec, "bf16")) {
+        out->quantize = 1;
+        out->float_format = spec[0] == 'f' ? QAT_FLOAT_FP16 : QAT_FLOAT_BF16;
+        /* no integer grid: the schemes are only recorded (16-bit) */
+        out->weight = qat_qscheme_weight(16);
+        out->weight.per_channel = 0;
+        out->act = qat_qscheme_activation(16);
+        return QAT_OK;
+    }
+    int wb = 8, ab, k = 0;
     const char *p = spec;
-    if (*p != 'w' || parse_bits(p + 1, &wb, &p) || *p != 'a' || parse_bits(p + 1, &ab, &p) || *p)
-        return qat_error(QAT_ERR_ARG,
-                         "quantization spec '%s': expected wXaY (X, Y bits in 2..8 or 16, e.g. w8a8) or 'float'", spec);
+    qat_weight_kind kind = QAT_WEIGHT_UNIFORM;
+    if (*p++ != 'w') return bad_spec(spec);
+    if (*p == 'c' || *p == 'h') {
+        kind = *p == 'c' ? QAT_WEIGHT_CODEBOOK : QAT_WEIGHT_HASHED;
+        if (parse_num(p + 1, 2, 256, &k, &p)) return bad_spec(spec);
+    } else if (parse_num(p, 1, 16, &wb, &p) || (wb > 8 && wb != 16)) {
+        return bad_spec(spec);
+    }
+    if (*p != 'a' || parse_num(p + 1, 2, 16, &ab, &p) || (ab > 8 && ab != 16) || *p) return bad_spec(spec);
     out->quantize = 1;
+    out->weight_kind = kind;
+    out->weight_k = k;
+    /* codebook / hashed values sit on a per-tensor int8 grid */
     out->weight = qat_qscheme_weight(wb);
+    if (kind != QAT_WEIGHT_UNIFORM) out->weight.per_channel = 0;
     out->act = qat_qscheme_activation(ab);
-    out->lsq_weight = wb <= 4;
+    out->lsq_weight = kind == QAT_WEIGHT_UNIFORM && wb <= 4;
     out->lsq_act = ab <= 4;
     return QAT_OK;
+}
+
+const char *qat_unit_config_spec(const qat_unit_config *c, char *buf, size_t n)
+{
+    qat_unit_config d;
+    char tmp[32];
+    if (!c->quantize) snprintf(tmp, sizeof tmp, "float");
+    else if (c->float_format) snprintf(tmp, sizeof tmp, "%s", c->float_format == QAT_FLOAT_FP16 ? "fp16" : "bf16");
+    else if (c->weight_kind != QAT_WEIGHT_UNIFORM)
+        snprintf(tmp, sizeof tmp, "w%c%da%d", c->weight_kind == QAT_WEIGHT_CODEBOOK ? 'c' : 'h', c->weight_k,
+                 c->act.bits);
+    else snprintf(tmp, sizeof tmp, "w%da%d", c->weight.bits, c->act.bits);
+    /* only a spec the parser turns back into these schemes is named */
+    if (qat_unit_config_parse(tmp, &d) || memcmp(&d.weight, &c->weight, sizeof d.weight) ||
+        memcmp(&d.act, &c->act, sizeof d.act) || d.weight_kind != c->weight_kind || d.weight_k != c->weight_k ||
+        d.float_format != c->float_format)
+        snprintf(tmp, sizeof tmp, "custom");
+    snprintf(buf, n, "%s", tmp);
+    return buf;
 }
 
 int qat_qconfig_init(qat_qconfig *c, const char *spec)

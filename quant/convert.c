@@ -14,12 +14,17 @@
 #include "qat/format_int8.h"
 #include "runtime/rounding.h"
 
-void qat_conv_integer_form(const qat_quantizer *wq, const float *wf, const float *bf, int C, size_t per, float s_in,
-                           const float *sw, float s_out, int8_t *w_q, int32_t *b_q, float *b_scale, double *mult)
+int qat_conv_integer_form(const qat_quantizer *wq, const float *wf, const float *bf, int C, size_t per, float s_in,
+                          const float *sw, float s_out, int8_t *w_q, int32_t *b_q, float *b_scale, double *mult)
 {
+    int special = qat_quantizer_is_special(wq);
+    if (w_q && special) {
+        int rc = qat_quantizer_weight_ints(wq, wf, (size_t)C * per, w_q);
+        if (rc) return rc;
+    }
     for (int c = 0; c < C; c++) {
         float inv = 1.0f / sw[c];
-        if (w_q)
+        if (w_q && !special)
             for (size_t k = 0; k < per; k++)
                 w_q[(size_t)c * per + k] =
                     (int8_t)qat_quantize_val(wf[(size_t)c * per + k], inv, 0, wq->qmin, wq->qmax);
@@ -28,6 +33,7 @@ void qat_conv_integer_form(const qat_quantizer *wq, const float *wf, const float
         if (b_q) b_q[c] = bf ? qat_quantize_bias_val(bf[c], bs) : 0;
         if (mult) mult[c] = qat_requant_real_multiplier(s_in, sw[c], s_out);
     }
+    return QAT_OK;
 }
 
 void qat_i8graph_free(qat_i8graph *g)
@@ -87,6 +93,9 @@ static int conv_op(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_i8op *o, con
     const qat_quantizer *wq = &un->weight;
     if (!wq->initialized || !wq->fake_quant)
         return qat_error(QAT_ERR_STATE, "export: unit '%s' has no weight parameters", un->name);
+    if (wq->float_format)
+        return qat_error(QAT_ERR_UNSUPPORTED, "export: unit '%s' is %s: its float ops are not in this build's int8 export yet",
+                         un->name, wq->float_format == QAT_FLOAT_FP16 ? "fp16" : "bf16");
     if (wq->qmin < -128 || wq->qmax > 127 || !wq->scheme.symmetric || !wq->scheme.is_signed)
         return qat_error(QAT_ERR_UNSUPPORTED, "export: unit '%s': weights must be symmetric signed <= 8 bits", un->name);
     float s_in = qat_qunit_input_scale(qm, un);
@@ -117,8 +126,19 @@ static int conv_op(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_i8op *o, con
     double *M = qat_arena_alloc(ctx, (size_t)OC * sizeof *M);
     if (!sw || !M) return QAT_ERR_NOMEM;
     for (int c = 0; c < OC; c++) sw[c] = s_all[per_channel ? c : 0];
-    qat_conv_integer_form(wq, wf->data, bf ? bf->data : NULL, OC, per, s_in, sw, qat_quantizer_scales(&un->act)[0],
-                          o->weight, o->bias, NULL, M);
+    int rc0 = qat_conv_integer_form(wq, wf->data, bf ? bf->data : NULL, OC, per, s_in, sw,
+                                    qat_quantizer_scales(&un->act)[0], o->weight, o->bias, NULL, M);
+    if (rc0) return rc0;
+    if (wq->kind != QAT_WEIGHT_UNIFORM) {
+        int K = wq->k, b = 1;
+        while ((1 << b) < K) b++;
+        o->wenc = wq->kind == QAT_WEIGHT_CODEBOOK ? QAT_I8W_CODEBOOK : QAT_I8W_HASHED;
+        o->wbits = b; /* index bits; the values are int8 */
+        o->codebook_k = K;
+        o->hash_seed = wq->seed;
+        if (!(o->codebook = qat_malloc((size_t)K))) return qat_error(QAT_ERR_NOMEM, "export: out of memory");
+        qat_quantizer_value_ints(wq, o->codebook);
+    }
     for (int c = 0; c < OC; c++) {
         int64_t rowabs = 0;
         for (size_t k = 0; k < per; k++) {

@@ -68,8 +68,9 @@ void qat_i8graph_free(qat_i8graph *g);
  *   b_scale[c] = s_in * sw[c]                                 (float32)
  *   b_q[c]     = round(bf[c] / b_scale[c]), saturated          (0 without bias)
  *   mult[c]    = s_in * sw[c] / s_out                         (double)
- * Any output array may be NULL. */
-void qat_conv_integer_form(const qat_quantizer *wq, const float *wf, const float *bf, int C, size_t per, float s_in,
+ * (binary, codebook and hashed weights: w_q from qat_quantizer_weight_ints).
+ * Any output array may be NULL. QAT_ERR_NOMEM. */
+int qat_conv_integer_form(const qat_quantizer *wq, const float *wf, const float *bf, int C, size_t per, float s_in,
                            const float *sw, float s_out, int8_t *w_q, int32_t *b_q, float *b_scale, double *mult);
 
 #endif

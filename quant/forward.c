@@ -56,6 +56,7 @@ float qat_qunit_input_scale(qat_qmodel *qm, const qat_qunit *un)
 {
     if (un->in_unit[0] < 0) return 0;
     const qat_quantizer *iq = &qm->units[un->in_unit[0]].act;
+    if (iq->float_format) return 0; /* fp16 / bf16: no grid */
     return (iq->fake_quant && iq->initialized) ? qat_quantizer_scales(iq)[0] : 0;
 }
 
@@ -101,7 +102,9 @@ static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_te
         qat_tensor *wf, *bf;
         if (qat_qunit_fold(ctx, qm, un, &wf, &bf)) return NULL;
         qat_tensor *w = qat_fq(ctx, wf, wq, 1);
-        if (bf && w && wq->fake_quant && s_in > 0) {
+        if (bf && w && wq->fake_quant && wq->float_format) {
+            bf = qat_fq_special(ctx, bf, wq, 1, 1, bf->numel, 0); /* the bias in the format too */
+        } else if (bf && w && wq->fake_quant && s_in > 0) {
             const float *sw = qat_channel_weight_scales(ctx, wq, l->out_ch);
             bf = sw ? qat_fq_bias(ctx, bf, s_in, sw) : NULL;
         }

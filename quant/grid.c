@@ -189,7 +189,12 @@ static qat_tensor *conv_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     if (!bq || (bf && !bi)) return NULL;
     size_t per = wf->numel / (size_t)C;
     /* the converter's integer weights, bias and multipliers */
-    qat_conv_integer_form(wq, wf->data, bf ? bf->data : NULL, C, per, s_in, sw, s_out, wq8, bq, sb->data, mult);
+    int rc = qat_conv_integer_form(wq, wf->data, bf ? bf->data : NULL, C, per, s_in, sw, s_out, wq8, bq, sb->data,
+                                   mult);
+    if (rc) {
+        qat_ctx_fail(ctx, rc);
+        return NULL;
+    }
     for (size_t i = 0; i < wf->numel; i++) wi->data[i] = (float)wq8[i];
     if (bi)
         for (int c = 0; c < C; c++) bi->data[c] = (float)bq[c];
@@ -294,6 +299,7 @@ static qat_tensor *pool_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
 qat_tensor *qat_qunit_forward_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
 {
     *failed = 0;
+    if (un->cfg.float_format) return NULL; /* no integer grid: the float32 graph */
     if (!integer_eval(ctx, qm, un)) return NULL;
     switch (un->kind) {
     case QAT_UNIT_CONV: return conv_unit_grid(ctx, qm, un, out, failed);

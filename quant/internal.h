@@ -65,6 +65,26 @@ int qat_observer_observe_relu(qat_observer *obs, const float *x, size_t n);
 /* b on the int32 grid s_in * s_w[c]; straight-through gradient to b. */
 qat_tensor *qat_fq_bias(qat_ctx *ctx, qat_tensor *b, float s_in, const float *s_w);
 
+/* ---- binary, codebook, hashed and float-format quantizers (quant/weights.c) ---- */
+
+/* 1 for a quantizer quant/weights.c handles (not the uniform grid). */
+int qat_quantizer_is_special(const qat_quantizer *q);
+/* Its parameters from x itself when it observes (binary: alpha = mean |w|
+ * per channel; codebook: k-means; hashed: bucket means; once, for learned
+ * ones). */
+int qat_quantizer_observe_special(qat_quantizer *q, const qat_tensor *x, size_t outer, size_t channels,
+                                  size_t inner);
+/* Its fake-quant on the tape (relu: of relu(x); float formats only). */
+qat_tensor *qat_fq_special(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, size_t outer, size_t channels,
+                           size_t inner, int relu);
+/* Codebook / hashed: the per-tensor grid scale of the shared values,
+ * max |v| / 127 (>= QAT_SCALE_EPS), and their int8 values [k]. */
+float qat_values_scale(const qat_quantizer *q);
+int qat_quantizer_value_ints(const qat_quantizer *q, int8_t *out);
+/* Binary / codebook / hashed: the int8 weights of w [n] (flat, as the
+ * int8 file indexes them). */
+int qat_quantizer_weight_ints(const qat_quantizer *q, const float *w, size_t n, int8_t *out);
+
 /* LSQ's constraint on a learnable quantizer, in place (scales >=
  * QAT_SCALE_EPS, zero points in [qmin, qmax]) and its scale / zero_point
  * copies synced; a no-op for fixed quantizers and when already projected.

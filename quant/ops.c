@@ -31,6 +31,11 @@ static void lsq_project(float *s, float *z, size_t n, int32_t qmin, int32_t qmax
  * Writes through q's pointers only (the tensors and arrays are not const). */
 void qat_quantizer_project(const qat_quantizer *q)
 {
+    if (q->values) {
+        for (int k = 0; k < q->k; k++)
+            if (!isfinite(q->values->data[k])) q->values->data[k] = 0.0f; /* an overshooting step */
+        q->scale[0] = qat_values_scale(q);
+    }
     if (!q->lsq_scale) return;
     lsq_project(q->lsq_scale->data, q->lsq_zp ? q->lsq_zp->data : NULL, (size_t)q->n, q->qmin, q->qmax);
     for (int c = 0; c < q->n; c++) {
@@ -91,12 +96,14 @@ void qat_quantizer_free(qat_quantizer *q)
     qat_observer_free(q->obs);
     qat_tensor_free(q->lsq_scale);
     qat_tensor_free(q->lsq_zp);
+    qat_tensor_free(q->values);
     memset(q, 0, sizeof *q);
 }
 
 int qat_quantizer_from_observer(qat_quantizer *q, int cal)
 {
     if (!q->obs || qat_observer_count(q->obs) == 0) return QAT_OK; /* nothing seen: keep */
+    if (qat_quantizer_is_special(q)) return QAT_OK; /* set from the tensor when it was observed */
     int rc;
     if (cal >= 0) {
         const qat_observer_opts *o = qat_observer_options(q->obs);
@@ -258,6 +265,11 @@ static int fq_layout(const qat_tensor *x, const qat_quantizer *q, size_t *outer,
 static int fq_observe(qat_ctx *ctx, const qat_tensor *x, qat_quantizer *q, size_t outer, size_t channels,
                       size_t inner)
 {
+    if (qat_quantizer_is_special(q)) {
+        int rc = qat_quantizer_observe_special(q, x, outer, channels, inner);
+        if (rc) qat_ctx_fail(ctx, rc);
+        return rc;
+    }
     if (!(q->observe && q->obs && !(q->lsq_scale && q->initialized))) return QAT_OK;
     int rc = q->n > 1 || q->scheme.per_channel ? qat_observer_observe_channels(q->obs, x->data, outer, channels, inner)
                                                : qat_observer_observe(q->obs, x->data, x->numel);
@@ -282,12 +294,18 @@ qat_tensor *qat_fq(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe)
     if (fq_layout(x, q, &outer, &channels, &inner)) return NULL;
     if (observe && fq_observe(ctx, x, q, outer, channels, inner)) return NULL;
     if (!q->fake_quant) return x;
+    if (qat_quantizer_is_special(q)) return qat_fq_special(ctx, x, q, outer, channels, inner, 0);
     return fq_apply(ctx, x, q, outer, channels, inner, 0);
 }
 
 qat_tensor *qat_fq_relu(qat_ctx *ctx, qat_tensor *x, qat_quantizer *q, int observe, qat_tensor **relu_out)
 {
     if (!x) return NULL;
+    if (q->float_format && q->fake_quant) {
+        qat_tensor *y = qat_fq_special(ctx, x, q, 1, 1, x->numel, 1);
+        *relu_out = y;
+        return y;
+    }
     int kind = q->obs ? (int)qat_observer_options(q->obs)->kind : -1;
     int learned = q->lsq_scale && q->initialized; /* the observer no longer sets them */
     int fusable = q->fake_quant && q->n == 1 && !q->scheme.per_channel &&

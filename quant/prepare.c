@@ -69,10 +69,35 @@ static int absorb(qat_qmodel *qm, int u, int layer, qat_layer_type type)
     return layer;
 }
 
+/* FNV-1a of a unit's name: the seed of its weight hash (stored in the
+ * int8 file, so a reader needs no rule for it). */
+static unsigned name_seed(const char *name)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+/* A quantizer that rounds to a float format: no parameters to find. */
+static int float_quantizer(qat_quantizer *q, const qat_qscheme *s, qat_float_format f)
+{
+    int rc = qat_quantizer_init(q, s, 1, 0, NULL);
+    if (rc) return rc;
+    q->float_format = f;
+    q->initialized = 1;
+    return QAT_OK;
+}
+
 static int setup_quantizers(qat_qmodel *qm, qat_qunit *un)
 {
     int rc;
     if (!un->cfg.quantize) return QAT_OK;
+    if (un->cfg.float_format) {
+        if ((rc = float_quantizer(&un->act, &un->cfg.act, un->cfg.float_format))) return rc;
+        if (un->kind == QAT_UNIT_CONV && (rc = float_quantizer(&un->weight, &un->cfg.weight, un->cfg.float_format)))
+            return rc;
+        return QAT_OK;
+    }
     qat_observer_opts ao = qat_act_observer_opts(un->cfg.calib);
     qat_qscheme as = un->cfg.act;
     as.per_channel = 0;
@@ -92,6 +117,17 @@ static int setup_quantizers(qat_qmodel *qm, qat_qunit *un)
         wo.memoryless = 1;
         if ((rc = qat_quantizer_init(&un->weight, &ws, ws.per_channel ? oc : 1, un->cfg.lsq_weight, &wo)))
             return rc;
+        qat_quantizer *q = &un->weight;
+        q->kind = un->cfg.weight_kind;
+        if (q->kind != QAT_WEIGHT_UNIFORM) {
+            int K = un->cfg.weight_k;
+            if (K < 2 || K > 256 || ws.bits != 8 || ws.per_channel)
+                return qat_error(QAT_ERR_ARG, "unit '%s': %s weights need K in 2..256 and a per-tensor 8-bit grid",
+                                 un->name, q->kind == QAT_WEIGHT_CODEBOOK ? "codebook" : "hashed");
+            q->k = K;
+            if (!(q->values = qat_tensor_create(1, &K, 1))) return QAT_ERR_NOMEM;
+            q->seed = name_seed(un->name);
+        }
     }
     return QAT_OK;
 }
@@ -101,7 +137,8 @@ static int build_params(qat_qmodel *qm)
     int n = 0;
     for (int u = 0; u < qm->n_units; u++) {
         qat_qunit *un = &qm->units[u];
-        n += (un->weight.lsq_scale != NULL) + (un->act.lsq_scale != NULL) + (un->act.lsq_zp != NULL);
+        n += (un->weight.lsq_scale != NULL) + (un->weight.values != NULL) + (un->act.lsq_scale != NULL) +
+             (un->act.lsq_zp != NULL);
     }
     qm->params = qat_calloc((size_t)n + 1, sizeof *qm->params);
     if (!qm->params) return qat_error(QAT_ERR_NOMEM, "qmodel: out of memory");
@@ -111,9 +148,9 @@ static int build_params(qat_qmodel *qm)
         struct {
             qat_tensor *t;
             const char *suffix;
-        } list[3] = {{un->weight.lsq_scale, "weight_scale"}, {un->act.lsq_scale, "act_scale"},
-                     {un->act.lsq_zp, "act_zero_point"}};
-        for (int k = 0; k < 3; k++) {
+        } list[4] = {{un->weight.lsq_scale, "weight_scale"}, {un->weight.values, "weight_values"},
+                     {un->act.lsq_scale, "act_scale"}, {un->act.lsq_zp, "act_zero_point"}};
+        for (int k = 0; k < 4; k++) {
             if (!list[k].t) continue;
             qat_named_tensor *p = &qm->params[n++];
             p->t = list[k].t;
@@ -318,8 +355,13 @@ static int finalize_with(qat_qmodel *qm, int cal)
         int rc;
         if (un->weight.n) {
             if ((rc = qat_quantizer_from_observer(&un->weight, -1))) return rc;
-            if (un->weight.lsq_scale && (rc = lsq_weight_init(qm, un))) return rc;
+            /* binary scales (mean |w|, already the least-squares optimum)
+             * and shared values are set when the weights are observed */
+            if (un->weight.lsq_scale && un->weight.scheme.bits > 1 && un->weight.kind == QAT_WEIGHT_UNIFORM &&
+                (rc = lsq_weight_init(qm, un)))
+                return rc;
         }
+        if (un->cfg.float_format) continue; /* nothing to calibrate */
         if (cal >= 0 && qat_observer_options(un->act.obs)->kind != QAT_OBSERVER_HISTOGRAM) continue;
         un->act.initialized = 0; /* recompute even if set during calibration */
         if ((rc = qat_quantizer_from_observer(&un->act, cal))) return rc;

@@ -30,13 +30,15 @@ int qat_qscheme_check(const qat_qscheme *s)
 {
     int rc;
     if (!s) return qat_error(QAT_ERR_ARG, "qscheme: scheme is NULL");
-    if (!((s->bits >= 2 && s->bits <= 8) || s->bits == 16))
-        return qat_error(QAT_ERR_ARG, "qscheme: bits is %d, expected 2..8 or 16", s->bits);
+    if (!((s->bits >= 1 && s->bits <= 8) || s->bits == 16))
+        return qat_error(QAT_ERR_ARG, "qscheme: bits is %d, expected 1..8 or 16", s->bits);
     if ((rc = check_flag("symmetric", s->symmetric)) ||
         (rc = check_flag("is_signed", s->is_signed)) ||
         (rc = check_flag("narrow", s->narrow)) ||
         (rc = check_flag("per_channel", s->per_channel)))
         return rc;
+    if (s->bits == 1 && !(s->symmetric && s->is_signed && s->narrow))
+        return qat_error(QAT_ERR_ARG, "qscheme: 1 bit (binary, {-1, +1} x scale) needs a symmetric signed narrow scheme");
     if (s->narrow && !s->is_signed)
         return qat_error(QAT_ERR_ARG,
                          "qscheme: narrow range needs a signed scheme (is_signed is 0)");
@@ -48,9 +50,14 @@ int qat_qscheme_check(const qat_qscheme *s)
 
 void qat_qscheme_range(const qat_qscheme *s, int32_t *qmin, int32_t *qmax)
 {
-    if (!s || s->bits < 2 || s->bits > 16) { /* invalid: see qat_qscheme_check */
+    if (!s || s->bits < 1 || s->bits > 16) { /* invalid: see qat_qscheme_check */
         *qmin = 0;
         *qmax = 0;
+        return;
+    }
+    if (s->bits == 1) { /* binary: the levels are -1 and +1 (0 is never produced) */
+        *qmin = -1;
+        *qmax = 1;
         return;
     }
     if (s->is_signed) {

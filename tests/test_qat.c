@@ -501,11 +501,38 @@ START_TEST(test_config_parse)
     ck_assert_int_eq(u.lsq_act, 0);
     OK(qat_unit_config_parse("float", &u));
     ck_assert_int_eq(u.quantize, 0);
-    const char *bad[] = {"w1a8", "w8a9", "w8a8x", "a8w8", "", "W8A8", "w8a", "w12a8"};
+    const char *bad[] = {"w0a8", "w8a9", "w8a8x", "a8w8", "", "W8A8", "w8a", "w12a8", "wc1a8", "wc300a8", "wh0a8",
+                         "wh257a8", "fp8", "fp16a8", "w1a1", "wca8", "wc16", "w-1a8", "w 8a8", "w+8a8"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_msg(qat_unit_config_parse(bad[i], &u) == QAT_ERR_ARG, "'%s' accepted", bad[i]);
-        ck_assert_ptr_nonnull(strstr(qat_last_error(), "wXaY"));
+        /* the message lists the grammar */
+        ck_assert_ptr_nonnull(strstr(qat_last_error(), "wc<K>a<A>"));
+        ck_assert_ptr_nonnull(strstr(qat_last_error(), "fp16"));
     }
+    /* the new forms, and the spec each turns back into */
+    struct {
+        const char *spec;
+        int bits, kind, k, fmt, per_channel, lsq_w;
+    } good[] = {{"w1a8", 1, QAT_WEIGHT_UNIFORM, 0, 0, 1, 1},       {"w2a8", 2, QAT_WEIGHT_UNIFORM, 0, 0, 1, 1},
+                {"wc16a8", 8, QAT_WEIGHT_CODEBOOK, 16, 0, 0, 0},  {"wc2a4", 8, QAT_WEIGHT_CODEBOOK, 2, 0, 0, 0},
+                {"wc256a8", 8, QAT_WEIGHT_CODEBOOK, 256, 0, 0, 0}, {"wh64a8", 8, QAT_WEIGHT_HASHED, 64, 0, 0, 0},
+                {"fp16", 16, QAT_WEIGHT_UNIFORM, 0, QAT_FLOAT_FP16, 0, 0},
+                {"bf16", 16, QAT_WEIGHT_UNIFORM, 0, QAT_FLOAT_BF16, 0, 0}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        OK(qat_unit_config_parse(good[i].spec, &u));
+        ck_assert_int_eq(u.quantize, 1);
+        ck_assert_int_eq(u.weight.bits, good[i].bits);
+        ck_assert_int_eq(u.weight_kind, good[i].kind);
+        ck_assert_int_eq(u.weight_k, good[i].k);
+        ck_assert_int_eq(u.float_format, good[i].fmt);
+        ck_assert_int_eq(u.weight.per_channel, good[i].per_channel);
+        ck_assert_int_eq(u.lsq_weight, good[i].lsq_w);
+        char buf[32];
+        ck_assert_str_eq(qat_unit_config_spec(&u, buf, sizeof buf), good[i].spec);
+    }
+    u.weight.narrow = 0; /* not what any spec makes */
+    char buf[32];
+    ck_assert_str_eq(qat_unit_config_spec(&u, buf, sizeof buf), "custom");
     for (int c = 0; c < QAT_CALIBRATOR_COUNT; c++)
         ck_assert_int_eq(qat_calibrator_from_name(qat_calibrator_name((qat_calibrator)c)), c);
     ck_assert_int_eq(qat_calibrator_from_name("entropy"), -1);

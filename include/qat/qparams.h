@@ -11,7 +11,8 @@ extern "C" {
 #endif
 
 typedef struct qat_qscheme {
-    int bits;        /* 2..8, or 16 for experiments */
+    int bits;        /* 1..8, or 16 for experiments; 1 = binary {-1, +1} (weights only:
+                      * symmetric signed narrow, range [-1, 1], sign(0) = +1) */
     int symmetric;   /* 1: symmetric (zero point fixed), 0: affine */
     int is_signed;   /* 1: [-2^(b-1), 2^(b-1)-1], 0: [0, 2^b-1] */
     int narrow;      /* signed only: [-(2^(b-1)-1), 2^(b-1)-1] */
@@ -26,7 +27,7 @@ QAT_API qat_qscheme qat_qscheme_activation(int bits);
 
 /* QAT_OK, or QAT_ERR_ARG with a message for an invalid scheme. */
 QAT_API int qat_qscheme_check(const qat_qscheme *s);
-/* Integer range of the scheme (qmin = qmax = 0 if bits is not 2..16). */
+/* Integer range of the scheme (qmin = qmax = 0 if bits is not 1..16; [-1, 1] for binary). */
 QAT_API void qat_qscheme_range(const qat_qscheme *s, int32_t *qmin, int32_t *qmax);
 
 /* Smallest scale ever produced (PyTorch's float32 eps). */

@@ -51,6 +51,22 @@ QAT_API const char *qat_calibrator_name(qat_calibrator c);
 /* inverse; -1 if unknown */
 QAT_API int qat_calibrator_from_name(const char *name);
 
+/* How a unit's weights are represented (docs/QUANT.md). */
+typedef enum {
+    QAT_WEIGHT_UNIFORM = 0, /* w<b>: b-bit grid per channel (b = 1: binary, alpha * sign(w)) */
+    QAT_WEIGHT_CODEBOOK,    /* wc<K>: K shared values per layer (k-means, trained centroids) */
+    QAT_WEIGHT_HASHED,      /* wh<K>: K buckets per layer, bucket = hash(seed, index) */
+    QAT_WEIGHT_KIND_COUNT
+} qat_weight_kind;
+
+/* Float formats a unit can be rounded to instead of an integer grid. */
+typedef enum {
+    QAT_FLOAT_NONE = 0, /* integer quantization (or float32 with quantize 0) */
+    QAT_FLOAT_FP16,     /* IEEE binary16, weights and activations (qat/half.h) */
+    QAT_FLOAT_BF16,     /* bfloat16, weights and activations */
+    QAT_FLOAT_FORMAT_COUNT
+} qat_float_format;
+
 /* Quantization of one unit. */
 typedef struct qat_unit_config {
     int quantize;       /* 0: the unit stays float (mixed precision "float") */
@@ -59,11 +75,23 @@ typedef struct qat_unit_config {
     int lsq_weight;     /* learnable weight scales (default: weight bits <= 4) */
     int lsq_act;        /* learnable activation scale and zero point (default: act bits <= 4) */
     qat_calibrator calib; /* activation observer (default EMA) */
+    qat_weight_kind weight_kind; /* uniform, codebook or hashed */
+    int weight_k;                /* K of a codebook / hashed unit (2..256), else 0 */
+    qat_float_format float_format; /* fp16 / bf16: the unit is rounded to it (no integer grid) */
 } qat_unit_config;
 
-/* Parses "wXaY" (X, Y in 2..8 or 16) or "float" into *out with the default
- * schemes. QAT_ERR_ARG with a message for anything else. */
+/* The spec grammar, one line per form, for messages and --help. */
+#define QAT_SPEC_GRAMMAR                                                                                    \
+    "w<B>a<A> (uniform: B weight bits 1..8, 1 = binary; A activation bits 2..8, or 16), "               \
+    "wc<K>a<A> (clustered: K = 2..256 shared weight values a layer), "                                  \
+    "wh<K>a<A> (hashed: K = 2..256 buckets a layer), fp16, bf16, float"
+
+/* Parses a spec of QAT_SPEC_GRAMMAR into *out with the default schemes.
+ * QAT_ERR_ARG with a message listing the grammar for anything else. */
 QAT_API int qat_unit_config_parse(const char *spec, qat_unit_config *out);
+/* The spec string of a configuration ("w4a8", "wc16a8", "fp16", "float"),
+ * into buf; "custom" when the schemes are not the defaults of a spec. */
+QAT_API const char *qat_unit_config_spec(const qat_unit_config *c, char *buf, size_t n);
 
 #define QAT_MAX_OVERRIDES 64
 
@@ -97,6 +125,12 @@ typedef struct qat_quantizer {
     int observe;           /* observer updates enabled */
     int fake_quant;        /* fake-quantization enabled */
     int initialized;       /* parameters have been set at least once */
+    /* weights beyond the uniform grid (docs/QUANT.md): */
+    qat_weight_kind kind;  /* uniform (scheme.bits 1 = binary), codebook, hashed */
+    int k;                 /* codebook / hashed: number of shared values */
+    qat_tensor *values;    /* codebook / hashed: [k] learnable shared values (centroids, bucket values) */
+    unsigned seed;         /* hashed: the bucket hash's seed */
+    qat_float_format float_format; /* fp16 / bf16: rounds to that format, no integer grid */
 } qat_quantizer;
 
 typedef enum {
