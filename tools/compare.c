@@ -50,7 +50,17 @@ static long estimate_bytes(qat_qmodel *qm, int packed)
         if (un->kind != QAT_UNIT_CONV) continue;
         const qat_layer *l = qat_model_layer_c(qat_qmodel_float(qm), un->head);
         int bits = un->cfg.quantize ? (packed ? un->weight.scheme.bits : 8) : 32;
-        b += ((long)l->weight->numel * bits + 7) / 8 + 12L * l->out_ch;
+        long extra = 0;
+        if (un->cfg.quantize && un->cfg.float_format) {
+            bits = 16;
+        } else if (un->cfg.quantize && un->cfg.weight_kind != QAT_WEIGHT_UNIFORM) {
+            int ib = 1;
+            while ((1 << ib) < un->cfg.weight_k) ib++;
+            /* hashed: no indices, only the K values; codebook: indices + K values */
+            bits = un->cfg.weight_kind == QAT_WEIGHT_HASHED ? 0 : packed ? ib : 8;
+            extra = un->cfg.weight_k;
+        }
+        b += ((long)l->weight->numel * bits + 7) / 8 + extra + 12L * l->out_ch;
     }
     return b;
 }
@@ -381,7 +391,8 @@ int cmd_compare(int argc, char **argv)
         if (res->n_specs == CMP_MAX_SPECS) break;
         qat_unit_config check;
         if (qat_unit_config_parse(sp, &check) || !check.quantize) {
-            rc = cli_fail("--quant '%s': expected wXaY specs", sp);
+            rc = cli_fail("--quant '%s': expected quantized specs (%s)", sp,
+                          check.quantize || !strcmp(sp, "float") ? QAT_SPEC_GRAMMAR : qat_last_error());
             break;
         }
         snprintf(res->specs[res->n_specs++], sizeof res->specs[0], "%s", sp);
