@@ -1,4 +1,5 @@
 /* quant/grid.c: evaluation on the integer grid (QAT_EVAL_INTEGER_GRID). */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,7 @@
 
 #include "autograd/internal.h"
 #include "quant/convert.h"
+#include "qat/half.h"
 #include "quant/internal.h"
 #include "runtime/rounding.h"
 
@@ -296,10 +298,137 @@ static qat_tensor *pool_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     return y;
 }
 
+/* ---- fp16 / bf16 units: the function the runtime's float ops compute ----
+ *
+ * In evaluation a float-format unit computes in double from its fp16
+ * (bf16) inputs, weights and bias, and rounds once: conv/linear
+ * y = r(sum x * w + b) (then the fused ReLU), add r(a + b), average pools
+ * r(sum / window). Products of two fp16 (bf16) values are exact in double
+ * and the sums are (nearly always) exact too, so the result does not
+ * depend on the summation order: the runtime's float ops compute the same
+ * (docs/FORMAT-int8.md, float ops). The float32 training graph rounds its
+ * partial sums first and differs where that lands next to a rounding
+ * boundary. */
+
+static float fmt_round(qat_float_format f, double v)
+{
+    return f == QAT_FLOAT_FP16 ? qat_f16_round(v) : qat_bf16_round(v);
+}
+
+static qat_tensor *float_conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    qat_float_format f = un->cfg.float_format;
+    const qat_tensor *x = out[l->inputs[0]];
+    qat_tensor *wf, *bf;
+    if (qat_qunit_fold(ctx, qm, un, &wf, &bf)) return NULL;
+    int C = l->out_ch, is_conv = l->type == QAT_LAYER_CONV2D, N = x->shape[0];
+    size_t per = wf->numel / (size_t)C;
+    double *w = qat_arena_alloc(ctx, wf->numel * sizeof *w), *b = qat_arena_alloc(ctx, (size_t)C * sizeof *b);
+    if (!w || !b) return NULL;
+    for (size_t i = 0; i < wf->numel; i++) w[i] = fmt_round(f, wf->data[i]);
+    for (int c = 0; c < C; c++) b[c] = bf ? fmt_round(f, bf->data[c]) : 0.0;
+    int relu = un->relu >= 0;
+    qat_tensor *y;
+    if (!is_conv) {
+        int in = x->shape[1];
+        double *xd = qat_arena_alloc(ctx, (size_t)N * in * sizeof *xd), *acc = qat_arena_alloc(ctx, (size_t)N * C * sizeof *acc);
+        y = qat_new(ctx, 2, (int[]){N, C});
+        if (!xd || !acc || !y) return NULL;
+        for (size_t i = 0; i < (size_t)N * in; i++) xd[i] = x->data[i];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, in, 1.0, xd, in, w, in, 0.0, acc, C);
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) {
+                float v = fmt_round(f, acc[(size_t)n * C + c] + b[c]);
+                y->data[(size_t)n * C + c] = relu && !(v > 0.0f) ? 0.0f : v;
+            }
+        out[un->head] = y;
+        if (un->bn >= 0) out[un->bn] = y;
+        return y;
+    }
+    int IC = x->shape[1], H = x->shape[2], W = x->shape[3], K = l->kernel, st = l->stride, pd = l->pad;
+    int OH = (H + 2 * pd - K) / st + 1, OW = (W + 2 * pd - K) / st + 1;
+    size_t P = (size_t)OH * OW;
+    y = qat_new(ctx, 4, (int[]){N, C, OH, OW});
+    double *col = qat_arena_alloc(ctx, per * P * sizeof *col), *acc = qat_arena_alloc(ctx, (size_t)C * P * sizeof *acc);
+    if (!y || !col || !acc) return NULL;
+    for (int n = 0; n < N; n++) {
+        const float *xn = x->data + (size_t)n * IC * H * W;
+        for (int ic = 0; ic < IC; ic++)
+            for (int kh = 0; kh < K; kh++)
+                for (int kw = 0; kw < K; kw++) {
+                    double *row = col + ((size_t)(ic * K + kh) * K + kw) * P;
+                    for (int oh = 0; oh < OH; oh++)
+                        for (int ow = 0; ow < OW; ow++) {
+                            int ih = oh * st - pd + kh, iw = ow * st - pd + kw;
+                            row[oh * OW + ow] =
+                                (ih < 0 || ih >= H || iw < 0 || iw >= W) ? 0.0 : xn[((size_t)ic * H + ih) * W + iw];
+                        }
+                }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)P, (int)per, 1.0, w, (int)per, col, (int)P, 0.0,
+                    acc, (int)P);
+        float *yn = y->data + (size_t)n * C * P;
+        for (int c = 0; c < C; c++)
+            for (size_t p = 0; p < P; p++) {
+                float v = fmt_round(f, acc[(size_t)c * P + p] + b[c]);
+                yn[(size_t)c * P + p] = relu && !(v > 0.0f) ? 0.0f : v;
+            }
+    }
+    out[un->head] = y;
+    if (un->bn >= 0) out[un->bn] = y;
+    return y;
+}
+
+static qat_tensor *float_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
+{
+    if (qm->eval_mode != QAT_EVAL_INTEGER_GRID || qm->calibrating || qat_ctx_training(ctx) || qat_ctx_grad_enabled(ctx) ||
+        !un->act.fake_quant || (un->kind == QAT_UNIT_CONV && !un->weight.fake_quant))
+        return NULL;
+    const qat_layer *l = qat_model_layer_c(qm->m, un->head);
+    qat_float_format f = un->cfg.float_format;
+    qat_tensor *y = NULL;
+    *failed = 1;
+    if (un->kind == QAT_UNIT_CONV) {
+        y = float_conv_unit(ctx, qm, un, out);
+    } else if (un->kind == QAT_UNIT_ADD) {
+        const qat_tensor *a = out[l->inputs[0]], *b = out[l->inputs[1]];
+        if (!(y = qat_new(ctx, a->ndim, a->shape))) return NULL;
+        int relu = un->relu >= 0;
+        for (size_t i = 0; i < a->numel; i++) {
+            float v = fmt_round(f, (double)a->data[i] + (double)b->data[i]);
+            y->data[i] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+        if (un->head != un->last && !(out[un->head] = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]]))) return NULL;
+    } else if (un->kind == QAT_UNIT_POOL && un->relu < 0) {
+        const qat_tensor *x = out[l->inputs[0]];
+        int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+        int gap = l->type == QAT_LAYER_GLOBAL_AVGPOOL;
+        int k = gap ? H : l->kernel, kw = gap ? W : l->kernel, st = gap ? 1 : l->stride;
+        int OH = gap ? 1 : (H - k) / st + 1, OW = gap ? 1 : (W - kw) / st + 1;
+        int shape[4] = {N, C, OH, OW};
+        if (!(y = qat_new(ctx, gap ? 2 : 4, shape))) return NULL;
+        for (long r = 0; r < (long)N * C; r++) {
+            const float *xr = x->data + (size_t)r * H * W;
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double acc = 0;
+                    for (int i = 0; i < k; i++)
+                        for (int j = 0; j < kw; j++) acc += xr[(oh * st + i) * W + ow * st + j];
+                    y->data[((size_t)r * OH + oh) * OW + ow] = fmt_round(f, acc / ((double)k * kw));
+                }
+        }
+    } else {
+        *failed = 0;
+        return NULL;
+    }
+    if (y) *failed = 0;
+    return y;
+}
+
 qat_tensor *qat_qunit_forward_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
 {
     *failed = 0;
-    if (un->cfg.float_format) return NULL; /* no integer grid: the float32 graph */
+    if (un->cfg.float_format) return float_unit_grid(ctx, qm, un, out, failed);
     if (!integer_eval(ctx, qm, un)) return NULL;
     switch (un->kind) {
     case QAT_UNIT_CONV: return conv_unit_grid(ctx, qm, un, out, failed);

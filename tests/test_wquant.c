@@ -368,6 +368,25 @@ START_TEST(test_fp16_quantizer)
             ck_assert_msg(qat_f16_round(t->data[i]) == t->data[i], "%s[%zu] = %a is not fp16", un->name, i,
                           (double)t->data[i]);
     }
+    /* the double-precision evaluation (what the runtime's float ops
+     * compute) and the float32 graph differ by at most an fp16 step or two */
+    {
+        const qat_qunit *lu = qat_qmodel_unit(qm, qat_qmodel_num_units(qm) - 1);
+        qat_tensor *yg = out[lu->last];
+        OK(qat_qmodel_set_eval_mode(qm, QAT_EVAL_FLOAT32_GRAPH));
+        qat_tensor *yf = qat_qmodel_forward(ctx, qm, x);
+        NN(yf);
+        long same = 0;
+        float big = 0;
+        for (size_t i = 0; i < yg->numel; i++) big = fmaxf(big, fabsf(yg->data[i]));
+        for (size_t i = 0; i < yf->numel; i++) {
+            same += yf->data[i] == yg->data[i];
+            ck_assert_msg(fabsf(yf->data[i] - yg->data[i]) <= 1e-2f * big,
+                          "logit %zu: %g vs %g", i, yf->data[i], yg->data[i]);
+        }
+        ck_assert_int_ge(same, (long)yf->numel / 4);
+        OK(qat_qmodel_set_eval_mode(qm, QAT_EVAL_INTEGER_GRID));
+    }
     /* training: gradients reach every weight */
     qat_ctx_reset(ctx);
     qat_ctx_set_training(ctx, 1);
