@@ -316,7 +316,23 @@ static int parse(int argc, char **argv, cli_common *c, cmp_opts *o)
             return cli_fail("compare: unknown option '%s'", a), -1;
         }
     }
+    if (strlen(specs) >= sizeof o->specs_buf) return cli_fail("--quant: the list is too long"), -1;
     snprintf(o->specs_buf, sizeof o->specs_buf, "%s", specs);
+    {
+        /* every spec checked before any run starts */
+        char buf[256], *save = NULL;
+        int n = 0;
+        snprintf(buf, sizeof buf, "%s", specs);
+        for (char *sp = strtok_r(buf, ",", &save); sp; sp = strtok_r(NULL, ",", &save)) {
+            qat_unit_config check;
+            if (qat_unit_config_parse(sp, &check) || !check.quantize)
+                return cli_fail("--quant '%s': expected quantized specs (%s)", sp,
+                                check.quantize || !strcmp(sp, "float") ? QAT_SPEC_GRAMMAR : qat_last_error()),
+                       -1;
+            if (++n > CMP_MAX_SPECS) return cli_fail("--quant: at most %d specs", CMP_MAX_SPECS), -1;
+        }
+        if (!n) return cli_fail("--quant: no spec given"), -1;
+    }
     if (!strcmp(calibs, "all")) {
         for (int k = 0; k < QAT_CALIBRATOR_COUNT; k++) o->calibs[o->n_calibs++] = k;
     } else {
@@ -388,13 +404,6 @@ int cmd_compare(int argc, char **argv)
     char specs[256], *save = NULL;
     snprintf(specs, sizeof specs, "%s", o.specs_buf);
     for (char *sp = strtok_r(specs, ",", &save); sp && !rc; sp = strtok_r(NULL, ",", &save)) {
-        if (res->n_specs == CMP_MAX_SPECS) break;
-        qat_unit_config check;
-        if (qat_unit_config_parse(sp, &check) || !check.quantize) {
-            rc = cli_fail("--quant '%s': expected quantized specs (%s)", sp,
-                          check.quantize || !strcmp(sp, "float") ? QAT_SPEC_GRAMMAR : qat_last_error());
-            break;
-        }
         snprintf(res->specs[res->n_specs++], sizeof res->specs[0], "%s", sp);
         int best = -1;
         qat_qmodel *keep[QAT_CALIBRATOR_COUNT] = {0};
