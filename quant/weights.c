@@ -16,13 +16,14 @@
  * - hashed (wh<K>): weight i of the layer takes bucket
  *   qat_i8_hash_bucket(seed, i, K); the K bucket values start as the mean
  *   of their members and are the only trained part (d v_k = sum of dy over
- *   its members, scaled by 1 / members; the latent weights get no
+ *   its members, HashedNets' true gradient; the latent weights get no
  *   gradient);
- * - the 1 / members scale is LSQ's idea (a shared parameter's gradient
- *   scaled down by how many elements it serves): with the plain sum a
- *   centroid of 3,000 weights steps 3,000 times as far as one weight, and
- *   lenet5 wc16a8 QAT diverged to NaN within 120 steps at the recipe's
- *   learning rate;
+ * - the 1 / members scale of codebook centroids is LSQ's idea (a shared
+ *   parameter's gradient scaled down by how many elements it serves): with
+ *   the plain sum a centroid of 3,000 weights steps 3,000 times as far as
+ *   one weight, and lenet5 wc16a8 QAT diverged to NaN within 120 steps at
+ *   the recipe's learning rate. A hash bucket's members are spread at
+ *   random over the layer and their gradients mostly cancel: the plain sum;
  * - codebook and hashed values are used on a per-tensor int8 grid,
  *   s = max_k |v_k| / 127, v_q = clamp(round(v / s), -127, 127) * s, so the
  *   int8 runtime stores K int8 values;
@@ -246,7 +247,7 @@ static void shared_backward(qat_ctx *ctx, const qat_tape_entry *e)
             cnt[s->idx[i]]++;
         }
         for (int k = 0; k < s->K; k++)
-            if (cnt[k]) dv[k] += (float)(acc[k] / (double)cnt[k]);
+            if (cnt[k]) dv[k] += (float)(s->latent ? acc[k] / (double)cnt[k] : acc[k]);
     }
 }
 
