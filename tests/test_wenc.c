@@ -484,7 +484,7 @@ static const struct {
     [D_SHORT] = {2, "003", "dataset weight has 899 bytes, expected 900 = ceil(2400 x 3 bits / 8)"},
     [D_LONG] = {4, "003", "dataset weight has 1501 bytes, expected 1500"},
     [D_PADDING] = {2, "001", "dataset weight: the padding bits after the last code are not 0"},
-    [D_INDEX] = {9, "003", "dataset weight: index"},
+    [D_INDEX] = {9, "003", "dataset weight: index 200 of weight 10 is outside the codebook"},
     [D_NOSEED] = {10, "003", "missing attribute hash_seed"},
     [D_NOCODEBOOK] = {9, "003", "missing dataset codebook"},
     [D_K1] = {10, "003", "dataset codebook has shape [1], expected [K] with K in 2..256"},
@@ -537,7 +537,7 @@ START_TEST(test_damaged)
         break;
     case D_INDEX: { /* K = 200 (8-bit indices): index 255 */
         v = h5_get_bytes(gr, "weight", &n);
-        v[10] = 255;
+        v[10] = 200; /* == K: the first index outside */
         h5_put_bytes(gr, "weight", H5T_STD_U8LE, v, n);
         free(v);
         break;
