@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "qat/core.h"
 
@@ -81,5 +82,33 @@ typedef enum {
  * also checks that the OS saves the vector registers); 0 elsewhere and on
  * non-x86 targets. */
 int qat_cpu_has(qat_cpu_feature f);
+
+/* ---- sub-byte packing (core/pack.c) ----
+ * The weight encodings of the int8 model file (docs/FORMAT-int8.md,
+ * "Weight encodings"): n codes of `bits` bits (1..8) as one little-endian
+ * bit stream (code i at stream bits i*bits.., least significant bit first;
+ * stream bit p is bit p mod 8 of byte p / 8), the last byte zero-padded.
+ * Used by the writer (io/export.c) and the runtime's reader alike. */
+
+/* ceil(n * bits / 8), without overflow for any n. */
+size_t qat_packed_bytes(size_t n, int bits);
+/* dst[qat_packed_bytes(n, bits)] <- the low `bits` bits of codes[n]. */
+void qat_pack_bits(uint8_t *dst, const uint8_t *codes, size_t n, int bits);
+/* codes[n] (each < 2^bits) <- src[qat_packed_bytes(n, bits)]. */
+void qat_unpack_bits(uint8_t *codes, const uint8_t *src, size_t n, int bits);
+/* 1 if the padding bits after code n - 1 in the last byte of src are 0. */
+int qat_packed_padding_ok(const uint8_t *src, size_t n, int bits);
+/* 1 if int8 weight w has a `bits`-bit code: [-2^(bits-1), 2^(bits-1) - 1]
+ * for bits 2..8, {-1, +1} for 1 bit (binary weights have no zero). */
+int qat_weight_fits_bits(int w, int bits);
+/* Packs weights w[n] as `bits`-bit codes into dst[qat_packed_bytes(n,
+ * bits)]: two's complement for bits 2..8, 1 bit: 1 = +1, 0 = -1. Returns
+ * -1, or the index of the first weight without a code (dst untouched). */
+long long qat_pack_weights(uint8_t *dst, const int8_t *w, size_t n, int bits);
+/* The inverse: w[n] <- the codes in src (every code decodes: b-bit two's
+ * complement sign-extended, or +-1 for 1 bit). */
+void qat_unpack_weights(int8_t *w, const uint8_t *src, size_t n, int bits);
+/* Index bits of a K-entry codebook: ceil(log2 K), at least 1 (K in 2..256). */
+int qat_index_bits(int k);
 
 #endif

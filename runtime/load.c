@@ -213,11 +213,11 @@ static int ld_attr_str(const ld_ctx *c, hid_t obj, const char *name, char **out)
 
 /* ---- datasets ---- */
 
-typedef enum { LD_I8, LD_I32, LD_F32 } ld_kind;
+typedef enum { LD_I8, LD_I32, LD_F32, LD_U8 } ld_kind;
 
 static const char *kind_name(ld_kind k)
 {
-    return k == LD_I8 ? "int8" : k == LD_I32 ? "int32" : "float32";
+    return k == LD_I8 ? "int8" : k == LD_I32 ? "int32" : k == LD_U8 ? "uint8" : "float32";
 }
 
 static void shape_str(char *buf, size_t n, int rank, const hsize_t *d)
@@ -250,6 +250,7 @@ static int ld_dset(const ld_ctx *c, hid_t grp, const char *name, ld_kind kind, i
     size_t sz = H5Tget_size(t);
     int ok;
     if (kind == LD_F32) ok = cl == H5T_FLOAT && sz == 4;
+    else if (kind == LD_U8) ok = cl == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_NONE && sz == 1;
     else ok = cl == H5T_INTEGER && H5Tget_sign(t) == H5T_SGN_2 && sz == (kind == LD_I8 ? 1u : 4u);
     if (!ok) {
         st = ld_err(c, QAT_ERR_FORMAT, "dataset %s is %s, expected %s", name,
@@ -287,6 +288,7 @@ static int ld_dset(const ld_ctx *c, hid_t grp, const char *name, ld_kind kind, i
         goto done;
     }
     hid_t mt = kind == LD_I8 ? H5T_NATIVE_INT8 : kind == LD_I32 ? H5T_NATIVE_INT32
+                                               : kind == LD_U8  ? H5T_NATIVE_UINT8
                                                                  : H5T_NATIVE_FLOAT;
     if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
         free(buf);
@@ -352,6 +354,235 @@ static int ld_requant_params(const ld_ctx *c, const char *what, int64_t m, int64
     return QAT_OK;
 }
 
+/* ---- weight encodings (format version 2; docs/FORMAT-int8.md) ----
+ * Every encoding is decoded here to the dense int8 weight the kernels use;
+ * the file's stored form is only recorded (op->wenc, wbits, codebook_k,
+ * hash_seed, weight_stored). */
+
+enum { WENC_INT8 = 0, WENC_PACKED, WENC_CODEBOOK, WENC_HASHED, WENC_COUNT };
+static const char *const wenc_names[] = {
+    [WENC_INT8] = QAT_I8_WENC_INT8,
+    [WENC_PACKED] = QAT_I8_WENC_PACKED,
+    [WENC_CODEBOOK] = QAT_I8_WENC_CODEBOOK,
+    [WENC_HASHED] = QAT_I8_WENC_HASHED,
+};
+_Static_assert(sizeof wenc_names / sizeof wenc_names[0] == WENC_COUNT, "one name per weight encoding");
+
+typedef struct ld_wenc {
+    int enc;  /* WENC_* */
+    int bits; /* weight_bits */
+} ld_wenc;
+
+/* Rank and dimensions of dataset name (which must exist). */
+static int ld_dset_dims(const ld_ctx *c, hid_t g, const char *name, int *rank, hsize_t *fd)
+{
+    if (H5Lexists(g, name, H5P_DEFAULT) <= 0) return ld_err(c, QAT_ERR_FORMAT, "missing dataset %s", name);
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    if (d < 0) return ld_err(c, QAT_ERR_FORMAT, "%s is not a readable dataset", name);
+    hid_t s = H5Dget_space(d);
+    int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
+    if (r >= 0 && r <= H5S_MAX_RANK) H5Sget_simple_extent_dims(s, fd, NULL);
+    if (s >= 0) H5Sclose(s);
+    H5Dclose(d);
+    if (r < 0 || r > H5S_MAX_RANK) return ld_err(c, QAT_ERR_FORMAT, "cannot read the shape of dataset %s", name);
+    *rank = r;
+    return QAT_OK;
+}
+
+/* weight_encoding, weight_bits and the weight's logical shape wd[rank]:
+ * the int8 dataset's shape, or attribute weight_shape for the others.
+ * Without weight_encoding (a version-1 file) the weight is int8 at 8
+ * bits. */
+static int ld_weight_header(const ld_ctx *c, hid_t g, int rank, ld_wenc *we, int64_t *wd)
+{
+    int st;
+    we->enc = WENC_INT8;
+    we->bits = 8;
+    if (H5Aexists(g, QAT_I8_ATTR_WEIGHT_ENCODING) > 0) {
+        char *e = NULL;
+        if ((st = ld_attr_str(c, g, QAT_I8_ATTR_WEIGHT_ENCODING, &e))) return st;
+        int k = 0;
+        while (k < WENC_COUNT && strcmp(e, wenc_names[k])) k++;
+        if (k == WENC_COUNT)
+            st = ld_err(c, QAT_ERR_UNSUPPORTED,
+                        "attribute weight_encoding = '%s', expected int8, packed, codebook or hashed", e);
+        free(e);
+        if (st) return st;
+        we->enc = k;
+    }
+    if (H5Aexists(g, QAT_I8_ATTR_WEIGHT_BITS) > 0 || we->enc != WENC_INT8) {
+        int32_t b = 8;
+        if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_WEIGHT_BITS, 1, 8, &b))) return st;
+        we->bits = b;
+    }
+    if (we->enc == WENC_INT8) {
+        int r = -1;
+        hsize_t fd[H5S_MAX_RANK] = {0};
+        if ((st = ld_dset_dims(c, g, QAT_I8_DSET_WEIGHT, &r, fd))) return st;
+        if (r != rank)
+            return ld_err(c, QAT_ERR_FORMAT, "dataset weight has rank %d, expected %d (%s)", r, rank,
+                          rank == 4 ? "[OC, IC, KH, KW]" : "[OUT, IN]");
+        for (int i = 0; i < r; i++) {
+            if (fd[i] < 1 || fd[i] > LD_MAX_DIM)
+                return ld_err(c, QAT_ERR_FORMAT, "dataset weight has dimension %d = %llu, expected 1..%d", i,
+                              (unsigned long long)fd[i], LD_MAX_DIM);
+            wd[i] = (int64_t)fd[i];
+        }
+        if (H5Aexists(g, QAT_I8_ATTR_WEIGHT_SHAPE) > 0) { /* optional here; must agree */
+            int64_t ws[4];
+            if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_WEIGHT_SHAPE, ws, rank))) return st;
+            for (int i = 0; i < rank; i++)
+                if (ws[i] != wd[i])
+                    return ld_err(c, QAT_ERR_FORMAT, "attribute weight_shape[%d] = %lld, dataset weight has %lld",
+                                  i, (long long)ws[i], (long long)wd[i]);
+        }
+        return QAT_OK;
+    }
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_WEIGHT_SHAPE, wd, rank))) return st;
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (wd[i] < 1 || wd[i] > LD_MAX_DIM)
+            return ld_err(c, QAT_ERR_FORMAT, "attribute weight_shape[%d] = %lld, expected 1..%d", i, (long long)wd[i],
+                          LD_MAX_DIM);
+        n *= wd[i];
+        if (n > LD_MAX_ELEMS)
+            return ld_err(c, QAT_ERR_FORMAT, "attribute weight_shape gives more than %lld weights",
+                          (long long)LD_MAX_ELEMS);
+    }
+    return QAT_OK;
+}
+
+/* Dataset codebook: int8 [K], K in 2..256. */
+static int ld_codebook(const ld_ctx *c, hid_t g, int8_t **cb, int *K)
+{
+    int r = -1, st;
+    hsize_t fd[H5S_MAX_RANK] = {0};
+    if ((st = ld_dset_dims(c, g, QAT_I8_DSET_CODEBOOK, &r, fd))) return st;
+    if (r != 1 || fd[0] < QAT_I8_CODEBOOK_MIN || fd[0] > QAT_I8_CODEBOOK_MAX) {
+        char sh[128];
+        shape_str(sh, sizeof sh, r, fd);
+        return ld_err(c, QAT_ERR_FORMAT, "dataset codebook has shape %s, expected [K] with K in %d..%d", sh,
+                      QAT_I8_CODEBOOK_MIN, QAT_I8_CODEBOOK_MAX);
+    }
+    int64_t d1[1] = {(int64_t)fd[0]};
+    if ((st = ld_dset(c, g, QAT_I8_DSET_CODEBOOK, LD_I8, 1, d1, (void **)cb))) return st;
+    *K = (int)fd[0];
+    return QAT_OK;
+}
+
+/* Dataset weight as a packed payload: uint8 [ceil(n * bits / 8)] exactly,
+ * zero padding bits. */
+static int ld_payload(const ld_ctx *c, hid_t g, size_t n, int bits, const char *what, uint8_t **out)
+{
+    int r = -1, st;
+    hsize_t fd[H5S_MAX_RANK] = {0};
+    *out = NULL;
+    if ((st = ld_dset_dims(c, g, QAT_I8_DSET_WEIGHT, &r, fd))) return st;
+    size_t nb = qat_packed_bytes(n, bits);
+    if (r != 1)
+        return ld_err(c, QAT_ERR_FORMAT, "dataset weight has rank %d, expected 1 (uint8 [%zu]: %s)", r, nb, what);
+    if (fd[0] != (hsize_t)nb)
+        return ld_err(c, QAT_ERR_FORMAT,
+                      "dataset weight has %llu bytes, expected %zu = ceil(%zu x %d bits / 8) (%s; the payload is %s)",
+                      (unsigned long long)fd[0], nb, n, bits, what, fd[0] < (hsize_t)nb ? "short" : "long");
+    int64_t d1[1] = {(int64_t)nb};
+    if ((st = ld_dset(c, g, QAT_I8_DSET_WEIGHT, LD_U8, 1, d1, (void **)out))) return st;
+    if (!qat_packed_padding_ok(*out, n, bits)) {
+        free(*out);
+        *out = NULL;
+        return ld_err(c, QAT_ERR_FORMAT, "dataset weight: the padding bits after the last code are not 0");
+    }
+    return QAT_OK;
+}
+
+static const char *bits_range(int bits, char *buf, size_t n)
+{
+    if (bits == 1) snprintf(buf, n, "{-1, +1}");
+    else snprintf(buf, n, "[%d, %d]", -(1 << (bits - 1)), (1 << (bits - 1)) - 1);
+    return buf;
+}
+
+/* Reads the weight wd[rank] (wd[1] checked against the input) in its
+ * encoding into op->weight (int8, dense) and records how it was stored. */
+static int ld_weight(const ld_ctx *c, hid_t g, rt_op *op, const ld_wenc *we, int rank, const int64_t *wd)
+{
+    int st = QAT_OK;
+    size_t n = 1;
+    for (int i = 0; i < rank; i++) n *= (size_t)wd[i];
+    char rb[32], what[64];
+    if (we->enc == WENC_INT8) {
+        if ((st = ld_dset(c, g, QAT_I8_DSET_WEIGHT, LD_I8, rank, wd, (void **)&op->weight))) return st;
+        if (we->bits < 8)
+            for (size_t i = 0; i < n; i++)
+                if (!qat_weight_fits_bits(op->weight[i], we->bits))
+                    return ld_err(c, QAT_ERR_FORMAT, "dataset weight: weight %zu = %d outside the %d-bit range %s "
+                                  "(attribute weight_bits)", i, op->weight[i], we->bits,
+                                  bits_range(we->bits, rb, sizeof rb));
+        op->weight_stored = n;
+        return QAT_OK;
+    }
+    if (we->enc == WENC_PACKED) {
+        uint8_t *p = NULL;
+        snprintf(what, sizeof what, "packed %d-bit weights", we->bits);
+        if ((st = ld_payload(c, g, n, we->bits, what, &p))) return st;
+        op->weight = qat_malloc(n);
+        if (!op->weight) st = qat_rti_error(QAT_ERR_NOMEM, "out of memory decoding weight");
+        else qat_unpack_weights(op->weight, p, n, we->bits);
+        op->weight_stored = qat_packed_bytes(n, we->bits);
+        free(p);
+        return st;
+    }
+    /* codebook, hashed */
+    int8_t *cb = NULL;
+    int K = 0;
+    if ((st = ld_codebook(c, g, &cb, &K))) return st;
+    int ib = qat_index_bits(K);
+    if (we->bits != ib)
+        st = ld_err(c, QAT_ERR_FORMAT, "attribute weight_bits = %d, expected ceil(log2 K) = %d for K = %d (dataset "
+                    "codebook)", we->bits, ib, K);
+    op->codebook_k = K;
+    if (!st && we->enc == WENC_CODEBOOK) {
+        uint8_t *p = NULL, *idx = NULL;
+        snprintf(what, sizeof what, "%d-bit indices into a codebook of %d", ib, K);
+        if (!(st = ld_payload(c, g, n, ib, what, &p))) {
+            idx = qat_malloc(n);
+            op->weight = qat_malloc(n);
+            if (!idx || !op->weight) st = qat_rti_error(QAT_ERR_NOMEM, "out of memory decoding weight");
+        }
+        if (!st) {
+            qat_unpack_bits(idx, p, n, ib);
+            for (size_t i = 0; !st && i < n; i++) {
+                if (idx[i] >= K)
+                    st = ld_err(c, QAT_ERR_FORMAT, "dataset weight: index %d of weight %zu is outside the codebook "
+                                "(dataset codebook has K = %d)", idx[i], i, K);
+                else
+                    op->weight[i] = cb[idx[i]];
+            }
+        }
+        op->weight_stored = qat_packed_bytes(n, ib) + (size_t)K;
+        free(p);
+        free(idx);
+    } else if (!st) {
+        int64_t seed = 0;
+        if (H5Lexists(g, QAT_I8_DSET_WEIGHT, H5P_DEFAULT) > 0)
+            st = ld_err(c, QAT_ERR_FORMAT, "dataset weight present: a hashed op stores no weights, only dataset "
+                        "codebook and attribute hash_seed");
+        if (!st) st = ld_attr_ints(c, g, QAT_I8_ATTR_HASH_SEED, &seed, 1);
+        if (!st && (seed < 0 || seed > (int64_t)UINT32_MAX))
+            st = ld_err(c, QAT_ERR_FORMAT, "attribute hash_seed = %lld, expected in [0, 2^32)", (long long)seed);
+        if (!st) {
+            op->hash_seed = (uint32_t)seed;
+            op->weight = qat_malloc(n);
+            if (!op->weight) st = qat_rti_error(QAT_ERR_NOMEM, "out of memory decoding weight");
+        }
+        for (size_t i = 0; !st && i < n; i++)
+            op->weight[i] = cb[qat_i8_hash_bucket(op->hash_seed, (unsigned)i, (unsigned)K)];
+        op->weight_stored = (size_t)K;
+    }
+    free(cb);
+    return st;
+}
+
 /* conv2d and linear: weight, bias, multiplier, shift (+ weight_scale). */
 static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
 {
@@ -378,27 +609,14 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
     if ((st = ld_in_zp(c, g, QAT_I8_ATTR_IN_ZP, in, &op->in_zp))) return st;
     if ((st = ld_act(c, g, op))) return st;
 
-    /* the weight's shape gives oc (checked against out_shape) and the kernel */
-    if (H5Lexists(g, QAT_I8_DSET_WEIGHT, H5P_DEFAULT) <= 0)
-        return ld_err(c, QAT_ERR_FORMAT, "missing dataset weight");
-    hid_t d = H5Dopen2(g, QAT_I8_DSET_WEIGHT, H5P_DEFAULT);
-    if (d < 0) return ld_err(c, QAT_ERR_FORMAT, "weight is not a readable dataset");
-    hid_t s = H5Dget_space(d);
-    hsize_t fd[H5S_MAX_RANK] = {0};
-    int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
-    if (r >= 0 && r <= H5S_MAX_RANK) H5Sget_simple_extent_dims(s, fd, NULL);
-    if (s >= 0) H5Sclose(s);
-    H5Dclose(d);
+    /* the weight's logical shape gives oc (checked against out_shape) and
+     * the kernel; its encoding how to read it (ld_weight_header) */
     int want_rank = conv ? 4 : 2;
-    if (r != want_rank)
-        return ld_err(c, QAT_ERR_FORMAT, "dataset weight has rank %d, expected %d (%s)", r,
-                      want_rank, conv ? "[OC, IC, KH, KW]" : "[OUT, IN]");
-    for (int i = 0; i < r; i++)
-        if (fd[i] < 1 || fd[i] > LD_MAX_DIM)
-            return ld_err(c, QAT_ERR_FORMAT, "dataset weight has dimension %d = %llu, expected 1..%d",
-                          i, (unsigned long long)fd[i], LD_MAX_DIM);
-    int oc = (int)fd[0];
-    int kh = conv ? (int)fd[2] : 1, kw = conv ? (int)fd[3] : 1;
+    int64_t wd[4] = {0, 0, 1, 1};
+    ld_wenc we;
+    if ((st = ld_weight_header(c, g, want_rank, &we, wd))) return st;
+    int oc = (int)wd[0];
+    int kh = conv ? (int)wd[2] : 1, kw = conv ? (int)wd[3] : 1;
     if (conv) {
         int ho = op->in_h + 2 * op->pad - kh, wo = op->in_w + 2 * op->pad - kw;
         if (ho < 0 || wo < 0)
@@ -415,9 +633,11 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
     op->ic = op->in_c;
     op->kh = kh;
     op->kw = kw;
-    int64_t wd[4] = {oc, op->ic, kh, kw};
-    if (!conv) wd[1] = op->ic;
-    if ((st = ld_dset(c, g, QAT_I8_DSET_WEIGHT, LD_I8, want_rank, wd, (void **)&op->weight))) return st;
+    if (we.enc != WENC_INT8 && wd[1] != op->ic)
+        return ld_err(c, QAT_ERR_FORMAT, "attribute weight_shape[1] = %lld, expected the input's %d %s",
+                      (long long)wd[1], op->ic, conv ? "channels" : "features");
+    wd[1] = op->ic;
+    if ((st = ld_weight(c, g, op, &we, want_rank, wd))) return st;
     int64_t od[1] = {oc};
     if ((st = ld_dset(c, g, QAT_I8_DSET_BIAS, LD_I32, 1, od, (void **)&op->bias))) return st;
     if ((st = ld_dset(c, g, QAT_I8_DSET_MULTIPLIER, LD_I32, 1, od, (void **)&op->mult))) return st;
@@ -443,6 +663,8 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
                           o, (long long)dev, (long long)(b + dev * sa));
     }
     op->weight_bytes = (size_t)oc * k + (size_t)oc * 12;
+    op->wenc = wenc_names[we.enc];
+    op->wbits = we.bits;
     return QAT_OK;
 }
 

@@ -341,6 +341,14 @@ int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info)
     info->out_scale = op->out_scale;
     info->out_zero_point = op->out_zp;
     info->weight_bytes = op->weight_bytes;
+    if (op->wenc) {
+        info->weight_encoding = op->wenc;
+        info->weight_bits = op->wbits;
+        info->codebook_k = op->codebook_k;
+        info->hash_seed = op->hash_seed;
+        info->weight_count = (size_t)op->oc * (size_t)op->ic * (size_t)op->kh * (size_t)op->kw;
+        info->weight_stored_bytes = op->weight_stored;
+    }
     return QAT_OK;
 }
 

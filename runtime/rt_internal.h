@@ -128,6 +128,15 @@ typedef struct rt_op {
     int8_t *weight;
     int32_t *bias, *mult, *shift;
     float *weight_scale; /* optional, informational */
+    /* how the file stored the weight (load.c decodes every encoding to
+     * `weight` above): wenc a QAT_I8_WENC_* name (static), wbits 1..8
+     * (codebook / hashed: index bits ceil(log2 K)), codebook_k K (0:
+     * none), hash_seed (hashed), weight_stored bytes of the weight and
+     * codebook datasets */
+    const char *wenc;
+    int wbits, codebook_k;
+    uint32_t hash_seed;
+    size_t weight_stored;
     /* add */
     int32_t add_mult[2], add_shift, add_zp[2];
     /* add, for the fast kernels (qat_rti_add_prepare): 0 use the reference,

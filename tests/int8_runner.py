@@ -118,6 +118,103 @@ def load_model(path):
 
 
 # --------------------------------------------------------------------------
+# Weight encodings (format version 2, "Weight encodings")
+# --------------------------------------------------------------------------
+
+ENCODINGS = ("int8", "packed", "codebook", "hashed")
+
+
+def hash_bucket(seed, index, k):
+    """The bucket of flat weight index (uint64 array) of a hashed layer."""
+    x = (np.asarray(index, dtype=np.uint64) + np.uint64((seed * 0x9E3779B9) & 0xFFFFFFFF)) \
+        & np.uint64(0xFFFFFFFF)
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
+    x ^= x >> np.uint64(13)
+    x = (x * np.uint64(0xC2B2AE35)) & np.uint64(0xFFFFFFFF)
+    x ^= x >> np.uint64(16)
+    return (x % np.uint64(k)).astype(np.int64)
+
+
+def index_bits(k):
+    """ceil(log2 K), at least 1."""
+    b = 1
+    while (1 << b) < k:
+        b += 1
+    return b
+
+
+def unpack_codes(op, payload, n, bits, what):
+    """n codes of `bits` bits from the little-endian bit stream `payload`."""
+    nb = (n * bits + 7) // 8
+    if payload.ndim != 1 or payload.size != nb:
+        raise FormatError("%s: dataset 'weight' has shape %s, expected (%d,) = ceil(%d x %d bits / 8) (%s)"
+                          % (op.where, payload.shape, nb, n, bits, what))
+    stream = np.unpackbits(payload, bitorder="little")       # stream bit p = bit p%8 of byte p//8
+    if np.any(stream[n * bits:]):
+        raise FormatError("%s: dataset 'weight': padding bits after the last code are not 0" % op.where)
+    b = stream[:n * bits].reshape(n, bits).astype(np.int64)   # column j = bit j of the code
+    return (b << np.arange(bits, dtype=np.int64)).sum(axis=1)
+
+
+def read_weight(op, rank):
+    """The conv/linear weight as int8 of its logical shape, in any encoding."""
+    enc = _str(op.group.attrs["weight_encoding"]) if "weight_encoding" in op.group.attrs else "int8"
+    if enc not in ENCODINGS:
+        raise FormatError("%s: weight_encoding '%s', expected one of %s" % (op.where, enc, ENCODINGS))
+    if "weight_bits" in op.group.attrs or enc != "int8":
+        bits = op.int_attr("weight_bits")
+        if not 1 <= bits <= 8:
+            raise FormatError("%s: weight_bits %d not in 1..8" % (op.where, bits))
+    else:
+        bits = 8
+    if enc == "int8":
+        w = op.dataset("weight", np.int8)
+        if w.ndim != rank:
+            raise FormatError("%s: weight has rank %d, expected %d" % (op.where, w.ndim, rank))
+        if "weight_shape" in op.group.attrs and \
+                tuple(op.int_array_attr("weight_shape", rank)) != tuple(w.shape):
+            raise FormatError("%s: weight_shape differs from the weight's shape" % op.where)
+        lo, hi = (-1, 1) if bits == 1 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+        bad = (w < lo) | (w > hi) | ((w == 0) if bits == 1 else False)
+        if np.any(bad):
+            raise FormatError("%s: dataset 'weight' has values outside weight_bits %d" % (op.where, bits))
+        return w
+    shape = tuple(int(v) for v in op.int_array_attr("weight_shape", rank))
+    if any(d < 1 for d in shape):
+        raise FormatError("%s: weight_shape %s" % (op.where, shape))
+    n = int(np.prod(shape, dtype=np.int64))
+    if enc == "packed":
+        codes = unpack_codes(op, op.dataset("weight", np.uint8), n, bits, "packed weights")
+        if bits == 1:
+            w = np.where(codes == 1, 1, -1)
+        else:
+            w = np.where(codes >= (1 << (bits - 1)), codes - (1 << bits), codes)
+        return w.astype(np.int8).reshape(shape)
+    cb = op.dataset("codebook", np.int8)
+    if cb.ndim != 1 or not 2 <= cb.size <= 256:
+        raise FormatError("%s: dataset 'codebook' has shape %s, expected (K,) with K in 2..256"
+                          % (op.where, cb.shape))
+    k = cb.size
+    if bits != index_bits(k):
+        raise FormatError("%s: weight_bits %d, expected ceil(log2 K) = %d (dataset 'codebook')"
+                          % (op.where, bits, index_bits(k)))
+    if enc == "codebook":
+        idx = unpack_codes(op, op.dataset("weight", np.uint8), n, bits, "codebook indices")
+        if np.any(idx >= k):
+            i = int(np.nonzero(idx >= k)[0][0])
+            raise FormatError("%s: dataset 'weight': index %d of weight %d is outside dataset 'codebook' (K = %d)"
+                              % (op.where, idx[i], i, k))
+        return cb[idx].reshape(shape)
+    if "weight" in op.group:
+        raise FormatError("%s: a hashed op has a dataset 'weight'" % op.where)
+    seed = op.int_attr("hash_seed")          # missing: FormatError naming it
+    if not 0 <= seed < (1 << 32):
+        raise FormatError("%s: hash_seed %d not in [0, 2^32)" % (op.where, seed))
+    return cb[hash_bucket(seed, np.arange(n, dtype=np.uint64), k)].reshape(shape)
+
+
+# --------------------------------------------------------------------------
 # Integer arithmetic
 # --------------------------------------------------------------------------
 
@@ -186,7 +283,7 @@ def check_lut(op, lut):
 def run_conv2d(op, x):
     c, h, w = x.shape[1:]
     oc, oh, ow = op.out_shape
-    weight = op.dataset("weight", np.int8)
+    weight = read_weight(op, 4)
     if weight.ndim != 4 or weight.shape[0] != oc or weight.shape[1] != c:
         raise FormatError("%s: weight shape %s does not fit input %s, output %s"
                           % (op.where, weight.shape, x.shape[1:], op.out_shape))
@@ -217,7 +314,9 @@ def run_conv2d(op, x):
 def run_linear(op, x):
     x = x.reshape(x.shape[0], -1)
     (nout,) = op.out_shape
-    weight = op.dataset("weight", np.int8, (nout, x.shape[1]))
+    weight = read_weight(op, 2)
+    if weight.shape != (nout, x.shape[1]):
+        raise FormatError("%s: weight shape %s, expected %s" % (op.where, weight.shape, (nout, x.shape[1])))
     bias = op.dataset("bias", np.int32, (nout,)).astype(np.int64)
     mult = op.dataset("multiplier", np.int32, (nout,)).astype(np.int64)
     shift = op.dataset("shift", np.int32, (nout,)).astype(np.int64)

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/internal.h"
 #include "qat/data.h"
 #include "qat/optim.h"
 #include "qat/qio.h"
@@ -410,7 +411,30 @@ static int check_file(const char *path, qat_qmodel *qm)
             ck_assert_int_eq(attr_i32(g, "act_max"), q->qmax);
             hsize_t d[4];
             int wnd, nd1;
-            int8_t *w = dset_get(g, "weight", H5T_NATIVE_INT8, 1, &wnd, d);
+            /* below 8 bits the weights are packed (docs/FORMAT-int8.md,
+             * "Weight encodings"): decode them to int8 */
+            char enc[16];
+            attr_str(g, "weight_encoding", enc, sizeof enc);
+            int wb = un->weight.scheme.bits;
+            ck_assert_int_eq(attr_i32(g, "weight_bits"), wb);
+            ck_assert_str_eq(enc, wb < 8 ? "packed" : "int8");
+            int8_t *w;
+            if (wb < 8) {
+                int32_t ws4[4] = {0, 0, 0, 0};
+                wnd = attr_read(g, "weight_shape", H5T_NATIVE_INT32, ws4, 4);
+                for (int k = 0; k < wnd; k++) d[k] = (hsize_t)ws4[k];
+                size_t nw = 1;
+                for (int k = 0; k < wnd; k++) nw *= d[k];
+                hsize_t pd[4];
+                int pnd;
+                uint8_t *p = dset_get(g, "weight", H5T_NATIVE_UINT8, 1, &pnd, pd);
+                ck_assert(pnd == 1 && pd[0] == (nw * (size_t)wb + 7) / 8);
+                w = malloc(nw);
+                qat_unpack_weights(w, p, nw, wb);
+                free(p);
+            } else {
+                w = dset_get(g, "weight", H5T_NATIVE_INT8, 1, &wnd, d);
+            }
             ck_assert_int_eq(wnd, type[0] == 'c' ? 4 : 2);
             ck_assert_int_eq((int)d[0], OC);
             size_t per = 1;

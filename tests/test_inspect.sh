@@ -1,7 +1,8 @@
 #!/bin/sh
 # `qat inspect --json` on every kind of file it accepts: the committed int8
 # model, a float checkpoint and a PTQ checkpoint trained here, and the int8
-# export of the latter. stdout must be exactly one JSON object; checked with
+# export of the latter (w4a8: its weights packed at 4 bits; the encoding,
+# bits, stored bytes and the payload against dense int8 are checked). stdout must be exactly one JSON object; checked with
 # python3's json module: op/layer/unit counts, types, inputs, bits, scale
 # ranges, payload_bytes (== `qat eval --json` for int8 models; == the h5py
 # sum when h5py is there) and file_bytes (== the file's size).
@@ -118,6 +119,25 @@ def int8_model(path, jname, wbits):
         else:
             check(o["weight_scale"] is None and o["multiplier"] is None and o["weight_bytes"] == 0,
                   f"{path}: op {o['index']} has weights")
+    # weight encodings: the committed version-1 model is int8, a w4a8
+    # export is packed at 4 bits (docs/FORMAT-int8.md, "Weight encodings")
+    counts = {1: 150, 3: 2400, 6: 48000, 7: 10080, 8: 840}
+    for o in ops:
+        if o["type"] not in ("conv2d", "linear"):
+            check(o["weight_encoding"] is None and o["weight_stored_bytes"] == 0, f"{path}: op {o['index']} encoding")
+            continue
+        n = counts[o["index"]]
+        check(o["weight_count"] == n, f"{path}: op {o['index']} weight_count {o['weight_count']}")
+        check(o["weight_encoding"] == ("int8" if wbits == 8 else "packed"), f"{path}: op {o['index']} encoding")
+        check(o["stored_weight_bits"] == wbits, f"{path}: op {o['index']} stored_weight_bits")
+        check(o["weight_stored_bytes"] == (n * wbits + 7) // 8, f"{path}: op {o['index']} weight_stored_bytes")
+        check(o["codebook_k"] is None and o["hash_seed"] is None, f"{path}: op {o['index']} codebook/seed")
+    stored = sum(o["weight_stored_bytes"] for o in ops)
+    check(d["weight_stored_bytes"] == stored and d["weight_count"] == sum(counts.values()), f"{path}: weight totals")
+    check(d["payload_dense_int8_bytes"] == d["payload_bytes"] - stored + sum(counts.values()),
+          f"{path}: payload_dense_int8_bytes {d['payload_dense_int8_bytes']}")
+    if wbits < 8:
+        check(d["payload_bytes"] <= 0.55 * d["payload_dense_int8_bytes"], f"{path}: w4 payload not <= 55% of dense")
     # conv features.0: 6x1x5x5 int8 weights + 6 x int32 bias, multiplier, shift
     check(ops[1]["weight_bytes"] == 150 + 3 * 6 * 4, f"{path}: op 1 weight_bytes {ops[1]['weight_bytes']}")
     # the table has an inputs column

@@ -15,8 +15,10 @@ static int usage(void)
 {
     fprintf(stderr, "usage: qat inspect FILE [--json]   (float checkpoint, QAT/PTQ checkpoint or int8 model)\n"
                     "--json: one JSON object on stdout (layers, units or ops with shapes, bits, scale ranges,\n"
-                    "multipliers; payload_bytes, file_bytes). An int8 model does not record its weight bits:\n"
-                    "they are the narrowest signed width holding its int8 weights.\n");
+                    "multipliers; payload_bytes, file_bytes). An int8 model shows how each conv/linear stores its weights\n"
+                    "(int8, packed, codebook, hashed: bits, K, seed, stored bytes) and the payload dense int8 weights\n"
+                    "would take. A version-1 int8 model does not record its weight bits: they are the narrowest\n"
+                    "signed width holding its int8 weights.\n");
     return 2;
 }
 
@@ -347,9 +349,12 @@ static int int8_op_read(hid_t f, const qat_rt_model *rt, int n_ops, int i, int8_
     if (o->has_act && o->act_max > 0 && !((o->act_max + 1) & o->act_max)) o->act_bits = signed_bits(0, o->act_max);
     long long lo, hi;
     int cnt;
-    /* the format does not record weight bits: the narrowest signed width
-     * holding the stored (symmetric) weights */
-    if (dataset_range(g, "weight", QAT_H5_I8, &lo, &hi, &cnt)) {
+    /* version 2 records the weight bits (the runtime read them); a
+     * version-1 file does not: the narrowest signed width holding the
+     * stored (symmetric) weights */
+    if (qat_h5_attr_exists(g, "weight_bits") == 1) {
+        o->weight_bits = o->rt.weight_bits;
+    } else if (dataset_range(g, "weight", QAT_H5_I8, &lo, &hi, &cnt)) {
         long long a = -lo > hi ? -lo : hi;
         o->weight_bits = signed_bits((int)-a, (int)a);
     }
@@ -390,6 +395,53 @@ static int int8_op_read(hid_t f, const qat_rt_model *rt, int n_ops, int i, int8_
     return 0;
 }
 
+/* ---- weight encodings (format version 2) ---- */
+
+/* The keys of how an op stores its weights (nulls for ops without). */
+static void json_int8_weight_encoding(json_w *j, const qat_rt_op_info *r)
+{
+    if (!r->weight_encoding) {
+        json_null(j, "weight_encoding");
+        json_null(j, "stored_weight_bits");
+        json_null(j, "codebook_k");
+        json_null(j, "hash_seed");
+        json_int(j, "weight_count", 0);
+        json_int(j, "weight_stored_bytes", 0);
+        return;
+    }
+    int cb = r->codebook_k > 0, hashed = !strcmp(r->weight_encoding, "hashed");
+    json_str(j, "weight_encoding", r->weight_encoding);
+    json_int(j, "stored_weight_bits", r->weight_bits);
+    if (cb) json_int(j, "codebook_k", r->codebook_k);
+    else json_null(j, "codebook_k");
+    if (hashed) json_int(j, "hash_seed", (long long)r->hash_seed);
+    else json_null(j, "hash_seed");
+    json_int(j, "weight_count", (long long)r->weight_count);
+    json_int(j, "weight_stored_bytes", (long long)r->weight_stored_bytes);
+}
+
+/* "packed w4", "codebook K=16", "hashed K=64 s=7" */
+static void weight_encoding_str(const qat_rt_op_info *r, char *buf, size_t n)
+{
+    if (!r->weight_encoding) snprintf(buf, n, "-");
+    else if (!strcmp(r->weight_encoding, "hashed"))
+        snprintf(buf, n, "hashed K=%d s=%u", r->codebook_k, (unsigned)r->hash_seed);
+    else if (r->codebook_k)
+        snprintf(buf, n, "codebook K=%d", r->codebook_k);
+    else
+        snprintf(buf, n, "%s w%d", r->weight_encoding, r->weight_bits);
+}
+
+/* Stored weight bytes and weight count over every op. */
+static void weight_totals(const int8_op_facts *ops, int n, long long *stored, long long *count)
+{
+    *stored = *count = 0;
+    for (int i = 0; i < n; i++) {
+        *stored += (long long)ops[i].rt.weight_stored_bytes;
+        *count += (long long)ops[i].rt.weight_count;
+    }
+}
+
 static void json_int8_op(json_w *j, int i, const int8_op_facts *o)
 {
     json_obj(j, NULL);
@@ -415,6 +467,7 @@ static void json_int8_op(json_w *j, int i, const int8_op_facts *o)
     if (o->add_shift >= 0) json_int(j, "add_shift", o->add_shift);
     else json_null(j, "add_shift");
     json_int(j, "weight_bytes", (long long)o->rt.weight_bytes);
+    json_int8_weight_encoding(j, &o->rt);
     json_obj_end(j);
 }
 
@@ -443,8 +496,11 @@ static void print_int8_op(int i, const int8_op_facts *o)
         snprintf(shift, sizeof shift, "%d", o->shift_lo);
     else if (o->add_shift >= 0)
         snprintf(shift, sizeof shift, "%d", o->add_shift);
-    printf("%-4d %-18s %-15s %-7s %-13s %-8s %-11.4g %-5d %-24s %-16s\n", i, o->rt.name, o->rt.type, in, out, bits,
-           o->rt.out_scale, (int)o->rt.out_zero_point, mult, shift);
+    char enc[40], stored[24] = "";
+    weight_encoding_str(&o->rt, enc, sizeof enc);
+    if (o->rt.weight_encoding) snprintf(stored, sizeof stored, "%zu", o->rt.weight_stored_bytes);
+    printf("%-4d %-18s %-15s %-7s %-13s %-8s %-11.4g %-5d %-24s %-10s %-18s %s\n", i, o->rt.name, o->rt.type, in, out,
+           bits, o->rt.out_scale, (int)o->rt.out_zero_point, mult, shift, enc, stored);
 }
 
 /* The ops through the runtime (which validates the file), plus what only
@@ -467,6 +523,8 @@ static int inspect_int8(const char *path, const qat_file_info *info, int json)
     }
     if (f >= 0) qat_h5_close(f, path);
     qat_h5_quiet_end(&q);
+    long long wstored = 0, wcount = 0, payload = (long long)qat_rt_payload_bytes(rt);
+    if (!rc) weight_totals(ops, n, &wstored, &wcount);
     if (!rc && json) {
         json_w j;
         json_head(&j, path, info, info->arch);
@@ -474,16 +532,23 @@ static int inspect_int8(const char *path, const qat_file_info *info, int json)
         json_arr(&j, "ops");
         for (int i = 0; i < n; i++) json_int8_op(&j, i, &ops[i]);
         json_arr_end(&j);
-        json_int(&j, "payload_bytes", (long long)qat_rt_payload_bytes(rt));
+        json_int(&j, "payload_bytes", payload);
+        json_int(&j, "weight_stored_bytes", wstored);
+        json_int(&j, "weight_count", wcount);
+        /* the same file with every weight dense int8 (one byte each) */
+        json_int(&j, "payload_dense_int8_bytes", payload - wstored + wcount);
         json_int(&j, "file_bytes", cli_file_bytes(path));
         json_obj_end(&j);
         json_end(&j);
     } else if (!rc) {
         printf("%s: %s (format version %d), model %s\n", path, info->format, info->format_version, info->arch);
-        printf("%-4s %-18s %-15s %-7s %-13s %-8s %-11s %-5s %-24s %-16s\n", "op", "name", "type", "inputs",
-               "output", "bits w/a", "scale", "zp", "multiplier", "shift");
+        printf("%-4s %-18s %-15s %-7s %-13s %-8s %-11s %-5s %-24s %-10s %-18s %s\n", "op", "name", "type", "inputs",
+               "output", "bits w/a", "scale", "zp", "multiplier", "shift", "weights", "stored");
         for (int i = 0; i < n; i++) print_int8_op(i, &ops[i]);
-        printf("payload (sum of dataset bytes): %zu; file: %ld bytes\n", qat_rt_payload_bytes(rt),
+        printf("weights: %lld stored bytes for %lld weights (dense int8: %lld)\n", wstored, wcount, wcount);
+        printf("payload (sum of dataset bytes): %lld (with dense int8 weights: %lld = %.1f%%); file: %ld bytes\n",
+               payload, payload - wstored + wcount,
+               payload > 0 ? 100.0 * (double)payload / (double)(payload - wstored + wcount) : 0.0,
                cli_file_bytes(path));
     }
     free(ops);

@@ -59,7 +59,27 @@
 
 /* ---- weight encodings (format version 2; conv2d / linear) ----
  * Section owned by the weight-encoding work (packed sub-byte, codebook,
- * hashed weights). */
+ * hashed weights). Every conv2d / linear op of a version-2 file carries
+ * weight_bits (int32, 1..8) and weight_encoding (string); a version-1 file
+ * or a missing attribute means "int8" at 8 bits. "int8": dataset weight is
+ * int8 [OC, IC, KH, KW] / [OUT, IN] as in version 1. "packed": weight is
+ * uint8 [ceil(n * weight_bits / 8)], the codes as one little-endian bit
+ * stream (core/pack.c). "codebook": weight is uint8 [ceil(n * ib / 8)]
+ * indices of ib = ceil(log2 K) bits into dataset codebook int8 [K].
+ * "hashed": no weight dataset; codebook int8 [K] and hash_seed (uint32).
+ * Every encoding but "int8" gives the logical shape in weight_shape
+ * (int32 [4] or [2]). */
+#define QAT_I8_ATTR_WEIGHT_BITS "weight_bits"
+#define QAT_I8_ATTR_WEIGHT_ENCODING "weight_encoding"
+#define QAT_I8_ATTR_WEIGHT_SHAPE "weight_shape"
+#define QAT_I8_ATTR_HASH_SEED "hash_seed"
+#define QAT_I8_DSET_CODEBOOK "codebook"
+#define QAT_I8_WENC_INT8 "int8"
+#define QAT_I8_WENC_PACKED "packed"
+#define QAT_I8_WENC_CODEBOOK "codebook"
+#define QAT_I8_WENC_HASHED "hashed"
+#define QAT_I8_CODEBOOK_MIN 2
+#define QAT_I8_CODEBOOK_MAX 256
 
 /* The bucket of weight `index` (flat, row-major over the weight) of a
  * hashed layer with seed `seed` and K buckets: murmur3's 32-bit finaliser

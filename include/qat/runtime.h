@@ -97,6 +97,14 @@ typedef struct qat_rt_op_info {
     float out_scale;
     int32_t out_zero_point;
     size_t weight_bytes;   /* bytes of int8 weights + int32 bias/multiplier/shift (0 if none) */
+    /* conv2d / linear: how the file stores the weights (docs/FORMAT-int8.md,
+     * "Weight encodings"); the runtime expands every encoding to int8 */
+    const char *weight_encoding; /* "int8", "packed", "codebook", "hashed"; NULL: no weights */
+    int weight_bits;       /* 1..8 (codebook / hashed: index bits, ceil(log2 K)); 0: no weights */
+    int codebook_k;        /* codebook / hashed: K values; else 0 */
+    uint32_t hash_seed;    /* hashed: the seed; else 0 */
+    size_t weight_count;   /* weights (OC * IC * KH * KW); 0: none */
+    size_t weight_stored_bytes; /* bytes the file stores for them (weight + codebook datasets) */
 } qat_rt_op_info;
 QAT_API int qat_rt_num_ops(const qat_rt_model *m);
 /* Facts of op i in [0, num_ops); QAT_ERR_ARG outside. */
