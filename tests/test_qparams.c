@@ -47,6 +47,7 @@ START_TEST(test_ranges)
     check_range(scheme(4, 0, 0, 0), 0, 15);
     check_range(scheme(2, 0, 1, 0), -2, 1);
     check_range(scheme(2, 1, 1, 1), -1, 1); /* ternary weights */
+    check_range(scheme(1, 1, 1, 1), -1, 1); /* binary weights (0 never produced) */
     check_range(scheme(2, 0, 0, 0), 0, 3);
     check_range(scheme(3, 0, 1, 0), -4, 3);
     check_range(scheme(16, 0, 1, 0), -32768, 32767);
@@ -73,8 +74,9 @@ static void check_invalid(qat_qscheme s, const char *msg)
 
 START_TEST(test_invalid_schemes)
 {
-    check_invalid(scheme(1, 0, 1, 0), "bits is 1, expected 2..8 or 16");
-    check_invalid(scheme(9, 0, 1, 0), "bits is 9, expected 2..8 or 16");
+    check_invalid(scheme(1, 0, 1, 0), "1 bit (binary, {-1, +1} x scale) needs a symmetric signed narrow scheme");
+    check_invalid(scheme(0, 1, 1, 1), "bits is 0, expected 1..8 or 16");
+    check_invalid(scheme(9, 0, 1, 0), "bits is 9, expected 1..8 or 16");
     check_invalid(scheme(12, 0, 1, 0), "bits is 12");
     check_invalid(scheme(32, 0, 1, 0), "bits is 32");
     check_invalid(scheme(0, 0, 1, 0), "bits is 0");
