@@ -95,6 +95,7 @@ static int parse(int argc, char **argv, cli_common *c, train_opts *o)
                 if (*dbls[k].dst < 0) return cli_fail("%s must be >= 0", a), -1;
                 done = 1;
             }
+        if (!done && (!strcmp(a, "--help") || !strcmp(a, "-h"))) return -1; /* the usage, no complaint */
         if (!done) return cli_fail("train: unknown option '%s'", a), -1;
     }
     return 0;
