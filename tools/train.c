@@ -245,6 +245,11 @@ static int setup_schedule(train_run *r)
         return cli_fail("train: --epochs %d, but --schedule '%s' adds up to %d epochs", o->epochs, o->schedule, total);
     o->epochs = total;
     r->staged = 1;
+    const qat_stage *last = &r->sched.stage[r->sched.n - 1];
+    if (last->part != QAT_STAGE_ALL || last->units)
+        cli_log("note: the last stage of --schedule '%s' leaves some quantizers off; the int8 export "
+                "quantizes every unit with the ranges they hold",
+                o->schedule);
     return 0;
 }
 
