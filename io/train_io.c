@@ -101,7 +101,12 @@ int qat_io_write_train(hid_t file, const qat_train_state *st)
     if (!rc) rc = qat_h5_attr_write_f64(rg, "momentum", r->momentum);
     if (!rc) rc = qat_h5_attr_write_i32(rg, "val_size", r->val_size);
     if (!rc) rc = qat_h5_attr_write_i32(rg, "train_limit", r->train_limit);
+    if (!rc) rc = qat_h5_attr_write_i32(rg, "test_limit", r->test_limit);
     if (!rc) rc = qat_h5_attr_write_str(rg, "data_dir", r->data_dir);
+    if (!rc) rc = qat_h5_attr_write_str(rg, "quant", r->quant);
+    if (!rc) rc = qat_h5_attr_write_str(rg, "schedule", r->schedule);
+    if (!rc) rc = qat_h5_attr_write_str(rg, "overrides", r->overrides);
+    if (!rc) rc = qat_h5_attr_write_i32(rg, "stage", r->stage);
     if (!rc) rc = write_history(file, st);
 done:
     if (rg >= 0) H5Gclose(rg);
@@ -180,8 +185,18 @@ int qat_io_read_train(hid_t file, qat_train_state *st)
     if (!rc) rc = qat_h5_attr_read_i32(rg, "val_size", &r->val_size);
     /* optional: files written before these existed */
     if (!rc && qat_h5_attr_exists(rg, "train_limit") == 1) rc = qat_h5_attr_read_i32(rg, "train_limit", &r->train_limit);
+    if (!rc && qat_h5_attr_exists(rg, "test_limit") == 1) rc = qat_h5_attr_read_i32(rg, "test_limit", &r->test_limit);
     if (!rc && qat_h5_attr_exists(rg, "data_dir") == 1)
         rc = qat_h5_attr_read_str(rg, "data_dir", r->data_dir, sizeof r->data_dir);
+    if (!rc && qat_h5_attr_exists(rg, "quant") == 1) rc = qat_h5_attr_read_str(rg, "quant", r->quant, sizeof r->quant);
+    if (!rc && qat_h5_attr_exists(rg, "schedule") == 1)
+        rc = qat_h5_attr_read_str(rg, "schedule", r->schedule, sizeof r->schedule);
+    if (!rc && qat_h5_attr_exists(rg, "overrides") == 1)
+        rc = qat_h5_attr_read_str(rg, "overrides", r->overrides, sizeof r->overrides);
+    if (!rc && qat_h5_attr_exists(rg, "stage") == 1) rc = qat_h5_attr_read_i32(rg, "stage", &r->stage);
+    if (!rc && (r->stage < 0 || (!r->schedule[0] && r->stage != 0)))
+        rc = qat_h5_fail(QAT_ERR_FORMAT, rg, "attribute", "stage", "stage %d without a schedule or negative",
+                         r->stage);
     if (!rc) rc = read_history(file, st);
 done:
     if (rg >= 0) H5Gclose(rg);

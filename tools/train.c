@@ -6,6 +6,7 @@
 
 #include "qat/optim.h"
 #include "qat/qio.h"
+#include "qat/schedule.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/train.h"
@@ -31,9 +32,19 @@ static int usage(void)
             "usage: qat train --model mlp|lenet5|convnet|resnet8 [--epochs N] [--out FILE]   (float recipe)\n"
             "       qat train --from float.h5 --quant w8a8 [--override NAME=SPEC ...] [--epochs N] [--out FILE]\n"
             "                 [--freeze-bn-after E] [--freeze-observers-after E] [--calib-size N]   (QAT recipe)\n"
-            "       qat train --resume FILE   (continue an interrupted run exactly)\n"
+            "       qat train --from float.h5 [--quant SPEC] --schedule STAGE[,STAGE...] ...   (staged QAT)\n"
+            "       qat train --resume FILE [--schedule S]   (continue an interrupted run exactly)\n"
+            "schedule: STAGE = [ITEM+ITEM...]:EPOCHS, ITEM = SPEC (any --quant spec; default --quant) |\n"
+            "          weights | acts (only that part fake-quantizes) | units=K (only the first K units, in\n"
+            "          `qat inspect` order) | all (both parts, every unit: the default). The epochs add up to\n"
+            "          --epochs. A new spec re-prepares and recalibrates the quantizers from the float weights;\n"
+            "          the same spec keeps them (docs/QUANT.md, Staged QAT). Examples:\n"
+            "          --schedule w8a8:1,w4a8:1,w2a8:1    --quant w4a4 --schedule weights:1,all:2\n"
+            "          --quant w4a4 --schedule units=3:1,all:2\n"
             "options: --batch B --lr LR --wd WD --momentum M --data DIR --val N --seed S --threads T --json\n"
-            "         --limit-train N --limit-test N\n");
+            "         --limit-train N --limit-test N\n"
+            "         --stop-after E   stop once E epochs of the run are done (the checkpoint then continues\n"
+            "                          with --resume, as after an interrupt)\n");
     return 2;
 }
 
@@ -49,6 +60,7 @@ static int parse(int argc, char **argv, cli_common *c, train_opts *o)
                            : !strcmp(a, "--from")   ? &o->from
                            : !strcmp(a, "--quant")  ? &o->quant
                            : !strcmp(a, "--resume") ? &o->resume
+                           : !strcmp(a, "--schedule") ? &o->schedule
                                                     : NULL;
         if (str) {
             if (!(*str = cli_value(argc, argv, &i))) return -1;
@@ -65,7 +77,7 @@ static int parse(int argc, char **argv, cli_common *c, train_opts *o)
             int *dst, min;
         } ints[] = {{"--epochs", &o->epochs, 1}, {"--batch", &o->batch, 1}, {"--calib-size", &o->calib_size, 1},
                     {"--freeze-bn-after", &o->freeze_bn_after, 0},
-                    {"--freeze-observers-after", &o->freeze_observers_after, 0}};
+                    {"--freeze-observers-after", &o->freeze_observers_after, 0}, {"--stop-after", &o->stop_after, 1}};
         struct {
             const char *name;
             double *dst;
@@ -83,6 +95,7 @@ static int parse(int argc, char **argv, cli_common *c, train_opts *o)
                 if (*dbls[k].dst < 0) return cli_fail("%s must be >= 0", a), -1;
                 done = 1;
             }
+        if (!done && (!strcmp(a, "--help") || !strcmp(a, "-h"))) return -1; /* the usage, no complaint */
         if (!done) return cli_fail("train: unknown option '%s'", a), -1;
     }
     return 0;
@@ -111,8 +124,8 @@ int cmd_train(int argc, char **argv)
         cli_fail("train: --model (float), --from (QAT) or --resume is required");
         return usage();
     }
-    if (o.from && !o.quant) {
-        cli_fail("train: --from loads a float checkpoint to quantize: give --quant SPEC (e.g. w8a8)");
+    if (o.from && !o.quant && !o.schedule) {
+        cli_fail("train: --from loads a float checkpoint to quantize: give --quant SPEC (e.g. w8a8) or --schedule");
         return usage();
     }
     train_result res;
@@ -125,6 +138,7 @@ int cmd_train(int argc, char **argv)
         json_str(&j, "command", "train");
         json_str(&j, "model", res.model);
         json_str(&j, "quant", res.quant);
+        json_str(&j, "schedule", res.schedule);
         json_int(&j, "epochs", res.epochs);
         json_num(&j, "test_accuracy", res.test_accuracy);
         json_num(&j, "val_accuracy", res.val_accuracy);
@@ -172,6 +186,10 @@ typedef struct train_run {
     uint8_t *yb;          /* and its labels */
     qat_train_state st;   /* what a checkpoint keeps: epoch, step, iterator, recipe, history */
     qat_qrecipe qr;       /* the QAT recipe QAT checkpoints keep */
+    int staged;           /* --schedule given (or resumed): sched holds it */
+    qat_quant_schedule sched;
+    int stage;            /* the stage r->qm's quantizers are in */
+    char ovr_buf[1024];   /* a resumed staged run's overrides (o.overrides point into it) */
     double *ips, *ipsw;   /* per epoch finished here: images/s of compute, of wall time */
     int n_timed;          /* epochs finished by this process */
     double test_acc;      /* after the last finished epoch */
@@ -215,6 +233,69 @@ static void recipe_defaults(train_opts *o, int qat)
     if (o->freeze_observers_after < 0) o->freeze_observers_after = (o->epochs + 1) / 2;
 }
 
+/* --schedule of a new run: parsed (stages without a spec take --quant's),
+ * its epochs are the run's (an explicit --epochs must agree). */
+static int setup_schedule(train_run *r)
+{
+    train_opts *o = &r->o;
+    if (!o->schedule) return 0;
+    if (qat_quant_schedule_parse(o->schedule, o->quant, &r->sched)) return cli_fail_lib("train");
+    int total = qat_quant_schedule_epochs(&r->sched);
+    if (o->epochs && o->epochs != total)
+        return cli_fail("train: --epochs %d, but --schedule '%s' adds up to %d epochs", o->epochs, o->schedule, total);
+    o->epochs = total;
+    r->staged = 1;
+    const qat_stage *last = &r->sched.stage[r->sched.n - 1];
+    if (last->part != QAT_STAGE_ALL || last->units)
+        cli_log("note: the last stage of --schedule '%s' leaves some quantizers off; the int8 export "
+                "quantizes every unit with the ranges they hold",
+                o->schedule);
+    return 0;
+}
+
+/* A resumed staged run: its schedule from the file (checked against the
+ * recipe and the stored quantizers), the overrides its stages re-prepare
+ * with, and a --schedule given now compared with it. quant_given is the
+ * --quant of this command line (NULL if none). */
+static int resume_schedule(train_run *r, const char *quant_given)
+{
+    train_opts *o = &r->o;
+    const qat_recipe *rec = &r->st.recipe;
+    if (!rec->schedule[0]) {
+        if (o->schedule)
+            return cli_fail("train: --schedule '%s', but %s was trained without a schedule", o->schedule, o->resume);
+        return 0;
+    }
+    if (qat_quant_schedule_parse(rec->schedule, NULL, &r->sched)) return cli_fail_lib(o->resume);
+    if (qat_quant_schedule_epochs(&r->sched) != rec->epochs || rec->stage >= r->sched.n ||
+        strcmp(r->sched.stage[rec->stage].spec, r->qr.spec))
+        return cli_fail("%s: schedule '%s' (stage %d) does not match the recipe (%d epochs) or the stored spec '%s'",
+                        o->resume, rec->schedule, rec->stage + 1, rec->epochs, r->qr.spec);
+    r->staged = 1;
+    r->stage = rec->stage;
+    if (o->schedule) {
+        qat_quant_schedule given;
+        char canon[QAT_SCHEDULE_TEXT_MAX];
+        const char *dflt = quant_given ? quant_given : rec->quant;
+        if (qat_quant_schedule_parse(o->schedule, dflt, &given) || qat_quant_schedule_format(&given, canon, sizeof canon))
+            return cli_fail_lib("train --resume");
+        if (strcmp(canon, rec->schedule))
+            return cli_fail("train: --schedule '%s' (%s) differs from the schedule %s was started with, '%s'",
+                            o->schedule, canon, o->resume, rec->schedule);
+    }
+    /* the overrides, which every stage's re-prepare applies */
+    snprintf(r->ovr_buf, sizeof r->ovr_buf, "%s", rec->overrides);
+    o->n_overrides = 0;
+    for (char *t = r->ovr_buf; *t && o->n_overrides < MAX_OVERRIDES;) {
+        o->overrides[o->n_overrides++] = t;
+        char *comma = strchr(t, ',');
+        if (!comma) break;
+        *comma = '\0';
+        t = comma + 1;
+    }
+    return 0;
+}
+
 /* --resume: loads the model (and for a QAT checkpoint the quantized model
  * and recipe) with its training state into r, and replaces the recipe,
  * seed, split and images by the ones the run started with (the data
@@ -225,6 +306,7 @@ static int resume_load(train_run *r, int data_dir_given)
     train_opts *o = &r->o;
     cli_common *c = &r->c;
     qat_train_state *st = &r->st;
+    const char *quant_given = o->quant;
     qat_file_info info;
     if (qat_checkpoint_info(o->resume, &info)) return cli_fail_lib(o->resume);
     if (!info.has_train || !info.has_optim)
@@ -248,11 +330,14 @@ static int resume_load(train_run *r, int data_dir_given)
     c->seed = st->seed;
     /* the same images: a resumed run reads what the original read */
     c->limit_train = st->recipe.train_limit;
+    if (!c->limit_test) c->limit_test = st->recipe.test_limit; /* what its accuracies were measured on */
     if (st->recipe.data_dir[0] && !data_dir_given) c->data_dir = st->recipe.data_dir;
     if (st->threads != qat_get_num_threads())
         cli_log("note: the run used %d threads, this one %d: numbers may differ in the last bits", st->threads,
                 qat_get_num_threads());
     if (!o->out) o->out = o->resume;
+    int rc = resume_schedule(r, quant_given);
+    if (rc) return rc;
     if (st->epoch >= o->epochs && st->iter.position == 0)
         cli_log("%s: all %d epochs are done already", o->resume, o->epochs);
     return 0;
@@ -279,7 +364,8 @@ static int setup_model(train_run *r)
                         in->out_shape[1], in->out_shape[2], r->in_c, r->in_h, r->in_w);
     if (!o->model) o->model = qat_model_arch(r->m);
     if (!o->out) {
-        snprintf(r->out_buf, sizeof r->out_buf, "%s-%s.h5", o->model, r->qat ? o->quant : "float");
+        const char *tag = !r->qat ? "float" : r->staged ? r->sched.stage[r->sched.n - 1].spec : o->quant;
+        snprintf(r->out_buf, sizeof r->out_buf, "%s-%s%s.h5", o->model, tag, r->staged ? "-staged" : "");
         o->out = r->out_buf;
     }
     /* the training data's normalisation goes with the model (the int8
@@ -289,28 +375,59 @@ static int setup_model(train_run *r)
     return 0;
 }
 
-/* A new QAT run's start point: prepares the quantized model per --quant and
- * --override, calibrates every quantizer on training images (PTQ), turns
- * the observers on for training and fills the QAT recipe r->qr. */
-static int setup_qat(train_run *r)
+/* "w4a4, weights only, first 3 units" (a static buffer). */
+static const char *stage_desc(const qat_stage *s)
 {
+    static char buf[96];
+    char units[32] = ", all units";
+    if (s->units) snprintf(units, sizeof units, ", first %d unit%s", s->units, s->units > 1 ? "s" : "");
+    snprintf(buf, sizeof buf, "%s, %s%s, %d epoch%s", s->spec,
+             s->part == QAT_STAGE_ALL ? "weights and activations" : s->part == QAT_STAGE_WEIGHTS ? "weights only"
+                                                                                                : "activations only",
+             units, s->epochs, s->epochs > 1 ? "s" : "");
+    return buf;
+}
+
+/* A QAT start point (a new run's, or stage k's of a staged run): prepares
+ * the quantized model per --quant (the stage's spec) and --override,
+ * calibrates every quantizer on training images (PTQ; stage k draws them
+ * with seed + 777 + k, so stage 0 is the unstaged run's), sets the stage's
+ * fake-quant switches, turns the observers on for training and fills the
+ * QAT recipe r->qr. */
+static int setup_qat(train_run *r, int stage)
+{
+    int k = stage;
     train_opts *o = &r->o;
+    const char *spec = r->staged ? r->sched.stage[k].spec : o->quant;
     qat_qconfig cfg;
-    int rc = cli_qconfig(&cfg, o->quant, o->overrides, o->n_overrides);
+    int rc = cli_qconfig(&cfg, spec, o->overrides, o->n_overrides);
     if (rc) return rc;
     /* learnable activation scales start from the MSE-optimal range;
      * the others follow the moving-average observer */
     if (cfg.base.lsq_act) cfg.base.calib = QAT_CALIBRATOR_MSE;
-    for (int k = 0; k < cfg.n_overrides; k++)
-        if (cfg.overrides[k].cfg.lsq_act) cfg.overrides[k].cfg.calib = QAT_CALIBRATOR_MSE;
+    for (int j = 0; j < cfg.n_overrides; j++)
+        if (cfg.overrides[j].cfg.lsq_act) cfg.overrides[j].cfg.calib = QAT_CALIBRATOR_MSE;
     if (!(r->qm = qat_qmodel_prepare(r->m, &cfg))) return cli_fail_lib("train: preparing QAT");
-    if ((rc = cli_calibrate(r->ctx, r->qm, r->d.train, o->calib_size, r->c.seed + 777, CLI_EVAL_BATCH))) return rc;
+    if ((rc = cli_calibrate(r->ctx, r->qm, r->d.train, o->calib_size, r->c.seed + 777 + (uint64_t)k, CLI_EVAL_BATCH)))
+        return rc;
+    if (r->staged) {
+        /* every stage's units=K must fit the model: checked before training */
+        for (int j = 0; j < r->sched.n; j++)
+            if (r->sched.stage[j].units > qat_qmodel_num_units(r->qm))
+                return cli_fail("train: --schedule stage %d: units=%d, but the model has %d quantization units", j + 1,
+                                r->sched.stage[j].units, qat_qmodel_num_units(r->qm));
+        if (qat_qmodel_set_stage_fake_quant(r->qm, &r->sched.stage[k])) return cli_fail_lib("train");
+    }
     double a0 = cli_evaluate(r->ctx, r->m, r->qm, r->d.test, CLI_EVAL_BATCH);
-    cli_log("QAT %s from %s: PTQ start point (calibration on %d images): test_acc %.4f", o->quant,
-            o->from ? o->from : "scratch", o->calib_size, a0);
+    if (r->staged)
+        cli_log("QAT stage %d/%d %s: quantizers prepared afresh, calibrated on %d images: test_acc %.4f", k + 1,
+                r->sched.n, stage_desc(&r->sched.stage[k]), o->calib_size, a0);
+    else
+        cli_log("QAT %s from %s: PTQ start point (calibration on %d images): test_acc %.4f", spec,
+                o->from ? o->from : "scratch", o->calib_size, a0);
     qat_qmodel_set_observers(r->qm, 1);
     snprintf(r->qr.method, sizeof r->qr.method, "qat");
-    snprintf(r->qr.spec, sizeof r->qr.spec, "%s", o->quant);
+    snprintf(r->qr.spec, sizeof r->qr.spec, "%s", spec);
     snprintf(r->qr.calib, sizeof r->qr.calib, "ema");
     r->qr.calib_size = o->calib_size;
     r->qr.freeze_bn_after = o->freeze_bn_after;
@@ -344,8 +461,9 @@ static int setup_optimizer(train_run *r)
 }
 
 /* A new run's training state: seed, threads and the recipe it was asked
- * (what --resume restores). */
-static void record_recipe(train_run *r)
+ * (what --resume restores), with a staged run's schedule (canonical),
+ * overrides and stage. */
+static int record_recipe(train_run *r)
 {
     qat_train_state *st = &r->st;
     st->seed = r->c.seed;
@@ -358,7 +476,23 @@ static void record_recipe(train_run *r)
     st->recipe.momentum = r->o.momentum;
     st->recipe.val_size = r->c.val;
     st->recipe.train_limit = r->c.limit_train;
+    st->recipe.test_limit = r->c.limit_test;
     snprintf(st->recipe.data_dir, sizeof st->recipe.data_dir, "%s", r->c.data_dir);
+    snprintf(st->recipe.quant, sizeof st->recipe.quant, "%s", r->o.quant ? r->o.quant : "");
+    if (!r->staged) return 0;
+    if (qat_quant_schedule_format(&r->sched, st->recipe.schedule, sizeof st->recipe.schedule))
+        return cli_fail_lib("train");
+    size_t off = 0;
+    for (int k = 0; k < r->o.n_overrides; k++) {
+        size_t len = strlen(r->o.overrides[k]);
+        if (off + len + 2 > sizeof st->recipe.overrides)
+            return cli_fail("train: the --override list is too long to store with a schedule (%zu characters max)",
+                            sizeof st->recipe.overrides - 1);
+        off += (size_t)snprintf(st->recipe.overrides + off, sizeof st->recipe.overrides - off, "%s%s", k ? "," : "",
+                                r->o.overrides[k]);
+    }
+    st->recipe.stage = r->stage;
+    return 0;
 }
 
 /* The shuffled batches of the training set (where a resumed run stopped),
@@ -389,10 +523,11 @@ static int train_setup(train_run *r, const cli_common *c, const train_opts *o)
     r->c = *c;
     r->o = *o;
     qat_train_state_init(&r->st);
-    r->qat = o->quant != NULL;
+    r->qat = o->quant != NULL || o->schedule != NULL;
+    int rc;
+    if (!o->resume && (rc = setup_schedule(r))) return rc;
     recipe_defaults(&r->o, r->qat);
     qat_set_num_threads(r->c.threads);
-    int rc;
     if (r->o.resume && (rc = resume_load(r, c->data_dir_given))) return rc;
     if (cli_load_data(&r->c, &r->d, 1, 1)) return 1;
     r->in_c = r->d.train->c;
@@ -402,9 +537,9 @@ static int train_setup(train_run *r, const cli_common *c, const train_opts *o)
     r->ctx = qat_ctx_create(0);
     r->yb = malloc((size_t)r->o.batch);
     if (!r->ctx || !r->yb) return cli_fail_lib("train: setup");
-    if (r->qat && !r->o.resume && (rc = setup_qat(r))) return rc;
+    if (r->qat && !r->o.resume && (rc = setup_qat(r, 0))) return rc;
     if ((rc = setup_optimizer(r))) return rc;
-    if (!r->o.resume) record_recipe(r);
+    if (!r->o.resume && (rc = record_recipe(r))) return rc;
     if ((rc = setup_batches(r))) return rc;
     r->ips = calloc((size_t)r->o.epochs, sizeof *r->ips);
     r->ipsw = calloc((size_t)r->o.epochs, sizeof *r->ipsw);
@@ -412,15 +547,68 @@ static int train_setup(train_run *r, const cli_common *c, const train_opts *o)
     return 0;
 }
 
-/* The QAT schedule: what changes at the start of epoch ep (0-based). BN
- * statistics freeze (folded with the running statistics) from
- * freeze_bn_after on; observers stop from freeze_observers_after on. A
- * function of ep only, so a resumed run sets the same switches. */
-static void epoch_schedule(train_run *r, int ep)
+/* Stage k of a staged run begins (at the start of its first epoch, after
+ * the previous epoch's checkpoint, so a run resumed from that checkpoint
+ * makes the same move). A new spec: the qmodel is prepared afresh from the
+ * float model (whose weights and BN statistics go on training) and
+ * calibrated (setup_qat), and the optimizer continues over the new
+ * parameter list: the float parameters keep their momentum and step
+ * counts, the new LSQ parameters start fresh. The same spec: the
+ * quantizers (their ranges, learned scales) carry over and only the
+ * stage's fake-quant switches change. */
+static int enter_stage(train_run *r, int k)
 {
-    if (!r->qm) return;
+    const qat_stage *s = &r->sched.stage[k];
+    if (!strcmp(s->spec, r->qr.spec)) {
+        if (qat_qmodel_set_stage_fake_quant(r->qm, s)) return cli_fail_lib("train");
+        cli_log("QAT stage %d/%d %s: quantizers carried over", k + 1, r->sched.n, stage_desc(s));
+    } else {
+        qat_qmodel *old_qm = r->qm;
+        qat_optim *old_opt = r->opt;
+        r->qm = NULL;
+        int rc = setup_qat(r, k), n = 0;
+        qat_named_tensor *p = NULL;
+        if (!rc) {
+            n = qat_qmodel_parameters(r->qm, NULL, 0);
+            p = malloc((size_t)(n + 1) * sizeof *p);
+            if (!p) rc = cli_fail("out of memory");
+        }
+        if (!rc) {
+            qat_qmodel_parameters(r->qm, p, n);
+            if (!(r->opt = qat_optim_continue(old_opt, p, n))) rc = cli_fail_lib("train: optimizer of the new stage");
+        }
+        if (rc) {
+            free(p);
+            qat_qmodel_free(r->qm);
+            r->qm = old_qm;
+            r->opt = old_opt;
+            return rc;
+        }
+        free(r->all_params);
+        r->all_params = p;
+        qat_optim_free(old_opt);
+        qat_qmodel_free(old_qm);
+    }
+    r->stage = r->st.recipe.stage = k;
+    return 0;
+}
+
+/* The QAT schedule: what changes at the start of epoch ep (0-based): a
+ * staged run's next stage (enter_stage); BN statistics freeze (folded with
+ * the running statistics) from freeze_bn_after on; observers stop from
+ * freeze_observers_after on (epochs of the whole run, also when staged). A
+ * function of ep and of the stage the checkpoint stores, so a resumed run
+ * sets the same switches. */
+static int epoch_schedule(train_run *r, int ep)
+{
+    if (!r->qm) return 0;
+    if (r->staged) {
+        int k = qat_quant_schedule_stage_at(&r->sched, ep), rc;
+        if (k != r->stage && (rc = enter_stage(r, k))) return rc;
+    }
     qat_qmodel_freeze_bn(r->qm, ep >= r->o.freeze_bn_after);
     if (ep >= r->o.freeze_observers_after) qat_qmodel_set_observers(r->qm, 0);
+    return 0;
 }
 
 /* One optimizer step on the n images in r->xb / r->yb: forward (float or
@@ -506,13 +694,20 @@ static int end_epoch(train_run *r, int ep, const epoch_stats *es)
 static int train_epochs(train_run *r)
 {
     signal(SIGINT, on_sigint);
-    cli_log("train %s%s%s: %d train / %d val / %d test images, %d threads, %zu parameters", r->o.model,
-            r->qat ? " QAT " : "", r->qat ? r->o.quant : "", r->d.train->n, r->d.val ? r->d.val->n : 0,
+    cli_log("train %s%s%s%s%s: %d train / %d val / %d test images, %d threads, %zu parameters", r->o.model,
+            r->qat ? " QAT " : "", r->qat ? r->qr.spec : "", r->staged ? " schedule " : "",
+            r->staged ? r->st.recipe.schedule : "", r->d.train->n, r->d.val ? r->d.val->n : 0,
             r->d.test->n, qat_get_num_threads(), qat_model_param_count(r->m));
     for (int ep = r->st.epoch; ep < r->o.epochs && !interrupted; ep++) {
+        if (r->o.stop_after && ep >= r->o.stop_after) {
+            cli_log("stopped after epoch %d of %d (--stop-after): continue with qat train --resume %s", ep,
+                    r->o.epochs, r->o.out);
+            break;
+        }
         epoch_stats es;
-        epoch_schedule(r, ep);
-        int rc = train_epoch(r, ep, &es);
+        int rc = epoch_schedule(r, ep);
+        if (rc) return rc;
+        rc = train_epoch(r, ep, &es);
         if (rc) return rc;
         if (interrupted) break;
         if ((rc = end_epoch(r, ep, &es))) return rc;
@@ -544,7 +739,8 @@ static void final_report(train_run *r, train_result *res)
     res->seconds = cli_now() - r->t_start;
     res->epochs = r->o.epochs;
     snprintf(res->model, sizeof res->model, "%s", r->o.model);
-    snprintf(res->quant, sizeof res->quant, "%s", r->qat ? r->o.quant : "float");
+    snprintf(res->quant, sizeof res->quant, "%s", r->qat ? r->qr.spec : "float");
+    snprintf(res->schedule, sizeof res->schedule, "%s", r->staged ? r->st.recipe.schedule : "");
     snprintf(res->out, sizeof res->out, "%s", r->o.out);
     res->n_history = r->st.n_history < TRAIN_MAX_HISTORY ? r->st.n_history : TRAIN_MAX_HISTORY;
     for (int k = 0; k < res->n_history; k++) res->history[k] = r->st.history[k];

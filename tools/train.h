@@ -10,9 +10,11 @@
 
 typedef struct train_opts {
     const char *model, *out, *from, *quant, *resume;
+    const char *schedule; /* --schedule (staged QAT, qat/schedule.h), or NULL */
     int epochs, batch, calib_size;
     double lr, wd, momentum;
     int freeze_bn_after, freeze_observers_after; /* epochs; -1: recipe default */
+    int stop_after; /* --stop-after E: end the run once E epochs are done (0: no) */
     char *overrides[MAX_OVERRIDES];
     int n_overrides;
 } train_opts;
@@ -21,6 +23,7 @@ void train_opts_defaults(train_opts *o);
 
 typedef struct train_result {
     char model[32], quant[32], out[256];
+    char schedule[256]; /* canonical --schedule, "" without one */
     int epochs;
     double test_accuracy, val_accuracy;
     double train_images_per_s, train_images_per_s_wall, seconds;

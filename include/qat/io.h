@@ -68,7 +68,13 @@ typedef struct qat_recipe {
     double momentum;
     int val_size;            /* images held out for validation */
     int train_limit;         /* the run used the first N training images (0: all) */
+    int test_limit;          /* and the first N test images (0: all) */
     char data_dir[256];      /* where the data came from ("" if unknown) */
+    /* staged QAT (qat/schedule.h); "" / 0 in runs without --schedule */
+    char quant[32];          /* --quant as given ("" if none): the stages' default spec */
+    char schedule[256];      /* canonical --schedule (qat_quant_schedule_format), "" if none */
+    char overrides[1024];    /* the --override NAME=SPEC list, ','-joined (staged runs) */
+    int stage;               /* 0-based stage the stored quantizers belong to */
 } qat_recipe;
 
 /* Everything besides the model and the optimizer that an exact resume
