@@ -148,7 +148,7 @@ static void dyn_params(float lo, float hi, float *scale, int32_t *zp)
     *zp = (int32_t)(z < -128 ? -128 : z > 127 ? 127 : z);
 }
 
-static void range_of(const float *x, size_t n, float *lo, float *hi)
+static void range_ref(const float *x, size_t n, float *lo, float *hi)
 {
     float a = 0, b = 0; /* the range always holds 0 */
     for (size_t i = 0; i < n; i++) {
@@ -159,12 +159,49 @@ static void range_of(const float *x, size_t n, float *lo, float *hi)
     *hi = b;
 }
 
-/* q + 128 as uint8 for q = clamp(rint(x * inv) + zp, -128, 127) */
+#ifdef RT_HAVE_X86
+/* min and max are exact: any order gives the same range (NaN ignored as
+ * range_ref ignores it: vminps returns its second operand, the running
+ * value, when x is NaN) */
+__attribute__((target("avx512f"))) static void range_avx512(const float *x, size_t n, float *lo, float *hi)
+{
+    __m512 a = _mm512_setzero_ps(), b = a;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        a = _mm512_min_ps(v, a);
+        b = _mm512_max_ps(v, b);
+    }
+    float la = _mm512_reduce_min_ps(a), hb = _mm512_reduce_max_ps(b);
+    float rl, rh;
+    range_ref(x + i, n - i, &rl, &rh);
+    *lo = rl < la ? rl : la;
+    *hi = rh > hb ? rh : hb;
+}
+#endif
+
+static void range_of(const float *x, size_t n, float *lo, float *hi)
+{
+#ifdef RT_HAVE_X86
+    if (qat_rti_cpu_has(QAT_RT_ISA_AVX512_VNNI)) {
+        range_avx512(x, n, lo, hi);
+        return;
+    }
+#endif
+    range_ref(x, n, lo, hi);
+}
+
+/* q + 128 as uint8 for q = clamp(rint(x * inv) + zp, -128, 127). |t| is
+ * first clamped to 512 (NaN to 0), where adding and subtracting 1.5 * 2^23
+ * rounds to the nearest integer, ties to even, as rint does (float32
+ * arithmetic, no contraction): a loop GCC vectorises. */
 static inline uint8_t dyn_q(float x, float inv, int32_t zp)
 {
     float t = x * inv;
-    int32_t v = t == t ? (int32_t)nearbyintf(t < -512.0f ? -512.0f : t > 512.0f ? 512.0f : t) : 0;
-    v += zp;
+    t = t == t ? t : 0.0f;
+    t = t < -512.0f ? -512.0f : t > 512.0f ? 512.0f : t;
+    const float r = (t + 12582912.0f) - 12582912.0f;
+    int32_t v = (int32_t)r + zp;
     v = v < -128 ? -128 : v > 127 ? 127 : v;
     return (uint8_t)(v + 128);
 }
@@ -176,6 +213,27 @@ static size_t dq_row(const rt_op *op)
     if (op->type == RT_OP_LINEAR) return ((size_t)op->ic + 3) / 4 * 4;
     return (size_t)op->in_c * op->in_h * op->in_w;
 }
+
+#ifdef RT_HAVE_X86
+/* dyn_q on 16 lanes: the same clamp, the same rounding (roundscale to
+ * nearest even), the same clamp of the result */
+__attribute__((target("avx512f,avx512bw"))) static size_t quant_avx512(const float *x, size_t n, float inv,
+                                                                       int32_t zp, uint8_t *q)
+{
+    const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-512.0f), hi = _mm512_set1_ps(512.0f);
+    const __m512i vz = _mm512_set1_epi32(zp + 128), zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 t = _mm512_mul_ps(_mm512_loadu_ps(x + i), vinv);
+        t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(t, t, _CMP_ORD_Q), t); /* NaN -> 0 */
+        t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+        __m512i v = _mm512_cvtps_epi32(_mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, vz), zero), top);
+        _mm_storeu_si128((__m128i *)(void *)(q + i), _mm512_cvtepi32_epi8(v));
+    }
+    return i;
+}
+#endif
 
 void qat_rti_dyn_quantize(const rt_op *op, const float *x, int n, uint8_t *q, float *scale, int32_t *zp)
 {
@@ -197,8 +255,12 @@ void qat_rti_dyn_quantize(const rt_op *op, const float *x, int n, uint8_t *q, fl
         const int32_t z = op->act_row ? zp[r] : zp[0];
         const float inv = 1.0f / s;
         uint8_t *qr = q + (size_t)r * row;
-        for (size_t k = 0; k < in; k++) qr[k] = dyn_q(xr[k], inv, z);
-        for (size_t k = in; k < row; k++) qr[k] = 128;
+        size_t k = 0;
+#ifdef RT_HAVE_X86
+        if (qat_rti_cpu_has(QAT_RT_ISA_AVX512_VNNI)) k = quant_avx512(xr, in, inv, z, qr);
+#endif
+        for (; k < in; k++) qr[k] = dyn_q(xr[k], inv, z);
+        for (k = in; k < row; k++) qr[k] = 128;
     }
 }
 
@@ -562,10 +624,12 @@ void qat_rti_float_run_u8(qat_rt_model *m, const uint8_t *pixels, int n)
     } else {
         float *y = (float *)(void *)m->out[0];
         const long long total = (long long)n * (long long)in->out_size;
-        for (long long e = 0; e < total; e++) {
-            const float v = norm_pixel(in, pixels[e]);
-            y[e] = in->fdt == RT_DT_F16 ? qat_f16_round(v) : v;
+        float lut[256]; /* the value of each pixel, computed once a call */
+        for (int p = 0; p < 256; p++) {
+            const float v = norm_pixel(in, (uint8_t)p);
+            lut[p] = in->fdt == RT_DT_F16 ? qat_f16_round(v) : v;
         }
+        for (long long e = 0; e < total; e++) y[e] = lut[pixels[e]];
     }
     qat_rti_float_run_ops(m, n);
 }
