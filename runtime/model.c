@@ -461,7 +461,7 @@ int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info)
 
 const int8_t *qat_rt_op_output(const qat_rt_model *m, int i)
 {
-    if (!m || !m->max_batch || i < 0 || i >= m->n_ops) return NULL;
+    if (!m || !m->max_batch || i < 0 || i >= m->n_ops || m->ops[i].fdt != RT_DT_INT8) return NULL;
     return m->out[i];
 }
 

@@ -108,7 +108,8 @@ QAT_API int qat_rt_num_ops(const qat_rt_model *m);
 QAT_API int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info);
 /* The int8 output of op i from the last run ([n, per-sample shape], valid
  * until the next run, prepare or free; a flatten shares its input's
- * buffer). NULL before qat_rt_prepare or for i out of range. */
+ * buffer). NULL before qat_rt_prepare, for i out of range, or for a float
+ * op (qat_rt_op_output_f32). */
 QAT_API const int8_t *qat_rt_op_output(const qat_rt_model *m, int i);
 /* Sum over every dataset in the file of element count x element size (the
  * payload). */
