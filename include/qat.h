@@ -69,5 +69,6 @@
 #include "qat/observer.h"
 #include "qat/quant.h"
 #include "qat/half.h"
+#include "qat/dynamic.h"
 
 #endif

@@ -825,6 +825,13 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     if ((st = ld_attr_f32(c, g, QAT_I8_ATTR_OUT_SCALE, 1, &op->out_scale))) return st;
     if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_OUT_ZP, -128, 127, &op->out_zp))) return st;
 
+    /* float ops (dtype attribute): load_float.c */
+    if (H5Aexists(g, QAT_I8_ATTR_DTYPE) > 0) return qat_rti_load_float_op(c->src, c->where, g, ops, i);
+    for (int k = 0; k < nin; k++)
+        if (ops[op->inputs[k]].fdt != RT_DT_INT8)
+            return ld_err(c, QAT_ERR_FORMAT, "an int8 %s cannot read the float output of op %d",
+                          op_type_names[op->type], op->inputs[k]);
+
     const rt_op *in = nin ? &ops[op->inputs[0]] : NULL;
     char s1[64], s2[64];
     switch (op->type) {
@@ -876,6 +883,7 @@ void qat_rti_free_ops(qat_rt_model *m)
         free(op->mult);
         free(op->shift);
         free(op->weight_scale);
+        qat_rti_float_free_op(op);
         qat_rti_gemm_free(&op->g);
     }
     free(m->ops);
@@ -965,6 +973,7 @@ static int ld_file(ld_ctx *c, hid_t f, qat_rt_model *m)
     H5Gclose(ops);
     c->where[0] = 0;
     if (st) return st;
+    for (int i = 0; i < n; i++) m->has_float |= m->ops[i].fdt != RT_DT_INT8;
     size_t payload = 0;
     if (qat_rti_h5_payload_bytes(f, &payload) < 0)
         return ld_err(c, QAT_ERR_FORMAT, "cannot list the datasets");

@@ -76,6 +76,7 @@ static void unplan(qat_rt_model *m)
         m->out = NULL;
     }
     for (int i = 0; i < m->n_ops; i++) qat_rti_gemm_free(&m->ops[i].g);
+    if (m->has_float) qat_rti_float_unplan(m);
     qat_rti_dealloc(m->scratch);
     qat_rti_dealloc(m->shared);
     m->scratch = m->shared = NULL;
@@ -107,13 +108,15 @@ static int plan(qat_rt_model *m, int max_batch)
         if (op->type == RT_OP_FLATTEN) {
             m->out[i] = m->out[op->inputs[0]];
         } else {
-            m->out[i] = qat_rti_alloc((size_t)max_batch * op->out_size + 64);
+            const size_t ob = (size_t)max_batch * op->out_size * qat_rti_elem_bytes(op);
+            m->out[i] = qat_rti_alloc(ob + 64);
             if (!m->out[i]) {
                 st = qat_rti_error(QAT_ERR_NOMEM, "out of memory: %zu bytes for the output of %s",
-                                   (size_t)max_batch * op->out_size, op->name);
+                                   ob, op->name);
                 break;
             }
         }
+        if (op->fdt != RT_DT_INT8) continue; /* float ops: qat_rti_float_plan */
         if (op->type == RT_OP_CONV2D) {
             size_t b = qat_rti_conv2d_ref_scratch(op);
             if (k) {
@@ -129,6 +132,7 @@ static int plan(qat_rt_model *m, int max_batch)
             if (b > shared) shared = b;
         }
     }
+    if (!st && m->has_float) st = qat_rti_float_plan(m, max_batch);
     if (!st) {
         int slots = omp_get_num_procs();
         if (m->threads > slots) slots = m->threads;
@@ -262,13 +266,48 @@ static void run_graph(qat_rt_model *m, int n, int8_t *logits)
         i = j;
     }
     const rt_op *last = &m->ops[m->n_ops - 1];
-    memcpy(logits, m->out[m->n_ops - 1], (size_t)n * last->out_size);
+    if (logits != m->out[m->n_ops - 1]) memcpy(logits, m->out[m->n_ops - 1], (size_t)n * last->out_size);
+}
+
+/* One int8 op over the batch, for the graphs with float ops that
+ * float_ops.c runs op by op. */
+void qat_rti_run_int8_op(qat_rt_model *m, int i, int n)
+{
+    const rt_isa_kernels *k = isa_kernels(m->isa);
+    const int T = run_threads(m);
+    const rt_op *op = &m->ops[i];
+    if (op->type == RT_OP_FLATTEN) return;
+    if (op->type == RT_OP_LINEAR) {
+        const int TL = (double)n * op->ic * op->oc >= (double)(1 << 20) ? T : 1;
+        if (k) k->linear(op, m->out[op->inputs[0]], m->out[i], n, TL, m->shared);
+        else qat_rti_linear_ref(op, m->out[op->inputs[0]], m->out[i], n, TL);
+        return;
+    }
+    const int TS = n < T ? n : T;
+#pragma omp parallel for num_threads(TS) schedule(dynamic, 1)
+    for (int b = 0; b < n; b++)
+        sample_op(m, k, i, b, m->scratch + (size_t)omp_get_thread_num() * m->slot_bytes);
+}
+
+/* A model whose logits are float: the int8 run calls refuse it. */
+static int check_int8_out(const qat_rt_model *m, const char *fn)
+{
+    if (m->ops[m->n_ops - 1].fdt != RT_DT_INT8)
+        return qat_rti_error(QAT_ERR_ARG, "%s: the model's logits are float32 (a float or dynamically quantized "
+                                          "model): use qat_rt_run_u8_float / qat_rt_run_f32_float", fn);
+    return QAT_OK;
 }
 
 int qat_rt_run_u8(qat_rt_model *m, const uint8_t *pixels, int n, int8_t *logits)
 {
     int st = check_run(m, pixels, n, logits, "qat_rt_run_u8");
+    if (!st) st = check_int8_out(m, "qat_rt_run_u8");
     if (st) return st;
+    if (m->has_float) {
+        qat_rti_float_run_u8(m, pixels, n);
+        memcpy(logits, m->out[m->n_ops - 1], (size_t)n * m->ops[m->n_ops - 1].out_size);
+        return QAT_OK;
+    }
     qat_rti_input_u8(&m->ops[0], pixels, m->out[0], n, run_threads(m));
     run_graph(m, n, logits);
     return QAT_OK;
@@ -277,7 +316,16 @@ int qat_rt_run_u8(qat_rt_model *m, const uint8_t *pixels, int n, int8_t *logits)
 int qat_rt_run_f32(qat_rt_model *m, const float *x, int n, int8_t *logits)
 {
     int st = check_run(m, x, n, logits, "qat_rt_run_f32");
+    if (!st) st = check_int8_out(m, "qat_rt_run_f32");
     if (st) return st;
+    if (m->has_float) {
+        long long bad = qat_rti_float_run_f32(m, x, n);
+        if (bad >= 0)
+            return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32: x[%lld] (image %lld) is NaN", bad,
+                                 bad / (long long)m->ops[0].out_size);
+        memcpy(logits, m->out[m->n_ops - 1], (size_t)n * m->ops[m->n_ops - 1].out_size);
+        return QAT_OK;
+    }
     long long nan = qat_rti_input_f32(&m->ops[0], x, m->out[0], n, run_threads(m));
     if (nan >= 0)
         return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32: x[%lld] (image %lld) is NaN", nan,
@@ -289,10 +337,70 @@ int qat_rt_run_f32(qat_rt_model *m, const float *x, int n, int8_t *logits)
 int qat_rt_run_s8(qat_rt_model *m, const int8_t *xq, int n, int8_t *logits)
 {
     int st = check_run(m, xq, n, logits, "qat_rt_run_s8");
+    if (!st) st = check_int8_out(m, "qat_rt_run_s8");
+    if (!st && m->ops[0].fdt != RT_DT_INT8)
+        st = qat_rti_error(QAT_ERR_ARG, "qat_rt_run_s8: the model's input is float (no int8 input grid)");
     if (st) return st;
     memcpy(m->out[0], xq, (size_t)n * m->ops[0].out_size);
+    if (m->has_float) {
+        qat_rti_float_run_ops(m, n);
+        memcpy(logits, m->out[m->n_ops - 1], (size_t)n * m->ops[m->n_ops - 1].out_size);
+        return QAT_OK;
+    }
     run_graph(m, n, logits);
     return QAT_OK;
+}
+
+qat_rt_dtype qat_rt_output_dtype(const qat_rt_model *m)
+{
+    return m && m->ops[m->n_ops - 1].fdt != RT_DT_INT8 ? QAT_RT_DTYPE_FLOAT32 : QAT_RT_DTYPE_INT8;
+}
+
+/* The logits of the last run as float32 (an int8 model's dequantized). */
+static void float_logits(const qat_rt_model *m, int n, float *logits)
+{
+    const rt_op *last = &m->ops[m->n_ops - 1];
+    const size_t total = (size_t)n * last->out_size;
+    if (last->fdt != RT_DT_INT8) memcpy(logits, m->out[m->n_ops - 1], total * sizeof *logits);
+    else qat_rt_dequantize(m, m->out[m->n_ops - 1], total, logits);
+}
+
+int qat_rt_run_u8_float(qat_rt_model *m, const uint8_t *pixels, int n, float *logits)
+{
+    int st = check_run(m, pixels, n, (const int8_t *)(void *)logits, "qat_rt_run_u8_float");
+    if (st) return st;
+    if (m->has_float) {
+        qat_rti_float_run_u8(m, pixels, n);
+    } else {
+        qat_rti_input_u8(&m->ops[0], pixels, m->out[0], n, run_threads(m));
+        run_graph(m, n, m->out[m->n_ops - 1]);
+    }
+    float_logits(m, n, logits);
+    return QAT_OK;
+}
+
+int qat_rt_run_f32_float(qat_rt_model *m, const float *x, int n, float *logits)
+{
+    int st = check_run(m, x, n, (const int8_t *)(void *)logits, "qat_rt_run_f32_float");
+    if (st) return st;
+    long long bad;
+    if (m->has_float) {
+        bad = qat_rti_float_run_f32(m, x, n);
+    } else {
+        bad = qat_rti_input_f32(&m->ops[0], x, m->out[0], n, run_threads(m));
+        if (bad < 0) run_graph(m, n, m->out[m->n_ops - 1]);
+    }
+    if (bad >= 0)
+        return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32_float: x[%lld] (image %lld) is NaN", bad,
+                             bad / (long long)m->ops[0].out_size);
+    float_logits(m, n, logits);
+    return QAT_OK;
+}
+
+const float *qat_rt_op_output_f32(const qat_rt_model *m, int i)
+{
+    if (!m || !m->max_batch || i < 0 || i >= m->n_ops || m->ops[i].fdt == RT_DT_INT8) return NULL;
+    return (const float *)(const void *)m->out[i];
 }
 
 /* ---- model facts ---- */
@@ -349,12 +457,19 @@ int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info)
         info->weight_count = (size_t)op->oc * (size_t)op->ic * (size_t)op->kh * (size_t)op->kw;
         info->weight_stored_bytes = op->weight_stored;
     }
+    static const char *const dts[] = {"int8", "float32", "float16"};
+    static const char *const wdts[] = {"float32", "float16", "int8"};
+    info->dtype = dts[op->fdt];
+    if (op->type == RT_OP_CONV2D || op->type == RT_OP_LINEAR)
+        info->weight_dtype = op->fdt == RT_DT_INT8 ? "int8" : wdts[op->wdt];
+    info->dynamic = op->fdt != RT_DT_INT8 && info->weight_dtype && op->wdt == RT_W_I8;
+    if (info->dynamic) info->act_quant = op->act_row ? "row" : "tensor";
     return QAT_OK;
 }
 
 const int8_t *qat_rt_op_output(const qat_rt_model *m, int i)
 {
-    if (!m || !m->max_batch || i < 0 || i >= m->n_ops) return NULL;
+    if (!m || !m->max_batch || i < 0 || i >= m->n_ops || m->ops[i].fdt != RT_DT_INT8) return NULL;
     return m->out[i];
 }
 

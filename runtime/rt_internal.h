@@ -151,7 +151,27 @@ typedef struct rt_op {
     size_t weight_bytes;
     /* prepared */
     rt_gemm g;
+    /* float ops (load_float.c, float_ops.c; docs/FORMAT-int8.md "Float
+     * ops"): fdt RT_DT_INT8 for the int8 ops above */
+    int fdt;            /* output dtype (rt_dtype) */
+    int wdt;            /* conv2d / linear: weight storage (rt_wdtype) */
+    int relu;           /* conv2d / linear / add: fused ReLU */
+    int act_row;        /* weight int8: per-sample activation quantization */
+    float *fweight;     /* float32 / float16 weights as float32 [oc, ic*kh*kw] */
+    uint16_t *hweight;  /* float16: the stored binary16 bits */
+    float *fbias;       /* [oc] */
+    int32_t *rowsum;    /* weight int8: sum over k of weight[o, k] */
+    void *dpack;        /* weight int8, VNNI: packed weights (prepare) */
+    int dpack_opad;     /* their output channels padded to 16 */
+    float *fin[2];      /* prepared: an int8 input dequantized [max_batch, in size] */
+    uint8_t *dq;        /* prepared, weight int8: quantized activations */
+    float *dscale;      /* prepared, weight int8: [max_batch] scale of each row */
+    int32_t *dzp;       /* and zero point */
 } rt_op;
+
+/* Output dtypes of ops, weight storage of float conv2d / linear. */
+typedef enum { RT_DT_INT8 = 0, RT_DT_F32, RT_DT_F16 } rt_dtype;
+typedef enum { RT_W_F32 = 0, RT_W_F16, RT_W_I8 } rt_wdtype;
 
 struct qat_rt_model {
     int n_ops;
@@ -168,6 +188,7 @@ struct qat_rt_model {
     int slots;
     uint8_t *shared;    /* batch-wide scratch (linear: packed activations) */
     size_t shared_bytes;
+    int has_float;      /* some op is a float op: float_ops.c runs the graph */
 };
 
 /* ---- loading (load.c) ---- */
@@ -209,6 +230,35 @@ int qat_rti_conv_geometry(const rt_op *op, rt_gemm *g, int cpg, int lanes, int e
 long qat_rti_conv_k(const rt_op *op, const rt_gemm *g, int cpg, int j, int e);
 void *qat_rti_alloc(size_t bytes); /* 64-byte aligned, zeroed; NULL on failure */
 void qat_rti_dealloc(void *p);
+
+/* ---- float ops (load_float.c, float_ops.c) ---- */
+/* Reads the rest of a float op (op->type, name, inputs, out_shape already
+ * read; the group has the dtype attribute). src and where name the file
+ * and the op in messages. */
+int qat_rti_load_float_op(const char *src, const char *where, int64_t group, rt_op *ops, int i);
+/* Frees what load_float.c allocated in op. */
+void qat_rti_float_free_op(rt_op *op);
+/* Bytes of one output element of op: 1 (int8) or 4 (float). */
+size_t qat_rti_elem_bytes(const rt_op *op);
+/* Plans / frees the float ops' prepared state (after the int8 ops'). */
+int qat_rti_float_plan(qat_rt_model *m, int max_batch);
+void qat_rti_float_unplan(qat_rt_model *m);
+/* The input op into m->out[0] (float or int8 input op), then every op. */
+void qat_rti_float_run_u8(qat_rt_model *m, const uint8_t *pixels, int n);
+long long qat_rti_float_run_f32(qat_rt_model *m, const float *x, int n);
+/* ops 1..N-1 over the input already in m->out[0] */
+void qat_rti_float_run_ops(qat_rt_model *m, int n);
+/* An int8 op (model.c) over the batch, for graphs float_ops.c runs. */
+void qat_rti_run_int8_op(qat_rt_model *m, int i, int n);
+/* Dynamic linear kernels (float_ops.c), exposed for the tests: the
+ * portable one and the AVX-512 VNNI one (bit-identical). x [n, ic] float
+ * quantized with the per-row scale/zp arrays (act_row) or scale[0]/zp[0]. */
+void qat_rti_dyn_quantize(const rt_op *op, const float *x, int n, uint8_t *q, float *scale,
+                          int32_t *zp);
+void qat_rti_dyn_gemm_ref(const rt_op *op, const uint8_t *q, const float *scale,
+                          const int32_t *zp, int n, float *y);
+int qat_rti_dyn_gemm_vnni(const rt_op *op, const uint8_t *q, const float *scale,
+                          const int32_t *zp, int n, float *y); /* 0: not available */
 
 /* ---- CPU features (cpu.c) ---- */
 int qat_rti_cpu_has(qat_rt_isa isa);

@@ -10,7 +10,8 @@ Usage: int8_runner.py MODEL.int8.h5 INPUT OUT.npy
 INPUT is an IDX file (raw or gzip-compressed, uint8 images [N, H, W]) or a
 .npy file: uint8 pixels [N, C, H, W] or [N, H, W], or float32 normalised
 inputs [N, C, H, W] (or [N, H, W] when C = 1).  OUT.npy receives the int8
-logits [N, classes].
+logits [N, classes], or the float32 logits of a model with float ops
+(docs/FORMAT-int8.md, "Float ops"; run_float_model below).
 """
 
 import gzip
@@ -424,6 +425,238 @@ def run_model(ops, inputs):
 
 
 # --------------------------------------------------------------------------
+# Float ops (docs/FORMAT-int8.md, "Float ops"): ops with a dtype attribute
+# --------------------------------------------------------------------------
+
+FLOAT_BATCH = 256  # `qat run` calls the runtime on 256 images at a time; a
+                   # per-tensor dynamic scale covers one call
+
+
+def op_dtype(op):
+    """'float32' / 'float16' for a float op, None for an int8 op."""
+    if "dtype" not in op.group.attrs:
+        return None
+    d = _str(op.group.attrs["dtype"])
+    if d not in ("float32", "float16"):
+        raise FormatError("%s: dtype '%s', expected float32 or float16" % (op.where, d))
+    return d
+
+
+def f16_round(v):
+    """float64 -> nearest binary16 (ties to even, one rounding), saturating
+    at +-65504, NaN kept; returned as float32."""
+    v = np.asarray(v, dtype=np.float64)
+    h = v.astype(np.float16)
+    h = np.where(np.isinf(h) & ~np.isnan(v), np.sign(v) * np.float16(65504), h).astype(np.float16)
+    return h.astype(np.float32)
+
+
+def f_round(op, v):
+    return f16_round(v) if op_dtype(op) == "float16" else np.asarray(v, dtype=np.float64).astype(np.float32)
+
+
+def f_relu(y):
+    return np.where(y > 0, y, np.float32(0)).astype(np.float32)
+
+
+def as_float(ops, index, x):
+    """An op's output as float32: an int8 output dequantized."""
+    if op_dtype(ops[index]) is not None:
+        return x
+    p = ops[index]
+    return ((x.astype(np.int32) - p.out_zero_point).astype(np.float32) * p.out_scale).astype(np.float32)
+
+
+def f_weights(op, shape):
+    wd = _str(op.attr("weight_dtype"))
+    if wd == "float32":
+        return wd, op.dataset("weight", np.float32, shape)
+    if wd == "float16":
+        return wd, op.dataset("weight", np.uint16, shape).view(np.float16).astype(np.float32)
+    if wd == "int8":
+        return wd, op.dataset("weight", np.int8, shape)
+    raise FormatError("%s: weight_dtype '%s'" % (op.where, wd))
+
+
+def dyn_params(x):
+    """Run-time activation scale and zero point of the values x (float32)."""
+    lo = min(np.float32(0), np.float32(x.min()))
+    hi = max(np.float32(0), np.float32(x.max()))
+    s = np.float32((np.float64(hi) - np.float64(lo)) / 255.0)
+    with np.errstate(divide="ignore", over="ignore"):
+        if not s > 0 or np.isinf(np.float32(1) / s):
+            s = np.float32(1)
+    z = int(np.clip(-128.0 - np.rint(np.float64(lo) / np.float64(s)), -128, 127))
+    return s, z
+
+
+def dyn_quantize(op, x):
+    """x [N, ...] -> (q - zp) int64 and the scale of each row (float32)."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    per_row = _str(op.attr("act_quant")) == "row"
+    if _str(op.attr("act_quant")) not in ("row", "tensor"):
+        raise FormatError("%s: act_quant" % op.where)
+    groups = [(r, r + 1) for r in range(n)] if per_row else [(0, n)]
+    d = np.empty(flat.shape, dtype=np.int64)
+    scales = np.empty(n, dtype=np.float32)
+    for a, b in groups:
+        s, z = dyn_params(flat[a:b])
+        inv = np.float32(1) / s
+        t = (flat[a:b] * inv).astype(np.float32)
+        q = np.clip(np.rint(t).astype(np.int64) + z, -128, 127)
+        d[a:b] = q - z
+        scales[a:b] = s
+    return d.reshape(x.shape), scales
+
+
+def dyn_epilogue(op, acc, scales, oc):
+    """y = float32(acc) * float32(s * weight_scale) + bias, acc [N, OC, ...]"""
+    ws = op.dataset("weight_scale", np.float32, (oc,))
+    bias = op.dataset("bias", np.float32, (oc,))
+    extra = (1,) * (acc.ndim - 2)
+    ms = (scales.reshape((-1, 1) + extra) * ws.reshape((1, oc) + extra)).astype(np.float32)
+    t = (acc.astype(np.float32) * ms).astype(np.float32)
+    return (t + bias.reshape((1, oc) + extra)).astype(np.float32)
+
+
+def seq_dot(cols, w):
+    """sum over k ascending, in float64, of cols[..., k] * w[o, k]: the
+    order of the format (so the result is the C runtime's, bit for bit)."""
+    acc = np.zeros(cols.shape[:-1] + (w.shape[0],), dtype=np.float64)
+    w64 = w.astype(np.float64)
+    c64 = cols.astype(np.float64)
+    for k in range(w.shape[1]):
+        acc += c64[..., k:k + 1] * w64[:, k]
+    return acc
+
+
+def f_conv2d(op, x):
+    n, c, h, w = x.shape
+    stride, pad = op.int_attr("stride"), op.int_attr("pad")
+    oc, kh, kw = op.out_shape[0], None, None
+    wshape = op.group["weight"].shape
+    if len(wshape) != 4 or wshape[0] != oc or wshape[1] != c:
+        raise FormatError("%s: weight shape %s" % (op.where, wshape))
+    kh, kw = wshape[2], wshape[3]
+    wd, weight = f_weights(op, wshape)
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    relu = op.int_attr("relu") if "relu" in op.group.attrs else 0
+    if wd == "int8":
+        d, scales = dyn_quantize(op, x)
+        dp = np.pad(d, ((0, 0), (0, 0), (pad, pad), (pad, pad)))     # padding: q = zp, d = 0
+        cols = windows(dp, kh, kw, stride, oh, ow)                    # [N, C, OH, OW, KH, KW]
+        cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n, oh, ow, -1)
+        acc = np.einsum("nhwk,ok->nohw", cols, weight.reshape(oc, -1).astype(np.int64))
+        y = dyn_epilogue(op, acc, scales, oc)
+    else:
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))     # zeros add nothing
+        cols = windows(xp, kh, kw, stride, oh, ow).transpose(0, 2, 3, 1, 4, 5).reshape(n, oh, ow, -1)
+        acc = seq_dot(cols, weight.reshape(oc, -1)).transpose(0, 3, 1, 2)
+        bias = op.dataset("bias", np.float32, (oc,)).astype(np.float64)
+        y = f_round(op, acc + bias.reshape(1, oc, 1, 1))
+    return f_relu(y) if relu else y
+
+
+def f_linear(op, x):
+    x = x.reshape(x.shape[0], -1)
+    nout = op.out_shape[0]
+    wd, weight = f_weights(op, (nout, x.shape[1]))
+    relu = op.int_attr("relu") if "relu" in op.group.attrs else 0
+    if wd == "int8":
+        d, scales = dyn_quantize(op, x)
+        acc = np.matmul(d, weight.astype(np.int64).T)                 # exact
+        y = dyn_epilogue(op, acc, scales, nout)
+    else:
+        bias = op.dataset("bias", np.float32, (nout,)).astype(np.float64)
+        y = f_round(op, seq_dot(x, weight) + bias)
+    return f_relu(y) if relu else y
+
+
+def f_pool(op, x):
+    if op.type == "global_avgpool":
+        n, c, h, w = x.shape
+        s = np.zeros((n, c), dtype=np.float64)
+        for i in range(h):
+            for j in range(w):
+                s += x[:, :, i, j].astype(np.float64)
+        return f_round(op, s / float(h * w))
+    win = pool_windows(op, x)                                         # [N, C, OH, OW, K, K]
+    if op.type == "maxpool2d":
+        return win.max(axis=(4, 5)).astype(np.float32)
+    k = win.shape[4]
+    s = np.zeros(win.shape[:4], dtype=np.float64)
+    for i in range(k):
+        for j in range(k):
+            s += win[..., i, j].astype(np.float64)
+    return f_round(op, s / float(k * k))
+
+
+def f_add(op, a, b):
+    if op_dtype(op) == "float16":
+        y = f16_round(a.astype(np.float64) + b.astype(np.float64))
+    else:
+        y = (a + b).astype(np.float32)
+    relu = op.int_attr("relu") if "relu" in op.group.attrs else 0
+    return f_relu(y) if relu else y
+
+
+def f_input(op, kind, data):
+    if kind == "pixels":
+        mean = np.float32(_scalar(op.attr("mean"), "mean"))
+        std = np.float32(_scalar(op.attr("std"), "std"))
+        x = (((data.astype(np.float32) / np.float32(255)).astype(np.float32) - mean) / std).astype(np.float32)
+    else:
+        x = data.astype(np.float32)
+    return f16_round(x) if op_dtype(op) == "float16" else x
+
+
+def run_float_batch(ops, kind, data):
+    """One runtime call's worth of images through a model with float ops."""
+    op0 = ops[0]
+    if op_dtype(op0) is None:
+        x = op0.dataset("lut", np.int8, (256,))[data] if kind == "pixels" else quantize_float(data, op0)
+    else:
+        x = f_input(op0, kind, data)
+    outs = [x]
+    for op in ops[1:]:
+        if op_dtype(op) is None:
+            if any(op_dtype(ops[i]) is not None for i in op.inputs):
+                raise FormatError("%s: an int8 op reading a float op" % op.where)
+            if op.type == "add":
+                y = run_add(op, outs[op.inputs[0]], outs[op.inputs[1]])
+            else:
+                y = UNARY[op.type](op, outs[op.inputs[0]])
+        else:
+            ins = [as_float(ops, i, outs[i]) for i in op.inputs]
+            if op.type == "conv2d":
+                y = f_conv2d(op, ins[0])
+            elif op.type == "linear":
+                y = f_linear(op, ins[0])
+            elif op.type in ("global_avgpool", "avgpool2d", "maxpool2d"):
+                y = f_pool(op, ins[0])
+            elif op.type == "relu":
+                y = f_relu(ins[0])
+            elif op.type == "flatten":
+                y = ins[0].reshape(ins[0].shape[0], -1)
+            elif op.type == "add":
+                y = f_add(op, ins[0], ins[1])
+            else:
+                raise FormatError("%s: op type '%s' has no float form" % (op.where, op.type))
+        if tuple(y.shape[1:]) != op.out_shape:
+            raise FormatError("%s (%s): computed shape %s, out_shape %s"
+                              % (op.where, op.type, tuple(y.shape[1:]), op.out_shape))
+        outs.append(y)
+    return as_float(ops, len(ops) - 1, outs[-1]).reshape(data.shape[0], -1)
+
+
+def run_float_model(ops, inputs):
+    kind, data = inputs
+    return np.concatenate([run_float_batch(ops, kind, data[s:s + FLOAT_BATCH])
+                           for s in range(0, data.shape[0], FLOAT_BATCH)])
+
+
+# --------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------
 
@@ -473,11 +706,14 @@ def main(argv):
         f, ops = load_model(model)
         with f:
             inputs = load_input(inp, ops[0].out_shape)
-            logits = run_model(ops, inputs)
+            if any(op_dtype(op) is not None for op in ops):
+                logits = run_float_model(ops, inputs)     # float32 logits
+            else:
+                logits = run_model(ops, inputs).astype(np.int8)
     except (FormatError, OSError, KeyError, ValueError) as e:
         sys.stderr.write("int8_runner: %s\n" % e)
         return 1
-    np.save(out, logits.astype(np.int8))
+    np.save(out, logits)
     return 0
 
 

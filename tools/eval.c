@@ -143,6 +143,88 @@ static int eval_int8(const cli_common *c, const char *file, const char *ref, int
     return rc;
 }
 
+/* A dynamic checkpoint (its library evaluation), or a runtime file with
+ * float logits (dynamic / float ops) and optionally the dynamic checkpoint
+ * it came from: the agreement is on identical float32 logits. */
+static int eval_float_paths(const cli_common *c, const char *file, const char *ref, int is_rt)
+{
+    double t0 = cli_now();
+    qat_rt_model *rt = NULL;
+    qat_model *m = NULL;
+    qat_dynmodel *dm = NULL;
+    cli_data d = {0};
+    float *lr = NULL, *ll = NULL;
+    double acc = 0, ips = 0, ref_acc = 0;
+    agreement ag = {0};
+    qat_dynamic_opts o;
+    const char *dyn_file = is_rt ? ref : file;
+    int rc = cli_load_data(c, &d, 0, 1);
+    if (!rc && is_rt) {
+        if (qat_rt_load_file(file, &rt)) rc = cli_fail("%s", qat_rt_last_error());
+        if (!rc) qat_rt_set_threads(rt, c->threads);
+        if (!rc) rc = rt_float_evaluate(rt, d.test, DYN_EVAL_BATCH, &lr, &acc, &ips);
+    }
+    if (!rc && dyn_file) {
+        if (!(m = qat_dynamic_load(dyn_file, &o)) || !(dm = qat_dynmodel_build(m, &o)))
+            rc = cli_fail_lib(dyn_file);
+        if (!rc) rc = dyn_evaluate(dm, d.test, DYN_EVAL_BATCH, &ll, is_rt ? &ref_acc : &acc);
+        if (!rc && rt && qat_dynmodel_num_classes(dm) != qat_rt_num_classes(rt))
+            rc = cli_fail("%s and %s have different numbers of classes", file, ref);
+        if (!rc && rt) float_agreement(lr, ll, d.test->n, qat_rt_num_classes(rt), &ag);
+    }
+    if (!rc && c->json) {
+        json_w j;
+        json_begin(&j, stdout);
+        json_obj(&j, NULL);
+        json_str(&j, "command", "eval");
+        json_str(&j, "file", file);
+        json_str(&j, "format", is_rt ? QAT_FORMAT_INT8_MODEL : QAT_FORMAT_DYNAMIC_CHECKPOINT);
+        json_str(&j, "logits", "float32");
+        if (!is_rt) {
+            json_str(&j, "model", qat_model_arch(m));
+            json_str(&j, "quant", qat_dynamic_weights_name(o.weights));
+            json_str(&j, "dynamic_layers", o.all_layers ? "all" : "linear");
+            json_str(&j, "dynamic_act", o.act_row ? "row" : "tensor");
+        }
+        json_num(&j, "test_accuracy", acc);
+        json_int(&j, "test_images", d.test->n);
+        json_int(&j, "eval_batch", DYN_EVAL_BATCH);
+        if (rt) {
+            json_num(&j, "images_per_s", ips);
+            json_str(&j, "isa", qat_rt_isa_name(qat_rt_get_isa(rt)));
+            json_int(&j, "payload_bytes", (long long)qat_rt_payload_bytes(rt));
+        }
+        json_int(&j, "file_bytes", cli_file_bytes(file));
+        if (rt && ref) {
+            json_str(&j, "reference", ref);
+            json_num(&j, "reference_test_accuracy", ref_acc);
+            json_num(&j, "top1_agreement", ag.top1);
+            json_num(&j, "logit_agreement", ag.logits);
+        }
+        json_num(&j, "seconds", cli_now() - t0);
+        json_obj_end(&j);
+        json_end(&j);
+    } else if (!rc) {
+        if (rt)
+            printf("%s (float logits, %s kernels): test accuracy %.4f on %d images, %.0f images/s\n", file,
+                   qat_rt_isa_name(qat_rt_get_isa(rt)), acc, d.test->n, ips);
+        else
+            printf("%s (%s, %s, dynamic %s, %s layers, per-%s activations): test accuracy %.4f on %d images\n", file,
+                   QAT_FORMAT_DYNAMIC_CHECKPOINT, qat_model_arch(m), qat_dynamic_weights_name(o.weights),
+                   o.all_layers ? "all" : "linear", o.act_row ? "row" : "tensor", acc, d.test->n);
+        if (rt && ref)
+            printf("vs %s (library evaluation, accuracy %.4f): top-1 agreement %.4f, identical float32 logits %.4f\n",
+                   ref, ref_acc, ag.top1, ag.logits);
+    }
+    free(lr);
+    free(ll);
+    qat_dynmodel_free(dm);
+    qat_model_free(m);
+    qat_rt_free(rt);
+    cli_data_free(&d);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     cli_common c;
@@ -188,7 +270,18 @@ int cmd_eval(int argc, char **argv)
     double t0 = cli_now();
     qat_file_info info;
     if (qat_checkpoint_info(file, &info)) return cli_fail_lib(file);
-    if (!strcmp(info.format, QAT_FORMAT_INT8_MODEL)) return eval_int8(&c, file, ref, layers, layer_images, mode);
+    if (!strcmp(info.format, QAT_FORMAT_DYNAMIC_CHECKPOINT)) {
+        if (ref) return cli_fail("eval: a REFERENCE is compared with a runtime file; %s is a %s", file, info.format);
+        return eval_float_paths(&c, file, NULL, 0);
+    }
+    if (!strcmp(info.format, QAT_FORMAT_INT8_MODEL)) {
+        qat_rt_model *probe = NULL;
+        if (qat_rt_load_file(file, &probe)) return cli_fail("%s", qat_rt_last_error());
+        int fl = qat_rt_output_dtype(probe) == QAT_RT_DTYPE_FLOAT32;
+        qat_rt_free(probe);
+        if (fl) return eval_float_paths(&c, file, ref, 1);
+        return eval_int8(&c, file, ref, layers, layer_images, mode);
+    }
     if (ref) return cli_fail("eval: a REFERENCE is compared with an int8 model; %s is a %s", file, info.format);
     int rc = 0;
     cli_data d = {0};

@@ -1,6 +1,7 @@
 /* qat export: QAT/PTQ checkpoint -> int8 model file. */
 #include <string.h>
 
+#include "qat/dynamic.h"
 #include "qat/qio.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -30,13 +31,21 @@ int cmd_export(int argc, char **argv)
     }
     double t0 = cli_now();
     qat_model *m = NULL;
-    qat_qmodel *qm = qat_qmodel_load(from, &m, NULL, NULL);
-    if (!qm) return cli_fail_lib(from);
-    qat_export_opts o = qat_export_opts_defaults();
-    o.source = from;
-    cli_export_norm(m, from, &o);
+    qat_qmodel *qm = NULL;
+    qat_file_info info;
     int rc = 0;
-    if (qat_export_int8(qm, out, &o)) rc = cli_fail_lib("export");
+    if (qat_checkpoint_info(from, &info)) return cli_fail_lib(from);
+    if (!strcmp(info.format, QAT_FORMAT_DYNAMIC_CHECKPOINT)) { /* qat ptq --dynamic */
+        qat_dynamic_opts dyn;
+        if (!(m = qat_dynamic_load(from, &dyn))) return cli_fail_lib(from);
+        if (qat_export_dynamic(m, &dyn, out, from)) rc = cli_fail_lib("export");
+    } else {
+        if (!(qm = qat_qmodel_load(from, &m, NULL, NULL))) return cli_fail_lib(from);
+        qat_export_opts o = qat_export_opts_defaults();
+        o.source = from;
+        cli_export_norm(m, from, &o);
+        if (qat_export_int8(qm, out, &o)) rc = cli_fail_lib("export");
+    }
     if (!rc) {
         long fb = cli_file_bytes(out);
         if (c.json) {

@@ -468,6 +468,13 @@ static void json_int8_op(json_w *j, int i, const int8_op_facts *o)
     else json_null(j, "add_shift");
     json_int(j, "weight_bytes", (long long)o->rt.weight_bytes);
     json_int8_weight_encoding(j, &o->rt);
+    json_str(j, "dtype", o->rt.dtype);
+    if (o->rt.weight_dtype) json_str(j, "weight_dtype", o->rt.weight_dtype);
+    else json_null(j, "weight_dtype");
+    json_bool(j, "float_path", strcmp(o->rt.dtype, "int8") != 0);
+    json_bool(j, "dynamic", o->rt.dynamic);
+    if (o->rt.act_quant) json_str(j, "act_quant", o->rt.act_quant);
+    else json_null(j, "act_quant");
     json_obj_end(j);
 }
 
@@ -484,6 +491,11 @@ static void print_int8_op(int i, const int8_op_facts *o)
         snprintf(bits, sizeof bits, "%d/%d", o->weight_bits, o->act_bits);
     else if (o->act_bits)
         snprintf(bits, sizeof bits, "-/%d", o->act_bits);
+    if (strcmp(o->rt.dtype, "int8")) { /* float ops: weights / activations */
+        const char *w = o->rt.weight_dtype ? (!strcmp(o->rt.weight_dtype, "int8") ? "8" : o->rt.weight_dtype + 5) : "-";
+        snprintf(bits, sizeof bits, "%s%s/%s", o->rt.weight_dtype && strcmp(o->rt.weight_dtype, "int8") ? "f" : "",
+                 w, o->rt.dynamic ? (o->rt.act_quant[0] == 'r' ? "dyn-row" : "dyn") : !strcmp(o->rt.dtype, "float16") ? "f16" : "f32");
+    }
     if (o->mult_dataset)
         snprintf(mult, sizeof mult, "%lld..%lld", o->mult_lo, o->mult_hi);
     else if (o->mult_n == 2)

@@ -275,10 +275,11 @@ done:
     return rc;
 }
 
-int npy_write_i8(const char *path, const int8_t *data, int rows, int cols)
+static int npy_write(const char *path, const void *data, size_t esize, const char *descr, int rows, int cols)
 {
     char hdr[128];
-    int n = snprintf(hdr, sizeof hdr, "{'descr': '|i1', 'fortran_order': False, 'shape': (%d, %d), }", rows, cols);
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%d, %d), }", descr, rows,
+                     cols);
     int total = 10 + n + 1;
     int pad = (64 - total % 64) % 64;
     FILE *f = fopen(path, "wb");
@@ -290,6 +291,95 @@ int npy_write_i8(const char *path, const int8_t *data, int rows, int cols)
     fwrite(hdr, 1, (size_t)n, f);
     for (int i = 0; i < pad; i++) fputc(' ', f);
     fputc('\n', f);
-    fwrite(data, 1, (size_t)rows * cols, f);
+    fwrite(data, esize, (size_t)rows * cols, f);
     return fclose(f) ? cli_fail("%s: write failed", path) : 0;
+}
+
+int npy_write_i8(const char *path, const int8_t *data, int rows, int cols)
+{
+    return npy_write(path, data, 1, "|i1", rows, cols);
+}
+
+int npy_write_f32(const char *path, const float *data, int rows, int cols)
+{
+    return npy_write(path, data, 4, "<f4", rows, cols);
+}
+
+/* ---- float logits (dynamic quantization, float ops) ---- */
+
+int float_argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+static double float_accuracy(const float *l, const qat_dataset *ds, int K)
+{
+    long correct = 0;
+    for (int i = 0; i < ds->n; i++) correct += float_argmax(l + (size_t)i * K, K) == ds->labels[i];
+    return ds->n ? (double)correct / ds->n : 0;
+}
+
+int rt_float_evaluate(qat_rt_model *rt, const qat_dataset *ds, int batch, float **logits, double *accuracy,
+                      double *images_per_s)
+{
+    int K = qat_rt_num_classes(rt);
+    float *all = malloc((size_t)ds->n * K * sizeof *all);
+    if (!all) return cli_fail("out of memory");
+    if (qat_rt_prepare(rt, batch)) {
+        free(all);
+        return cli_fail("runtime: %s", qat_rt_last_error());
+    }
+    size_t img = (size_t)ds->c * ds->h * ds->w;
+    double t0 = cli_now();
+    for (int s = 0; s < ds->n; s += batch) {
+        int n = ds->n - s < batch ? ds->n - s : batch;
+        if (qat_rt_run_u8_float(rt, ds->images + (size_t)s * img, n, all + (size_t)s * K)) {
+            free(all);
+            return cli_fail("runtime: %s", qat_rt_last_error());
+        }
+    }
+    double dt = cli_now() - t0;
+    if (accuracy) *accuracy = float_accuracy(all, ds, K);
+    if (images_per_s) *images_per_s = ds->n / dt;
+    if (logits) *logits = all;
+    else free(all);
+    return 0;
+}
+
+int dyn_evaluate(const qat_dynmodel *d, const qat_dataset *ds, int batch, float **logits, double *accuracy)
+{
+    int K = qat_dynmodel_num_classes(d);
+    float *all = malloc((size_t)ds->n * K * sizeof *all);
+    if (!all) return cli_fail("out of memory");
+    size_t img = (size_t)ds->c * ds->h * ds->w;
+    for (int s = 0; s < ds->n; s += batch) {
+        int n = ds->n - s < batch ? ds->n - s : batch;
+        if (qat_dynmodel_forward_u8(d, ds->images + (size_t)s * img, n, all + (size_t)s * K)) {
+            free(all);
+            return cli_fail_lib("dynamic evaluation");
+        }
+        if (ds->n > 4 * batch && (s / batch) % 10 == 0) cli_log("dynamic eval: %d / %d images", s + n, ds->n);
+    }
+    if (accuracy) *accuracy = float_accuracy(all, ds, K);
+    if (logits) *logits = all;
+    else free(all);
+    return 0;
+}
+
+void float_agreement(const float *a, const float *b, long n, int classes, agreement *out)
+{
+    long same_top = 0, same = 0;
+    for (long i = 0; i < n; i++) {
+        const float *x = a + i * classes, *y = b + i * classes;
+        same_top += float_argmax(x, classes) == float_argmax(y, classes);
+        for (int k = 0; k < classes; k++) same += !memcmp(&x[k], &y[k], sizeof x[k]); /* identical bits */
+    }
+    out->images = n;
+    out->elements = n * classes;
+    out->top1 = n ? (double)same_top / n : 1;
+    out->logits = n ? (double)same / (n * classes) : 1;
+    out->max_diff_steps = 0;
 }

@@ -3,6 +3,7 @@
 #ifndef QAT_TOOLS_INT8_H
 #define QAT_TOOLS_INT8_H
 
+#include "qat/dynamic.h"
 #include "qat/runtime.h"
 #include "tools/cli.h"
 
@@ -45,5 +46,20 @@ typedef struct npy_array {
 } npy_array;
 int npy_read(const char *path, npy_array *out);
 int npy_write_i8(const char *path, const int8_t *data, int rows, int cols);
+int npy_write_f32(const char *path, const float *data, int rows, int cols);
+
+/* ---- float logits: dynamic quantization and float ops ----
+ * Both the library (qat_dynmodel_forward_u8) and the runtime run batches
+ * of DYN_EVAL_BATCH images in file order, so per-tensor activation scales
+ * (one per call) are the same on both sides. */
+#define DYN_EVAL_BATCH 256
+int float_argmax(const float *v, int n);
+/* The runtime's float logits (qat_rt_run_u8_float) of every image of ds. */
+int rt_float_evaluate(qat_rt_model *rt, const qat_dataset *ds, int batch, float **logits, double *accuracy,
+                      double *images_per_s);
+/* The library's (qat_dynmodel_forward_u8). */
+int dyn_evaluate(const qat_dynmodel *d, const qat_dataset *ds, int batch, float **logits, double *accuracy);
+/* top1: same argmax; logits: identical float32 bits. */
+void float_agreement(const float *a, const float *b, long n, int classes, agreement *out);
 
 #endif

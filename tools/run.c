@@ -69,18 +69,28 @@ int cmd_run(int argc, char **argv)
             rc = cli_fail("%s: images of %zu pixels, the model takes %zu", input, idx.size / (size_t)(n ? n : 1), img);
         data = idx.data;
     }
-    int K = qat_rt_num_classes(rt), batch = 256;
-    int8_t *logits = rc ? NULL : malloc((size_t)n * K);
+    int K = qat_rt_num_classes(rt), batch = DYN_EVAL_BATCH;
+    /* float logits (dynamic / float ops): saved as float32 */
+    const int flog = qat_rt_output_dtype(rt) == QAT_RT_DTYPE_FLOAT32;
+    int8_t *logits = rc ? NULL : malloc((size_t)n * K * (flog ? sizeof(float) : 1));
+    float *flogits = (float *)(void *)logits;
     if (!rc && (!logits || qat_rt_prepare(rt, batch))) rc = cli_fail("run: %s", qat_rt_last_error());
     double t0 = cli_now();
     for (int s = 0; !rc && s < n; s += batch) {
         int b = n - s < batch ? n - s : batch;
-        int r = is_float ? qat_rt_run_f32(rt, (const float *)data + (size_t)s * img, b, logits + (size_t)s * K)
-                         : qat_rt_run_u8(rt, (const uint8_t *)data + (size_t)s * img, b, logits + (size_t)s * K);
+        const float *xf = (const float *)data + (size_t)s * img;
+        const uint8_t *xu = (const uint8_t *)data + (size_t)s * img;
+        int r;
+        if (flog)
+            r = is_float ? qat_rt_run_f32_float(rt, xf, b, flogits + (size_t)s * K)
+                         : qat_rt_run_u8_float(rt, xu, b, flogits + (size_t)s * K);
+        else
+            r = is_float ? qat_rt_run_f32(rt, xf, b, logits + (size_t)s * K)
+                         : qat_rt_run_u8(rt, xu, b, logits + (size_t)s * K);
         if (r) rc = cli_fail("run: %s", qat_rt_last_error());
     }
     double dt = cli_now() - t0;
-    if (!rc && save) rc = npy_write_i8(save, logits, n, K);
+    if (!rc && save) rc = flog ? npy_write_f32(save, flogits, n, K) : npy_write_i8(save, logits, n, K);
     if (!rc) {
         if (json) {
             json_w j;
@@ -90,12 +100,14 @@ int cmd_run(int argc, char **argv)
             json_int(&j, "images", n);
             json_num(&j, "images_per_s", n / dt);
             json_arr(&j, "predictions");
-            for (int i = 0; i < n; i++) json_int(&j, NULL, int8_argmax(logits + (size_t)i * K, K));
+            for (int i = 0; i < n; i++)
+                json_int(&j, NULL, flog ? float_argmax(flogits + (size_t)i * K, K) : int8_argmax(logits + (size_t)i * K, K));
             json_arr_end(&j);
             json_obj_end(&j);
             json_end(&j);
         } else {
-            for (int i = 0; i < n; i++) printf("%d\n", int8_argmax(logits + (size_t)i * K, K));
+            for (int i = 0; i < n; i++)
+                printf("%d\n", flog ? float_argmax(flogits + (size_t)i * K, K) : int8_argmax(logits + (size_t)i * K, K));
         }
     }
     free(logits);

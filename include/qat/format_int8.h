@@ -99,4 +99,26 @@ static inline unsigned qat_i8_hash_bucket(unsigned seed, unsigned index, unsigne
 /* ---- float ops (format version 2: fp16 layers, dynamic quantization) ----
  * Section owned by the float-path / dynamic-quantization work. */
 
+/* The attribute dtype marks a float op (absent: the int8 op above): its
+ * output is float32 values ("float32"), or float32 values every one of
+ * which is a binary16 value ("float16"). out_scale / out_zero_point are
+ * still written (1, 0) and ignored. Every op type above has a float form;
+ * docs/FORMAT-int8.md, "Float ops", gives the arithmetic. */
+#define QAT_I8_ATTR_DTYPE "dtype"
+#define QAT_I8_DTYPE_FLOAT32 "float32"
+#define QAT_I8_DTYPE_FLOAT16 "float16"
+/* conv2d / linear of a float op: how the weight dataset is stored:
+ * "float32" (float32), "float16" (uint16 binary16 bits), or "int8" (int8
+ * per output channel with weight_scale: dynamic quantization) */
+#define QAT_I8_ATTR_WEIGHT_DTYPE "weight_dtype"
+#define QAT_I8_WDTYPE_INT8 "int8"
+/* conv2d / linear / add of a float op: int32 0/1, ReLU fused after */
+#define QAT_I8_ATTR_RELU "relu"
+/* weight_dtype "int8": the run-time activation quantization's granularity,
+ * "tensor" (one scale and zero point for the whole input of a run call)
+ * or "row" (one per sample) */
+#define QAT_I8_ATTR_ACT_QUANT "act_quant"
+#define QAT_I8_ACT_QUANT_TENSOR "tensor"
+#define QAT_I8_ACT_QUANT_ROW "row"
+
 #endif

@@ -105,17 +105,45 @@ typedef struct qat_rt_op_info {
     uint32_t hash_seed;    /* hashed: the seed; else 0 */
     size_t weight_count;   /* weights (OC * IC * KH * KW); 0: none */
     size_t weight_stored_bytes; /* bytes the file stores for them (weight + codebook datasets) */
+    const char *dtype;     /* output: "int8", "float32" or "float16" (float ops) */
+    const char *weight_dtype; /* conv2d / linear: "int8" (int8 op, or dynamic quantization
+                               * of a float op), "float32", "float16"; NULL for other ops */
+    int dynamic;           /* 1: a float op with int8 weights, activations quantized at run time */
+    const char *act_quant; /* dynamic: "tensor" or "row"; else NULL */
 } qat_rt_op_info;
 QAT_API int qat_rt_num_ops(const qat_rt_model *m);
 /* Facts of op i in [0, num_ops); QAT_ERR_ARG outside. */
 QAT_API int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info);
 /* The int8 output of op i from the last run ([n, per-sample shape], valid
  * until the next run, prepare or free; a flatten shares its input's
- * buffer). NULL before qat_rt_prepare or for i out of range. */
+ * buffer). NULL before qat_rt_prepare, for i out of range, or for a float
+ * op (qat_rt_op_output_f32). */
 QAT_API const int8_t *qat_rt_op_output(const qat_rt_model *m, int i);
 /* Sum over every dataset in the file of element count x element size (the
  * payload). */
 QAT_API size_t qat_rt_payload_bytes(const qat_rt_model *m);
+
+/* ---- float ops (format version 2: fp16 layers, dynamic quantization) ----
+ * A model may hold float ops (docs/FORMAT-int8.md, "Float ops"): float32
+ * tensors between them, float conv2d / linear with float32 or float16
+ * weights, and dynamically quantized conv2d / linear (int8 weights,
+ * activations quantized per run call from their own range, integer GEMM,
+ * float32 epilogue). Such a model's logits may be float32: the int8 run
+ * calls above then fail with QAT_ERR_ARG and these are used. */
+typedef enum { QAT_RT_DTYPE_INT8 = 0, QAT_RT_DTYPE_FLOAT32 } qat_rt_dtype;
+/* The logits' type: QAT_RT_DTYPE_INT8 for int8 models. */
+QAT_API qat_rt_dtype qat_rt_output_dtype(const qat_rt_model *m);
+/* Inference with float32 logits [n, classes]: a float model's own, or an
+ * int8 model's dequantized ((q - zp) * scale). Inputs as qat_rt_run_u8 /
+ * qat_rt_run_f32 (a float input op takes float inputs as they are, and
+ * rounds them to binary16 if its dtype is float16). With activations
+ * quantized per tensor ("tensor"), an image's logits depend on the other
+ * images of the call, as in PyTorch's dynamic quantization. */
+QAT_API int qat_rt_run_u8_float(qat_rt_model *m, const uint8_t *pixels, int n, float *logits);
+QAT_API int qat_rt_run_f32_float(qat_rt_model *m, const float *x, int n, float *logits);
+/* The float32 output of float op i from the last run (NULL for int8 ops,
+ * before qat_rt_prepare, or i out of range). */
+QAT_API const float *qat_rt_op_output_f32(const qat_rt_model *m, int i);
 
 /* Kernels: the portable C reference, or the fast paths chosen at run time
  * from the CPU (AVX2, AVX-512 VNNI). All give bit-identical results. */
