@@ -11,6 +11,7 @@
 #include "io/h5util.h"
 #include "qat/qio.h"
 #include "quant/convert.h"
+#include "quant/dynamic_graph.h"
 #include "qat/format_int8.h"
 
 typedef struct {
@@ -232,6 +233,14 @@ int qat_export_int8(qat_qmodel *qm, const char *path, const qat_export_opts *opt
         if (isnan(mean)) mean = mm;
         if (isnan(std)) std = ms;
     }
+    for (int u = 0; u < qat_qmodel_num_units(qm); u++)
+        if (qat_qmodel_unit(qm, u)->cfg.float_format) { /* fp16 units: float ops */
+            qat_dynmodel *fd = NULL;
+            int rc = qat_convert_float16(qm, mean, std, &fd);
+            if (!rc) rc = qat_dg_write(fd, path, opts->source);
+            qat_dynmodel_free(fd);
+            return rc;
+        }
     qat_i8graph g;
     int rc = qat_convert_int8(qm, mean, std, &g);
     if (!rc) rc = qat_export_int8_graph(&g, path, opts->source);

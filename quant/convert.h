@@ -60,6 +60,13 @@ typedef struct qat_i8graph {
 int qat_convert_int8(qat_qmodel *qm, float mean, float std, qat_i8graph *g);
 void qat_i8graph_free(qat_i8graph *g);
 
+/* A qmodel whose units are all fp16 to its graph of float16 ops
+ * (quant/convert_float.c; written by qat_dg_write). QAT_ERR_UNSUPPORTED
+ * naming the unit for any other spec (bf16 included: the file has no
+ * bf16 ops), QAT_ERR_NOMEM. */
+struct qat_dynmodel;
+int qat_convert_float16(qat_qmodel *qm, float mean, float std, struct qat_dynmodel **out);
+
 /* The integer arithmetic of a conv/linear unit, shared by the converter
  * and the integer-grid evaluation (quant/grid.c), from the folded weight
  * wf [C, per] and bias bf [C] (NULL: none), the input scale s_in, the

@@ -164,6 +164,20 @@ static int eval_float_paths(const cli_common *c, const char *file, const char *r
         if (!rc) qat_rt_set_threads(rt, c->threads);
         if (!rc) rc = rt_float_evaluate(rt, d.test, DYN_EVAL_BATCH, &lr, &acc, &ips);
     }
+    qat_file_info rinfo;
+    int ref_is_q = is_rt && ref && !qat_checkpoint_info(ref, &rinfo) && !strcmp(rinfo.format, QAT_FORMAT_QAT_CHECKPOINT);
+    if (!rc && ref_is_q) { /* an fp16 QAT / PTQ checkpoint: its fake-quant float logits */
+        qat_qmodel *qm = qat_qmodel_load(ref, &m, NULL, NULL);
+        qat_ctx *ctx = qm ? qat_ctx_create(0) : NULL;
+        if (!qm || !ctx) rc = cli_fail_lib(ref);
+        if (!rc) rc = fq_float_logits(ctx, qm, d.test, DYN_EVAL_BATCH, &ll, &ref_acc);
+        if (!rc && qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0] != qat_rt_num_classes(rt))
+            rc = cli_fail("%s and %s have different numbers of classes", file, ref);
+        if (!rc) float_agreement(lr, ll, d.test->n, qat_rt_num_classes(rt), &ag);
+        qat_ctx_free(ctx);
+        qat_qmodel_free(qm);
+        dyn_file = NULL;
+    }
     if (!rc && dyn_file) {
         if (!(m = qat_dynamic_load(dyn_file, &o)) || !(dm = qat_dynmodel_build(m, &o)))
             rc = cli_fail_lib(dyn_file);

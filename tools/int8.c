@@ -99,6 +99,47 @@ int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, in
     return 0;
 }
 
+int fq_float_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, float **logits, double *accuracy)
+{
+    qat_model *m = qat_qmodel_float(qm);
+    int K = qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0];
+    float *all = malloc((size_t)ds->n * K * sizeof *all);
+    int *idx = malloc((size_t)batch * sizeof *idx);
+    if (!all || !idx) {
+        free(all);
+        free(idx);
+        return cli_fail("out of memory");
+    }
+    int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
+    qat_ctx_set_training(ctx, 0);
+    qat_ctx_set_grad(ctx, 0);
+    long correct = 0;
+    int rc = 0;
+    for (int st = 0; st < ds->n && !rc; st += batch) {
+        int n = ds->n - st < batch ? ds->n - st : batch;
+        for (int k = 0; k < n; k++) idx[k] = st + k;
+        qat_tensor *x = qat_new(ctx, 4, (int[]){n, ds->c, ds->h, ds->w});
+        qat_tensor *y = x && !qat_dataset_normalize_into(ds, idx, n, x->data) ? qat_qmodel_forward(ctx, qm, x) : NULL;
+        if (!y) {
+            rc = cli_fail_lib("fake-quant forward");
+            break;
+        }
+        correct += qat_count_correct(y, ds->labels + st);
+        memcpy(all + (size_t)st * K, y->data, y->numel * sizeof *all);
+        qat_ctx_reset(ctx);
+    }
+    qat_ctx_set_training(ctx, tr);
+    qat_ctx_set_grad(ctx, gr);
+    free(idx);
+    if (rc) {
+        free(all);
+        return rc;
+    }
+    if (accuracy) *accuracy = (double)correct / ds->n;
+    *logits = all;
+    return 0;
+}
+
 int int8_op_agreement(qat_rt_model *rt, qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int n, int batch,
                       op_agreement *ops)
 {

@@ -15,6 +15,8 @@ int int8_evaluate(qat_rt_model *rt, const qat_dataset *ds, int batch, int8_t **l
 /* The fake-quant model's logits on its output grid (int8 values), the
  * same images in the same order. */
 int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, int8_t **logits, double *accuracy);
+/* The same for a model with float logits (fp16 units): the qmodel's float32 logits. */
+int fq_float_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, float **logits, double *accuracy);
 
 typedef struct agreement {
     double top1;          /* fraction of images with the same argmax */
