@@ -99,6 +99,39 @@ static int export_and_check(qat_ctx *ctx, qat_qmodel *qm, const char *ckpt, cons
     if (qat_export_int8(qm, path, &eo)) return cli_fail_lib(path);
     qat_rt_model *rt = NULL;
     if (qat_rt_load_file(path, &rt)) return cli_fail("%s", qat_rt_last_error());
+    if (qat_rt_output_dtype(rt) == QAT_RT_DTYPE_FLOAT32) { /* fp16 units: float ops, float logits */
+        float *fr = NULL, *ff = NULL;
+        int rc = rt_float_evaluate(rt, test, 256, &fr, &r->int8_test_accuracy, &r->int8_images_per_s);
+        if (!rc) rc = fq_float_logits(ctx, qm, test, 256, &ff, NULL);
+        if (!rc) {
+            agreement ag;
+            float_agreement(fr, ff, test->n, qat_rt_num_classes(rt), &ag);
+            r->top1_agreement = ag.top1;
+            r->logit_agreement = ag.logits;
+            r->max_logit_diff_steps = 0; /* float logits: no grid steps */
+            /* the float32 training graph */
+            float *fg = NULL;
+            qat_qmodel_set_eval_mode(qm, QAT_EVAL_FLOAT32_GRAPH);
+            rc = fq_float_logits(ctx, qm, test, 256, &fg, NULL);
+            qat_qmodel_set_eval_mode(qm, QAT_EVAL_INTEGER_GRID);
+            if (!rc) {
+                float_agreement(fr, fg, test->n, qat_rt_num_classes(rt), &ag);
+                r->f32_top1_agreement = ag.top1;
+                r->f32_logit_agreement = ag.logits;
+            }
+            free(fg);
+        }
+        if (!rc) {
+            r->exported = 1;
+            r->model_bytes = (long)qat_rt_payload_bytes(rt);
+            r->file_bytes = cli_file_bytes(path);
+            snprintf(r->int8_file, sizeof r->int8_file, "%s", path);
+        }
+        free(fr);
+        free(ff);
+        qat_rt_free(rt);
+        return rc;
+    }
     int8_t *lq = NULL, *lf = NULL;
     int rc = int8_evaluate(rt, test, 256, &lq, &r->int8_test_accuracy, &r->int8_images_per_s);
     if (!rc) rc = fq_logits(ctx, qm, test, CLI_EVAL_BATCH, &lf, NULL);
@@ -144,7 +177,7 @@ static int ptq_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_model *m, 
     int rc = cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, CLI_EVAL_BATCH);
     snprintf(r->spec, sizeof r->spec, "%s", n_over ? "mixed" : spec);
     snprintf(r->method, sizeof r->method, "ptq");
-    snprintf(r->calib, sizeof r->calib, "%s", qat_calibrator_name((qat_calibrator)cal));
+    snprintf(r->calib, sizeof r->calib, "%s", cfg.base.float_format ? "none" : qat_calibrator_name((qat_calibrator)cal));
     if (!rc) {
         r->val_accuracy = cli_evaluate(ctx, m, qm, d->val, CLI_EVAL_BATCH);
         r->test_accuracy = cli_evaluate(ctx, m, qm, d->test, CLI_EVAL_BATCH);
@@ -408,7 +441,11 @@ int cmd_compare(int argc, char **argv)
         int best = -1;
         qat_qmodel *keep[QAT_CALIBRATOR_COUNT] = {0};
         int first = res->n_runs;
-        for (int k = 0; k < o.n_calibs && !rc; k++) {
+        qat_unit_config sc;
+        qat_unit_config_parse(sp, &sc); /* checked when the options were read */
+        /* fp16 / bf16 have no ranges to calibrate: one PTQ row */
+        int n_calibs = sc.float_format ? 1 : o.n_calibs;
+        for (int k = 0; k < n_calibs && !rc; k++) {
             cmp_run *r = &res->runs[res->n_runs];
             memset(r, 0, sizeof *r);
             rc = ptq_run(&c, &o, &d, m, ctx, sp, NULL, 0, o.calibs[k], r, &keep[k]);
