@@ -111,8 +111,8 @@ static const float *quantizer_scale(const qat_quantizer *q)
 
 static void print_units(qat_qmodel *qm)
 {
-    printf("\n%-22s %-6s %-8s %-22s %-24s %s\n", "unit (--override NAME)", "kind", "bits w/a", "weight scales",
-           "act scale / zero point", "layers");
+    printf("\n%-22s %-6s %-8s %-8s %-22s %-24s %s\n", "unit (--override NAME)", "kind", "spec", "bits w/a",
+           "weight scales", "act scale / zero point", "layers");
     for (int u = 0; u < qat_qmodel_num_units(qm); u++) {
         const qat_qunit *un = qat_qmodel_unit(qm, u);
         char w[40] = "-", a[40] = "-", bits[16] = "float";
@@ -130,7 +130,11 @@ static void print_units(qat_qmodel *qm)
         char layers[64];
         snprintf(layers, sizeof layers, "%d..%d%s%s", un->head, un->last, un->bn >= 0 ? " +bn" : "",
                  un->relu >= 0 ? " +relu" : "");
-        printf("%-22s %-6s %-8s %-22s %-24s %s\n", un->name, qat_unit_kind_name(un->kind), bits, w, a, layers);
+        char spec[32];
+        qat_unit_config_spec(&un->cfg, spec, sizeof spec);
+        if (un->cfg.float_format) snprintf(bits, sizeof bits, "%s", "16/16");
+        printf("%-22s %-6s %-8s %-8s %-22s %-24s %s\n", un->name, qat_unit_kind_name(un->kind), spec, bits, w, a,
+               layers);
     }
 }
 
@@ -214,6 +218,21 @@ static void json_units(json_w *j, qat_qmodel *qm)
         json_str(j, "name", un->name);
         json_str(j, "kind", qat_unit_kind_name(un->kind));
         json_bool(j, "quantize", un->cfg.quantize);
+        {
+            char spec[32];
+            json_str(j, "spec", qat_unit_config_spec(&un->cfg, spec, sizeof spec));
+            static const char *const wk[] = {"uniform", "codebook", "hashed"};
+            if (un->cfg.quantize && conv && !un->cfg.float_format)
+                json_str(j, "weight_kind", un->cfg.weight.bits == 1 && un->cfg.weight_kind == QAT_WEIGHT_UNIFORM
+                                               ? "binary"
+                                               : wk[un->cfg.weight_kind]);
+            else json_null(j, "weight_kind");
+            if (un->cfg.weight_k) json_int(j, "weight_k", un->cfg.weight_k);
+            if (un->weight.values) json_int(j, "hash_seed", (long long)un->weight.seed);
+            json_str(j, "float_format", un->cfg.float_format == QAT_FLOAT_FP16   ? "fp16"
+                                        : un->cfg.float_format == QAT_FLOAT_BF16 ? "bf16"
+                                                                                 : "none");
+        }
         json_obj(j, "layers");
         json_int(j, "head", un->head);
         json_int(j, "last", un->last);
