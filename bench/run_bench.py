@@ -6,7 +6,8 @@ Runs, interleaved and repeated (medians reported), for each model:
     peer (bench/peer_pytorch.py --float-only: PyTorch eager mode, the same
     models and recipe, docs/MODELS.md), same images;
   - QAT step cost: `qat train --from F --quant w8a8 / w4a4` images/s over
-    the float step;
+    the float step, and the same for --qat-specs (default w1a8, wc16a8,
+    fp16: binary, clustered and fp16 QAT);
   - int8 inference of the exported W8A8 QAT model (bench_runtime --file:
     images/s at batch 128, batch-1 latency, multiply-adds per second and
     their share of the VNNI peak measured on this machine; peer:
@@ -77,6 +78,8 @@ def main():
     ap.add_argument("--isa", choices=["native", "avx2"], default="native")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--qat-specs", default="w1a8,wc16a8,fp16",
+                    help="QAT specs timed besides w8a8 and w4a4 (step cost over float), '' for none")
     a = ap.parse_args()
     if a.both_blas:
         both = {}
@@ -126,6 +129,8 @@ def bench(a):
         i8 = os.path.join(tmp, model + ".int8.h5")
         sd = os.path.join(tmp, model + ".pt")
         tr, trq8, trq4, rss, ips8, peer_tr, peer_rss, peer_i8, peer_fp32 = ([] for _ in range(9))
+        extra = [x for x in a.qat_specs.split(",") if x]
+        trx = {x: [] for x in extra}
         lat8, share8, peer_lat8, peer_lat32 = [], [], [], []
         rt_info = {}
         for rep in range(a.reps):
@@ -138,6 +143,10 @@ def bench(a):
             trq8.append(j["train_images_per_s"])
             j = qat_json(["train", "--from", fl, "--quant", "w4a4", "--epochs", "2", "--out", q4] + common, env)
             trq4.append(j["train_images_per_s"])
+            for x in extra:  # the other quantization methods' QAT step
+                j = qat_json(["train", "--from", fl, "--quant", x, "--epochs", "2", "--out",
+                              os.path.join(tmp, model + "-" + x + ".h5")] + common, env)
+                trx[x].append(j["train_images_per_s"])
             run([QAT, "export", "--from", q8, "--out", i8], env)
             out, _ = run([BENCH_RT, "--file", i8, "--threads", str(a.threads), "--seconds", "2"] + rt_isa, env)
             J = json.loads(out)
@@ -184,7 +193,10 @@ def bench(a):
                     "int8_vs_own_fp32": ratio(med(ips8), b.get("infer_images_per_s")),
                     "peak_rss_mib": med(rss) / 1024 if med(rss) else None,
                     "runs_train_images_per_s": tr,
-                    "runs_qat_w8a8_images_per_s": trq8, "runs_qat_w4a4_images_per_s": trq4}
+                    "runs_qat_w8a8_images_per_s": trq8, "runs_qat_w4a4_images_per_s": trq4,
+                    "qat_other_specs": {x: {"images_per_s": med(trx[x]),
+                                            "step_cost_vs_float": ratio(med(tr), med(trx[x])),
+                                            "runs_images_per_s": trx[x]} for x in extra}}
         if not a.no_peer:
             M["peer"] = {"train_images_per_s": med(peer_tr), "int8_images_per_s": med(peer_i8),
                          "int8_batch1_latency_us": med(peer_lat8),
