@@ -268,7 +268,7 @@ static void sweep(const char *what, run_fn run, const void *arg)
 /* ---- (a) a QAT step ---- */
 
 typedef struct {
-    const char *spec;   /* "w8a8", "w4a4" */
+    const char *spec;   /* "w8a8", "w4a4", "wc16a8" */
     int calib;          /* calibrator of every unit */
     qat_optim_kind opt; /* SGD with momentum, or AdamW */
 } qat_case;
@@ -506,6 +506,14 @@ START_TEST(test_qat_w4a4_lsq)
 {
     const qat_case c = {"w4a4", QAT_CALIBRATOR_PERCENTILE, QAT_OPTIM_ADAMW};
     sweep("QAT step w4a4 (LSQ, percentile, AdamW)", run_qat, &c);
+}
+END_TEST
+
+START_TEST(test_qat_codebook)
+{
+    /* k-means at the first observation, centroid gradients, assignment */
+    const qat_case c = {"wc16a8", QAT_CALIBRATOR_MINMAX, QAT_OPTIM_SGD};
+    sweep("QAT step wc16a8 (k-means, MinMax, SGD)", run_qat, &c);
 }
 END_TEST
 
@@ -819,6 +827,7 @@ static Suite *alloc_suite(void)
     tcase_add_unchecked_fixture(t, data_setup, NULL);
     tcase_add_test(t, test_qat_w8a8);
     tcase_add_test(t, test_qat_w4a4_lsq);
+    tcase_add_test(t, test_qat_codebook);
     tcase_add_test(t, test_ptq_float);
     suite_add_tcase(s, t);
 
