@@ -61,7 +61,9 @@ static int write_op(hid_t ops, int i, const dg_op *o, int digits)
     if (!rc) rc = qat_h5_attr_write(h, QAT_I8_ATTR_OUT_SCALE, QAT_H5_F32, 0, &one); /* ignored by float ops */
     if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_OUT_ZP, 0);
     if (!rc)
-        rc = qat_h5_attr_write_str(h, QAT_I8_ATTR_DTYPE, o->f16 ? QAT_I8_DTYPE_FLOAT16 : QAT_I8_DTYPE_FLOAT32);
+        rc = qat_h5_attr_write_str(h, QAT_I8_ATTR_DTYPE, o->f16    ? QAT_I8_DTYPE_FLOAT16
+                                                         : o->bf16 ? QAT_I8_DTYPE_BFLOAT16
+                                                                   : QAT_I8_DTYPE_FLOAT32);
     if (rc) goto done;
     switch (o->kind) {
     case DG_INPUT:
@@ -77,8 +79,10 @@ static int write_op(hid_t ops, int i, const dg_op *o, int digits)
             if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_PAD, o->pad);
         }
         if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_RELU, o->relu);
-        const char *wd = o->wdt == DG_W_I8 ? QAT_I8_WDTYPE_INT8 : o->wdt == DG_W_F16 ? QAT_I8_DTYPE_FLOAT16
-                                                                                     : QAT_I8_DTYPE_FLOAT32;
+        const char *wd = o->wdt == DG_W_I8    ? QAT_I8_WDTYPE_INT8
+                         : o->wdt == DG_W_F16  ? QAT_I8_DTYPE_FLOAT16
+                         : o->wdt == DG_W_BF16 ? QAT_I8_DTYPE_BFLOAT16
+                                               : QAT_I8_DTYPE_FLOAT32;
         if (!rc) rc = qat_h5_attr_write_str(h, QAT_I8_ATTR_WEIGHT_DTYPE, wd);
         if (rc) break;
         if (o->wdt == DG_W_I8) {
@@ -87,7 +91,7 @@ static int write_op(hid_t ops, int i, const dg_op *o, int digits)
             if (!rc)
                 rc = qat_h5_attr_write_str(h, QAT_I8_ATTR_ACT_QUANT,
                                            o->act_row ? QAT_I8_ACT_QUANT_ROW : QAT_I8_ACT_QUANT_TENSOR);
-        } else if (o->wdt == DG_W_F16) {
+        } else if (o->wdt == DG_W_F16 || o->wdt == DG_W_BF16) {
             rc = write_u16(h, QAT_I8_DSET_WEIGHT, conv ? 4 : 2, wshape, o->w16);
         } else {
             rc = qat_h5_write(h, QAT_I8_DSET_WEIGHT, QAT_H5_F32, conv ? 4 : 2, wshape, o->w);

@@ -60,10 +60,9 @@ typedef struct qat_i8graph {
 int qat_convert_int8(qat_qmodel *qm, float mean, float std, qat_i8graph *g);
 void qat_i8graph_free(qat_i8graph *g);
 
-/* A qmodel whose units are all fp16 to its graph of float16 ops
- * (quant/convert_float.c; written by qat_dg_write). QAT_ERR_UNSUPPORTED
- * naming the unit for any other spec (bf16 included: the file has no
- * bf16 ops), QAT_ERR_NOMEM. */
+/* A qmodel whose units are all fp16 (or all bf16) to its graph of float16
+ * (bfloat16) ops (quant/convert_float.c; written by qat_dg_write).
+ * QAT_ERR_UNSUPPORTED naming the unit for a mix, QAT_ERR_NOMEM. */
 struct qat_dynmodel;
 int qat_convert_float16(qat_qmodel *qm, float mean, float std, struct qat_dynmodel **out);
 

@@ -21,7 +21,12 @@ static void shape_of(dg_op *op, const qat_layer *l)
     for (int k = 0; k < 3; k++) op->out_shape[k] = k < l->out_ndim ? l->out_shape[k] : 0;
 }
 
-/* the conv / linear op of an fp16 unit: folded weights and bias, rounded */
+static float fmt_round(qat_float_format f, double v)
+{
+    return f == QAT_FLOAT_BF16 ? qat_bf16_round(v) : qat_f16_round(v);
+}
+
+/* the conv / linear op of an fp16 / bf16 unit: folded weights and bias, rounded */
 static int float_conv(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, dg_op *op)
 {
     const qat_layer *l = qat_model_layer_c(qat_qmodel_float(qm), un->head);
@@ -37,30 +42,42 @@ static int float_conv(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, dg_op *op)
     op->w = qat_malloc(wf->numel * sizeof *op->w);
     op->bias = qat_calloc((size_t)l->out_ch, sizeof *op->bias);
     if (!op->w || !op->bias) return qat_error(QAT_ERR_NOMEM, "export: out of memory");
+    qat_float_format f = un->cfg.float_format;
+    double maxv = f == QAT_FLOAT_BF16 ? QAT_BF16_MAX : QAT_F16_MAX;
     for (size_t i = 0; i < wf->numel; i++) {
-        if (!(wf->data[i] >= -QAT_F16_MAX && wf->data[i] <= QAT_F16_MAX))
-            return qat_error(QAT_ERR_UNSUPPORTED, "export: unit '%s': weight %zu is %g, outside fp16's range", un->name,
+        if (!(wf->data[i] >= -maxv && wf->data[i] <= maxv))
+            return qat_error(QAT_ERR_UNSUPPORTED, "export: unit '%s': weight %zu is %g, outside the format's range", un->name,
                              i, wf->data[i]);
         op->w[i] = wf->data[i];
     }
-    for (int c = 0; bf && c < l->out_ch; c++) op->bias[c] = qat_f16_round(bf->data[c]);
+    for (int c = 0; bf && c < l->out_ch; c++) op->bias[c] = fmt_round(f, bf->data[c]);
     op->relu = un->relu >= 0;
-    return qat_dg_half_weights(op);
+    if (f == QAT_FLOAT_FP16) return qat_dg_half_weights(op);
+    op->w16 = qat_malloc(wf->numel * sizeof *op->w16 + 1); /* bfloat16 bits */
+    if (!op->w16) return qat_error(QAT_ERR_NOMEM, "export: out of memory");
+    for (size_t i = 0; i < wf->numel; i++) {
+        op->w16[i] = qat_bf16_from_double(op->w[i]);
+        op->w[i] = qat_bf16_to_float(op->w16[i]);
+    }
+    op->wdt = DG_W_BF16;
+    return QAT_OK;
 }
 
 int qat_convert_float16(qat_qmodel *qm, float mean, float std, qat_dynmodel **out)
 {
     *out = NULL;
     qat_model *m = qat_qmodel_float(qm);
+    qat_float_format f0 = qat_qmodel_unit(qm, 0)->cfg.float_format;
     for (int u = 0; u < qat_qmodel_num_units(qm); u++) {
         const qat_qunit *un = qat_qmodel_unit(qm, u);
-        if (un->cfg.float_format != QAT_FLOAT_FP16) {
-            char spec[32];
+        if (!un->cfg.float_format || un->cfg.float_format != f0) {
+            char spec[32], spec0[32];
             return qat_error(QAT_ERR_UNSUPPORTED,
-                             "export: unit '%s' is %s: a model with fp16 units is exported only when every unit is "
-                             "fp16 (the file's float ops are fp16 or float32; int8 ops may not read float ones, "
-                             "and bf16 has no ops)",
-                             un->name, qat_unit_config_spec(&un->cfg, spec, sizeof spec));
+                             "export: unit '%s' is %s and unit '%s' is %s: a model with fp16 / bf16 units is exported "
+                             "only when every unit has the same float format (int8 ops may not read float ones)",
+                             un->name, qat_unit_config_spec(&un->cfg, spec, sizeof spec),
+                             qat_qmodel_unit(qm, 0)->name,
+                             qat_unit_config_spec(&qat_qmodel_unit(qm, 0)->cfg, spec0, sizeof spec0));
         }
     }
     int nl = qat_model_num_layers(m);
@@ -83,7 +100,8 @@ int qat_convert_float16(qat_qmodel *qm, float mean, float std, qat_dynmodel **ou
         if (u >= 0 && qat_qmodel_unit(qm, u)->head != i) continue; /* folded into its unit */
         dg_op *op = &d->ops[d->n++];
         snprintf(op->name, sizeof op->name, "%s", l->name);
-        op->f16 = 1;
+        op->f16 = f0 == QAT_FLOAT_FP16;
+        op->bf16 = f0 == QAT_FLOAT_BF16;
         op->n_in = l->n_inputs;
         for (int k = 0; k < l->n_inputs; k++) op->in[k] = map[l->inputs[k]];
         qat_qunit *un = u >= 0 ? qat_qmodel_unit(qm, u) : NULL;
@@ -117,7 +135,7 @@ int qat_convert_float16(qat_qmodel *qm, float mean, float std, qat_dynmodel **ou
                            qat_layer_type_name(l->type));
         }
         if (un && un->kind == QAT_UNIT_POOL && un->relu >= 0)
-            rc = qat_error(QAT_ERR_UNSUPPORTED, "export: pool '%s' with a fused ReLU has no float16 op", l->name);
+            rc = qat_error(QAT_ERR_UNSUPPORTED, "export: pool '%s' with a fused ReLU has no float op", l->name);
         map[i] = d->n - 1;
         if (un) map[un->last] = d->n - 1;
     }

@@ -321,7 +321,7 @@ int qat_dg_build(const qat_model *m, const qat_dynamic_opts *o, qat_dynmodel **o
 
 static float rnd(const dg_op *op, double v)
 {
-    return op->f16 ? qat_f16_round(v) : (float)v;
+    return op->f16 ? qat_f16_round(v) : op->bf16 ? qat_bf16_round(v) : (float)v;
 }
 
 static float relu0(float y)
@@ -452,7 +452,7 @@ int qat_dynmodel_forward_u8(const qat_dynmodel *d, const uint8_t *pixels, int n,
         case DG_INPUT:
             for (size_t e = 0; e < (size_t)n * osz; e++) {
                 const float v = ((float)pixels[e] / 255.0f - op->mean) / op->std;
-                y[e] = op->f16 ? qat_f16_round(v) : v;
+                y[e] = op->f16 || op->bf16 ? rnd(op, v) : v;
             }
             break;
         case DG_CONV2D:
@@ -476,7 +476,7 @@ int qat_dynmodel_forward_u8(const qat_dynmodel *d, const uint8_t *pixels, int n,
         case DG_ADD: {
             const float *x2 = out[op->in[1]];
             for (size_t e = 0; e < (size_t)n * osz; e++) {
-                float v = op->f16 ? qat_f16_round((double)x[e] + (double)x2[e]) : x[e] + x2[e];
+                float v = op->f16 || op->bf16 ? rnd(op, (double)x[e] + (double)x2[e]) : x[e] + x2[e];
                 y[e] = op->relu ? relu0(v) : v;
             }
             break;

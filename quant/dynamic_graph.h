@@ -22,7 +22,7 @@ typedef enum {
     DG_COUNT
 } dg_kind;
 
-typedef enum { DG_W_F32 = 0, DG_W_F16, DG_W_I8 } dg_wdtype;
+typedef enum { DG_W_F32 = 0, DG_W_F16, DG_W_I8, DG_W_BF16 } dg_wdtype;
 
 typedef struct dg_op {
     dg_kind kind;
@@ -31,6 +31,7 @@ typedef struct dg_op {
     int out_ndim, out_shape[3];
     size_t out_size;     /* per sample */
     int f16;             /* output dtype float16 (else float32) */
+    int bf16;            /* output dtype bfloat16 (f16 then 0) */
     int relu;            /* conv2d / linear / add */
     /* conv2d / linear: weight [oc, ic, kh, kw] (linear kh = kw = 1) */
     dg_wdtype wdt;

@@ -30,7 +30,7 @@
 
 static inline float fround(const rt_op *op, double v)
 {
-    return op->fdt == RT_DT_F16 ? qat_f16_round(v) : (float)v;
+    return op->fdt == RT_DT_F16 ? qat_f16_round(v) : op->fdt == RT_DT_BF16 ? qat_bf16_round(v) : (float)v;
 }
 
 /* ReLU as the format defines it: y if y > 0, else +0 (also for -0, NaN). */
@@ -588,7 +588,7 @@ static void run_float_op(qat_rt_model *m, int i, int n)
         const long long total = (long long)n * (long long)osz;
 #pragma omp parallel for num_threads(T) schedule(static) if (total > 65536)
         for (long long e = 0; e < total; e++) {
-            float v = op->fdt == RT_DT_F16 ? qat_f16_round((double)x[e] + (double)x2[e]) : x[e] + x2[e];
+            float v = op->fdt == RT_DT_F32 ? x[e] + x2[e] : fround(op, (double)x[e] + (double)x2[e]);
             y[e] = op->relu ? frelu(v) : v;
         }
         break;
@@ -627,7 +627,7 @@ void qat_rti_float_run_u8(qat_rt_model *m, const uint8_t *pixels, int n)
         float lut[256]; /* the value of each pixel, computed once a call */
         for (int p = 0; p < 256; p++) {
             const float v = norm_pixel(in, (uint8_t)p);
-            lut[p] = in->fdt == RT_DT_F16 ? qat_f16_round(v) : v;
+            lut[p] = in->fdt == RT_DT_F32 ? v : fround(in, v);
         }
         for (long long e = 0; e < total; e++) y[e] = lut[pixels[e]];
     }
@@ -645,7 +645,7 @@ long long qat_rti_float_run_f32(qat_rt_model *m, const float *x, int n)
         const long long total = (long long)n * (long long)in->out_size;
         for (long long e = 0; e < total; e++)
             if (isnan(x[e])) return e;
-        for (long long e = 0; e < total; e++) y[e] = in->fdt == RT_DT_F16 ? qat_f16_round(x[e]) : x[e];
+        for (long long e = 0; e < total; e++) y[e] = in->fdt == RT_DT_F32 ? x[e] : fround(in, x[e]);
     }
     qat_rti_float_run_ops(m, n);
     return -1;

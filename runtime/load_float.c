@@ -203,6 +203,7 @@ static int lf_conv_linear(const lf_ctx *c, hid_t g, rt_op *op, const rt_op *in)
     if ((st = lf_str(c, g, QAT_I8_ATTR_WEIGHT_DTYPE, wd, sizeof wd))) return st;
     if (!strcmp(wd, QAT_I8_DTYPE_FLOAT32)) op->wdt = RT_W_F32;
     else if (!strcmp(wd, QAT_I8_DTYPE_FLOAT16)) op->wdt = RT_W_F16;
+    else if (!strcmp(wd, QAT_I8_DTYPE_BFLOAT16)) op->wdt = RT_W_BF16;
     else if (!strcmp(wd, QAT_I8_WDTYPE_INT8)) op->wdt = RT_W_I8;
     else
         return lf_err(c, QAT_ERR_UNSUPPORTED, "attribute weight_dtype = '%s', expected float32, float16 or int8", wd);
@@ -255,15 +256,17 @@ static int lf_conv_linear(const lf_ctx *c, hid_t g, rt_op *op, const rt_op *in)
         if ((st = lf_dset(c, g, QAT_I8_DSET_WEIGHT, LF_F32, rank, dims, (void **)&op->fweight))) return st;
         if ((st = lf_finite(c, QAT_I8_DSET_WEIGHT, op->fweight, n))) return st;
         op->weight_bytes = n * 4;
-    } else if (op->wdt == RT_W_F16) {
+    } else if (op->wdt == RT_W_F16 || op->wdt == RT_W_BF16) {
+        int bf = op->wdt == RT_W_BF16;
+        uint16_t expo = bf ? 0x7f80u : 0x7c00u;
         if ((st = lf_dset(c, g, QAT_I8_DSET_WEIGHT, LF_U16, rank, dims, (void **)&op->hweight))) return st;
         op->fweight = qat_malloc(n * sizeof *op->fweight + 1);
         if (!op->fweight) return qat_rti_error(QAT_ERR_NOMEM, "out of memory");
         for (size_t i = 0; i < n; i++) {
-            if ((op->hweight[i] & 0x7c00u) == 0x7c00u)
-                return lf_err(c, QAT_ERR_FORMAT, "weight[%zu] = 0x%04x is not a finite binary16 value", i,
-                              (unsigned)op->hweight[i]);
-            op->fweight[i] = qat_f16_to_float(op->hweight[i]);
+            if ((op->hweight[i] & expo) == expo)
+                return lf_err(c, QAT_ERR_FORMAT, "weight[%zu] = 0x%04x is not a finite %s value", i,
+                              (unsigned)op->hweight[i], bf ? "bfloat16" : "binary16");
+            op->fweight[i] = bf ? qat_bf16_to_float(op->hweight[i]) : qat_f16_to_float(op->hweight[i]);
         }
         op->weight_bytes = n * 2;
     } else {
@@ -313,7 +316,8 @@ int qat_rti_load_float_op(const char *src, const char *where, int64_t group, rt_
     if (st) return st;
     if (!strcmp(dt, QAT_I8_DTYPE_FLOAT32)) op->fdt = RT_DT_F32;
     else if (!strcmp(dt, QAT_I8_DTYPE_FLOAT16)) op->fdt = RT_DT_F16;
-    else return lf_err(&c, QAT_ERR_UNSUPPORTED, "attribute dtype = '%s', expected float32 or float16", dt);
+    else if (!strcmp(dt, QAT_I8_DTYPE_BFLOAT16)) op->fdt = RT_DT_BF16;
+    else return lf_err(&c, QAT_ERR_UNSUPPORTED, "attribute dtype = '%s', expected float32, float16 or bfloat16", dt);
     const rt_op *in = op->n_inputs ? &ops[op->inputs[0]] : NULL;
     switch (op->type) {
     case RT_OP_INPUT:

@@ -457,8 +457,8 @@ int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info)
         info->weight_count = (size_t)op->oc * (size_t)op->ic * (size_t)op->kh * (size_t)op->kw;
         info->weight_stored_bytes = op->weight_stored;
     }
-    static const char *const dts[] = {"int8", "float32", "float16"};
-    static const char *const wdts[] = {"float32", "float16", "int8"};
+    static const char *const dts[] = {"int8", "float32", "float16", "bfloat16"};
+    static const char *const wdts[] = {"float32", "float16", "int8", "bfloat16"};
     info->dtype = dts[op->fdt];
     if (op->type == RT_OP_CONV2D || op->type == RT_OP_LINEAR)
         info->weight_dtype = op->fdt == RT_DT_INT8 ? "int8" : wdts[op->wdt];

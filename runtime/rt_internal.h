@@ -170,8 +170,8 @@ typedef struct rt_op {
 } rt_op;
 
 /* Output dtypes of ops, weight storage of float conv2d / linear. */
-typedef enum { RT_DT_INT8 = 0, RT_DT_F32, RT_DT_F16 } rt_dtype;
-typedef enum { RT_W_F32 = 0, RT_W_F16, RT_W_I8 } rt_wdtype;
+typedef enum { RT_DT_INT8 = 0, RT_DT_F32, RT_DT_F16, RT_DT_BF16 } rt_dtype;
+typedef enum { RT_W_F32 = 0, RT_W_F16, RT_W_I8, RT_W_BF16 } rt_wdtype;
 
 struct qat_rt_model {
     int n_ops;

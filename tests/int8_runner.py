@@ -433,12 +433,12 @@ FLOAT_BATCH = 256  # `qat run` calls the runtime on 256 images at a time; a
 
 
 def op_dtype(op):
-    """'float32' / 'float16' for a float op, None for an int8 op."""
+    """'float32' / 'float16' / 'bfloat16' for a float op, None for an int8 op."""
     if "dtype" not in op.group.attrs:
         return None
     d = _str(op.group.attrs["dtype"])
-    if d not in ("float32", "float16"):
-        raise FormatError("%s: dtype '%s', expected float32 or float16" % (op.where, d))
+    if d not in ("float32", "float16", "bfloat16"):
+        raise FormatError("%s: dtype '%s', expected float32, float16 or bfloat16" % (op.where, d))
     return d
 
 
@@ -451,8 +451,27 @@ def f16_round(v):
     return h.astype(np.float32)
 
 
+def bf16_round(v):
+    """float64 -> nearest bfloat16 (8 significant bits, ties to even, one
+    rounding, subnormals), saturating at +-(2 - 2^-7) * 2^127, NaN kept;
+    returned as float32."""
+    v = np.asarray(v, dtype=np.float64)
+    _, e = np.frexp(v)                              # |v| in [2^(e-1), 2^e)
+    q = np.ldexp(1.0, np.maximum(e - 1, -126) - 7)  # the quantum at v
+    r = np.rint(v / q) * q                          # rint: ties to even
+    r = np.where(v == 0, v, r)
+    mx = (2.0 - 2.0 ** -7) * 2.0 ** 127
+    r = np.where(np.isnan(v), v, np.clip(r, -mx, mx))
+    return r.astype(np.float32)
+
+
 def f_round(op, v):
-    return f16_round(v) if op_dtype(op) == "float16" else np.asarray(v, dtype=np.float64).astype(np.float32)
+    d = op_dtype(op)
+    if d == "float16":
+        return f16_round(v)
+    if d == "bfloat16":
+        return bf16_round(v)
+    return np.asarray(v, dtype=np.float64).astype(np.float32)
 
 
 def f_relu(y):
@@ -473,6 +492,12 @@ def f_weights(op, shape):
         return wd, op.dataset("weight", np.float32, shape)
     if wd == "float16":
         return wd, op.dataset("weight", np.uint16, shape).view(np.float16).astype(np.float32)
+    if wd == "bfloat16":
+        bits = op.dataset("weight", np.uint16, shape).astype(np.uint32) << 16
+        w = bits.view(np.float32)
+        if not np.all(np.isfinite(w)):
+            raise FormatError("%s: weight is not finite bfloat16" % op.where)
+        return wd, w
     if wd == "int8":
         return wd, op.dataset("weight", np.int8, shape)
     raise FormatError("%s: weight_dtype '%s'" % (op.where, wd))
@@ -593,8 +618,8 @@ def f_pool(op, x):
 
 
 def f_add(op, a, b):
-    if op_dtype(op) == "float16":
-        y = f16_round(a.astype(np.float64) + b.astype(np.float64))
+    if op_dtype(op) in ("float16", "bfloat16"):
+        y = f_round(op, a.astype(np.float64) + b.astype(np.float64))
     else:
         y = (a + b).astype(np.float32)
     relu = op.int_attr("relu") if "relu" in op.group.attrs else 0
@@ -608,7 +633,7 @@ def f_input(op, kind, data):
         x = (((data.astype(np.float32) / np.float32(255)).astype(np.float32) - mean) / std).astype(np.float32)
     else:
         x = data.astype(np.float32)
-    return f16_round(x) if op_dtype(op) == "float16" else x
+    return x if op_dtype(op) == "float32" else f_round(op, x)
 
 
 def run_float_batch(ops, kind, data):

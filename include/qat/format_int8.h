@@ -107,6 +107,7 @@ static inline unsigned qat_i8_hash_bucket(unsigned seed, unsigned index, unsigne
 #define QAT_I8_ATTR_DTYPE "dtype"
 #define QAT_I8_DTYPE_FLOAT32 "float32"
 #define QAT_I8_DTYPE_FLOAT16 "float16"
+#define QAT_I8_DTYPE_BFLOAT16 "bfloat16" /* as float16, rounded to bfloat16 (weights: uint16 bfloat16 bits) */
 /* conv2d / linear of a float op: how the weight dataset is stored:
  * "float32" (float32), "float16" (uint16 binary16 bits), or "int8" (int8
  * per output channel with weight_scale: dynamic quantization) */
