@@ -515,7 +515,7 @@ static void *zalloc(size_t bytes)
  * weights and bias as double; conv: the tap offsets in the padded,
  * phase-split image and one such image per slot (zeroed here once: the
  * kernels write only the pixels inside the image). */
-static int fsimd_plan(rt_op *op, int slots)
+int qat_rti_float_simd_plan(rt_op *op, int slots)
 {
     const int K = op->ic * op->kh * op->kw, OC = op->oc;
     if (op->type == RT_OP_LINEAR) {
@@ -578,7 +578,7 @@ int qat_rti_float_plan(qat_rt_model *m, int max_batch)
 #endif
         } else if (op->type == RT_OP_LINEAR || op->type == RT_OP_CONV2D) {
             int st;
-            if ((st = fsimd_plan(op, slots))) return st;
+            if ((st = qat_rti_float_simd_plan(op, slots))) return st;
             if (op->type == RT_OP_CONV2D) continue;
             float *wt = zalloc((size_t)op->ic * op->oc * sizeof *wt);
             if (!wt) return qat_rti_error(QAT_ERR_NOMEM, "out of memory planning %s", op->name);

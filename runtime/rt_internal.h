@@ -281,6 +281,10 @@ void qat_rti_linear_float_ref(const rt_op *op, const float *x, float *y, int n0,
  * [q0, q1) of one image from its padded image (q0 a multiple of 32);
  * linear rows [n0, n1). Return 0 when the isa has no such kernel here. */
 void qat_rti_fconv_pad(const rt_op *op, const float *x, double *pad);
+/* fills fw, fbd (and conv: fkoff, fpad for `slots` images) of a float
+ * conv2d / linear with float32 / float16 weights (float_ops.c); the float
+ * unplan frees them */
+int qat_rti_float_simd_plan(rt_op *op, int slots);
 int qat_rti_fconv_simd(qat_rt_isa isa, const rt_op *op, const double *pad, float *y, int q0, int q1);
 int qat_rti_flinear_simd(qat_rt_isa isa, const rt_op *op, const float *x, float *y, int n0, int n1);
 int qat_rti_dyn_gemm_vnni(const rt_op *op, const uint8_t *q, const float *scale,
