@@ -61,7 +61,7 @@ static inline float norm_pixel(const rt_op *op, uint8_t p)
 #define CONV_CHUNK 64
 
 /* one image: x [IC, H, W], y [OC, OH, OW] */
-static void conv_float_image(const rt_op *op, const float *x, float *y)
+void qat_rti_conv_float_ref(const rt_op *op, const float *x, float *y)
 {
     const int IC = op->ic, H = op->in_h, W = op->in_w, KH = op->kh, KW = op->kw;
     const int S = op->stride, P = op->pad, OH = op->out_shape[1], OW = op->out_shape[2];
@@ -107,7 +107,7 @@ static void conv_float_image(const rt_op *op, const float *x, float *y)
  * [IN][OUT]) so the sum runs over k while the lanes hold outputs */
 #define LIN_MB 4
 #define LIN_OB 32
-static void linear_float_rows(const rt_op *op, const float *x, float *y, int n0, int n1)
+void qat_rti_linear_float_ref(const rt_op *op, const float *x, float *y, int n0, int n1)
 {
     const int IN = op->ic, OUT = op->oc;
     const float *wt = op->dpack;
@@ -441,6 +441,36 @@ static void dyn_linear(const qat_rt_model *m, const rt_op *op, const float *x, f
     }
 }
 
+/* The SIMD float conv over a batch: images over the threads, each padded
+ * into its thread's slot; fewer images than threads (batch 1): every image
+ * into a slot of its own, then its blocks of 32 output positions over the
+ * threads. Same bits either way: each output is one lane's sum. */
+#define FQ_BLOCK 32
+static void conv_float_simd(const qat_rt_model *m, const rt_op *op, const float *x, float *y, int n)
+{
+    const size_t isz = (size_t)op->ic * op->in_h * op->in_w, osz = op->out_size;
+    const int nb = (op->fqn + FQ_BLOCK - 1) / FQ_BLOCK;
+    int T = nthreads(m, 1 << 30);
+    if (T > op->fslots) T = op->fslots;
+    const double work = (double)op->oc * op->ic * op->kh * op->kw * op->fqn;
+    if (n >= T || nb < 2 || work < (double)(1 << 16)) {
+        T = n < T ? n : T;
+#pragma omp parallel for num_threads(T) schedule(dynamic, 1)
+        for (int b = 0; b < n; b++) {
+            double *pad = op->fpad + (size_t)omp_get_thread_num() * op->fimg;
+            qat_rti_fconv_pad(op, x + (size_t)b * isz, pad);
+            qat_rti_fconv_simd(m->isa, op, pad, y + (size_t)b * osz, 0, op->fqn);
+        }
+        return;
+    }
+    for (int b = 0; b < n; b++) qat_rti_fconv_pad(op, x + (size_t)b * isz, op->fpad + (size_t)b * op->fimg);
+#pragma omp parallel for num_threads(T) schedule(static)
+    for (int i = 0; i < n * nb; i++) {
+        const int b = i / nb, q0 = i % nb * FQ_BLOCK, q1 = q0 + FQ_BLOCK < op->fqn ? q0 + FQ_BLOCK : op->fqn;
+        qat_rti_fconv_simd(m->isa, op, op->fpad + (size_t)b * op->fimg, y + (size_t)b * osz, q0, q1);
+    }
+}
+
 /* ---- the other float ops, one sample ---- */
 
 static void pool_float(const rt_op *op, const float *x, float *y)
@@ -481,8 +511,52 @@ static void *zalloc(size_t bytes)
     return qat_rti_alloc(bytes ? bytes : 1);
 }
 
+/* The SIMD kernels' state of a float conv2d / linear (rt_op fw ...): the
+ * weights and bias as double; conv: the tap offsets in the padded,
+ * phase-split image and one such image per slot (zeroed here once: the
+ * kernels write only the pixels inside the image). */
+int qat_rti_float_simd_plan(rt_op *op, int slots)
+{
+    const int K = op->ic * op->kh * op->kw, OC = op->oc;
+    if (op->type == RT_OP_LINEAR) {
+        const int P = (OC + 31) / 32 * 32;
+        if (!(op->fw = zalloc((size_t)op->ic * P * sizeof *op->fw)) || !(op->fbd = zalloc((size_t)P * sizeof *op->fbd)))
+            return qat_rti_error(QAT_ERR_NOMEM, "out of memory planning %s", op->name);
+        for (int o = 0; o < OC; o++) {
+            for (int k = 0; k < op->ic; k++) op->fw[(size_t)k * P + o] = op->fweight[(size_t)o * op->ic + k];
+            op->fbd[o] = op->fbias[o];
+        }
+        op->fopad = P;
+        return QAT_OK;
+    }
+    const int S = op->stride, P = op->pad, KH = op->kh, KW = op->kw;
+    op->fhs = (op->in_h + 2 * P + S - 1) / S;
+    op->fws = (op->in_w + 2 * P + S - 1) / S;
+    op->fqn = op->out_shape[1] * op->fws;
+    const size_t plane = (size_t)op->fhs * op->fws, planes = plane * op->ic * S * S;
+    op->fimg = (planes + (size_t)(op->fqn + 31) / 32 * 32 + 16 + 7) / 8 * 8;
+    if (op->fimg > (size_t)1 << 30) return QAT_OK; /* offsets beyond int32: the portable kernel */
+    op->fslots = slots;
+    if (!(op->fw = zalloc((size_t)OC * K * sizeof *op->fw)) || !(op->fbd = zalloc((size_t)OC * sizeof *op->fbd)) ||
+        !(op->fkoff = zalloc((size_t)K * sizeof *op->fkoff)) ||
+        !(op->fpad = zalloc((size_t)slots * op->fimg * sizeof *op->fpad)))
+        return qat_rti_error(QAT_ERR_NOMEM, "out of memory planning %s", op->name);
+    for (size_t i = 0; i < (size_t)OC * K; i++) op->fw[i] = op->fweight[i];
+    for (int o = 0; o < OC; o++) op->fbd[o] = op->fbias[o];
+    for (int ic = 0, k = 0; ic < op->ic; ic++)
+        for (int kh = 0; kh < KH; kh++)
+            for (int kw = 0; kw < KW; kw++, k++)
+                op->fkoff[k] = (int32_t)(((size_t)(ic * S + kh % S) * S + kw % S) * plane +
+                                         (size_t)(kh / S) * op->fws + (size_t)(kw / S));
+    return QAT_OK;
+}
+
 int qat_rti_float_plan(qat_rt_model *m, int max_batch)
 {
+    /* as model.c counts its slots: every thread a run may use */
+    int slots = omp_get_num_procs();
+    if (m->threads > slots) slots = m->threads;
+    if (slots < 1) slots = 1;
     for (int i = 0; i < m->n_ops; i++) {
         rt_op *op = &m->ops[i];
         if (op->fdt == RT_DT_INT8 || op->type == RT_OP_FLATTEN) continue;
@@ -502,7 +576,10 @@ int qat_rti_float_plan(qat_rt_model *m, int max_batch)
             int st;
             if (op->type == RT_OP_LINEAR && m->isa == QAT_RT_ISA_AVX512_VNNI && (st = vnni_pack(op))) return st;
 #endif
-        } else if (op->type == RT_OP_LINEAR) {
+        } else if (op->type == RT_OP_LINEAR || op->type == RT_OP_CONV2D) {
+            int st;
+            if ((st = qat_rti_float_simd_plan(op, slots))) return st;
+            if (op->type == RT_OP_CONV2D) continue;
             float *wt = zalloc((size_t)op->ic * op->oc * sizeof *wt);
             if (!wt) return qat_rti_error(QAT_ERR_NOMEM, "out of memory planning %s", op->name);
             for (int o = 0; o < op->oc; o++)
@@ -523,6 +600,13 @@ void qat_rti_float_unplan(qat_rt_model *m)
         qat_rti_dealloc(op->dscale);
         qat_rti_dealloc(op->dzp);
         qat_rti_dealloc(op->dpack);
+        qat_rti_dealloc(op->fw);
+        qat_rti_dealloc(op->fbd);
+        qat_rti_dealloc(op->fpad);
+        qat_rti_dealloc(op->fkoff);
+        op->fw = op->fbd = op->fpad = NULL;
+        op->fkoff = NULL;
+        op->fslots = 0;
         op->fin[0] = op->fin[1] = NULL;
         op->dq = NULL;
         op->dscale = NULL;
@@ -567,7 +651,8 @@ static void run_float_op(qat_rt_model *m, int i, int n)
 #pragma omp parallel for num_threads(T) schedule(static)
             for (int t = 0; t < T; t++) {
                 const int r0 = t * chunk, r1 = r0 + chunk < n ? r0 + chunk : n;
-                if (r1 > r0) linear_float_rows(op, x, y, r0, r1);
+                if (r1 > r0 && !qat_rti_flinear_simd(m->isa, op, x, y, r0, r1))
+                    qat_rti_linear_float_ref(op, x, y, r0, r1);
             }
         }
         break;
@@ -578,9 +663,11 @@ static void run_float_op(qat_rt_model *m, int i, int n)
             for (int b = 0; b < n; b++)
                 dyn_conv_image(op, op->dq + (size_t)b * isz, op->act_row ? op->dscale[b] : op->dscale[0],
                                op->act_row ? op->dzp[b] : op->dzp[0], y + (size_t)b * osz);
+        } else if (op->fw && m->isa != QAT_RT_ISA_REF) {
+            conv_float_simd(m, op, x, y, n);
         } else {
 #pragma omp parallel for num_threads(T) schedule(dynamic, 1)
-            for (int b = 0; b < n; b++) conv_float_image(op, x + (size_t)b * isz, y + (size_t)b * osz);
+            for (int b = 0; b < n; b++) qat_rti_conv_float_ref(op, x + (size_t)b * isz, y + (size_t)b * osz);
         }
         break;
     case RT_OP_ADD: {

@@ -167,6 +167,19 @@ typedef struct rt_op {
     uint8_t *dq;        /* prepared, weight int8: quantized activations */
     float *dscale;      /* prepared, weight int8: [max_batch] scale of each row */
     int32_t *dzp;       /* and zero point */
+    /* prepared, float32 / float16 weights, for the SIMD kernels
+     * (float_ops_simd.c): fw the weights as double (conv [oc][K], linear
+     * [ic][fopad], outputs padded with zeros to fopad, a multiple of 32),
+     * fbd the bias as double ([oc] / [fopad]); conv: the input image
+     * zero-padded and split into stride^2 phase planes of fhs x fws
+     * doubles, fkoff[k] the offset of tap k = (ic, kh, kw) in it, output
+     * q = oh * fws + ow at q + fkoff[k] (ow >= OW: lanes thrown away),
+     * fqn = OH * fws positions, fimg doubles an image (with the slack the
+     * last vectors read), fpad one image per slot */
+    double *fw, *fbd, *fpad;
+    int32_t *fkoff;
+    int fopad, fhs, fws, fqn, fslots;
+    size_t fimg;
 } rt_op;
 
 /* Output dtypes of ops, weight storage of float conv2d / linear. */
@@ -257,6 +270,23 @@ void qat_rti_dyn_quantize(const rt_op *op, const float *x, int n, uint8_t *q, fl
                           int32_t *zp);
 void qat_rti_dyn_gemm_ref(const rt_op *op, const uint8_t *q, const float *scale,
                           const int32_t *zp, int n, float *y);
+/* Float conv2d / linear (float32 / float16 weights). The portable
+ * kernels: one image x [IC, H, W] -> y [OC, OH, OW]; rows [n0, n1) of
+ * x [n, IN] -> y [n, OUT] (needs op->dpack, planned). */
+void qat_rti_conv_float_ref(const rt_op *op, const float *x, float *y);
+void qat_rti_linear_float_ref(const rt_op *op, const float *x, float *y, int n0, int n1);
+/* The SIMD ones (float_ops_simd.c), bit-identical to those, isa AVX2 or
+ * AVX512_VNNI (its AVX-512F part), op planned (fw, ...): the padded image
+ * of x into pad (fimg doubles, its padding already zero); output positions
+ * [q0, q1) of one image from its padded image (q0 a multiple of 32);
+ * linear rows [n0, n1). Return 0 when the isa has no such kernel here. */
+void qat_rti_fconv_pad(const rt_op *op, const float *x, double *pad);
+/* fills fw, fbd (and conv: fkoff, fpad for `slots` images) of a float
+ * conv2d / linear with float32 / float16 weights (float_ops.c); the float
+ * unplan frees them */
+int qat_rti_float_simd_plan(rt_op *op, int slots);
+int qat_rti_fconv_simd(qat_rt_isa isa, const rt_op *op, const double *pad, float *y, int q0, int q1);
+int qat_rti_flinear_simd(qat_rt_isa isa, const rt_op *op, const float *x, float *y, int n0, int n1);
 int qat_rti_dyn_gemm_vnni(const rt_op *op, const uint8_t *q, const float *scale,
                           const int32_t *zp, int n, float *y); /* 0: not available */
 

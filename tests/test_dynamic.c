@@ -12,6 +12,11 @@
  *   linear / all layers, per tensor / per row, reference and VNNI
  *   kernels, 1 and 2 threads: identical float32 bits.
  * - A synthetic graph of float16 ops against a double-precision reference.
+ * - The SIMD float conv2d / linear kernels (AVX2, AVX-512) against the
+ *   portable ones, bit for bit: random odd shapes, padding, strides 1-3,
+ *   float32 / float16 outputs, ReLU, blocks of output positions (the
+ *   batch-1 split), binary16 rounding edges (ties, subnormals, saturation,
+ *   -0) and inf inputs (NaN sums).
  * - Malformed float ops are refused at load with the op and field named.
  * (Against numpy: tests/test_dynamic.sh.) */
 #include <check.h>
@@ -289,9 +294,10 @@ static void eval_vs_runtime(qat_model *m, const qat_dynamic_opts *o, int n, cons
     ck_assert_int_eq(shape[0], in->out_shape[0]);
     ck_assert_int_eq(qat_rt_output_dtype(rt), QAT_RT_DTYPE_FLOAT32);
     ck_assert_int_eq(qat_rt_num_classes(rt), K);
-    const qat_rt_isa isas[2] = {QAT_RT_ISA_REF, qat_rt_best_isa()};
-    for (int ii = 0; ii < 2; ii++)
+    const qat_rt_isa isas[3] = {QAT_RT_ISA_REF, QAT_RT_ISA_AVX2, qat_rt_best_isa()};
+    for (int ii = 0; ii < 3; ii++)
         for (int th = 1; th <= 2; th++) {
+            if (!qat_rti_cpu_has(isas[ii])) continue;
             OK(qat_rt_set_isa(rt, isas[ii]));
             qat_rt_set_threads(rt, th);
             OK(qat_rt_prepare(rt, n));
@@ -339,6 +345,23 @@ START_TEST(test_eval_equals_runtime)
     o.act_row = 1;
     eval_vs_runtime(w, &o, 6, "wide w8 row");
     qat_model_free(w);
+    /* float convs big enough that a batch of 1 splits its positions over 2
+     * threads (float_ops.c conv_float_simd), stride 2 and padding */
+    qat_model *c = qat_model_create(3, 21, 19);
+    x = qat_model_conv2d(c, "c1", 0, 9, 3, 1, 1, 1);
+    x = qat_model_relu(c, "c1r", x);
+    x = qat_model_conv2d(c, "c2", x, 7, 3, 2, 1, 1);
+    x = qat_model_flatten(c, "flat", x);
+    x = qat_model_linear(c, "fc", x, 10, 1);
+    ck_assert_int_ge(x, 0);
+    OK(qat_model_init(c, 9));
+    OK(qat_model_set_input_norm(c, 0.2f, 0.4f));
+    o = qat_dynamic_opts_defaults();
+    eval_vs_runtime(c, &o, 1, "conv w8 batch 1");
+    eval_vs_runtime(c, &o, 3, "conv w8 batch 3");
+    o.weights = QAT_DYN_FP16;
+    eval_vs_runtime(c, &o, 1, "conv fp16 batch 1");
+    qat_model_free(c);
 }
 END_TEST
 
@@ -447,6 +470,191 @@ START_TEST(test_fp16_graph)
     ck_assert_msg(sat, "the test should reach binary16 saturation");
     qat_rt_free(rt);
     qat_dynmodel_free(d);
+}
+END_TEST
+
+
+/* ---- SIMD float kernels against the portable ones ---- */
+
+static const qat_rt_isa simd_isas[2] = {QAT_RT_ISA_AVX2, QAT_RT_ISA_AVX512_VNNI};
+
+/* a float op by hand: weights float32 (or binary16 values), bias float32 */
+static rt_op hand_op(rt_op_type type, int f16, int relu, int oc, int ic, int kh, int kw, qat_rng *r)
+{
+    rt_op op;
+    memset(&op, 0, sizeof op);
+    op.type = type;
+    op.fdt = f16 ? RT_DT_F16 : RT_DT_F32;
+    op.wdt = f16 ? RT_W_F16 : RT_W_F32;
+    op.relu = relu;
+    op.oc = oc;
+    op.ic = ic;
+    op.kh = kh;
+    op.kw = kw;
+    op.stride = 1;
+    const size_t K = (size_t)ic * kh * kw;
+    op.fweight = malloc((size_t)oc * K * sizeof *op.fweight + 4);
+    op.fbias = malloc((size_t)oc * sizeof *op.fbias + 4);
+    ck_assert(op.fweight && op.fbias);
+    for (size_t i = 0; i < (size_t)oc * K; i++) {
+        const double v = (qat_rng_uniform(r) - 0.5) * 2.0;
+        op.fweight[i] = f16 ? qat_f16_round(v) : (float)v;
+    }
+    for (int i = 0; i < oc; i++) op.fbias[i] = (float)(qat_rng_uniform(r) - 0.5);
+    return op;
+}
+
+static void hand_free(rt_op *op)
+{
+    qat_rti_dealloc(op->fw);
+    qat_rti_dealloc(op->fbd);
+    qat_rti_dealloc(op->fpad);
+    qat_rti_dealloc(op->fkoff);
+    free(op->dpack);
+    free(op->fweight);
+    free(op->fbias);
+}
+
+/* inputs: mostly uniform, some exact zeros, some large (float16 ops reach
+ * saturation), some tiny */
+static void fill_x(float *x, size_t n, qat_rng *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = qat_rng_u32(r) % 16;
+        const double v = (qat_rng_uniform(r) - 0.5) * 4.0;
+        x[i] = u == 0 ? 0.0f : u == 1 ? (float)(v * 3000.0) : u == 2 ? (float)(v * 1e-6) : (float)v;
+    }
+}
+
+START_TEST(test_float_conv_simd)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 77);
+    for (int c = 0; c < 60; c++) {
+        const int S = 1 + (int)(qat_rng_u32(&r) % 3), KH = 1 + (int)(qat_rng_u32(&r) % 5),
+                  KW = 1 + (int)(qat_rng_u32(&r) % 5), P = (int)(qat_rng_u32(&r) % 3);
+        const int IC = 1 + (int)(qat_rng_u32(&r) % 5), OC = 1 + (int)(qat_rng_u32(&r) % 13);
+        int H = KH + (int)(qat_rng_u32(&r) % 17), W = KW + (int)(qat_rng_u32(&r) % 23);
+        const int f16 = c % 2, relu = c % 3 == 0;
+        rt_op op = hand_op(RT_OP_CONV2D, f16, relu, OC, IC, KH, KW, &r);
+        op.stride = S;
+        op.pad = P;
+        op.in_c = IC;
+        op.in_h = H;
+        op.in_w = W;
+        const int OH = (H + 2 * P - KH) / S + 1, OW = (W + 2 * P - KW) / S + 1;
+        op.out_ndim = 3;
+        op.out_shape[0] = OC;
+        op.out_shape[1] = OH;
+        op.out_shape[2] = OW;
+        op.out_size = (size_t)OC * OH * OW;
+        OK(qat_rti_float_simd_plan(&op, 1));
+        const size_t isz = (size_t)IC * H * W;
+        float *x = malloc(isz * sizeof *x), *want = malloc(op.out_size * sizeof *want),
+              *got = malloc(op.out_size * sizeof *got);
+        ck_assert(x && want && got);
+        fill_x(x, isz, &r);
+        qat_rti_conv_float_ref(&op, x, want);
+        qat_rti_fconv_pad(&op, x, op.fpad);
+        for (int ii = 0; ii < 2; ii++) {
+            if (!qat_rti_cpu_has(simd_isas[ii])) continue;
+            for (int split = 0; split < 2; split++) {
+                memset(got, 0xff, op.out_size * sizeof *got);
+                if (!split) {
+                    ck_assert(qat_rti_fconv_simd(simd_isas[ii], &op, op.fpad, got, 0, op.fqn));
+                } else { /* blocks of 32 positions in reverse order, as threads may run them */
+                    for (int q0 = (op.fqn - 1) / 32 * 32; q0 >= 0; q0 -= 32)
+                        ck_assert(qat_rti_fconv_simd(simd_isas[ii], &op, op.fpad, got, q0,
+                                                     q0 + 32 < op.fqn ? q0 + 32 : op.fqn));
+                }
+                size_t at = 0;
+                ck_assert_msg(same_bits(want, got, op.out_size, &at),
+                              "case %d (%s, split %d): ic %d oc %d %dx%d k %dx%d s %d p %d %s relu %d: "
+                              "output %zu portable %a simd %a",
+                              c, qat_rt_isa_name(simd_isas[ii]), split, IC, OC, H, W, KH, KW, S, P,
+                              f16 ? "f16" : "f32", relu, at, (double)want[at], (double)got[at]);
+            }
+        }
+        free(x);
+        free(want);
+        free(got);
+        hand_free(&op);
+    }
+}
+END_TEST
+
+/* linear [n, IN] -> [n, OUT], the portable kernel's transposed weights */
+static void lin_check(rt_op *op, const float *x, int n, const char *tag)
+{
+    op->dpack = malloc((size_t)op->ic * op->oc * sizeof(float) + 4);
+    ck_assert(op->dpack);
+    float *wt = op->dpack;
+    for (int o = 0; o < op->oc; o++)
+        for (int k = 0; k < op->ic; k++) wt[(size_t)k * op->oc + o] = op->fweight[(size_t)o * op->ic + k];
+    OK(qat_rti_float_simd_plan(op, 1));
+    const size_t ny = (size_t)n * op->oc;
+    float *want = malloc(ny * sizeof *want), *got = malloc(ny * sizeof *got);
+    ck_assert(want && got);
+    qat_rti_linear_float_ref(op, x, want, 0, n);
+    for (int ii = 0; ii < 2; ii++) {
+        if (!qat_rti_cpu_has(simd_isas[ii])) continue;
+        memset(got, 0xff, ny * sizeof *got);
+        ck_assert(qat_rti_flinear_simd(simd_isas[ii], op, x, got, 0, n));
+        size_t at = 0;
+        ck_assert_msg(same_bits(want, got, ny, &at), "%s (%s): in %d out %d n %d %s relu %d: output %zu portable %a simd %a",
+                      tag, qat_rt_isa_name(simd_isas[ii]), op->ic, op->oc, n, op->fdt == RT_DT_F16 ? "f16" : "f32",
+                      op->relu, at, (double)want[at], (double)got[at]);
+    }
+    free(want);
+    free(got);
+}
+
+START_TEST(test_float_linear_simd)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 78);
+    static const int outs[] = {1, 3, 8, 10, 33, 70, 120};
+    for (int c = 0; c < 42; c++) {
+        const int IN = 1 + (int)(qat_rng_u32(&r) % 97), OUT = outs[c % 7], n = 1 + (int)(qat_rng_u32(&r) % 15);
+        rt_op op = hand_op(RT_OP_LINEAR, c / 7 % 2, c / 14 % 2, OUT, IN, 1, 1, &r);
+        float *x = malloc((size_t)n * IN * sizeof *x);
+        ck_assert(x);
+        fill_x(x, (size_t)n * IN, &r);
+        lin_check(&op, x, n, "random");
+        free(x);
+        hand_free(&op);
+    }
+    /* binary16 rounding edges through y = round(x * w + b), IN = 1: w and b
+     * put acc + b on ties of the binary16 quantum, just off them, on
+     * subnormals, around 65504 / 65520 (saturation), near zero from below
+     * (-0); x = +-1, +-inf (inf * w, and inf - inf = NaN with the bias) */
+    enum { EO = 96 };
+    rt_op op = hand_op(RT_OP_LINEAR, 1, 0, EO, 1, 1, 1, &r);
+    static const double base[] = {1.0, 1.5, 3.0, 1024.0, 2048.0, 0x1p-14, 0x1p-20, 0x1p-24, 65504.0, 65488.0, 60000.0, 0.0};
+    for (int o = 0; o < EO; o++) {
+        const double b0 = base[o % 12] * (o & 16 ? -1 : 1);
+        double e = 0.0;
+        int E;
+        frexp(fabs(b0) > 0 ? fabs(b0) : 1e-30, &E);
+        const double quantum = ldexp(1.0, (E - 1 < -14 ? -14 : E - 1) - 10);
+        switch (o / 12 % 8) {
+        case 0: e = 0.5 * quantum; break;                 /* a tie */
+        case 1: e = 0.5 * quantum + ldexp(quantum, -20); break;
+        case 2: e = 0.5 * quantum - ldexp(quantum, -20); break;
+        case 3: e = 1.5 * quantum; break;                 /* a tie, the other way */
+        case 4: e = 16.0; break;                           /* beyond 65504 + 16 */
+        case 5: e = -0x1p-30; break;                       /* -0 near zero */
+        case 6: e = 0.25 * quantum; break;
+        default: e = 0.0; break;
+        }
+        op.fweight[o] = (float)(b0 + e);
+        op.fbias[o] = (float)((b0 + e) - (double)op.fweight[o]); /* the float32 rest */
+    }
+    op.fbias[7] = INFINITY; /* inf + (-inf) = NaN when x = -inf */
+    op.fweight[7] = 1.0f;
+    const float x[6] = {1.0f, -1.0f, INFINITY, -INFINITY, 0.5f, 0.0f};
+    lin_check(&op, x, 6, "f16 edges");
+    hand_free(&op);
 }
 END_TEST
 
@@ -604,6 +812,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_act_quant_edges);
     tcase_add_test(t, test_eval_equals_runtime);
     tcase_add_test(t, test_fp16_graph);
+    tcase_add_test(t, test_float_conv_simd);
+    tcase_add_test(t, test_float_linear_simd);
     tcase_add_test(t, test_bad_files);
     tcase_add_test(t, test_checkpoint_and_opts);
     tcase_add_test(t, test_int8_model_float_logits);
