@@ -199,10 +199,33 @@ AI TGT vd FN(f16_round_v)(vd v)
     return FN(vsel)(nan, v, r);
 }
 
+/* qat_bf16_round on the lanes, the same way: clamp to +-2^128 (inf too),
+ * the quantum of |x| in [2^e, 2^(e+1)) is 2^(max(e, -126) - 7), so M =
+ * 1.5 * 2^(max(e, -126) + 45); saturate at +-(2 - 2^-7) 2^127. */
+AI TGT vd FN(bf16_round_v)(vd v)
+{
+    const vi sign = (vi){0} + INT64_MIN, expo = (vi){0} + 0x7ff0000000000000LL;
+    const vd big = (vd){0} + 0x1p128, tiny = (vd){0} + 0x1p-126, fmax = (vd){0} + 0x1.fep127;
+    const vi nan = v != v;
+    vd c = FN(vsel)(v > big, big, v);
+    c = FN(vsel)(c < -big, -big, c);
+    vd a = (vd)((vi)c & ~sign);
+    a = FN(vsel)(a < tiny, tiny, a);
+    const vd M = (vd)((((vi)a & expo) + ((vi){0} + (45LL << 52))) | ((vi){0} + (1LL << 51)));
+    vd r = (c + M) - M;
+    r = (vd)((vi)r | ((vi)c & sign));
+    r = FN(vsel)(r > fmax, fmax, r);
+    r = FN(vsel)(r < -fmax, -fmax, r);
+    return FN(vsel)(nan, v, r);
+}
+
 /* round(acc + bias) to the op's dtype, then ReLU (y > 0 ? y : +0) */
 AI TGT vf FN(finish)(const rt_op *op, vd s)
 {
-    vf f = __builtin_convertvector(op->fdt == RT_DT_F16 ? FN(f16_round_v)(s) : s, vf);
+    vf f = __builtin_convertvector(op->fdt == RT_DT_F16    ? FN(f16_round_v)(s)
+                                   : op->fdt == RT_DT_BF16 ? FN(bf16_round_v)(s)
+                                                           : s,
+                                   vf);
     if (op->relu) f = (vf)((vi32)f & (f > (vf){0}));
     return f;
 }

@@ -484,8 +484,9 @@ static rt_op hand_op(rt_op_type type, int f16, int relu, int oc, int ic, int kh,
     rt_op op;
     memset(&op, 0, sizeof op);
     op.type = type;
-    op.fdt = f16 ? RT_DT_F16 : RT_DT_F32;
-    op.wdt = f16 ? RT_W_F16 : RT_W_F32;
+    /* f16: 0 float32, 1 float16, 2 bfloat16 */
+    op.fdt = f16 == 1 ? RT_DT_F16 : f16 == 2 ? RT_DT_BF16 : RT_DT_F32;
+    op.wdt = f16 == 1 ? RT_W_F16 : f16 == 2 ? RT_W_BF16 : RT_W_F32;
     op.relu = relu;
     op.oc = oc;
     op.ic = ic;
@@ -498,7 +499,7 @@ static rt_op hand_op(rt_op_type type, int f16, int relu, int oc, int ic, int kh,
     ck_assert(op.fweight && op.fbias);
     for (size_t i = 0; i < (size_t)oc * K; i++) {
         const double v = (qat_rng_uniform(r) - 0.5) * 2.0;
-        op.fweight[i] = f16 ? qat_f16_round(v) : (float)v;
+        op.fweight[i] = f16 == 1 ? qat_f16_round(v) : f16 == 2 ? qat_bf16_round(v) : (float)v;
     }
     for (int i = 0; i < oc; i++) op.fbias[i] = (float)(qat_rng_uniform(r) - 0.5);
     return op;
@@ -535,7 +536,7 @@ START_TEST(test_float_conv_simd)
                   KW = 1 + (int)(qat_rng_u32(&r) % 5), P = (int)(qat_rng_u32(&r) % 3);
         const int IC = 1 + (int)(qat_rng_u32(&r) % 5), OC = 1 + (int)(qat_rng_u32(&r) % 13);
         int H = KH + (int)(qat_rng_u32(&r) % 17), W = KW + (int)(qat_rng_u32(&r) % 23);
-        const int f16 = c % 2, relu = c % 3 == 0;
+        const int f16 = c % 3, relu = c % 2 == 0;
         rt_op op = hand_op(RT_OP_CONV2D, f16, relu, OC, IC, KH, KW, &r);
         op.stride = S;
         op.pad = P;
@@ -602,7 +603,7 @@ static void lin_check(rt_op *op, const float *x, int n, const char *tag)
         ck_assert(qat_rti_flinear_simd(simd_isas[ii], op, x, got, 0, n));
         size_t at = 0;
         ck_assert_msg(same_bits(want, got, ny, &at), "%s (%s): in %d out %d n %d %s relu %d: output %zu portable %a simd %a",
-                      tag, qat_rt_isa_name(simd_isas[ii]), op->ic, op->oc, n, op->fdt == RT_DT_F16 ? "f16" : "f32",
+                      tag, qat_rt_isa_name(simd_isas[ii]), op->ic, op->oc, n, op->fdt == RT_DT_F16 ? "f16" : op->fdt == RT_DT_BF16 ? "bf16" : "f32",
                       op->relu, at, (double)want[at], (double)got[at]);
     }
     free(want);
