@@ -50,23 +50,16 @@ int int8_evaluate(qat_rt_model *rt, const qat_dataset *ds, int batch, int8_t **l
     return 0;
 }
 
-int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, int8_t **logits, double *accuracy)
+/* The fake-quant model over ds in batches (evaluation mode, no gradient):
+ * the logits into all[] [ds->n, K], as int8 grid indices (grid: 1, with
+ * the output quantizer's s and z) or as float32. */
+static int fq_batches(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, int grid, float s, int32_t z,
+                      void *all, double *accuracy)
 {
     qat_model *m = qat_qmodel_float(qm);
-    int nl = qat_model_num_layers(m);
-    int u = qat_qmodel_layer_unit(qm, nl - 1);
-    if (u < 0) return cli_fail("the model's output is not quantized");
-    const qat_quantizer *q = &qat_qmodel_unit(qm, u)->act;
-    float s = q->lsq_scale ? q->lsq_scale->data[0] : q->scale[0];
-    int32_t z = q->zero_point[0];
-    int K = qat_model_layer_c(m, nl - 1)->out_shape[0];
-    int8_t *all = malloc((size_t)ds->n * K);
+    int K = qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0];
     int *idx = malloc((size_t)batch * sizeof *idx);
-    if (!all || !idx) {
-        free(all);
-        free(idx);
-        return cli_fail("out of memory");
-    }
+    if (!idx) return cli_fail("out of memory");
     int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
     qat_ctx_set_training(ctx, 0);
     qat_ctx_set_grad(ctx, 0);
@@ -83,20 +76,34 @@ int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, in
             break;
         }
         correct += qat_count_correct(y, ds->labels + st);
-        /* the fake-quant logits are (q - z) * s exactly: recover q */
-        for (size_t i = 0; i < y->numel; i++) all[(size_t)st * K + i] = grid_index(y->data[i], inv, z);
+        if (grid) /* the fake-quant logits are (q - z) * s exactly: recover q */
+            for (size_t i = 0; i < y->numel; i++) ((int8_t *)all)[(size_t)st * K + i] = grid_index(y->data[i], inv, z);
+        else
+            memcpy((float *)all + (size_t)st * K, y->data, y->numel * sizeof(float));
         qat_ctx_reset(ctx);
     }
     qat_ctx_set_training(ctx, tr);
     qat_ctx_set_grad(ctx, gr);
     free(idx);
-    if (rc) {
-        free(all);
-        return rc;
-    }
-    if (accuracy) *accuracy = (double)correct / ds->n;
-    *logits = all;
-    return 0;
+    if (!rc && accuracy) *accuracy = (double)correct / ds->n;
+    return rc;
+}
+
+int fq_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, int8_t **logits, double *accuracy)
+{
+    qat_model *m = qat_qmodel_float(qm);
+    int nl = qat_model_num_layers(m);
+    int u = qat_qmodel_layer_unit(qm, nl - 1);
+    if (u < 0) return cli_fail("the model's output is not quantized");
+    const qat_quantizer *q = &qat_qmodel_unit(qm, u)->act;
+    float s = q->lsq_scale ? q->lsq_scale->data[0] : q->scale[0];
+    int K = qat_model_layer_c(m, nl - 1)->out_shape[0];
+    int8_t *all = malloc((size_t)ds->n * K);
+    if (!all) return cli_fail("out of memory");
+    int rc = fq_batches(ctx, qm, ds, batch, 1, s, q->zero_point[0], all, accuracy);
+    if (rc) free(all);
+    else *logits = all;
+    return rc;
 }
 
 int fq_float_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int batch, float **logits, double *accuracy)
@@ -104,40 +111,11 @@ int fq_float_logits(qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int bat
     qat_model *m = qat_qmodel_float(qm);
     int K = qat_model_layer_c(m, qat_model_num_layers(m) - 1)->out_shape[0];
     float *all = malloc((size_t)ds->n * K * sizeof *all);
-    int *idx = malloc((size_t)batch * sizeof *idx);
-    if (!all || !idx) {
-        free(all);
-        free(idx);
-        return cli_fail("out of memory");
-    }
-    int tr = qat_ctx_training(ctx), gr = qat_ctx_grad_enabled(ctx);
-    qat_ctx_set_training(ctx, 0);
-    qat_ctx_set_grad(ctx, 0);
-    long correct = 0;
-    int rc = 0;
-    for (int st = 0; st < ds->n && !rc; st += batch) {
-        int n = ds->n - st < batch ? ds->n - st : batch;
-        for (int k = 0; k < n; k++) idx[k] = st + k;
-        qat_tensor *x = qat_new(ctx, 4, (int[]){n, ds->c, ds->h, ds->w});
-        qat_tensor *y = x && !qat_dataset_normalize_into(ds, idx, n, x->data) ? qat_qmodel_forward(ctx, qm, x) : NULL;
-        if (!y) {
-            rc = cli_fail_lib("fake-quant forward");
-            break;
-        }
-        correct += qat_count_correct(y, ds->labels + st);
-        memcpy(all + (size_t)st * K, y->data, y->numel * sizeof *all);
-        qat_ctx_reset(ctx);
-    }
-    qat_ctx_set_training(ctx, tr);
-    qat_ctx_set_grad(ctx, gr);
-    free(idx);
-    if (rc) {
-        free(all);
-        return rc;
-    }
-    if (accuracy) *accuracy = (double)correct / ds->n;
-    *logits = all;
-    return 0;
+    if (!all) return cli_fail("out of memory");
+    int rc = fq_batches(ctx, qm, ds, batch, 0, 1.0f, 0, all, accuracy);
+    if (rc) free(all);
+    else *logits = all;
+    return rc;
 }
 
 int int8_op_agreement(qat_rt_model *rt, qat_ctx *ctx, qat_qmodel *qm, const qat_dataset *ds, int n, int batch,
