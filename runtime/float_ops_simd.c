@@ -153,12 +153,14 @@ int qat_rti_flinear_simd(qat_rt_isa isa, const rt_op *op, const float *x, float 
 typedef double FN(vd) __attribute__((vector_size(FOS_VL * 8)));
 typedef double FN(vdu) __attribute__((vector_size(FOS_VL * 8), aligned(8), may_alias));
 typedef int64_t FN(vi) __attribute__((vector_size(FOS_VL * 8)));
+typedef uint64_t FN(vu) __attribute__((vector_size(FOS_VL * 8)));
 typedef float FN(vf) __attribute__((vector_size(FOS_VL * 4)));
 typedef int32_t FN(vi32) __attribute__((vector_size(FOS_VL * 4)));
 typedef float FN(vfu) __attribute__((vector_size(FOS_VL * 4), aligned(4), may_alias));
 #define vd FN(vd)
 #define vdu FN(vdu)
 #define vi FN(vi)
+#define vu FN(vu)
 #define vf FN(vf)
 #define vi32 FN(vi32)
 #define vfu FN(vfu)
@@ -191,7 +193,10 @@ AI TGT vd FN(f16_round_v)(vd v)
     c = FN(vsel)(c < -big, -big, c);
     vd a = (vd)((vi)c & ~sign);
     a = FN(vsel)(a < tiny, tiny, a);
-    const vd M = (vd)((((vi)a & expo) + ((vi){0} + (42LL << 52))) | ((vi){0} + (1LL << 51)));
+    /* unsigned: a NaN lane's exponent 0x7ff wraps here (its result is
+     * replaced below), which a signed add may not do */
+    const vu ea = (vu)((vi)a & expo);
+    const vd M = (vd)((ea + ((vu){0} + (42ULL << 52))) | ((vu){0} + (1ULL << 51)));
     vd r = (c + M) - M;
     r = (vd)((vi)r | ((vi)c & sign));
     r = FN(vsel)(r > fmax, fmax, r);
@@ -319,6 +324,7 @@ TGT static void FN(flinear)(const rt_op *op, const float *x, float *y, int n0, i
 #undef vd
 #undef vdu
 #undef vi
+#undef vu
 #undef vf
 #undef vi32
 #undef vfu
