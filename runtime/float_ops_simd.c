@@ -216,7 +216,8 @@ AI TGT vd FN(bf16_round_v)(vd v)
     c = FN(vsel)(c < -big, -big, c);
     vd a = (vd)((vi)c & ~sign);
     a = FN(vsel)(a < tiny, tiny, a);
-    const vd M = (vd)((((vi)a & expo) + ((vi){0} + (45LL << 52))) | ((vi){0} + (1LL << 51)));
+    const vu ea = (vu)((vi)a & expo); /* unsigned, as in f16_round_v */
+    const vd M = (vd)((ea + ((vu){0} + (45ULL << 52))) | ((vu){0} + (1ULL << 51)));
     vd r = (c + M) - M;
     r = (vd)((vi)r | ((vi)c & sign));
     r = FN(vsel)(r > fmax, fmax, r);
