@@ -186,6 +186,8 @@ int qat_quantizer_value_ints(const qat_quantizer *q, int8_t *out)
 
 int qat_quantizer_weight_ints(const qat_quantizer *q, const float *w, size_t n, int8_t *out)
 {
+    if (q->float_format || (q->kind == QAT_WEIGHT_UNIFORM && q->scheme.bits != 1))
+        return qat_error(QAT_ERR_ARG, "weight_ints: not a binary, codebook or hashed quantizer");
     if (q->kind == QAT_WEIGHT_UNIFORM) { /* binary */
         for (size_t i = 0; i < n; i++) out[i] = w[i] >= 0.0f ? 1 : -1;
         return QAT_OK;
