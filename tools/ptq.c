@@ -153,6 +153,12 @@ int cmd_ptq(int argc, char **argv)
     }
     if ((rc = cli_qconfig(&cfg, spec, overrides, n_over))) goto done;
     qat_qconfig_set_calibrator(&cfg, (qat_calibrator)cal);
+    {
+        /* fp16 / bf16 everywhere: nothing is calibrated, and the output says so */
+        int all_float = cfg.base.float_format != 0;
+        for (int k = 0; k < cfg.n_overrides; k++) all_float &= cfg.overrides[k].cfg.float_format != 0;
+        if (all_float) calib = "none";
+    }
     if (!(qm = qat_qmodel_prepare(m, &cfg)) || !(ctx = qat_ctx_create(0))) {
         rc = cli_fail_lib("ptq");
         goto done;
