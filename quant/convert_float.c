@@ -15,12 +15,6 @@
 #include "quant/dynamic_graph.h"
 #include "quant/internal.h"
 
-static void shape_of(dg_op *op, const qat_layer *l)
-{
-    op->out_ndim = l->out_ndim;
-    for (int k = 0; k < 3; k++) op->out_shape[k] = k < l->out_ndim ? l->out_shape[k] : 0;
-}
-
 static float fmt_round(qat_float_format f, double v)
 {
     return f == QAT_FLOAT_BF16 ? qat_bf16_round(v) : qat_f16_round(v);
@@ -105,7 +99,7 @@ int qat_convert_float16(qat_qmodel *qm, float mean, float std, qat_dynmodel **ou
         op->n_in = l->n_inputs;
         for (int k = 0; k < l->n_inputs; k++) op->in[k] = map[l->inputs[k]];
         qat_qunit *un = u >= 0 ? qat_qmodel_unit(qm, u) : NULL;
-        shape_of(op, un ? qat_model_layer_c(m, un->last) : l);
+        qat_dg_set_shape(op, un ? qat_model_layer_c(m, un->last) : l);
         switch (l->type) {
         case QAT_LAYER_INPUT:
             op->kind = DG_INPUT;

@@ -180,7 +180,7 @@ static int sole_consumer(const qat_model *m, int i)
     return c;
 }
 
-static void set_shape(dg_op *op, const qat_layer *l)
+void qat_dg_set_shape(dg_op *op, const qat_layer *l)
 {
     op->out_ndim = l->out_ndim;
     for (int k = 0; k < 3; k++) op->out_shape[k] = k < l->out_ndim ? l->out_shape[k] : 0;
@@ -251,7 +251,7 @@ int qat_dg_build(const qat_model *m, const qat_dynamic_opts *o, qat_dynmodel **o
         snprintf(op->name, sizeof op->name, "%s", l->name);
         op->n_in = l->n_inputs;
         for (int k = 0; k < l->n_inputs; k++) op->in[k] = map[l->inputs[k]];
-        set_shape(op, l);
+        qat_dg_set_shape(op, l);
         int last = i; /* the last layer this op stands for */
         switch (l->type) {
         case QAT_LAYER_INPUT:
@@ -268,7 +268,7 @@ int qat_dg_build(const qat_model *m, const qat_dynamic_opts *o, qat_dynmodel **o
             if (conv && c >= 0 && qat_model_layer_c(m, c)->type == QAT_LAYER_BATCHNORM2D) {
                 bn = qat_model_layer_c(m, c);
                 last = c;
-                set_shape(op, bn);
+                qat_dg_set_shape(op, bn);
             }
             op->oc = l->out_ch;
             op->ic = conv ? l->in_ch : (int)(l->weight->numel / (size_t)l->out_ch);

@@ -54,6 +54,8 @@ struct qat_dynmodel {
     dg_op *ops;
 };
 
+/* op's out_ndim / out_shape from layer l's output. */
+void qat_dg_set_shape(dg_op *op, const qat_layer *l);
 /* qat_dynmodel_build with a status. */
 int qat_dg_build(const qat_model *m, const qat_dynamic_opts *o, qat_dynmodel **out);
 /* An empty graph of capacity n ops (ops zeroed); NULL on failure. */
