@@ -102,8 +102,8 @@ def load_model(path):
     if fmt != "int8-model":
         raise FormatError("%s: qat_format '%s', expected 'int8-model'" % (path, fmt))
     version = int(_scalar(f.attrs.get("format_version", -1), "format_version"))
-    if version not in (1, 2):
-        raise FormatError("%s: format_version %d, expected 1 or 2" % (path, version))
+    if version not in (1, 2, 3):
+        raise FormatError("%s: format_version %d, expected 1, 2 or 3" % (path, version))
     num_ops = int(_scalar(f.attrs["num_ops"], "num_ops"))
     if "ops" not in f:
         raise FormatError("%s: no group /ops" % path)
@@ -281,13 +281,28 @@ def check_lut(op, lut):
                          % (op.where, bad.size, bad[0], lut[bad[0]], ref[bad[0]]))
 
 
+def act_hi(op, n):
+    """act_max, or the per-channel bounds of dataset act_max_channel (version 3)."""
+    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
+    if "act_max_channel" not in op.group:
+        return hi
+    amc = op.dataset("act_max_channel", np.int32, (n,)).astype(np.int64)
+    if np.any((amc < lo) | (amc > 127)):
+        raise FormatError("%s: act_max_channel outside [act_min, 127]" % op.where)
+    return amc
+
+
 def run_conv2d(op, x):
     c, h, w = x.shape[1:]
     oc, oh, ow = op.out_shape
+    groups = op.int_attr("groups") if "groups" in op.group.attrs else 1
+    if groups < 1 or c % groups or oc % groups:
+        raise FormatError("%s: groups %d does not divide the %d input and %d output channels"
+                          % (op.where, groups, c, oc))
     weight = read_weight(op, 4)
-    if weight.ndim != 4 or weight.shape[0] != oc or weight.shape[1] != c:
-        raise FormatError("%s: weight shape %s does not fit input %s, output %s"
-                          % (op.where, weight.shape, x.shape[1:], op.out_shape))
+    if weight.ndim != 4 or weight.shape[0] != oc or weight.shape[1] != c // groups:
+        raise FormatError("%s: weight shape %s does not fit input %s, output %s, groups %d"
+                          % (op.where, weight.shape, x.shape[1:], op.out_shape, groups))
     kh, kw = weight.shape[2:]
     stride, pad = op.int_attr("stride"), op.int_attr("pad")
     if oh != (h + 2 * pad - kh) // stride + 1 or ow != (w + 2 * pad - kw) // stride + 1:
@@ -297,16 +312,21 @@ def run_conv2d(op, x):
     mult = op.dataset("multiplier", np.int32, (oc,)).astype(np.int64)
     shift = op.dataset("shift", np.int32, (oc,)).astype(np.int64)
     zin = op.int_attr("in_zero_point")
-    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
-    wmat = weight.reshape(oc, -1).astype(np.int64).T          # [IC*KH*KW, OC]
+    lo, hi = op.int_attr("act_min"), act_hi(op, oc)
+    cg, ocg = c // groups, oc // groups
+    # group g: output channels [g*ocg, (g+1)*ocg) read input channels [g*cg, (g+1)*cg)
+    wmat = weight.reshape(groups, ocg, cg * kh * kw).astype(np.int64).transpose(0, 2, 1)  # [G, CG*KH*KW, OCG]
     out = np.empty((x.shape[0], oc, oh, ow), dtype=np.int8)
     for b0 in range(0, x.shape[0], BATCH):
         xb = x[b0:b0 + BATCH].astype(np.int64) - zin
         # padding with the input zero point == padding (x - zin) with 0
         xb = np.pad(xb, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
         cols = windows(xb, kh, kw, stride, oh, ow)               # [B,C,OH,OW,KH,KW]
-        cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(-1, oh, ow, c * kh * kw)
-        acc = np.matmul(cols, wmat) + bias                       # [B,OH,OW,OC]
+        nb = cols.shape[0]
+        cols = cols.reshape(nb, groups, cg, oh, ow, kh, kw)
+        cols = cols.transpose(0, 1, 3, 4, 2, 5, 6).reshape(nb, groups, oh * ow, cg * kh * kw)
+        acc = np.matmul(cols, wmat)                              # [B,G,OH*OW,OCG]
+        acc = acc.transpose(0, 2, 1, 3).reshape(nb, oh, ow, oc) + bias   # [B,OH,OW,OC]
         y = requant(acc, mult, shift) + op.out_zero_point
         out[b0:b0 + BATCH] = clamp(y, lo, hi).transpose(0, 3, 1, 2)
     return out
@@ -322,7 +342,7 @@ def run_linear(op, x):
     mult = op.dataset("multiplier", np.int32, (nout,)).astype(np.int64)
     shift = op.dataset("shift", np.int32, (nout,)).astype(np.int64)
     zin = op.int_attr("in_zero_point")
-    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
+    lo, hi = op.int_attr("act_min"), act_hi(op, nout)
     acc = np.matmul(x.astype(np.int64) - zin, weight.astype(np.int64).T) + bias
     return clamp(requant(acc, mult, shift) + op.out_zero_point, lo, hi).astype(np.int8)
 
@@ -379,6 +399,32 @@ def run_flatten(op, x):
     return x.reshape(x.shape[0], -1)
 
 
+def run_lut(op, x):
+    table = op.dataset("table", np.int8, (256,))
+    return table[x.astype(np.int64) + 128]
+
+
+def run_upsample(op, x):
+    f = op.int_attr("scale")
+    if f < 1:
+        raise FormatError("%s: scale %d < 1" % (op.where, f))
+    return np.repeat(np.repeat(x, f, axis=2), f, axis=3)
+
+
+def run_concat(op, xs):
+    k = len(xs)
+    m = op.int_array_attr("multiplier", k)
+    s = op.int_array_attr("shift", k)
+    z = op.int_array_attr("in_zero_point", k)
+    lo, hi = op.int_attr("act_min"), op.int_attr("act_max")
+    if any(x.ndim != xs[0].ndim or x.shape[2:] != xs[0].shape[2:] for x in xs):
+        raise FormatError("%s: inputs of shapes %s cannot be concatenated"
+                          % (op.where, [x.shape[1:] for x in xs]))
+    ys = [clamp(requant(x.astype(np.int64) - z[i], m[i], s[i]) + op.out_zero_point, lo, hi)
+          for i, x in enumerate(xs)]
+    return np.concatenate(ys, axis=1).astype(np.int8)
+
+
 UNARY = {
     "conv2d": run_conv2d,
     "linear": run_linear,
@@ -387,6 +433,8 @@ UNARY = {
     "maxpool2d": run_maxpool2d,
     "relu": run_relu,
     "flatten": run_flatten,
+    "lut": run_lut,
+    "upsample": run_upsample,
 }
 
 
@@ -411,6 +459,10 @@ def run_model(ops, inputs):
             if len(op.inputs) != 2:
                 raise FormatError("%s: add needs 2 inputs" % op.where)
             y = run_add(op, outs[op.inputs[0]], outs[op.inputs[1]])
+        elif op.type == "concat":
+            if len(op.inputs) < 2:
+                raise FormatError("%s: concat needs at least 2 inputs" % op.where)
+            y = run_concat(op, [outs[i] for i in op.inputs])
         elif op.type in UNARY:
             if len(op.inputs) != 1:
                 raise FormatError("%s: %s needs 1 input" % (op.where, op.type))

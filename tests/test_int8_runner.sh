@@ -13,6 +13,13 @@
 #   index >= K, missing hash_seed / codebook, K = 1, weight_bits 9, unknown
 #   encoding) and checks that both reject each, qat naming the dataset or
 #   attribute.
+# Or:    test_int8_runner.sh --v3 QAT_BINARY INPUT
+#   Format version 3: the synthetic files of tests/gen_int8_v3.py (grouped
+#   and depthwise conv2d, act_max_channel, lut, concat, upsample) through
+#   `qat run` and the runner, bit for bit; then damaged copies (groups not
+#   dividing the channels, a weight of the wrong IC/groups, a table of 255,
+#   concat inputs of different H, W, act_max_channel below act_min,
+#   upsample out_shape) that both must reject, qat naming the field.
 set -u
 python=${PYTHON:-/usr/bin/python3}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,6 +56,75 @@ if diff:
     sys.exit(1)
 PY
 }
+
+if [ "${1:-}" = "--v3" ]; then
+    if [ $# -ne 3 ]; then
+        echo "usage: $0 --v3 QAT_BINARY INPUT" >&2
+        exit 2
+    fi
+    qat=$2
+    input=$3
+    fail=0
+    mkdir "$tmp/v3" "$tmp/bad"
+    "$python" "$here/gen_int8_v3.py" "$tmp/v3" 7 >"$tmp/names" || exit 1
+    for n in $(cat "$tmp/names"); do
+        compare "$qat" "$tmp/v3/$n.int8.h5" "$input" || fail=1
+    done
+    "$python" - "$tmp/v3" "$tmp/bad" <<'PY' || fail=1
+import shutil, sys
+import h5py
+import numpy as np
+src, dst = sys.argv[1], sys.argv[2]
+def damage(name, base, op, fn, expect):
+    p = "%s/%s.int8.h5" % (dst, name)
+    shutil.copy("%s/%s.int8.h5" % (src, base), p)
+    with h5py.File(p, "r+") as f:
+        fn(f["ops/" + op])
+    with open(p + ".expect", "w") as fh:
+        fh.write(expect)
+def replace(g, k, v):
+    del g[k]
+    g[k] = v
+# v3-grouped: op 002 is conv2d groups 3 (6 -> 9 channels, weight [9, 2, 3, 3])
+damage("groups4", "v3-grouped", "002", lambda g: g.attrs.__setitem__("groups", np.int32(4)),
+       "attribute groups = 4 does not divide the input's 6 channels")
+damage("wgroup", "v3-grouped", "002", lambda g: replace(g, "weight", np.zeros((9, 3, 3, 3), np.int8)),
+       "dataset weight has 3 input channels per group, expected IC/groups = 6/3 = 2")
+# v3-concat-up: op 004 is a lut, op 005 the concat of ops 1, 3, 4; op 003 upsample
+damage("table", "v3-concat-up", "004", lambda g: replace(g, "table", np.zeros(255, np.int8)),
+       "dataset table has 255 elements, expected 256")
+damage("catshape", "v3-concat-up", "005", lambda g: g.attrs.__setitem__("inputs", np.array([1, 2, 4], np.int32)),
+       "not concatenable")
+damage("upshape", "v3-concat-up", "003", lambda g: g.attrs.__setitem__("out_shape", np.array([5, 15, 14], np.int32)),
+       "out_shape is (5, 15, 14), expected (5, 14, 14)")
+# v3-mbv2: op 002 is a 1x1 conv with act_max_channel and act_min = its zero point
+def low_amc(g):
+    a = g["act_max_channel"][()]
+    a[3] = int(g.attrs["act_min"]) - 1
+    replace(g, "act_max_channel", a)
+damage("amc", "v3-mbv2", "002", low_amc, "dataset act_max_channel[3] =")
+PY
+    for f in "$tmp"/bad/*.int8.h5; do
+        b=$(basename "$f")
+        if "$qat" run "$f" "$input" --save-logits "$tmp/x.npy" 2>"$tmp/err"; then
+            echo "FAIL: qat run accepted $b" >&2
+            fail=1
+        elif ! grep -qF "$(cat "$f.expect")" "$tmp/err"; then
+            echo "FAIL: qat run $b: message does not say '$(cat "$f.expect")':" >&2
+            cat "$tmp/err" >&2
+            fail=1
+        else
+            echo "$b: qat rejects it: $(tail -1 "$tmp/err")"
+        fi
+        if "$python" "$here/int8_runner.py" "$f" "$input" "$tmp/x.npy" 2>"$tmp/err"; then
+            echo "FAIL: int8_runner.py accepted $b" >&2
+            fail=1
+        else
+            echo "$b: int8_runner.py rejects it: $(tail -1 "$tmp/err")"
+        fi
+    done
+    exit $fail
+fi
 
 if [ "${1:-}" != "--encodings" ]; then
     if [ $# -lt 2 ] || [ $# -gt 3 ]; then
