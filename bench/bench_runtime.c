@@ -6,7 +6,7 @@
  * latency for every kernel family this CPU runs. Links only libqat_runtime
  * and HDF5.
  *
- * Usage: bench_runtime [--threads N] [--model convnet|lenet5|all] [--seconds S]
+ * Usage: bench_runtime [--threads N] [--model convnet|lenet5|dw|all] [--seconds S]
  *                      [--keep DIR]   (also leave the model files in DIR)
  *                      [--file MODEL.int8.h5]  (bench this file instead)
  *                      [--isa ref|avx2|avx512_vnni]  (only that kernel family)
@@ -16,7 +16,14 @@
  * linear ops, from the op shapes and weight bytes), the rate reached at
  * batch 128 and its share of the machine's VNNI peak: `vnni_peak_gmacs` is
  * measured here, one thread running independent vpdpbusd chains on
- * registers (64 multiply-adds each) times the thread count. */
+ * registers (64 multiply-adds each) times the thread count.
+ *
+ * `--model dw` (also in `all`): single depthwise 3x3 convs (format version
+ * 3, groups = channels, pad 1) of MobileNet shapes, timed op alone
+ * (qat_rt_run_s8, int8 input already on the grid): microseconds an image at
+ * batch 128 and batch 1, GB/s moved (input + output + weights and
+ * per-channel parameters, once per image) and the share of the VNNI peak
+ * (9 multiply-adds an output). */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -176,6 +183,60 @@ static void flatten(net *t)
     H5Gclose(op_begin(t, "flatten", 1, t->n - 1, 1, t->c * t->h * t->w, 1, 1, t->zp));
 }
 
+/* input (C, H, W) -> one depthwise 3x3 conv, stride s, pad 1 */
+static int write_dw_model(const char *path, int C, int H, int W, int s)
+{
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return -1;
+    net t = {H5Gcreate2(f, "ops", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), 0, 0, 0, 0, 0, 0};
+    hid_t g = op_begin(&t, "input", 0, 0, 3, C, H, W, -3);
+    a_f32(g, "mean", 0.0f);
+    a_f32(g, "std", 1.0f);
+    a_i32(g, "act_min", -128);
+    a_i32(g, "act_max", 127);
+    int8_t lut[256];
+    for (int p = 0; p < 256; p++) lut[p] = (int8_t)(p - 128);
+    hsize_t d = 256;
+    d_write(g, "lut", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, &d, lut);
+    H5Gclose(g);
+    const int OH = (H + 2 - 3) / s + 1, OW = (W + 2 - 3) / s + 1;
+    const int32_t zp = -20;
+    g = op_begin(&t, "conv2d", 1, 0, 3, C, OH, OW, zp);
+    a_i32(g, "stride", s);
+    a_i32(g, "pad", 1);
+    a_i32(g, "groups", C);
+    a_i32(g, "in_zero_point", -3);
+    a_i32(g, "act_min", zp);
+    a_i32(g, "act_max", 100);
+    int8_t *w = malloc((size_t)C * 9);
+    int32_t *b = malloc(C * 4), *m = malloc(C * 4), *sh = malloc(C * 4);
+    for (int i = 0; i < C * 9; i++) w[i] = (int8_t)((int)(rnd() % 255) - 127);
+    for (int o = 0; o < C; o++) {
+        b[o] = (int32_t)(rnd() % 2001) - 1000;
+        int e;
+        double fr = frexp(40.0 / (3.0 * 73.0 * 75.0), &e);
+        m[o] = (int32_t)llround(fr * 2147483648.0);
+        sh[o] = e;
+    }
+    hsize_t wd[4] = {(hsize_t)C, 1, 3, 3}, od = (hsize_t)C;
+    d_write(g, "weight", H5T_STD_I8LE, H5T_NATIVE_INT8, 4, wd, w);
+    d_write(g, "bias", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, b);
+    d_write(g, "multiplier", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, m);
+    d_write(g, "shift", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, sh);
+    free(w);
+    free(b);
+    free(m);
+    free(sh);
+    H5Gclose(g);
+    H5Gclose(t.ops);
+    a_str(f, "qat_format", "int8-model");
+    a_i32(f, "format_version", 3);
+    a_str(f, "arch", "depthwise");
+    a_i32(f, "num_ops", t.n);
+    a_str(f, "source", "bench_runtime.c");
+    return H5Fclose(f) < 0 ? -1 : 0;
+}
+
 static int write_model(const char *path, const char *arch)
 {
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -270,8 +331,7 @@ static double time_runs(qat_rt_model *m, const uint8_t *px, int n, int8_t *y, do
 }
 
 /* int8 multiply-adds of one image: for conv2d/linear, outputs x weights per
- * output channel (weight_bytes holds int8 weights plus 12 bytes of bias,
- * multiplier and shift per channel). */
+ * output channel. */
 static double macs_per_image(const qat_rt_model *m)
 {
     double macs = 0;
@@ -282,7 +342,7 @@ static double macs_per_image(const qat_rt_model *m)
         double outs = 1;
         for (int d = 0; d < o.out_ndim; d++) outs *= o.out_shape[d];
         int oc = o.out_shape[0];
-        macs += outs * ((double)o.weight_bytes / oc - 12.0);
+        macs += outs * ((double)o.weight_count / oc); /* weights per output channel (IC/groups * KH * KW) */
     }
     return macs;
 }
@@ -365,6 +425,77 @@ static void bench_model(qat_rt_model *m, const char *name, int threads, double s
     printf("]}");
 }
 
+/* median (and best) seconds per call of qat_rt_run_s8(n), as time_runs */
+static double time_s8(qat_rt_model *m, const int8_t *x, int n, int8_t *y, double budget, double *best)
+{
+    enum { REPS = 7 };
+    double t[REPS];
+    double t0 = now();
+    qat_rt_run_s8(m, x, n, y);
+    double one = now() - t0;
+    int iters = one > 0 ? (int)(budget / REPS / one) + 1 : 1;
+    for (int r = 0; r < REPS; r++) {
+        t0 = now();
+        for (int i = 0; i < iters; i++) qat_rt_run_s8(m, x, n, y);
+        t[r] = (now() - t0) / iters;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_d);
+    *best = t[0];
+    return t[REPS / 2];
+}
+
+/* one depthwise conv row: every ISA, batch B and 1 */
+static int bench_dw(int C, int H, int W, int s, int threads, double seconds, int B, double peak1, int first)
+{
+    char path[] = "/tmp/qat-bench-dw-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0 || write_dw_model(path, C, H, W, s)) {
+        fprintf(stderr, "cannot write a model file\n");
+        return -1;
+    }
+    close(fd);
+    qat_rt_model *m = NULL;
+    int st = qat_rt_load_file(path, &m);
+    remove(path);
+    if (st) {
+        fprintf(stderr, "%s\n", qat_rt_last_error());
+        return -1;
+    }
+    const int OH = (H - 1) / s + 1, OW = (W - 1) / s + 1;
+    const size_t in = (size_t)C * H * W, out = (size_t)C * OH * OW;
+    const double macs = 9.0 * (double)out, bytes = (double)in + (double)out + 9.0 * C + 12.0 * C;
+    int8_t *x = malloc((size_t)B * in), *y = malloc((size_t)B * out);
+    for (size_t i = 0; i < (size_t)B * in; i++) x[i] = (int8_t)rnd();
+    int nt = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    qat_rt_set_threads(m, threads);
+    printf("%s{\"depthwise\": \"%dx%dx%d s%d\", \"channels\": %d, \"in_hw\": [%d, %d], \"out_hw\": [%d, %d], "
+           "\"stride\": %d, \"threads\": %d, \"macs_per_image\": %.0f, \"bytes_per_image\": %.0f, "
+           "\"vnni_peak_gmacs\": %.1f, \"isas\": [",
+           first ? "" : ", ", C, H, W, s, C, H, W, OH, OW, s, nt, macs, bytes, peak1 * nt);
+    int f1 = 1;
+    for (int isa = QAT_RT_ISA_REF; isa < QAT_RT_ISA_COUNT; isa++) {
+        if (only_isa && strcmp(only_isa, qat_rt_isa_name((qat_rt_isa)isa))) continue;
+        if (qat_rt_set_isa(m, (qat_rt_isa)isa) || qat_rt_prepare(m, B)) continue;
+        double bb, b1;
+        const double tb = time_s8(m, x, B, y, seconds * 0.7, &bb) / B;
+        const double t1 = time_s8(m, x, 1, y, seconds * 0.3, &b1);
+        bb /= B;
+        printf("%s{\"isa\": \"%s\", \"us_per_image_b%d\": %.2f, \"us_per_image_b%d_best\": %.2f, "
+               "\"batch1_us\": %.2f, \"batch1_us_best\": %.2f, \"gb_per_s\": %.2f, \"gmacs_per_s\": %.2f, "
+               "\"vnni_peak_share\": %.4f, \"vnni_peak_share_best\": %.4f}",
+               f1 ? "" : ", ", qat_rt_isa_name((qat_rt_isa)isa), B, tb * 1e6, B, bb * 1e6, t1 * 1e6, b1 * 1e6,
+               bytes / tb / 1e9, macs / tb / 1e9, peak1 > 0 ? macs / tb / 1e9 / (peak1 * nt) : 0.0,
+               peak1 > 0 ? macs / bb / 1e9 / (peak1 * nt) : 0.0);
+        fflush(stdout);
+        f1 = 0;
+    }
+    printf("]}");
+    free(x);
+    free(y);
+    qat_rt_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int threads = 0;
@@ -378,7 +509,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--file") && i + 1 < argc) file = argv[++i];
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) only_isa = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--threads N] [--model convnet|lenet5|all] [--seconds S] [--keep DIR] "
+            fprintf(stderr, "usage: %s [--threads N] [--model convnet|lenet5|dw|all] [--seconds S] [--keep DIR] "
                             "[--file MODEL.int8.h5] [--isa NAME]\n",
                     argv[0]);
             return 2;
@@ -435,7 +566,18 @@ int main(int argc, char **argv)
         first_model = 0;
         qat_rt_free(m);
     }
-    printf("]}\n");
+    printf("]");
+    if (!strcmp(which, "all") || !strcmp(which, "dw")) {
+        /* MobileNet depthwise layers: the reference model's (docs/MODELS.md,
+         * 28x28 input) and the brief's 144-channel stride-2 row */
+        static const int dws[][4] = {{96, 14, 14, 1}, {144, 14, 14, 2}, {64, 28, 28, 2}, {96, 14, 14, 2},
+                                     {128, 7, 7, 1}, {256, 7, 7, 1}};
+        printf(", \"depthwise\": [");
+        for (size_t i = 0; i < sizeof dws / sizeof dws[0]; i++)
+            if (bench_dw(dws[i][0], dws[i][1], dws[i][2], dws[i][3], threads, seconds, B, peak1, i == 0)) return 1;
+        printf("]");
+    }
+    printf("}\n");
     free(px);
     return 0;
 }

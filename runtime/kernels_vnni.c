@@ -119,11 +119,10 @@ VNNI_INLINE __m128i epi_apply(__m512i a, const epi_par *p, const int chan)
 
 /* ---- conv2d ---- */
 
-static int vnni_prepare_conv(rt_op *op)
+/* output stores: the valid lanes of vector v (ow < OW) of positions
+ * q = oh * ws + ow */
+static int vnni_make_vst(rt_op *op)
 {
-    int st = qat_rti_prepare_conv(op, &vnni_fast);
-    if (st) return st;
-    /* output stores: the valid lanes of vector v (ow < OW) */
     rt_gemm *g = &op->g;
     const int OH = op->out_shape[1], OW = op->out_shape[2], ws = g->ws;
     g->vst = qat_rti_alloc((size_t)g->q_vecs * sizeof(rt_vstore));
@@ -141,6 +140,12 @@ static int vnni_prepare_conv(rt_op *op)
         d->mask = (1u << cnt) - 1;
     }
     return QAT_OK;
+}
+
+static int vnni_prepare_conv(rt_op *op)
+{
+    int st = qat_rti_prepare_conv(op, &vnni_fast);
+    return st ? st : vnni_make_vst(op);
 }
 
 /* input packing (kernels_common.c: qat_rti_conv_pack): u8 cells x ^ 0x80,
@@ -471,57 +476,92 @@ VNNI static void vnni_add_image(const rt_op *op, const int8_t *a, const int8_t *
 
 static int vnni_prepare_dw(rt_op *op)
 {
-    return qat_rti_prepare_dw(op, &vnni_fast);
+    int st = qat_rti_prepare_dw(op, &vnni_fast);
+    return st || !op->dw_fast ? st : vnni_make_vst(op);
 }
 
-/* n input values -> u8 x ^ 0x80 */
-VNNI static void vnni_dw_row(const rt_op *op, const int8_t *src, int n, uint8_t *dst)
+/* lanes l < n whose padded column c0 + l is inside the image [P, P + W) */
+static inline uint32_t dw_mask(int c0, int P, int W, int n)
 {
-    (void)op;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    for (int k = 0; k < n; k += 64) {
-        const int left = n - k;
-        const __mmask64 mk = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
-        _mm512_mask_storeu_epi8(dst + k, mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + k), flip));
-    }
+    const int lo = P - c0 > 0 ? P - c0 : 0, hi = P + W - c0 < n ? P + W - c0 : n;
+    if (hi <= lo) return 0;
+    const uint64_t top = hi >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << hi) - 1);
+    return (uint32_t)(top & ~(((uint64_t)1 << lo) - 1));
 }
 
-/* one image, channel by channel: D, cells of rows (kh 0, 1, 2, unused),
- * three vpdpbusd a vector of 16 positions, the epilogue, the rows out */
+/* The cells of one channel straight from its plane xc (no staging): cell
+ * (i, j) of phase ph holds u8 rows s*i + 0, 1, 2 of the padded plane at
+ * column s*j + ph, and an unused fourth byte (weight 0). Padded positions
+ * come from masked loads (lanes outside the image take zp, then ^ 0x80). */
+VNNI static void vnni_dw_cells(const rt_op *op, const int8_t *xc, uint8_t *cells)
+{
+    const rt_gemm *g = &op->g;
+    const int s = g->s, ws = g->ws, R = g->dw_rows, H = op->in_h, W = op->in_w, P = op->pad;
+    const __m128i z = _mm_setzero_si128(), flip = _mm_set1_epi8((char)0x80);
+    const __m128i zp16 = _mm_set1_epi8((char)op->in_zp);
+    const __m256i zp32 = _mm256_set1_epi8((char)op->in_zp), flip32 = _mm256_set1_epi8((char)0x80);
+    if (s == 1) {
+        /* rows in order: a row's last stores spill into the next row's
+         * first cells, which that row then writes */
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < ws; j += 16) {
+                const __mmask16 mk = (__mmask16)dw_mask(j, P, W, 16);
+                __m128i r[3];
+                for (int k = 0; k < 3; k++) {
+                    const int ih = i + k - P;
+                    r[k] = ih < 0 || ih >= H ? zp16
+                                             : _mm_mask_loadu_epi8(zp16, mk, xc + (ptrdiff_t)ih * W + j - P);
+                    r[k] = _mm_xor_si128(r[k], flip);
+                }
+                interleave4(cells + ((size_t)i * ws + j) * 4, r[0], r[1], r[2], z);
+            }
+        return;
+    }
+    uint8_t *c1 = cells + g->dw_cplane;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < ws; j += 16) {
+            const __mmask32 mk = (__mmask32)dw_mask(2 * j, P, W, 32);
+            __m128i e[3], o[3];
+            for (int k = 0; k < 3; k++) {
+                const int ih = 2 * i + k - P;
+                __m256i v = ih < 0 || ih >= H ? zp32
+                                              : _mm256_mask_loadu_epi8(zp32, mk, xc + (ptrdiff_t)ih * W + 2 * j - P);
+                v = _mm256_xor_si256(v, flip32);
+                e[k] = _mm256_cvtepi16_epi8(v);                     /* even columns: low bytes */
+                o[k] = _mm256_cvtepi16_epi8(_mm256_srli_epi16(v, 8)); /* odd: high bytes */
+            }
+            const size_t at = ((size_t)i * ws + j) * 4;
+            interleave4(cells + at, e[0], e[1], e[2], z);
+            interleave4(c1 + at, o[0], o[1], o[2], z);
+        }
+}
+
+/* one image, channel by channel: the cells, three vpdpbusd a vector of 16
+ * positions, the epilogue, masked stores of the valid lanes */
 VNNI static void vnni_dw_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
 {
     const rt_gemm *g = &op->g;
-    const int s = g->s, ws = g->ws, R = g->dw_rows, nv = g->q_vecs;
+    const int s = g->s, nv = g->q_vecs;
     const size_t ip = (size_t)op->in_h * op->in_w, opl = (size_t)op->out_shape[1] * op->out_shape[2];
-    uint8_t *cells = slot + g->dw_coff, *t = slot + g->dw_toff;
-    const __m128i z = _mm_setzero_si128();
+    uint8_t *cells = slot + g->dw_coff;
     /* tap column kw: phase kw % s, kw / s cells on */
     const uint8_t *b0 = cells, *b1 = s == 1 ? cells + 4 : cells + g->dw_cplane, *b2 = s == 1 ? cells + 8 : cells + 4;
     for (int c = 0; c < op->oc; c++) {
-        qat_rti_dw_pack_d(op, x + (size_t)c * ip, slot, vnni_dw_row);
-        for (int ph = 0; ph < s; ph++) {
-            const uint8_t *dp = slot + (size_t)ph * g->dw_dplane;
-            uint8_t *cp = cells + (size_t)ph * g->dw_cplane;
-            for (int i = 0; i < R; i++) {
-                const uint8_t *r0 = dp + (size_t)s * i * ws, *r1 = r0 + ws, *r2 = r1 + ws;
-                uint8_t *o = cp + (size_t)i * ws * 4;
-                for (int j = 0; j < ws; j += 16)
-                    interleave4(o + 4 * j, _mm_loadu_si128((const __m128i *)(const void *)(r0 + j)),
-                                _mm_loadu_si128((const __m128i *)(const void *)(r1 + j)),
-                                _mm_loadu_si128((const __m128i *)(const void *)(r2 + j)), z);
-            }
-        }
+        vnni_dw_cells(op, x + (size_t)c * ip, cells);
         const epi_par p = epi_chan_load(&g->epi, c);
         const __m512i bias = _mm512_set1_epi32(g->epi.bias[c]);
         const int32_t *wc = (const int32_t *)g->w + (size_t)c * 3;
         const __m512i w0 = _mm512_set1_epi32(wc[0]), w1 = _mm512_set1_epi32(wc[1]), w2 = _mm512_set1_epi32(wc[2]);
+        int8_t *yc = y + (size_t)c * opl;
         for (int v = 0; v < nv; v++) {
             __m512i acc = _mm512_dpbusd_epi32(bias, _mm512_loadu_si512(b0 + 64 * (size_t)v), w0);
             acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(b1 + 64 * (size_t)v), w1);
             acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(b2 + 64 * (size_t)v), w2);
-            _mm_storeu_si128((__m128i *)(void *)(t + 16 * (size_t)v), epi_apply(acc, &p, 1));
+            const rt_vstore *d = &g->vst[v];
+            const __m128i y8 = _mm_shuffle_epi8(epi_apply(acc, &p, 1),
+                                                _mm_loadu_si128((const __m128i *)(const void *)d->perm));
+            _mm_mask_storeu_epi8(yc + d->off, (__mmask16)d->mask, y8);
         }
-        qat_rti_dw_unstage(op, t, y + (size_t)c * opl);
     }
 }
 
