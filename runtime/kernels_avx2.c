@@ -849,6 +849,23 @@ AVX2 static void avx2_dw_row(const rt_op *op, const int8_t *src, int n, uint8_t 
     for (; k < n; k++) d[k] = (int16_t)(src[k] - op->in_zp);
 }
 
+/* stride 2: a padded int8 row -> int16 x - zp of its even and odd columns */
+AVX2 static void avx2_dw_row2(const rt_op *op, const int8_t *row, uint8_t *d0, uint8_t *d1)
+{
+    const __m256i zp = _mm256_set1_epi16((short)op->in_zp);
+    /* per 128-bit lane: the even words to bytes 0-7, the odd to 8-15 */
+    const __m256i sh = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    const int ws = op->g.ws;
+    int16_t *e = (int16_t *)(void *)d0, *o = (int16_t *)(void *)d1;
+    for (int j = 0; j < ws; j += 8) {
+        __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(row + 2 * j)));
+        v = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(_mm256_sub_epi16(v, zp), sh), 0xD8);
+        _mm_storeu_si128((__m128i *)(void *)(e + j), _mm256_castsi256_si128(v));
+        _mm_storeu_si128((__m128i *)(void *)(o + j), _mm256_extracti128_si256(v, 1));
+    }
+}
+
 /* one image, channel by channel: D, cells of row pairs (kh 0-1, 2-3), six
  * vpmaddwd a vector of 8 positions, the epilogue, the rows out */
 AVX2 static void avx2_dw_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
@@ -863,7 +880,7 @@ AVX2 static void avx2_dw_image(const rt_op *op, const int8_t *x, int8_t *y, uint
         for (int grp = 0; grp < 2; grp++)
             b[kw * 2 + grp] = cells + (size_t)(kw % s) * g->dw_cplane + ((size_t)(kw / s) + (size_t)grp * (2 / s) * ws) * 4;
     for (int c = 0; c < op->oc; c++) {
-        qat_rti_dw_pack_d(op, x + (size_t)c * ip, slot, avx2_dw_row);
+        qat_rti_dw_pack_d(op, x + (size_t)c * ip, slot, avx2_dw_row, avx2_dw_row2);
         for (int ph = 0; ph < s; ph++) {
             const uint8_t *dp = slot + (size_t)ph * g->dw_dplane;
             uint8_t *cp = cells + (size_t)ph * g->dw_cplane;

@@ -316,6 +316,8 @@ int qat_rti_prepare_dw(rt_op *op, const rt_fast_isa *f)
     g->dw_coff = (size_t)s * g->dw_dplane;
     g->dw_toff = g->dw_coff + (size_t)s * g->dw_cplane;
     g->dw_slot = g->dw_toff + ((size_t)g->q_vecs * L + 63) / 64 * 64 + 64;
+    g->dw_rowoff = g->dw_slot;                   /* a padded int8 input row (stride 2) */
+    g->dw_slot += ((size_t)2 * g->ws + 64 + 63) / 64 * 64;
     if (g->dw_slot > (size_t)INT32_MAX)
         return qat_rti_error(QAT_ERR_UNSUPPORTED, "%s: input too large for the depthwise kernels", op->name);
     int st = qat_rti_epi_init(op, g, op->oc, f->rowsum_corr);
@@ -347,11 +349,24 @@ static void dw_put(uint8_t *d, size_t i, int esize, int v, int32_t zp)
     else d[i] = (uint8_t)(v + 128);
 }
 
-void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_fn row)
+void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_fn row, rt_dw_row2_fn row2)
 {
     const rt_gemm *g = &op->g;
     const int s = g->s, ws = g->ws, H = op->in_h, W = op->in_w, P = op->pad, es = g->fast->esize;
     const int32_t zp = op->in_zp;
+    if (s == 2 && row2) {
+        /* each row padded into the slot's row buffer (2 ws values and
+         * slack, all zp outside the image), then split by row2 */
+        int8_t *rb = (int8_t *)(d + g->dw_rowoff);
+        memset(rb, (int8_t)zp, (size_t)2 * ws + 64);
+        for (int r = 0; r < g->dw_drows; r++) {
+            const int ih = r - P;
+            if (ih >= 0 && ih < H) memcpy(rb + P, x + (size_t)ih * W, (size_t)W);
+            else memset(rb + P, (int8_t)zp, (size_t)W);
+            row2(op, rb, d + (size_t)r * ws * es, d + g->dw_dplane + (size_t)r * ws * es);
+        }
+        return;
+    }
     for (int ph = 0; ph < s; ph++) {
         uint8_t *pl = d + (size_t)ph * g->dw_dplane;
         for (int r = 0; r < g->dw_drows; r++) {

@@ -166,7 +166,11 @@ size_t qat_rti_dw_slot_bytes(const rt_op *op);
  * up to dw_drows), encoded as esize values: the scalar form; row converts
  * n input values (NULL: scalar) */
 typedef void (*rt_dw_row_fn)(const rt_op *op, const int8_t *src, int n, uint8_t *dst);
-void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_fn row);
+/* stride 2 (NULL: scalar): a padded row (2 ws values, readable 32 past)
+ * into its even columns d0 and odd ones d1, ws values each (may write 16
+ * values past) */
+typedef void (*rt_dw_row2_fn)(const rt_op *op, const int8_t *row, uint8_t *d0, uint8_t *d1);
+void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_fn row, rt_dw_row2_fn row2);
 /* the staged outputs (q = oh*ws + ow) of one channel into its plane y */
 void qat_rti_dw_unstage(const rt_op *op, const uint8_t *t, int8_t *y);
 

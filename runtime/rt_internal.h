@@ -121,7 +121,7 @@ typedef struct rt_gemm {
      * dw_toff); kg row groups of cpg rows (VNNI 1, AVX2 2), group grp of
      * output row oh at cell row oh + grp*cpg/s */
     int dw_rows, dw_drows;
-    size_t dw_dplane, dw_cplane, dw_coff, dw_toff, dw_slot;
+    size_t dw_dplane, dw_cplane, dw_coff, dw_toff, dw_rowoff, dw_slot;
 } rt_gemm;
 
 typedef struct rt_op {
