@@ -94,7 +94,8 @@ class Model:
 
     def lut(self, x):
         t = np.clip(np.arange(-128, 128) // 2 + self.rng.integers(-20, 20, size=256), -128, 127)
-        return self.add("lut", [x], self.shape(x), int(self.rng.integers(-128, 128)),
+        # the table is centred near 0: so is its zero point
+        return self.add("lut", [x], self.shape(x), int(self.rng.integers(-8, 8)),
                         dsets=dict(table=t.astype(np.int8)))
 
     def upsample(self, x, f):
@@ -223,7 +224,38 @@ def concat_up(rng):
     return m
 
 
-MODELS = {"v3-mbv2": mbv2, "v3-grouped": grouped, "v3-concat-up": concat_up}
+def mobilenet_hs(rng):
+    """The shapes of qat's reference mobilenet-hs (docs/MODELS.md): stem,
+    seven inverted residual blocks IR(cin, cout, t, s), 1x1 head, GAP,
+    linear; ReLU6 as a fused clamp with per-channel bounds in blocks 0..2,
+    hard-swish as a lut after the conv from block 3 on and in the head."""
+    m = Model(rng, 1, 28, 28)
+
+    def act(x, hs):
+        return m.lut(x) if hs else x
+
+    def add(a, b):
+        return m.add("add", [a, b], m.shape(a), int(rng.integers(-128, 128)),
+                     attrs=dict(multiplier=np.array([1 << 29, 1 << 29], np.int32), add_shift=30,
+                                in_zero_point=np.array([m.zp(a), m.zp(b)], np.int32), act_min=-128, act_max=127))
+
+    x = m.conv(0, 16, 3, 1, 1, amc=True, relu=True)
+    for i, (cin, cout, t, s) in enumerate([(16, 16, 1, 1), (16, 24, 4, 2), (24, 24, 4, 1), (24, 32, 4, 2),
+                                           (32, 32, 4, 1), (32, 64, 4, 1), (64, 64, 4, 1)]):
+        hs = i >= 3
+        y = x
+        if t != 1:
+            y = act(m.conv(y, cin * t, 1, amc=not hs, relu=not hs), hs)
+        y = act(m.conv(y, cin * t, 3, s, 1, groups=cin * t, amc=not hs, relu=not hs), hs)
+        y = m.conv(y, cout, 1)
+        x = add(x, y) if s == 1 and cin == cout else y
+    x = act(m.conv(x, 256, 1), True)
+    x = m.pool("global_avgpool", x, gain=2.0)
+    m.linear(x, 10, gain=1.0)
+    return m
+
+
+MODELS = {"v3-mbv2": mbv2, "v3-grouped": grouped, "v3-concat-up": concat_up, "v3-mobilenet-hs": mobilenet_hs}
 
 
 def main(argv):
