@@ -19,6 +19,7 @@
 #include "autograd/kernels.h"
 #include "qat/core.h"
 #include "qat/tensor.h"
+#include "runtime/kernels_common.h"
 
 #define MAXLV (QAT_SIMD_AVX512 + 1)
 
@@ -539,6 +540,122 @@ START_TEST(test_phase_copies_same_bits)
 }
 END_TEST
 
+/* ---- int8 depthwise conv (runtime/): the fast kernels of each ISA against
+ * the portable reference kernel, bit for bit ---- */
+
+static int32_t rnd_i(qat_rng *r, int32_t lo, int32_t hi)
+{
+    return lo + (int32_t)qat_rng_below(r, (uint32_t)(hi - lo + 1));
+}
+
+/* a random depthwise 3x3 conv2d op (C channels, H x W, stride s, pad P);
+ * extreme: weights and inputs only -128 / 127, zero points at the ends */
+static void dw_op(rt_op *op, int C, int H, int W, int s, int P, int extreme, int amc, qat_rng *r)
+{
+    memset(op, 0, sizeof *op);
+    op->type = RT_OP_CONV2D;
+    op->name = "dw";
+    op->groups = op->in_c = op->ic = op->oc = C;
+    op->in_h = H;
+    op->in_w = W;
+    op->kh = op->kw = 3;
+    op->stride = s;
+    op->pad = P;
+    op->out_ndim = 3;
+    op->out_shape[0] = C;
+    op->out_shape[1] = (H + 2 * P - 3) / s + 1;
+    op->out_shape[2] = (W + 2 * P - 3) / s + 1;
+    op->out_size = (size_t)C * op->out_shape[1] * op->out_shape[2];
+    op->in_zp = extreme ? (qat_rng_below(r, 2) ? 127 : -128) : rnd_i(r, -128, 127);
+    op->out_zp = extreme ? (qat_rng_below(r, 2) ? 127 : -128) : rnd_i(r, -128, 127);
+    op->act_min = qat_rng_below(r, 3) == 0 ? op->out_zp : -128;
+    op->act_max = qat_rng_below(r, 3) == 0 ? rnd_i(r, op->act_min, 127) : 127;
+    op->weight = malloc((size_t)C * 9);
+    op->bias = malloc((size_t)C * 4);
+    op->mult = malloc((size_t)C * 4);
+    op->shift = malloc((size_t)C * 4);
+    op->act_max_c = amc ? malloc((size_t)C * 4) : NULL;
+    for (int i = 0; i < C * 9; i++)
+        op->weight[i] = (int8_t)(extreme ? (qat_rng_below(r, 2) ? 127 : -128) : rnd_i(r, -128, 127));
+    for (int c = 0; c < C; c++) {
+        op->bias[c] = extreme ? rnd_i(r, -1000000, 1000000) : rnd_i(r, -3000, 3000);
+        /* real multipliers 2^-14 .. 2^2 (shift -13 .. 3, across t = 32), sometimes 0 */
+        op->mult[c] = qat_rng_below(r, 12) == 0 ? 0 : rnd_i(r, 1 << 30, INT32_MAX);
+        op->shift[c] = rnd_i(r, -13, 3);
+        if (amc) op->act_max_c[c] = qat_rng_below(r, 4) == 0 ? op->act_min : rnd_i(r, op->act_min, 127);
+    }
+}
+
+static void dw_free(rt_op *op)
+{
+    qat_rti_gemm_free(&op->g);
+    free(op->weight);
+    free(op->bias);
+    free(op->mult);
+    free(op->shift);
+    free(op->act_max_c);
+}
+
+START_TEST(test_int8_depthwise)
+{
+    static const rt_isa_kernels *const fast[] = {&qat_rti_avx2, &qat_rti_vnni};
+    static const qat_rt_isa isas[] = {QAT_RT_ISA_AVX2, QAT_RT_ISA_AVX512_VNNI};
+    qat_rng r;
+    qat_rng_seed(&r, 4242);
+    int ran = 0;
+    for (int f = 0; f < 2; f++) {
+        if (!qat_rti_cpu_has(isas[f])) {
+            fprintf(stderr, "test_kernels: no %s, its depthwise kernel is not tested\n", qat_rt_isa_name(isas[f]));
+            continue;
+        }
+        for (int t = 0; t < 400; t++) {
+            const int s = 1 + (int)qat_rng_below(&r, 2), P = t % 7 == 0 ? 2 : (int)qat_rng_below(&r, 2);
+            const int C = t < 40 ? 2 + t : 2 + (int)qat_rng_below(&r, 70); /* C = 1 is groups 1: an ordinary conv */
+            int H = 1 + (int)qat_rng_below(&r, t % 5 == 0 ? 60 : 20), W = 1 + (int)qat_rng_below(&r, t % 4 == 0 ? 70 : 20);
+            if (H + 2 * P < 3) H = 3 - 2 * P;
+            if (W + 2 * P < 3) W = 3 - 2 * P;
+            const int extreme = t % 3 == 0;
+            rt_op op;
+            dw_op(&op, C, H, W, s, P, extreme, t % 2, &r);
+            ck_assert_int_eq(fast[f]->prepare_dw(&op), QAT_OK);
+            ck_assert_msg(op.dw_fast, "%s: C %d %dx%d s %d pad %d not taken by the fast kernel",
+                          qat_rt_isa_name(isas[f]), C, H, W, s, P);
+            const size_t in = (size_t)C * H * W;
+            int8_t *x = malloc(in), *y0 = malloc(op.out_size + 64), *y1 = malloc(op.out_size + 64);
+            for (size_t i = 0; i < in; i++)
+                x[i] = (int8_t)(extreme ? (qat_rng_below(&r, 2) ? 127 : -128) : rnd_i(&r, -128, 127));
+            uint8_t *ref_scratch = malloc(qat_rti_conv2d_ref_scratch(&op));
+            uint8_t *slot = qat_rti_alloc(fast[f]->dw_slot_bytes(&op));
+            memset(y0, 0x55, op.out_size + 64);
+            memset(y1, 0x55, op.out_size + 64);
+            qat_rti_conv2d_grouped_ref(&op, x, y0, ref_scratch);
+            fast[f]->dw_image(&op, x, y1, slot);
+            for (size_t i = 0; i < op.out_size + 64; i++)
+                if (y0[i] != y1[i])
+                    ck_abort_msg("%s depthwise case %d: C %d %dx%d s %d pad %d%s: byte %zu of %zu: ref %d, fast %d",
+                                 qat_rt_isa_name(isas[f]), t, C, H, W, s, P, extreme ? " extreme" : "", i,
+                                 op.out_size, y0[i], y1[i]);
+            free(x), free(y0), free(y1), free(ref_scratch);
+            qat_rti_dealloc(slot);
+            dw_free(&op);
+            ran++;
+        }
+        /* not a depthwise 3x3: the fast kernels decline (the reference runs it) */
+        rt_op op;
+        dw_op(&op, 4, 6, 6, 1, 1, 0, 0, &r);
+        op.oc = 8; /* channel multiplier 2 */
+        ck_assert_int_eq(fast[f]->prepare_dw(&op), QAT_OK);
+        ck_assert_int_eq(op.dw_fast, 0);
+        op.oc = 4;
+        op.stride = 3;
+        ck_assert_int_eq(fast[f]->prepare_dw(&op), QAT_OK);
+        ck_assert_int_eq(op.dw_fast, 0);
+        dw_free(&op);
+    }
+    if (!ran) fprintf(stderr, "test_kernels: no fast int8 kernels on this CPU\n");
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -550,6 +667,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_linear_engines);
     tcase_add_test(tc, test_eltwise_same_bits);
     tcase_add_test(tc, test_phase_copies_same_bits);
+    tcase_add_test(tc, test_int8_depthwise);
     suite_add_tcase(s, tc);
     return s;
 }
