@@ -16,6 +16,9 @@
  * 16 bytes go straight into the NCHW output through precomputed masks.
  * linear: lanes are 16 output features (weights packed [IN/4][OUT][4]),
  * rows are samples whose 4 activation bytes are broadcast.
+ * depthwise 3x3 (groups = channels): per channel, cells of the three input
+ * rows of a tap column, 16 output positions a vector, one vpdpbusd per tap
+ * column (kernels_common.c: qat_rti_prepare_dw).
  *
  * The packing of weights and inputs and the split over the threads are
  * kernels_common.c's, shared with kernels_avx2.c; this file has the SIMD

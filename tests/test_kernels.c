@@ -609,7 +609,8 @@ START_TEST(test_int8_depthwise)
             continue;
         }
         for (int t = 0; t < 400; t++) {
-            const int s = 1 + (int)qat_rng_below(&r, 2), P = t % 7 == 0 ? 2 : (int)qat_rng_below(&r, 2);
+            const int s = 1 + (int)qat_rng_below(&r, 2);
+            const int P = t % 11 == 0 ? 3 + (int)qat_rng_below(&r, 3) : t % 7 == 0 ? 2 : (int)qat_rng_below(&r, 2);
             const int C = t < 40 ? 2 + t : 2 + (int)qat_rng_below(&r, 70); /* C = 1 is groups 1: an ordinary conv */
             int H = 1 + (int)qat_rng_below(&r, t % 5 == 0 ? 60 : 20), W = 1 + (int)qat_rng_below(&r, t % 4 == 0 ? 70 : 20);
             if (H + 2 * P < 3) H = 3 - 2 * P;

@@ -150,7 +150,11 @@ QAT_API int qat_rt_run_f32_float(qat_rt_model *m, const float *x, int n, float *
 QAT_API const float *qat_rt_op_output_f32(const qat_rt_model *m, int i);
 
 /* Kernels: the portable C reference, or the fast paths chosen at run time
- * from the CPU (AVX2, AVX-512 VNNI). All give bit-identical results. */
+ * from the CPU (AVX2, AVX-512 VNNI). All give bit-identical results.
+ * Format version 3: depthwise 3x3 convs (groups = channels, one output
+ * channel a group, stride 1 or 2, any padding) have fast kernels of both
+ * ISAs; other grouped convs, lut, concat and upsample run the portable
+ * kernels on every ISA. */
 typedef enum {
     QAT_RT_ISA_AUTO = 0,
     QAT_RT_ISA_REF,
