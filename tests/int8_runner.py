@@ -702,9 +702,16 @@ def run_float_batch(ops, kind, data):
                 raise FormatError("%s: an int8 op reading a float op" % op.where)
             if op.type == "add":
                 y = run_add(op, outs[op.inputs[0]], outs[op.inputs[1]])
-            else:
+            elif op.type == "concat":
+                y = run_concat(op, [outs[i] for i in op.inputs])
+            elif op.type in UNARY:
                 y = UNARY[op.type](op, outs[op.inputs[0]])
+            else:
+                raise FormatError("%s: unknown op type '%s'" % (op.where, op.type))
         else:
+            if op.type == "conv2d" and "groups" in op.group.attrs and op.int_attr("groups") != 1:
+                raise FormatError("%s: a float conv2d with groups %d (grouped convs are int8 only)"
+                                  % (op.where, op.int_attr("groups")))
             ins = [as_float(ops, i, outs[i]) for i in op.inputs]
             if op.type == "conv2d":
                 y = f_conv2d(op, ins[0])
@@ -718,7 +725,7 @@ def run_float_batch(ops, kind, data):
                 y = ins[0].reshape(ins[0].shape[0], -1)
             elif op.type == "add":
                 y = f_add(op, ins[0], ins[1])
-            else:
+            else:   # lut, concat, upsample (version 3) are int8 only
                 raise FormatError("%s: op type '%s' has no float form" % (op.where, op.type))
         if tuple(y.shape[1:]) != op.out_shape:
             raise FormatError("%s (%s): computed shape %s, out_shape %s"
