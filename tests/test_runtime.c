@@ -1886,6 +1886,136 @@ START_TEST(test_replan)
 }
 END_TEST
 
+/* format version 3: malformed grouped convs, per-channel bounds, lut,
+ * concat, upsample, and the additions on float ops */
+static const char *v3_file(const char *name)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 21);
+    tm_model M = {0};
+    int x = tm_input(&M, 3, 4, 6, 6, 3);
+    int a = tm_conv_g(&M, x, 8, 3, 1, 1, 2, 0, &r);  /* op 1: groups 2, weight [8, 2, 3, 3] */
+    snprintf(M.op[a].name, sizeof M.op[a].name, "gconv");
+    tm_set_amc(&M, a, &r);
+    int h = tm_lut(&M, a, &r);                       /* op 2 */
+    snprintf(M.op[h].name, sizeof M.op[h].name, "hs");
+    int u = tm_upsample(&M, tm_conv(&M, a, 3, 3, 3, 2, 1, 0, &r), 2); /* op 3 conv 3x3x3, op 4 upsample 6x6 */
+    snprintf(M.op[u].name, sizeof M.op[u].name, "up");
+    int ins[2] = {h, u};
+    int c = tm_concat(&M, ins, 2, &r);               /* op 5: 11 x 6 x 6 */
+    snprintf(M.op[c].name, sizeof M.op[c].name, "cat");
+    x = tm_flatten(&M, c);
+    tm_linear(&M, x, 4, 0, &r);
+    static char path[4096];
+    snprintf(path, sizeof path, "%s", tu_tmp_path(name));
+    tm_write(&M, path);
+    tm_free(&M);
+    return path;
+}
+
+START_TEST(test_bad_v3)
+{
+    /* the file itself loads and runs */
+    qat_rt_model *m = NULL;
+    const char *path = v3_file("v3_ok.h5");
+    ck_assert_msg(qat_rt_load_file(path, &m) == QAT_OK, "%s", qat_rt_last_error());
+    qat_rt_op_info info;
+    ck_assert_int_eq(qat_rt_op(m, 1, &info), QAT_OK);
+    ck_assert_int_eq(info.groups, 2);
+    ck_assert_int_eq(info.act_max_channel, 1);
+    ck_assert_uint_eq(info.weight_count, 8 * 2 * 9);
+    ck_assert_int_eq(qat_rt_op(m, 5, &info), QAT_OK);
+    ck_assert_str_eq(info.type, "concat");
+    ck_assert_int_eq(info.n_inputs, 2);
+    ck_assert_int_eq(info.inputs[0], 2);
+    ck_assert_int_eq(info.inputs[1], 4);
+    ck_assert_int_eq(info.inputs[2], -1);
+    qat_rt_free(m);
+
+    struct {
+        const char *op, *what;
+        int kind;
+        int st;
+        const char *msg;
+    } cases[] = {
+        {"001", "groups 3", 0, QAT_ERR_FORMAT, "ops/001 (gconv): attribute groups = 3 does not divide the input's 4 channels"},
+        {"001", "groups 0", 1, QAT_ERR_FORMAT, "ops/001 (gconv): attribute groups = 0, expected in [1, 65536]"},
+        {"001", "weight [8,4,3,3]", 2, QAT_ERR_FORMAT,
+         "ops/001 (gconv): dataset weight has 4 input channels per group, expected IC/groups = 4/2 = 2"},
+        {"001", "amc above 127", 3, QAT_ERR_FORMAT, "ops/001 (gconv): dataset act_max_channel[2] = 128, expected in [act_min ="},
+        {"001", "amc length", 4, QAT_ERR_FORMAT, "ops/001 (gconv): dataset act_max_channel has 7 elements, expected 8"},
+        {"002", "table int16", 5, QAT_ERR_FORMAT, "ops/002 (hs): dataset table is int16, expected int8"},
+        {"002", "no table", 6, QAT_ERR_FORMAT, "ops/002 (hs): missing dataset table"},
+        {"005", "concat of 1", 7, QAT_ERR_FORMAT, "ops/005 (cat): attribute inputs has 1 values, expected 2 to 16 for concat"},
+        {"005", "shift of 1", 8, QAT_ERR_FORMAT, "ops/005 (cat): attribute shift has 1 values, expected 2"},
+        {"005", "zero point", 9, QAT_ERR_FORMAT, "ops/005 (cat): in_zero_point[1] = 200 outside [-128, 127]"},
+        {"005", "out_shape", 10, QAT_ERR_FORMAT, "ops/005 (cat): out_shape is (12, 6, 6), expected (11, 6, 6)"},
+        {"004", "scale 0", 11, QAT_ERR_FORMAT, "ops/004 (up): attribute scale = 0, expected in [1, 1024]"},
+        {"002", "float lut", 12, QAT_ERR_UNSUPPORTED, "ops/002 (hs): a float lut op (attribute dtype) is not supported"},
+        {"001", "float grouped", 12, QAT_ERR_UNSUPPORTED, "ops/001 (gconv): a float conv2d (attribute dtype) with groups = 2"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "bad_v3_%zu.h5", i);
+        path = v3_file(nm);
+        hid_t f = bad_open(path);
+        char gp[32];
+        snprintf(gp, sizeof gp, "ops/%s", cases[i].op);
+        hid_t g = H5Gopen2(f, gp, H5P_DEFAULT);
+        ck_assert_int_ge(g, 0);
+        switch (cases[i].kind) {
+        case 0: wr_i32(g, "groups", 3); break;
+        case 1: wr_i32(g, "groups", 0); break;
+        case 2: {
+            int8_t w[8 * 4 * 9] = {0};
+            hsize_t d[4] = {8, 4, 3, 3};
+            wr_dset(g, "weight", H5T_STD_I8LE, H5T_NATIVE_INT8, 4, d, w);
+            break;
+        }
+        case 3:
+        case 4: {
+            int32_t a[8] = {127, 127, 128, 127, 127, 127, 127, 127};
+            hsize_t d = cases[i].kind == 3 ? 8 : 7;
+            wr_dset(g, "act_max_channel", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &d, a);
+            break;
+        }
+        case 5: {
+            int16_t t[256] = {0};
+            hsize_t d = 256;
+            wr_dset(g, "table", H5T_STD_I16LE, H5T_NATIVE_INT16, 1, &d, t);
+            break;
+        }
+        case 6: H5Ldelete(g, "table", H5P_DEFAULT); break;
+        case 7: {
+            int32_t in[1] = {2};
+            wr_i32s(g, "inputs", in, 1, 0);
+            break;
+        }
+        case 8: {
+            int32_t sh[1] = {1};
+            wr_i32s(g, "shift", sh, 1, 0);
+            break;
+        }
+        case 9: {
+            int32_t z[2] = {0, 200};
+            wr_i32s(g, "in_zero_point", z, 2, 0);
+            break;
+        }
+        case 10: {
+            int32_t sh[3] = {12, 6, 6};
+            wr_i32s(g, "out_shape", sh, 3, 0);
+            break;
+        }
+        case 11: wr_i32(g, "scale", 0); break;
+        case 12: wr_str(g, "dtype", "float32", 0); break;
+        }
+        H5Gclose(g);
+        H5Fclose(f);
+        expect_load_error(path, cases[i].st, cases[i].msg);
+    }
+}
+END_TEST
+
 static Suite *runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -1925,6 +2055,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_bad_multiplier);
     tcase_add_test(tc, test_bad_input_index);
     tcase_add_test(tc, test_bad_misc);
+    tcase_add_test(tc, test_bad_v3);
     suite_add_tcase(s, tc);
     return s;
 }
