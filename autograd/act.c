@@ -13,6 +13,10 @@
 #define BLK 4096
 #define NBLK(n) ((ptrdiff_t)(((n) + BLK - 1) / BLK))
 
+/* -O2's cost model leaves these loops scalar */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3", "vect-cost-model=dynamic")
+#endif
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -21,7 +25,8 @@
 
 /* ---- elementwise spans ---- */
 
-ACT_CLONES static void clamp_span(float *restrict y, const float *restrict x, size_t n, float lo, float hi)
+/* y may be x */
+ACT_CLONES static void clamp_span(float *y, const float *x, size_t n, float lo, float hi)
 {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
@@ -35,9 +40,9 @@ ACT_CLONES static void clamp_bwd_span(float *restrict d, const float *restrict x
                                       size_t n, float lo, float hi, int fresh)
 {
     if (fresh)
-        for (size_t i = 0; i < n; i++) d[i] = 0.0f + ((x[i] > lo && x[i] < hi) ? dy[i] : -0.0f);
+        for (size_t i = 0; i < n; i++) d[i] = 0.0f + (((x[i] > lo) & (x[i] < hi)) ? dy[i] : -0.0f);
     else
-        for (size_t i = 0; i < n; i++) d[i] += (x[i] > lo && x[i] < hi) ? dy[i] : -0.0f;
+        for (size_t i = 0; i < n; i++) d[i] += ((x[i] > lo) & (x[i] < hi)) ? dy[i] : -0.0f;
 }
 
 static inline float relu6f(float v)
@@ -46,13 +51,13 @@ static inline float relu6f(float v)
     return v > 6.0f ? 6.0f : v;
 }
 
-ACT_CLONES static void hardswish_span(float *restrict y, const float *restrict x, size_t n)
+ACT_CLONES static void hardswish_span(float *y, const float *x, size_t n) /* y may be x */
 {
     for (size_t i = 0; i < n; i++) y[i] = x[i] * relu6f(x[i] + 3.0f) / 6.0f;
 }
 
-ACT_CLONES static void hardswish_bwd_span(float *restrict d, const float *restrict x, const float *restrict dy,
-                                          size_t n, int fresh)
+/* d may be x */
+ACT_CLONES static void hardswish_bwd_span(float *d, const float *x, const float *restrict dy, size_t n, int fresh)
 {
     for (size_t i = 0; i < n; i++) {
         float v = x[i], g = v < -3.0f ? 0.0f : v <= 3.0f ? dy[i] * (v / 3.0f + 0.5f) : dy[i];
@@ -73,12 +78,23 @@ ACT_CLONES static void hardsigmoid_bwd_span(float *restrict d, const float *rest
 {
     const float sixth = 1.0f / 6.0f;
     for (size_t i = 0; i < n; i++) {
-        float g = (x[i] > -3.0f && x[i] < 3.0f) ? dy[i] * sixth : 0.0f;
+        float g = ((x[i] > -3.0f) & (x[i] < 3.0f)) ? dy[i] * sixth : 0.0f;
         if (fresh)
             d[i] = 0.0f + g;
         else
             d[i] += g;
     }
+}
+
+void qat_k_clamp_fwd(float *y, const float *x, size_t n, float lo, float hi) { clamp_span(y, x, n, lo, hi); }
+void qat_k_clamp_bwd(float *dx, const float *x, const float *dy, size_t n, float lo, float hi, int fresh)
+{
+    clamp_bwd_span(dx, x, dy, n, lo, hi, fresh);
+}
+void qat_k_hardswish_fwd(float *y, const float *x, size_t n) { hardswish_span(y, x, n); }
+void qat_k_hardswish_bwd(float *dx, const float *x, const float *dy, size_t n, int fresh)
+{
+    hardswish_bwd_span(dx, x, dy, n, fresh);
 }
 
 /* ---- clamp ---- */

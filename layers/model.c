@@ -649,15 +649,18 @@ qat_tensor *qat_layer_forward(qat_ctx *ctx, qat_layer *l, qat_tensor *const *in)
     return qat_error_null(QAT_ERR_UNSUPPORTED, "layer '%s': unknown type %d", l->name, (int)l->type);
 }
 
-/* Layer i (a BN or a residual add) has one reader, the ReLU right after it:
- * the two run as one op (qat_batchnorm2d_relu, qat_add_relu: same bits)
- * and layer i's own output is never formed. */
+/* Layer i (a BN or a residual add) has one reader, the activation right
+ * after it (a BN: ReLU, clamp or hard-swish; an add: ReLU): the two run as
+ * one op (qat_batchnorm2d_relu, _clamp, _hardswish, qat_add_relu: same
+ * bits) and layer i's own output is never formed. */
 static int relu_pair(const qat_model *m, int i)
 {
     const qat_layer *l = &m->layers[i], *r = i + 1 < m->n ? &m->layers[i + 1] : NULL;
-    if ((l->type != QAT_LAYER_BATCHNORM2D && l->type != QAT_LAYER_ADD) || !r || r->type != QAT_LAYER_RELU ||
-        r->inputs[0] != i)
-        return 0;
+    if (!r || r->inputs[0] != i) return 0;
+    int ok = (l->type == QAT_LAYER_ADD && r->type == QAT_LAYER_RELU) ||
+             (l->type == QAT_LAYER_BATCHNORM2D && (r->type == QAT_LAYER_RELU || r->type == QAT_LAYER_CLAMP ||
+                                                   r->type == QAT_LAYER_HARDSWISH));
+    if (!ok) return 0;
     for (int j = i + 2; j < m->n; j++)
         for (int k = 0; k < m->layers[j].n_inputs; k++)
             if (m->layers[j].inputs[k] == i) return 0;
@@ -691,9 +694,19 @@ static qat_tensor **forward(qat_ctx *ctx, qat_model *m, qat_tensor *x, int fuse)
             if (l->type == QAT_LAYER_ADD) {
                 out[i] = out[i + 1] = qat_add_relu(ctx, ins[0], ins[1]);
             } else {
+                const qat_layer *a = &m->layers[i + 1];
                 if (qat_ctx_training(ctx)) l->num_batches_tracked++;
-                out[i] = out[i + 1] = qat_batchnorm2d_relu(ctx, ins[0], l->weight, l->bias, l->running_mean,
-                                                           l->running_var, l->bn_momentum, l->bn_eps);
+                if (a->type == QAT_LAYER_RELU)
+                    out[i] = qat_batchnorm2d_relu(ctx, ins[0], l->weight, l->bias, l->running_mean, l->running_var,
+                                                  l->bn_momentum, l->bn_eps);
+                else if (a->type == QAT_LAYER_CLAMP)
+                    out[i] = qat_batchnorm2d_clamp(ctx, ins[0], l->weight, l->bias, l->running_mean, l->running_var,
+                                                   l->bn_momentum, l->bn_eps, a->clamp_lo, a->clamp_hi,
+                                                   a->clamp_hi_c ? a->clamp_hi_c->data : NULL);
+                else
+                    out[i] = qat_batchnorm2d_hardswish(ctx, ins[0], l->weight, l->bias, l->running_mean,
+                                                       l->running_var, l->bn_momentum, l->bn_eps);
+                out[i + 1] = out[i];
             }
             if (!out[i]) return NULL;
             i++;

@@ -1026,6 +1026,77 @@ START_TEST(test_conv_grouped_direct)
 }
 END_TEST
 
+/* The depthwise fast path (SIMD engines) against the portable kernels
+ * (QAT_SIMD=0): forward and input gradient the same values (each element's
+ * products added in the same order), weight and bias gradients equal up
+ * to the order of the pixel sums. */
+START_TEST(test_depthwise_fast_vs_portable)
+{
+    /* N, C, H, W, K, stride, pad */
+    static const int cfg[][7] = {{3, 5, 28, 28, 3, 1, 1}, {2, 7, 14, 14, 3, 2, 1}, {2, 4, 7, 7, 3, 1, 1},
+                                 {2, 3, 9, 13, 3, 2, 0}, {1, 6, 5, 17, 5, 1, 2}, {2, 3, 11, 6, 3, 1, 0},
+                                 {2, 16, 33, 35, 3, 2, 1}, {1, 2, 3, 3, 3, 2, 1}, {2, 3, 8, 8, 1, 1, 0}};
+    const int *c = cfg[_i];
+    const int N = c[0], C = c[1], H = c[2], W = c[3], K = c[4], s = c[5], p = c[6];
+    qat_rng r;
+    qat_rng_seed(&r, 4100 + (uint64_t)_i);
+    size_t nx = (size_t)N * C * H * W;
+    float *xd = malloc(nx * sizeof(float));
+    tu_fill_uniform(xd, nx, -2, 2, &r);
+    qat_tensor *w = qat_tensor_create(4, (int[]){C, 1, K, K}, 1), *b = qat_tensor_create(1, &C, 1);
+    tu_fill_uniform(w->data, w->numel, -1, 1, &r);
+    tu_fill_uniform(b->data, b->numel, -1, 1, &r);
+    float *out[2] = {0}, *gx[2] = {0}, *gw[2] = {0}, *gb[2] = {0};
+    size_t ny = 0;
+    for (int e = 0; e < 2; e++) {
+        qat_simd_set_level(e == 0 ? QAT_SIMD_PORTABLE : -1);
+        qat_tensor_zero_grad(w);
+        qat_tensor_zero_grad(b);
+        qat_ctx *ctx = qat_ctx_create(0);
+        qat_tensor *x = qat_new_leaf(ctx, 4, (int[]){N, C, H, W}, xd);
+        qat_tensor *y = qat_conv2d_grouped(ctx, x, w, b, s, p, C);
+        ck_assert_msg(y != NULL, "%s", qat_last_error());
+        ny = y->numel;
+        float *gy = malloc(ny * sizeof(float));
+        qat_rng r2;
+        qat_rng_seed(&r2, 9);
+        tu_fill_uniform(gy, ny, -1, 1, &r2);
+        ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, qat_mul(ctx, y, qat_from(ctx, 4, y->shape, gy)))), QAT_OK);
+        out[e] = malloc(ny * sizeof(float));
+        gx[e] = malloc(nx * sizeof(float));
+        gw[e] = malloc(w->numel * sizeof(float));
+        gb[e] = malloc((size_t)C * sizeof(float));
+        memcpy(out[e], y->data, ny * sizeof(float));
+        memcpy(gx[e], x->grad, nx * sizeof(float));
+        memcpy(gw[e], w->grad, w->numel * sizeof(float));
+        memcpy(gb[e], b->grad, (size_t)C * sizeof(float));
+        free(gy);
+        qat_ctx_free(ctx);
+    }
+    qat_simd_set_level(-1);
+    for (size_t k = 0; k < ny; k++)
+        ck_assert_msg(out[0][k] == out[1][k], "case %d: y[%zu] portable %.9g, fast %.9g", _i, k, (double)out[0][k],
+                      (double)out[1][k]);
+    for (size_t k = 0; k < nx; k++)
+        ck_assert_msg(gx[0][k] == gx[1][k], "case %d: dx[%zu] portable %.9g, fast %.9g", _i, k, (double)gx[0][k],
+                      (double)gx[1][k]);
+    for (size_t k = 0; k < w->numel; k++)
+        ck_assert_msg(fabsf(gw[0][k] - gw[1][k]) <= 1e-4f * (1.0f + fabsf(gw[0][k])), "case %d: dw[%zu] %.9g vs %.9g",
+                      _i, k, (double)gw[0][k], (double)gw[1][k]);
+    for (int k = 0; k < C; k++)
+        ck_assert_msg(fabsf(gb[0][k] - gb[1][k]) <= 1e-4f * (1.0f + fabsf(gb[0][k])), "case %d: db[%d]", _i, k);
+    for (int e = 0; e < 2; e++) {
+        free(out[e]);
+        free(gx[e]);
+        free(gw[e]);
+        free(gb[e]);
+    }
+    free(xd);
+    qat_tensor_free(w);
+    qat_tensor_free(b);
+}
+END_TEST
+
 /* ---- clamp, hard activations, concat, upsample: hand-computed ---- */
 
 static qat_tensor *grad_of(qat_ctx *ctx, qat_tensor *x, qat_tensor *y, const float *dy)
@@ -1189,6 +1260,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_deterministic);
     tcase_add_test(tc, test_backward_in_parallel_region);
     tcase_add_loop_test(tc, test_conv_grouped_direct, 0, 40);
+    tcase_add_loop_test(tc, test_depthwise_fast_vs_portable, 0, 9);
     tcase_add_test(tc, test_activations_hand);
     tcase_add_test(tc, test_concat_upsample_hand);
     tcase_add_test(tc, test_conv_grouped_errors);

@@ -330,6 +330,16 @@ static qat_tensor *f_bn_relu(qat_ctx *c, qat_tensor **in, const gc_spec *s)
     qat_ctx_set_training(c, s->training);
     return qat_batchnorm2d_relu(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
 }
+static qat_tensor *f_bn_clamp(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    qat_ctx_set_training(c, s->training);
+    return qat_batchnorm2d_clamp(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f, s->clo, s->chi, s->hi_c);
+}
+static qat_tensor *f_bn_hardswish(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    qat_ctx_set_training(c, s->training);
+    return qat_batchnorm2d_hardswish(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
+}
 static qat_tensor *f_reshape(qat_ctx *c, qat_tensor **in, const gc_spec *s)
 {
     return qat_reshape(c, in[0], s->rs_ndim, s->rs_shape);
@@ -804,6 +814,36 @@ START_TEST(test_batchnorm_relu)
 }
 END_TEST
 
+/* BN with a fused clamp / per-channel clamp / hard-swish */
+START_TEST(test_batchnorm_act)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 2300 + (uint64_t)_i);
+    int N = rnd(&r, 2, 4), C = rnd(&r, 1, 3), H = rnd(&r, 2, 4), W = rnd(&r, 2, 4);
+    gc_spec s = spec("batchnorm2d-clamp-train", f_bn_clamp, 2400 + (uint64_t)_i);
+    bn_spec(&s, 4, N, C, H, W);
+    s.training = 1;
+    s.h = 2e-3;
+    s.rtol = 5e-3;
+    s.detect_kinks = 1;
+    s.clo = -0.5f;
+    s.chi = 0.8f;
+    gc_assert(&s);
+    const float hi_c[3] = {0.3f, 1.0f, 0.6f};
+    s.name = "batchnorm2d-clamp_channels-train";
+    s.hi_c = hi_c;
+    gc_assert(&s);
+    s.name = "batchnorm2d-clamp-eval";
+    s.training = 0;
+    s.hi_c = NULL;
+    gc_assert(&s);
+    s.name = "batchnorm2d-hardswish-train";
+    s.fn = f_bn_hardswish;
+    s.training = 1;
+    gc_assert(&s);
+}
+END_TEST
+
 /* ---- shape ops, sum, loss ---- */
 
 START_TEST(test_reshape_flatten_sum)
@@ -1014,6 +1054,7 @@ static Suite *gradcheck_suite(void)
     tcase_add_loop_test(tc, test_batchnorm_train, 0, 6);
     tcase_add_loop_test(tc, test_batchnorm_eval, 0, 4);
     tcase_add_loop_test(tc, test_batchnorm_relu, 0, 4);
+    tcase_add_loop_test(tc, test_batchnorm_act, 0, 4);
     tcase_add_test(tc, test_reshape_flatten_sum);
     tcase_add_loop_test(tc, test_cross_entropy, 0, 6);
     tcase_add_loop_test(tc, test_small_net, 0, 3);

@@ -127,9 +127,12 @@ END_TEST
 /* qat_model_forward runs each BN + ReLU pair as one op; forward_all runs
  * every layer: the logits, every parameter gradient and the running
  * statistics must be the same bits, on every engine */
+static const char *const fused_archs[] = {"convnet", "resnet8", "mobilenet", "mobilenet-hs", "mobilenet"};
+
 START_TEST(test_bn_relu_fused_same_bits)
 {
-    const char *arch = _i == 0 ? "convnet" : "resnet8";
+    /* case 4: per-channel clamp bounds (BN + clamp_channels fused) */
+    const char *arch = fused_archs[_i];
     qat_set_num_threads(2);
     qat_rng r;
     qat_rng_seed(&r, 9);
@@ -140,6 +143,12 @@ START_TEST(test_bn_relu_fused_same_bits)
     size_t ng = 0, ns = 0;
     for (int fused = 0; fused < 2; fused++) {
         qat_model *m = qat_model_build(arch, 1);
+        if (_i == 4) {
+            float hi[64];
+            for (int c = 0; c < 64; c++) hi[c] = 0.05f + 0.1f * (float)(c % 16);
+            ck_assert_int_eq(qat_layer_set_clamp_channels(m, qat_model_find(m, "stem.act"), hi), QAT_OK);
+            ck_assert_int_eq(qat_layer_set_clamp_channels(m, qat_model_find(m, "blocks.1.dw.act"), hi), QAT_OK);
+        }
         qat_ctx *ctx = qat_ctx_create(0);
         qat_tensor *xt = qat_from(ctx, 4, (int[]){6, 1, 28, 28}, x);
         qat_tensor *y = fused ? qat_model_forward(ctx, m, xt) : qat_model_forward_all(ctx, m, xt)[qat_model_num_layers(m) - 1];
@@ -786,7 +795,7 @@ static Suite *layers_suite(void)
     TCase *tc = tcase_create("models");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_reference_models, 0, (int)(sizeof ref_models / sizeof ref_models[0]));
-    tcase_add_loop_test(tc, test_bn_relu_fused_same_bits, 0, 2);
+    tcase_add_loop_test(tc, test_bn_relu_fused_same_bits, 0, 5);
     tcase_add_loop_test(tc, test_add_relu_fused_same_bits, 0, 2);
     tcase_add_test(tc, test_mlp_names);
     tcase_add_test(tc, test_lenet5_names);

@@ -182,6 +182,18 @@ QAT_API qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gam
 QAT_API qat_tensor *qat_batchnorm2d_relu(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
                                          qat_tensor *beta, qat_tensor *running_mean,
                                          qat_tensor *running_var, float momentum, float eps);
+/* clamp(batchnorm2d(x), lo, hi) (hi_c NULL) or qat_clamp_channels(
+ * batchnorm2d(x), lo, hi_c), and hardswish(batchnorm2d(x)), each in one
+ * op: the same values, running statistics and gradients, bit for bit, as
+ * the two ops (qat_model_forward uses them where the activation is the
+ * BN's only reader). */
+QAT_API qat_tensor *qat_batchnorm2d_clamp(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
+                                          qat_tensor *beta, qat_tensor *running_mean,
+                                          qat_tensor *running_var, float momentum, float eps,
+                                          float lo, float hi, const float *hi_c);
+QAT_API qat_tensor *qat_batchnorm2d_hardswish(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
+                                              qat_tensor *beta, qat_tensor *running_mean,
+                                              qat_tensor *running_var, float momentum, float eps);
 /* y = x * s[c] (divide 0) or x / s[c] (divide 1), where c indexes axis
  * `axis` of x and s is [x->shape[axis]]. Gradients flow to x and s.
  * (BN folding: W * gamma/sigma per output channel, y / sf per channel.) */
