@@ -302,6 +302,87 @@ DW_CLONES static void dw_dw_acc(float *restrict acc, const float *restrict ph, c
         }
 }
 
+/* ---- stride 1, 3x3, padding 1: straight from the image rows ----
+ * Rows outside the image read a zero row; the first and last columns go
+ * through the checked loop. Each element adds its products in the
+ * portable kernels' (kh, kw) order (a zero row adds only zeros). */
+
+/* One checked output (or input-gradient) element: src rows r[0..2] (NULL:
+ * outside), column offsets col - 1 + kw (forward) or col + 1 - kw
+ * (gradient, flip 1) */
+static inline float dw3_edge(const float *const r[3], const float *w, int col, int W, int flip)
+{
+    float a = 0.0f;
+    for (int k = 0; k < 9; k++) {
+        int kh = k / 3, kw = k % 3, c = flip ? col + 1 - kw : col - 1 + kw;
+        if (r[kh] && c >= 0 && c < W) a += w[k] * r[kh][c];
+    }
+    return a;
+}
+
+/* forward: y[oh][ow] = sum w[kh][kw] x[oh-1+kh][ow-1+kw] */
+DW_CLONES static void dw3_fwd_s1(float *restrict y, const float *restrict x, const float *restrict w, float bias,
+                                 int has_bias, int H, int W, const float *restrict zrow)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (int oh = 0; oh < H; oh++) {
+        const float *rm = oh > 0 ? x + (size_t)(oh - 1) * W : zrow, *r0 = x + (size_t)oh * W;
+        const float *rp = oh + 1 < H ? x + (size_t)(oh + 1) * W : zrow;
+        float *restrict yr = y + (size_t)oh * W;
+        for (int ow = 1; ow < W - 1; ow++) {
+            float a = 0.0f;
+            a += w0 * rm[ow - 1];
+            a += w1 * rm[ow];
+            a += w2 * rm[ow + 1];
+            a += w3 * r0[ow - 1];
+            a += w4 * r0[ow];
+            a += w5 * r0[ow + 1];
+            a += w6 * rp[ow - 1];
+            a += w7 * rp[ow];
+            a += w8 * rp[ow + 1];
+            yr[ow] = has_bias ? a + bias : a;
+        }
+        const float *r[3] = {oh > 0 ? rm : NULL, r0, oh + 1 < H ? rp : NULL};
+        for (int ow = 0; ow < W; ow = ow == 0 && W > 1 ? W - 1 : W) {
+            float a = dw3_edge(r, w, ow, W, 0);
+            yr[ow] = has_bias ? a + bias : a;
+        }
+    }
+}
+
+/* input gradient: dx[ih][iw] (fresh: stored, else added) = sum over (kh, kw)
+ * of w[kh][kw] dy[ih+1-kh][iw+1-kw] */
+DW_CLONES static void dw3_dx_s1(float *restrict dx, const float *restrict dy, const float *restrict w, int fresh,
+                                int H, int W, const float *restrict zrow)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (int ih = 0; ih < H; ih++) {
+        const float *dn = ih + 1 < H ? dy + (size_t)(ih + 1) * W : zrow, *d0 = dy + (size_t)ih * W;
+        const float *dp = ih > 0 ? dy + (size_t)(ih - 1) * W : zrow;
+        float *restrict o = dx + (size_t)ih * W;
+        for (int iw = 1; iw < W - 1; iw++) {
+            float a = 0.0f;
+            a += w0 * dn[iw + 1];
+            a += w1 * dn[iw];
+            a += w2 * dn[iw - 1];
+            a += w3 * d0[iw + 1];
+            a += w4 * d0[iw];
+            a += w5 * d0[iw - 1];
+            a += w6 * dp[iw + 1];
+            a += w7 * dp[iw];
+            a += w8 * dp[iw - 1];
+            o[iw] = fresh ? a : o[iw] + a;
+        }
+        const float *r[3] = {ih + 1 < H ? dn : NULL, d0, ih > 0 ? dp : NULL};
+        for (int iw = 0; iw < W; iw = iw == 0 && W > 1 ? W - 1 : W) {
+            float a = dw3_edge(r, w, iw, W, 1);
+            o[iw] = fresh ? a : o[iw] + a;
+        }
+    }
+}
+
+static int dw3_s1(const gconv_dims *d) { return d->K == 3 && d->stride == 1 && d->pad == 1; }
+
 static void dw_forward_fast(const gconv_dims *d, const float *x, const float *w, const float *bias, float *y,
                             float *scratch)
 {
@@ -312,9 +393,16 @@ static void dw_forward_fast(const gconv_dims *d, const float *x, const float *w,
 #pragma omp parallel num_threads(gconv_threads(d))
     {
         float *ph = scratch + (size_t)omp_get_thread_num() * g.plane;
+        if (dw3_s1(d)) /* ph: a zero row */
+            memset(ph, 0, (size_t)d->W * sizeof(float));
 #pragma omp for schedule(dynamic, 8)
         for (ptrdiff_t p = 0; p < planes; p++) {
             int c = (int)(p % d->C);
+            if (dw3_s1(d)) {
+                dw3_fwd_s1(y + (size_t)p * ohw, x + (size_t)p * hw, w + (size_t)c * KK, bias ? bias[c] : 0.0f,
+                           bias != NULL, d->H, d->W, ph);
+                continue;
+            }
             dw_phases(ph, x + (size_t)p * hw, d, &g);
             dw_fwd_plane(y + (size_t)p * ohw, ph, w + (size_t)c * KK, bias ? bias[c] : 0.0f, bias != NULL, d, &g);
         }
@@ -331,13 +419,14 @@ static void dw_backward_fast(qat_ctx *ctx, const gconv_dims *d, const float *x, 
     const dw_geom g = dw_geometry(d);
     const size_t hw = (size_t)d->H * d->W, ohw = (size_t)d->OH * d->OW;
     const int KK = d->K * d->K, nt = gconv_threads(d);
-    const size_t per = g.plane * 2 + (size_t)d->OH * g.OWp + (size_t)KK * DW_LANES;
+    const size_t per = g.plane * 2 + (size_t)d->OH * g.OWp + (size_t)KK * DW_LANES + (size_t)d->W;
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
     if (!scratch) return;
 #pragma omp parallel num_threads(nt)
     {
         float *ph = scratch + (size_t)omp_get_thread_num() * per, *dph = ph + g.plane, *gy = dph + g.plane;
-        float *acc = gy + (size_t)d->OH * g.OWp;
+        float *acc = gy + (size_t)d->OH * g.OWp, *zrow = acc + (size_t)KK * DW_LANES;
+        memset(zrow, 0, (size_t)d->W * sizeof(float));
         for (int r = 0; r < d->OH; r++) /* the columns past OW stay 0 */
             memset(gy + (size_t)r * g.OWp + d->OW, 0, (size_t)(g.OWp - d->OW) * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
@@ -355,6 +444,10 @@ static void dw_backward_fast(qat_ctx *ctx, const gconv_dims *d, const float *x, 
                     dw_dw_acc(acc, ph, gy, d, &g);
                 }
                 if (!dx) continue;
+                if (dw3_s1(d)) {
+                    dw3_dx_s1(dx + p * hw, gp, w + (size_t)c * KK, fresh, d->H, d->W, zrow);
+                    continue;
+                }
                 memset(dph, 0, g.plane * sizeof(float));
                 dw_dx_phase(dph, gy, w + (size_t)c * KK, d, &g);
                 dw_unphase(dx + p * hw, dph, fresh, d, &g);

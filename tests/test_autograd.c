@@ -1035,7 +1035,9 @@ START_TEST(test_depthwise_fast_vs_portable)
     /* N, C, H, W, K, stride, pad */
     static const int cfg[][7] = {{3, 5, 28, 28, 3, 1, 1}, {2, 7, 14, 14, 3, 2, 1}, {2, 4, 7, 7, 3, 1, 1},
                                  {2, 3, 9, 13, 3, 2, 0}, {1, 6, 5, 17, 5, 1, 2}, {2, 3, 11, 6, 3, 1, 0},
-                                 {2, 16, 33, 35, 3, 2, 1}, {1, 2, 3, 3, 3, 2, 1}, {2, 3, 8, 8, 1, 1, 0}};
+                                 {2, 16, 33, 35, 3, 2, 1}, {1, 2, 3, 3, 3, 2, 1}, {2, 3, 8, 8, 1, 1, 0},
+                                 {1, 3, 1, 1, 3, 1, 1},   {2, 2, 1, 5, 3, 1, 1},   {2, 2, 5, 2, 3, 1, 1},
+                                 {2, 3, 2, 9, 3, 1, 1}};
     const int *c = cfg[_i];
     const int N = c[0], C = c[1], H = c[2], W = c[3], K = c[4], s = c[5], p = c[6];
     qat_rng r;
@@ -1260,7 +1262,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_deterministic);
     tcase_add_test(tc, test_backward_in_parallel_region);
     tcase_add_loop_test(tc, test_conv_grouped_direct, 0, 40);
-    tcase_add_loop_test(tc, test_depthwise_fast_vs_portable, 0, 9);
+    tcase_add_loop_test(tc, test_depthwise_fast_vs_portable, 0, 13);
     tcase_add_test(tc, test_activations_hand);
     tcase_add_test(tc, test_concat_upsample_hand);
     tcase_add_test(tc, test_conv_grouped_errors);
