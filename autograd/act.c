@@ -25,12 +25,22 @@
 
 /* ---- elementwise spans ---- */
 
-/* y may be x */
-ACT_CLONES static void clamp_span(float *y, const float *x, size_t n, float lo, float hi)
+/* (an in-place call of a two-pointer loop would take the vectoriser's
+ * scalar fallback after its overlap check: in-place versions are separate) */
+ACT_CLONES static void clamp_span(float *restrict y, const float *restrict x, size_t n, float lo, float hi)
 {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         v = v < lo ? lo : v; /* NaN fails both tests and stays */
+        y[i] = v > hi ? hi : v;
+    }
+}
+
+ACT_CLONES static void clamp_inplace(float *restrict y, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = y[i];
+        v = v < lo ? lo : v;
         y[i] = v > hi ? hi : v;
     }
 }
@@ -51,13 +61,27 @@ static inline float relu6f(float v)
     return v > 6.0f ? 6.0f : v;
 }
 
-ACT_CLONES static void hardswish_span(float *y, const float *x, size_t n) /* y may be x */
+ACT_CLONES static void hardswish_span(float *restrict y, const float *restrict x, size_t n)
 {
     for (size_t i = 0; i < n; i++) y[i] = x[i] * relu6f(x[i] + 3.0f) / 6.0f;
 }
 
-/* d may be x */
-ACT_CLONES static void hardswish_bwd_span(float *d, const float *x, const float *restrict dy, size_t n, int fresh)
+ACT_CLONES static void hardswish_inplace(float *restrict y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = y[i] * relu6f(y[i] + 3.0f) / 6.0f;
+}
+
+/* x: BN's recomputed output in d (in place, fresh) */
+ACT_CLONES static void hardswish_bwd_inplace(float *restrict d, const float *restrict dy, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = d[i], g = v < -3.0f ? 0.0f : v <= 3.0f ? dy[i] * (v / 3.0f + 0.5f) : dy[i];
+        d[i] = 0.0f + g;
+    }
+}
+
+ACT_CLONES static void hardswish_bwd_span(float *restrict d, const float *restrict x, const float *restrict dy,
+                                          size_t n, int fresh)
 {
     for (size_t i = 0; i < n; i++) {
         float v = x[i], g = v < -3.0f ? 0.0f : v <= 3.0f ? dy[i] * (v / 3.0f + 0.5f) : dy[i];
@@ -86,15 +110,30 @@ ACT_CLONES static void hardsigmoid_bwd_span(float *restrict d, const float *rest
     }
 }
 
-void qat_k_clamp_fwd(float *y, const float *x, size_t n, float lo, float hi) { clamp_span(y, x, n, lo, hi); }
+void qat_k_clamp_fwd(float *y, const float *x, size_t n, float lo, float hi)
+{
+    if (y == x)
+        clamp_inplace(y, n, lo, hi);
+    else
+        clamp_span(y, x, n, lo, hi);
+}
 void qat_k_clamp_bwd(float *dx, const float *x, const float *dy, size_t n, float lo, float hi, int fresh)
 {
     clamp_bwd_span(dx, x, dy, n, lo, hi, fresh);
 }
-void qat_k_hardswish_fwd(float *y, const float *x, size_t n) { hardswish_span(y, x, n); }
+void qat_k_hardswish_fwd(float *y, const float *x, size_t n)
+{
+    if (y == x)
+        hardswish_inplace(y, n);
+    else
+        hardswish_span(y, x, n);
+}
 void qat_k_hardswish_bwd(float *dx, const float *x, const float *dy, size_t n, int fresh)
 {
-    hardswish_bwd_span(dx, x, dy, n, fresh);
+    if (dx == x && fresh)
+        hardswish_bwd_inplace(dx, dy, n);
+    else
+        hardswish_bwd_span(dx, x, dy, n, fresh);
 }
 
 /* ---- clamp ---- */

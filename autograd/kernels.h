@@ -152,7 +152,7 @@ void qat_k_clamp_fwd(float *y, const float *x, size_t n, float lo, float hi);
 void qat_k_clamp_bwd(float *dx, const float *x, const float *dy, size_t n, float lo, float hi, int fresh);
 /* y = x * min(max(x + 3, 0), 6) / 6 (y may be x) */
 void qat_k_hardswish_fwd(float *y, const float *x, size_t n);
-/* dx (+)= x < -3 ? 0 : x <= 3 ? dy * (x / 3 + 0.5) : dy (dx may be x) */
+/* dx (+)= x < -3 ? 0 : x <= 3 ? dy * (x / 3 + 0.5) : dy (dx may be x when fresh) */
 void qat_k_hardswish_bwd(float *dx, const float *x, const float *dy, size_t n, int fresh);
 /* acc[j] += p[i] (double) */
 void qat_k_acc_sum(double *acc, const float *p, size_t n);
