@@ -136,6 +136,53 @@ void qat_k_hardswish_bwd(float *dx, const float *x, const float *dy, size_t n, i
         hardswish_bwd_span(dx, x, dy, n, fresh);
 }
 
+/* BN's normalisation (qat_k_bn_apply's operations) and the activation in
+ * one pass */
+ACT_CLONES static void bn_clamp_span(float *restrict y, const float *restrict x, size_t n, float mean, float is,
+                                     float g, float b, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = g * ((x[i] - mean) * is) + b;
+        v = v < lo ? lo : v;
+        y[i] = v > hi ? hi : v;
+    }
+}
+
+ACT_CLONES static void bn_hardswish_span(float *restrict y, const float *restrict x, size_t n, float mean,
+                                         float is, float g, float b)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = g * ((x[i] - mean) * is) + b;
+        y[i] = v * relu6f(v + 3.0f) / 6.0f;
+    }
+}
+
+ACT_CLONES static void bn_hardswish_bwd_span(float *restrict d, const float *restrict x,
+                                             const float *restrict dy, size_t n, float mean, float is, float g,
+                                             float b)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = g * ((x[i] - mean) * is) + b;
+        float t = v < -3.0f ? 0.0f : v <= 3.0f ? dy[i] * (v / 3.0f + 0.5f) : dy[i];
+        d[i] = 0.0f + t;
+    }
+}
+
+void qat_k_bn_clamp(float *y, const float *x, size_t n, float mean, float is, float g, float b, float lo,
+                    float hi)
+{
+    bn_clamp_span(y, x, n, mean, is, g, b, lo, hi);
+}
+void qat_k_bn_hardswish(float *y, const float *x, size_t n, float mean, float is, float g, float b)
+{
+    bn_hardswish_span(y, x, n, mean, is, g, b);
+}
+void qat_k_bn_hardswish_bwd(float *dz, const float *x, const float *dy, size_t n, float mean, float is, float g,
+                            float b)
+{
+    bn_hardswish_bwd_span(dz, x, dy, n, mean, is, g, b);
+}
+
 /* ---- clamp ---- */
 
 typedef struct {

@@ -54,10 +54,7 @@ static void act_grad(float *dz, const bn_saved *s, const float *y, const float *
     switch (s->act) {
     case BN_RELU: qat_k_relu_bwd(dz, y, dy, n, 1); break;
     case BN_CLAMP: qat_k_clamp_bwd(dz, y, dy, n, s->lo, hi, 1); break;
-    case BN_HARDSWISH:
-        qat_k_bn_apply(dz, x, n, mean, is, g, b);
-        qat_k_hardswish_bwd(dz, dz, dy, n, 1);
-        break;
+    case BN_HARDSWISH: qat_k_bn_hardswish_bwd(dz, x, dy, n, mean, is, g, b); break;
     }
 }
 
@@ -182,11 +179,14 @@ static qat_tensor *batchnorm(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma, qat
         const float g = gamma->data[c], b = beta->data[c];
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW;
-            qat_k_bn_apply(yall + o, xall + o, HW, mean, is, g, b);
-            /* the run is still in L1 */
-            if (act == BN_RELU) qat_k_relu_fwd(yall + o, yall + o, HW);
-            else if (act == BN_CLAMP) qat_k_clamp_fwd(yall + o, yall + o, HW, lo, hi_c ? hi_c[c] : hi);
-            else if (act == BN_HARDSWISH) qat_k_hardswish_fwd(yall + o, yall + o, HW);
+            if (act == BN_CLAMP) {
+                qat_k_bn_clamp(yall + o, xall + o, HW, mean, is, g, b, lo, hi_c ? hi_c[c] : hi);
+            } else if (act == BN_HARDSWISH) {
+                qat_k_bn_hardswish(yall + o, xall + o, HW, mean, is, g, b);
+            } else {
+                qat_k_bn_apply(yall + o, xall + o, HW, mean, is, g, b);
+                if (act == BN_RELU) qat_k_relu_fwd(yall + o, yall + o, HW); /* the run is still in L1 */
+            }
         }
     }
     s->mean = means;
