@@ -296,12 +296,14 @@ qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
         case QAT_LAYER_CONCAT:
             kind = QAT_UNIT_CONCAT;
             break;
-        case QAT_LAYER_BATCHNORM2D:
+        case QAT_LAYER_BATCHNORM2D: {
+            char d[160];
             qat_qmodel_free(qm);
             return qat_error_null(QAT_ERR_UNSUPPORTED,
-                                  "qmodel_prepare: batchnorm '%s' does not directly follow a conv2d whose only "
+                                  "qmodel_prepare: %s does not directly follow a conv2d whose only "
                                   "consumer it is, so it cannot be folded",
-                                  l->name);
+                                  layer_desc(l, d, sizeof d));
+        }
         default: /* relu, max-pool, upsample, flatten: on their input's grid */
             qm->layer_unit[i] = qm->layer_unit[l->inputs[0]];
             continue;

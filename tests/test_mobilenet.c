@@ -282,6 +282,18 @@ START_TEST(test_mobilenet_exact)
     for (int k = 0; k < qat_qmodel_num_units(qm); k++) acts += qat_qmodel_unit(qm, k)->kind == QAT_UNIT_ACT;
     /* mobilenet-hs: hardswish in blocks 3..6 (expand and dw) and the head */
     ck_assert_int_eq(acts, _i ? 9 : 0);
+    /* input, stem, 3 + 6 * 3 convs, 3 adds, head, gap, fc (+ the acts) */
+    ck_assert_int_eq(qat_qmodel_num_units(qm), 29 + acts);
+    if (_i) { /* hardswish: its own unit after the conv+BN unit */
+        int ue = qat_qmodel_find_unit(qm, "blocks.3.expand.conv"), ua = qat_qmodel_find_unit(qm, "blocks.3.expand.act");
+        ck_assert_int_ge(ue, 0);
+        ck_assert_int_ge(ua, 0);
+        ck_assert_int_eq(qat_qmodel_unit(qm, ue)->relu, -1);
+        ck_assert_int_eq(qat_qmodel_unit(qm, ue)->last, qat_model_find(m, "blocks.3.expand.bn"));
+        ck_assert_int_eq(qat_qmodel_unit(qm, ua)->kind, QAT_UNIT_ACT);
+        ck_assert_int_eq(qat_qmodel_unit(qm, ua)->in_unit[0], ue);
+        ck_assert_int_eq(qat_qmodel_unit(qm, qat_qmodel_find_unit(qm, "blocks.3.dw.conv"))->in_unit[0], ua);
+    }
     calibrate_random(qm, 4, 100);
     char file[64];
     snprintf(file, sizeof file, "%s.int8.h5", archs[_i]);
