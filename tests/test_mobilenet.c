@@ -173,7 +173,7 @@ static exactness run_exact(qat_qmodel *qm, const char *file, int n, uint64_t see
                 bad++;
             }
         }
-        if (bad)
+        if (bad && mode == QAT_EVAL_INTEGER_GRID)
             printf("test_mobilenet: %s op %d %s '%s': %ld of %zu differ (first at %ld: runtime %d, fake-quant %ld)\n",
                    file, i, info.type, info.name, bad, y->numel, first, q[first],
                    lrintf(y->data[first] / info.out_scale) + info.out_zero_point);
