@@ -120,12 +120,14 @@ static int op_layer(qat_qmodel *qm, const char *name)
 typedef struct {
     long compared, equal;
     long logits, logits_equal;
-    int ops;
+    int ops, isas; /* ops of the file; kernel families run */
 } exactness;
 
-/* Exports qm, runs the runtime on n random images and compares every op's
- * int8 output with the fake-quant model's output of the same layer
- * (evaluated in `mode`), as grid indices round(v / s) + z. */
+/* Exports qm, runs the runtime on n random images with every kernel
+ * family the CPU has (reference C, AVX2, AVX-512 VNNI) and compares every
+ * op's int8 output with the fake-quant model's output of the same layer
+ * (evaluated in `mode`), as grid indices round(v / s) + z. The counts add
+ * up over the kernel families. */
 static exactness run_exact(qat_qmodel *qm, const char *file, int n, uint64_t seed, qat_eval_mode mode)
 {
     qat_model *m = qat_qmodel_float(qm);
@@ -143,7 +145,6 @@ static exactness run_exact(qat_qmodel *qm, const char *file, int n, uint64_t see
     int K = qat_rt_num_classes(rt);
     int8_t *logits = malloc((size_t)n * K);
     ck_assert_ptr_nonnull(logits);
-    RT_OK(qat_rt_run_u8(rt, px, n, logits));
 
     qat_ctx *ctx = qat_ctx_create(0);
     NN(ctx);
@@ -155,36 +156,43 @@ static exactness run_exact(qat_qmodel *qm, const char *file, int n, uint64_t see
     OK(qat_qmodel_set_eval_mode(qm, QAT_EVAL_INTEGER_GRID));
     exactness e = {0};
     e.ops = qat_rt_num_ops(rt);
-    for (int i = 1; i < e.ops; i++) { /* op 0: the input LUT, checked through op 1 */
-        qat_rt_op_info info;
-        RT_OK(qat_rt_op(rt, i, &info));
-        const int8_t *q = qat_rt_op_output(rt, i);
-        ck_assert_ptr_nonnull(q);
-        const qat_tensor *y = out[op_layer(qm, info.name)];
-        size_t per = 1;
-        for (int d = 0; d < info.out_ndim; d++) per *= (size_t)info.out_shape[d];
-        ck_assert_msg(y->numel == per * (size_t)n, "op %d '%s': %zu elements, the layer has %zu", i, info.name,
-                      per * (size_t)n, y->numel);
-        long bad = 0, first = -1;
-        for (size_t k = 0; k < y->numel; k++) {
-            long v = lrintf(y->data[k] / info.out_scale) + info.out_zero_point;
-            if (v != q[k]) {
-                if (first < 0) first = (long)k;
-                bad++;
+    for (int isa = QAT_RT_ISA_REF; isa <= (int)qat_rt_best_isa(); isa++) {
+        if (qat_rt_set_isa(rt, (qat_rt_isa)isa) != QAT_OK) continue; /* not on this CPU */
+        RT_OK(qat_rt_run_u8(rt, px, n, logits));
+        for (int i = 1; i < e.ops; i++) { /* op 0: the input LUT, checked through op 1 */
+            qat_rt_op_info info;
+            RT_OK(qat_rt_op(rt, i, &info));
+            const int8_t *q = qat_rt_op_output(rt, i);
+            ck_assert_ptr_nonnull(q);
+            const qat_tensor *y = out[op_layer(qm, info.name)];
+            size_t per = 1;
+            for (int d = 0; d < info.out_ndim; d++) per *= (size_t)info.out_shape[d];
+            ck_assert_msg(y->numel == per * (size_t)n, "op %d '%s': %zu elements, the layer has %zu", i, info.name,
+                          per * (size_t)n, y->numel);
+            long bad = 0, first = -1;
+            for (size_t k = 0; k < y->numel; k++) {
+                long v = lrintf(y->data[k] / info.out_scale) + info.out_zero_point;
+                if (v != q[k]) {
+                    if (first < 0) first = (long)k;
+                    bad++;
+                }
+            }
+            if (bad && mode == QAT_EVAL_INTEGER_GRID)
+                printf("test_mobilenet: %s (%s kernels) op %d %s '%s': %ld of %zu differ (first at %ld: runtime %d, "
+                       "fake-quant %ld)\n",
+                       file, qat_rt_isa_name((qat_rt_isa)isa), i, info.type, info.name, bad, y->numel, first, q[first],
+                       lrintf(y->data[first] / info.out_scale) + info.out_zero_point);
+            e.compared += (long)y->numel;
+            e.equal += (long)y->numel - bad;
+            if (i == e.ops - 1) {
+                e.logits += (long)y->numel;
+                e.logits_equal += (long)y->numel - bad;
+                for (size_t k = 0; k < y->numel; k++) ck_assert_int_eq(logits[k], q[k]);
             }
         }
-        if (bad && mode == QAT_EVAL_INTEGER_GRID)
-            printf("test_mobilenet: %s op %d %s '%s': %ld of %zu differ (first at %ld: runtime %d, fake-quant %ld)\n",
-                   file, i, info.type, info.name, bad, y->numel, first, q[first],
-                   lrintf(y->data[first] / info.out_scale) + info.out_zero_point);
-        e.compared += (long)y->numel;
-        e.equal += (long)y->numel - bad;
-        if (i == e.ops - 1) {
-            e.logits = (long)y->numel;
-            e.logits_equal = (long)y->numel - bad;
-            for (size_t k = 0; k < y->numel; k++) ck_assert_int_eq(logits[k], q[k]);
-        }
+        e.isas++;
     }
+    ck_assert_int_ge(e.isas, 1);
     qat_ctx_free(ctx);
     qat_rt_free(rt);
     free(logits);
@@ -195,8 +203,10 @@ static exactness run_exact(qat_qmodel *qm, const char *file, int n, uint64_t see
 
 static void assert_exact(const char *what, exactness e)
 {
-    printf("test_mobilenet: %-34s %d ops, %ld of %ld int8 outputs equal (%.6f%%), logits %ld of %ld\n", what, e.ops,
-           e.equal, e.compared, 100.0 * (double)e.equal / (double)e.compared, e.logits_equal, e.logits);
+    printf("test_mobilenet: %-34s %d ops x %d kernel families, %ld of %ld int8 outputs equal (%.6f%%), logits %ld of "
+           "%ld\n",
+           what, e.ops, e.isas, e.equal, e.compared, 100.0 * (double)e.equal / (double)e.compared, e.logits_equal,
+           e.logits);
     ck_assert_msg(e.compared > 0 && e.equal == e.compared, "%s: %ld of %ld int8 outputs differ", what,
                   e.compared - e.equal, e.compared);
 }
@@ -537,8 +547,8 @@ START_TEST(test_qat_steps)
         }
         ck_assert_int_eq(found, lsq);
     }
-    /* the trained model still exports bit-exact (8-bit activations) */
-    if (!lsq) {
+    /* the trained model still exports bit-exact (learned scales too) */
+    {
         qat_qmodel_set_observers(qm, 0);
         char file[64];
         snprintf(file, sizeof file, "trained-%d.int8.h5", _i);
