@@ -332,7 +332,7 @@ int qat_act_table(qat_qmodel *qm, const qat_qunit *un, int8_t *table)
     if (l->type == QAT_LAYER_CLAMP && l->clamp_hi_c)
         return qat_error(QAT_ERR_UNSUPPORTED,
                          "unit '%s': clamp with per-channel upper bounds outside a conv unit has no int8 table", un->name);
-    if (!qat_qunit_input_grid(qm, un, 0, &s_in, &z_in) || !int8_grid(&qm->units[un->in_unit[0]].act))
+    if (!qat_qunit_input_grid(qm, un, 0, &s_in, &z_in) || !int8_grid(qat_qunit_actq(qm, &qm->units[un->in_unit[0]])))
         return qat_error(QAT_ERR_STATE, "unit '%s' (%s): its input is not on a per-tensor int8 grid", un->name,
                          qat_layer_type_name(l->type));
     if (!int8_grid(oq))
@@ -369,7 +369,7 @@ static qat_tensor *act_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qa
     const qat_layer *l = qat_model_layer_c(qm->m, un->head);
     float s_in, s_out;
     int32_t z_in, z_out;
-    if (!qat_qunit_input_grid(qm, un, 0, &s_in, &z_in) || !int8_grid(&qm->units[un->in_unit[0]].act) ||
+    if (!qat_qunit_input_grid(qm, un, 0, &s_in, &z_in) || !int8_grid(qat_qunit_actq(qm, &qm->units[un->in_unit[0]])) ||
         !unit_grid_out(qm, un, &s_out, &z_out) || !int8_grid(qat_qunit_actq(qm, un)) ||
         (l->type == QAT_LAYER_CLAMP && l->clamp_hi_c))
         return NULL;

@@ -418,6 +418,44 @@ START_TEST(test_unet_exact)
 }
 END_TEST
 
+/* Nested concats whose inputs are the network input, an act unit and a
+ * conv: with a shared scale every one of them (and the inner concat) uses
+ * the outer concat's quantizer.
+ *   input 1x8x8 -> hs hardswish -------------.
+ *   input -> b conv(3, k3 p1) relu6 -> cat1 concat(hs, b) -> cat2 concat(cat1, input)
+ *   -> c conv(4, k3 s2) -> fl flatten -> fc linear(10) */
+START_TEST(test_concat_groups)
+{
+    int mode = _i;
+    qat_model *m = qat_model_create(1, 8, 8);
+    NN(m);
+    int hs = qat_model_hardswish(m, "hs", 0);
+    int b = qat_model_conv2d(m, "b", 0, 3, 3, 1, 1, 1);
+    b = qat_model_relu6(m, "br", b);
+    int x = qat_model_concat(m, "cat1", hs, b);
+    x = qat_model_concat(m, "cat2", x, 0);
+    x = qat_model_conv2d(m, "c", x, 4, 3, 2, 0, 1);
+    x = qat_model_flatten(m, "fl", x);
+    x = qat_model_linear(m, "fc", x, 10, 1);
+    ck_assert_msg(x > 0, "%s", qat_last_error());
+    OK(qat_model_init(m, 21));
+    qat_qmodel *qm = prepare(m, "w8a8", mode);
+    int root = qat_qmodel_find_unit(qm, "cat2");
+    const char *members[] = {"input", "hs", "b", "cat1"};
+    for (int k = 0; k < 4; k++)
+        ck_assert_int_eq(qat_qmodel_unit(qm, qat_qmodel_find_unit(qm, members[k]))->act_share, mode ? root : -1);
+    calibrate_random(qm, 3, 13);
+    if (mode) /* the root saw the union of its members' ranges */
+        for (int k = 0; k < 4; k++)
+            ck_assert_float_eq(qat_qmodel_unit(qm, qat_qmodel_find_unit(qm, members[k]))->act.scale[0],
+                               qat_qmodel_unit(qm, root)->act.scale[0]);
+    exactness e = run_exact(qm, mode ? "groups-shared.int8.h5" : "groups.int8.h5", 16, 5, QAT_EVAL_INTEGER_GRID);
+    assert_exact(mode ? "nested concats, shared" : "nested concats, requantizing", e);
+    qat_qmodel_free(qm);
+    qat_model_free(m);
+}
+END_TEST
+
 /* ---- 4. act units: table == fake-quant, bit for bit ---- */
 
 START_TEST(test_act_tables)
@@ -655,6 +693,7 @@ static Suite *mobilenet_suite(void)
     tcase_add_loop_test(t, test_bn_fold_groups, 0, (int)(sizeof fold_cases / sizeof fold_cases[0]));
     tcase_add_loop_test(t, test_mobilenet_exact, 0, 2);
     tcase_add_loop_test(t, test_unet_exact, 0, 2);
+    tcase_add_loop_test(t, test_concat_groups, 0, 2);
     tcase_add_loop_test(t, test_act_tables, 0, 2);
     tcase_add_loop_test(t, test_qat_steps, 0, (int)(sizeof train_cases / sizeof train_cases[0]));
     tcase_add_test(t, test_checkpoint_shared);
