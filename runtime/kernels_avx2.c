@@ -71,7 +71,7 @@ AVX2_INLINE epi_par epi_chan_load(const rt_epi *e, int c)
     p.re = p.ro = _mm256_set1_epi64x((long long)e->rnd[c]);
     p.cadd = _mm256_set1_epi32(e->cadd[c]);
     p.lo = _mm256_set1_epi32(e->lo);
-    p.hi = _mm256_set1_epi32(e->hi);
+    p.hi = _mm256_set1_epi32(e->hic[c]);
     return p;
 }
 
@@ -92,7 +92,7 @@ AVX2_INLINE epi_par epi_lanes_load(const rt_epi *e, int c0)
     p.ro = _mm256_permute4x64_epi64(_mm256_unpackhi_epi64(r0, r1), 0xD8);
     p.cadd = _mm256_loadu_si256((const __m256i *)(const void *)(e->cadd + c0));
     p.lo = _mm256_set1_epi32(e->lo);
-    p.hi = _mm256_set1_epi32(e->hi);
+    p.hi = _mm256_loadu_si256((const __m256i *)(const void *)(e->hic + c0));
     return p;
 }
 
@@ -830,6 +830,71 @@ AVX2 static void avx2_add_image(const rt_op *op, const int8_t *a, const int8_t *
     }
 }
 
+/* ---- depthwise 3x3 (kernels_common.c: qat_rti_prepare_dw) ---- */
+
+static int avx2_prepare_dw(rt_op *op)
+{
+    return qat_rti_prepare_dw(op, &avx2_fast);
+}
+
+/* n input values -> int16 x - zp */
+AVX2 static void avx2_dw_row(const rt_op *op, const int8_t *src, int n, uint8_t *dst)
+{
+    const __m256i zp = _mm256_set1_epi16((short)op->in_zp);
+    int16_t *d = (int16_t *)(void *)dst;
+    int k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(d + k),
+                            _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(src + k))), zp));
+    for (; k < n; k++) d[k] = (int16_t)(src[k] - op->in_zp);
+}
+
+/* one image, channel by channel: D, cells of row pairs (kh 0-1, 2-3), six
+ * vpmaddwd a vector of 8 positions, the epilogue, the rows out */
+AVX2 static void avx2_dw_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
+{
+    const rt_gemm *g = &op->g;
+    const int s = g->s, ws = g->ws, R = g->dw_rows, nv = g->q_vecs;
+    const size_t ip = (size_t)op->in_h * op->in_w, opl = (size_t)op->out_shape[1] * op->out_shape[2];
+    uint8_t *cells = slot + g->dw_coff, *t = slot + g->dw_toff;
+    /* tap column kw, row group grp: phase kw % s, kw / s + grp * (2 / s) * ws cells on */
+    const uint8_t *b[6];
+    for (int kw = 0; kw < 3; kw++)
+        for (int grp = 0; grp < 2; grp++)
+            b[kw * 2 + grp] = cells + (size_t)(kw % s) * g->dw_cplane + ((size_t)(kw / s) + (size_t)grp * (2 / s) * ws) * 4;
+    for (int c = 0; c < op->oc; c++) {
+        qat_rti_dw_pack_d(op, x + (size_t)c * ip, slot, avx2_dw_row);
+        for (int ph = 0; ph < s; ph++) {
+            const uint8_t *dp = slot + (size_t)ph * g->dw_dplane;
+            uint8_t *cp = cells + (size_t)ph * g->dw_cplane;
+            for (int i = 0; i < R; i++) {
+                const uint8_t *r0 = dp + (size_t)s * i * ws * 2, *r1 = r0 + (size_t)ws * 2;
+                uint8_t *o = cp + (size_t)i * ws * 4;
+                for (int j = 0; j < ws; j += 8) {
+                    const __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(r0 + 2 * j));
+                    const __m128i bb = _mm_loadu_si128((const __m128i *)(const void *)(r1 + 2 * j));
+                    _mm_storeu_si128((__m128i *)(void *)(o + 4 * j), _mm_unpacklo_epi16(a, bb));
+                    _mm_storeu_si128((__m128i *)(void *)(o + 4 * j + 16), _mm_unpackhi_epi16(a, bb));
+                }
+            }
+        }
+        const epi_par p = epi_chan_load(&g->epi, c);
+        const __m256i bias = _mm256_set1_epi32(g->epi.bias[c]);
+        const int32_t *wc = (const int32_t *)g->w + (size_t)c * 6;
+        __m256i w[6];
+        for (int k = 0; k < 6; k++) w[k] = _mm256_set1_epi32(wc[k]);
+        for (int v = 0; v < nv; v++) {
+            const size_t o = 32 * (size_t)v;
+#define DWL(k) _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b[k] + o)), w[k])
+            const __m256i acc = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(bias, DWL(0)), _mm256_add_epi32(DWL(1), DWL(2))),
+                                                 _mm256_add_epi32(_mm256_add_epi32(DWL(3), DWL(4)), DWL(5)));
+#undef DWL
+            _mm_storel_epi64((__m128i *)(void *)(t + 8 * (size_t)v), epi_apply(acc, &p));
+        }
+        qat_rti_dw_unstage(op, t, y + (size_t)c * opl);
+    }
+}
+
 static const rt_fast_isa avx2_fast = {
     .isa = QAT_RT_ISA_AVX2,
     .cpg = 2,
@@ -857,6 +922,9 @@ const rt_isa_kernels qat_rti_avx2 = {
     .conv_image = qat_rti_conv_image,
     .conv2d_split = qat_rti_conv2d_split,
     .linear = qat_rti_linear,
+    .prepare_dw = avx2_prepare_dw,
+    .dw_slot_bytes = qat_rti_dw_slot_bytes,
+    .dw_image = avx2_dw_image,
     .maxpool_image = avx2_maxpool_image,
     .add_image = avx2_add_image,
 };

@@ -271,6 +271,117 @@ void qat_rti_linear(const rt_op *op, const int8_t *x, int8_t *y, int n, int thre
     }
 }
 
+/* ---- depthwise 3x3 ----
+ * A depthwise conv has one input channel per output channel: 9
+ * multiply-adds an output, too few for the GEMM layouts above (a cell of
+ * cpg channels would mix channels). Each channel is its own small
+ * problem: its padded plane D (column phases for stride 2), then cells of
+ * cpg values from cpg consecutive rows of D at the same column, so that a
+ * vector of consecutive output positions q = oh*ws + ow reads, for tap
+ * column kw, consecutive cells: one vpdpbusd (VNNI: rows kh = 0, 1, 2 and
+ * a zero weight in one cell) or two vpmaddwd (AVX2: rows 0-1 and 2-3)
+ * per tap column. Lanes with ow >= OW are computed and thrown away. */
+
+int qat_rti_dw_eligible(const rt_op *op)
+{
+    return op->type == RT_OP_CONV2D && op->groups > 1 && op->groups == op->in_c && op->oc == op->in_c &&
+           op->kh == 3 && op->kw == 3 && (op->stride == 1 || op->stride == 2);
+}
+
+int qat_rti_prepare_dw(rt_op *op, const rt_fast_isa *f)
+{
+    qat_rti_gemm_start(op, f);
+    op->dw_fast = 0;
+    if (!qat_rti_dw_eligible(op)) return QAT_OK;
+    rt_gemm *g = &op->g;
+    const int s = op->stride, cpg = f->cpg, L = f->lanes, es = f->esize;
+    const int OH = op->out_shape[1], OW = op->out_shape[2];
+    g->s = s;
+    g->hp = op->in_h + 2 * op->pad;
+    g->wp = op->in_w + 2 * op->pad;
+    g->ws = (g->wp + s - 1) / s;
+    g->kg = (3 + cpg - 1) / cpg;
+    const int gstep = cpg / s; /* cell rows between row groups */
+    g->dw_rows = OH + (g->kg - 1) * gstep;
+    g->dw_drows = s * (g->dw_rows - 1) + cpg;
+    if (g->dw_drows < g->hp) g->dw_drows = g->hp;
+    g->q_count = (OH - 1) * g->ws + OW;
+    g->q_vecs = (g->q_count + L - 1) / L;
+    /* cells read: up to q_vecs * L - 1 plus the largest tap offset */
+    size_t cells = (size_t)g->q_vecs * L + (size_t)(g->kg - 1) * gstep * g->ws + 2 / s;
+    if ((size_t)g->dw_rows * g->ws > cells) cells = (size_t)g->dw_rows * g->ws;
+    cells += 16; /* the interleave's vector stores past the last row */
+    g->dw_dplane = (((size_t)g->dw_drows * g->ws + 32) * es + 63) / 64 * 64;
+    g->dw_cplane = (cells * 4 + 63) / 64 * 64;
+    g->dw_coff = (size_t)s * g->dw_dplane;
+    g->dw_toff = g->dw_coff + (size_t)s * g->dw_cplane;
+    g->dw_slot = g->dw_toff + ((size_t)g->q_vecs * L + 63) / 64 * 64 + 64;
+    if (g->dw_slot > (size_t)INT32_MAX)
+        return qat_rti_error(QAT_ERR_UNSUPPORTED, "%s: input too large for the depthwise kernels", op->name);
+    int st = qat_rti_epi_init(op, g, op->oc, f->rowsum_corr);
+    if (st) return st;
+    const int nw = 3 * g->kg;
+    void *w = qat_rti_alloc((size_t)op->oc * nw * 4);
+    if (!w) return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
+    g->w = w;
+    for (int c = 0; c < op->oc; c++)
+        for (int kw = 0; kw < 3; kw++)
+            for (int grp = 0; grp < g->kg; grp++)
+                for (int e = 0; e < cpg; e++) {
+                    const int kh = grp * cpg + e;
+                    put_value(w, ((size_t)c * nw + (size_t)kw * g->kg + grp) * cpg + e, es,
+                              kh < 3 ? op->weight[(size_t)c * 9 + kh * 3 + kw] : 0);
+                }
+    op->dw_fast = 1;
+    return QAT_OK;
+}
+
+size_t qat_rti_dw_slot_bytes(const rt_op *op)
+{
+    return op->g.dw_slot;
+}
+
+static void dw_put(uint8_t *d, size_t i, int esize, int v, int32_t zp)
+{
+    if (esize == 2) ((int16_t *)(void *)d)[i] = (int16_t)(v - zp);
+    else d[i] = (uint8_t)(v + 128);
+}
+
+void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_fn row)
+{
+    const rt_gemm *g = &op->g;
+    const int s = g->s, ws = g->ws, H = op->in_h, W = op->in_w, P = op->pad, es = g->fast->esize;
+    const int32_t zp = op->in_zp;
+    for (int ph = 0; ph < s; ph++) {
+        uint8_t *pl = d + (size_t)ph * g->dw_dplane;
+        for (int r = 0; r < g->dw_drows; r++) {
+            uint8_t *dr = pl + (size_t)r * ws * es;
+            const int ih = r - P;
+            if (ih < 0 || ih >= H) {
+                for (int j = 0; j < ws; j++) dw_put(dr, (size_t)j, es, zp, zp);
+                continue;
+            }
+            const int8_t *xr = x + (size_t)ih * W;
+            if (s == 1 && row) {
+                for (int j = 0; j < P; j++) dw_put(dr, (size_t)j, es, zp, zp);
+                row(op, xr, W, dr + (size_t)P * es);
+                for (int j = P + W; j < ws; j++) dw_put(dr, (size_t)j, es, zp, zp);
+                continue;
+            }
+            for (int j = 0; j < ws; j++) {
+                const int iw = j * s + ph - P;
+                dw_put(dr, (size_t)j, es, iw >= 0 && iw < W ? xr[iw] : zp, zp);
+            }
+        }
+    }
+}
+
+void qat_rti_dw_unstage(const rt_op *op, const uint8_t *t, int8_t *y)
+{
+    const int OH = op->out_shape[1], OW = op->out_shape[2], ws = op->g.ws;
+    for (int oh = 0; oh < OH; oh++) memcpy(y + (size_t)oh * OW, t + (size_t)oh * ws, (size_t)OW);
+}
+
 /* ---- maxpool ---- */
 
 void qat_rti_maxpool_planes(const rt_op *op, const int8_t *x, int8_t *y, rt_pool_plane_fn plane)

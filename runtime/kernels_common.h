@@ -155,6 +155,21 @@ void qat_rti_conv2d_split(const rt_op *op, const int8_t *x, int8_t *y, int n, in
 void qat_rti_linear(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
                     uint8_t *shared);
 
+/* ---- depthwise 3x3 (groups == C == OC, stride 1 or 2) ---- */
+int qat_rti_dw_eligible(const rt_op *op);
+/* geometry (rt_gemm's dw_* fields), epilogue, weights: per channel kg * 3
+ * cells of cpg values (esize bytes each), cell kw * kg + grp holding
+ * w[c][grp*cpg + e][kw] (0 past row 2); sets op->dw_fast */
+int qat_rti_prepare_dw(rt_op *op, const rt_fast_isa *f);
+size_t qat_rti_dw_slot_bytes(const rt_op *op);
+/* D of one channel x [H][W] (the padded plane, s column phases, pad rows
+ * up to dw_drows), encoded as esize values: the scalar form; row converts
+ * n input values (NULL: scalar) */
+typedef void (*rt_dw_row_fn)(const rt_op *op, const int8_t *src, int n, uint8_t *dst);
+void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_fn row);
+/* the staged outputs (q = oh*ws + ow) of one channel into its plane y */
+void qat_rti_dw_unstage(const rt_op *op, const uint8_t *t, int8_t *y);
+
 /* ---- maxpool ---- */
 /* One channel of a 2x2 stride-2 maxpool: x its input plane, y its output
  * plane, room the output bytes from y to the end of the image. */

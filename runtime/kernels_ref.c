@@ -72,7 +72,91 @@ void qat_rti_conv2d_ref(const rt_op *op, const int8_t *xi, int8_t *yi, uint8_t *
     for (int oc = 0; oc < OC; oc++)
         for (size_t p = 0; p < NP; p++)
             yi[(size_t)oc * NP + p] = requant_s8(acc[(size_t)oc * NP + p], op->mult[oc], op->shift[oc],
-                                                 op->out_zp, op->act_min, op->act_max);
+                                                 op->out_zp, op->act_min, qat_rti_act_hi(op, oc));
+}
+
+/* A grouped conv (docs/FORMAT-int8.md, conv2d with groups): output channel
+ * oc of group g = oc / (OC/groups) sums over the input channels
+ * [g * C/groups, (g+1) * C/groups), weight [OC, C/groups, KH, KW]. The
+ * same tap-by-tap loops as qat_rti_conv2d_ref, per group. */
+void qat_rti_conv2d_grouped_ref(const rt_op *op, const int8_t *xi, int8_t *yi, uint8_t *scratch)
+{
+    const int H = op->in_h, W = op->in_w, G = op->groups;
+    const int OC = op->oc, KH = op->kh, KW = op->kw, S = op->stride, P = op->pad;
+    const int OH = op->out_shape[1], OW = op->out_shape[2];
+    const int CG = op->in_c / G, OCG = OC / G;
+    const size_t NP = (size_t)OH * OW, K = (size_t)CG * KH * KW;
+    const int32_t zp = op->in_zp;
+    int32_t *acc = (int32_t *)(void *)scratch;
+    int16_t *col = (int16_t *)(void *)(scratch + (size_t)OC * NP * sizeof(int32_t));
+    for (int oc = 0; oc < OC; oc++)
+        for (size_t p = 0; p < NP; p++) acc[(size_t)oc * NP + p] = op->bias[oc];
+    for (int g = 0; g < G; g++)
+        for (int icg = 0; icg < CG; icg++)
+            for (int kh = 0; kh < KH; kh++)
+                for (int kw = 0; kw < KW; kw++) {
+                    const int ic = g * CG + icg;
+                    for (int oh = 0; oh < OH; oh++) {
+                        const int ih = oh * S - P + kh;
+                        int16_t *cr = col + (size_t)oh * OW;
+                        for (int ow = 0; ow < OW; ow++) {
+                            const int iw = ow * S - P + kw;
+                            cr[ow] = (int16_t)(ih >= 0 && ih < H && iw >= 0 && iw < W
+                                                   ? xi[((size_t)ic * H + ih) * W + iw] - zp
+                                                   : 0);
+                        }
+                    }
+                    const size_t k = ((size_t)icg * KH + kh) * KW + kw;
+                    for (int oc = g * OCG; oc < (g + 1) * OCG; oc++) {
+                        const int32_t wv = op->weight[(size_t)oc * K + k];
+                        int32_t *a = acc + (size_t)oc * NP;
+                        if (wv)
+                            for (size_t p = 0; p < NP; p++) a[p] += wv * col[p];
+                    }
+                }
+    for (int oc = 0; oc < OC; oc++)
+        for (size_t p = 0; p < NP; p++)
+            yi[(size_t)oc * NP + p] = requant_s8(acc[(size_t)oc * NP + p], op->mult[oc], op->shift[oc],
+                                                 op->out_zp, op->act_min, qat_rti_act_hi(op, oc));
+}
+
+/* y = table[x + 128], [size] */
+void qat_rti_lut_s8(const rt_op *op, const int8_t *x, int8_t *y)
+{
+    for (size_t j = 0; j < op->out_size; j++) y[j] = op->lut[(uint8_t)(x[j] + 128)];
+}
+
+/* y = the channels (features) of xs[0], xs[1], ... one after the other,
+ * each requantized: clamp(requant(x - z_i, m_i, s_i) + zp, lo, hi). An
+ * input on the output's grid (m = 2^30, s = 1, z_i = zp) is a copy. */
+void qat_rti_concat_s8(const rt_op *op, const int8_t *const *xs, int8_t *y)
+{
+    const size_t hw = op->out_ndim == 3 ? (size_t)op->out_shape[1] * op->out_shape[2] : 1;
+    for (int i = 0; i < op->n_inputs; i++) {
+        const size_t n = (size_t)op->cat_c[i] * hw;
+        const int8_t *x = xs[i];
+        const int32_t m = op->cat_mult[i], s = op->cat_shift[i], z = op->cat_zp[i];
+        if (m == (1 << 30) && s == 1 && z == op->out_zp && op->act_min == -128 && op->act_max == 127)
+            memcpy(y, x, n);
+        else
+            for (size_t j = 0; j < n; j++)
+                y[j] = requant_s8((int32_t)x[j] - z, m, s, op->out_zp, op->act_min, op->act_max);
+        y += n;
+    }
+}
+
+/* x [C, H, W] -> y [C, H*f, W*f], y[c][h][w] = x[c][h / f][w / f] */
+void qat_rti_upsample_s8(const rt_op *op, const int8_t *x, int8_t *y)
+{
+    const int f = op->kernel, H = op->in_h, W = op->in_w, OW = W * f;
+    for (int c = 0; c < op->in_c; c++)
+        for (int h = 0; h < H; h++) {
+            const int8_t *xr = x + ((size_t)c * H + h) * W;
+            int8_t *yr = y + ((size_t)c * H * f + (size_t)h * f) * OW;
+            for (int w = 0; w < W; w++)
+                for (int k = 0; k < f; k++) yr[w * f + k] = xr[w];
+            for (int k = 1; k < f; k++) memcpy(yr + (size_t)k * OW, yr, (size_t)OW);
+        }
 }
 
 /* x [n, IN], weight [OUT, IN], y [n, OUT] */
@@ -88,7 +172,7 @@ void qat_rti_linear_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int 
             int32_t acc = op->bias[o];
             for (int k = 0; k < IN; k++) acc += (int32_t)w[k] * ((int32_t)xi[k] - zp);
             y[(size_t)i * OUT + o] =
-                requant_s8(acc, op->mult[o], op->shift[o], op->out_zp, op->act_min, op->act_max);
+                requant_s8(acc, op->mult[o], op->shift[o], op->out_zp, op->act_min, qat_rti_act_hi(op, o));
         }
     }
 }

@@ -71,7 +71,7 @@ VNNI_INLINE epi_par epi_chan_load(const rt_epi *e, int c)
     p.tso = _mm_cvtsi32_si128(t < 32 ? 32 - t : t - 32);
     p.fin = e->fin[c];
     p.lo = _mm512_set1_epi32(e->lo);
-    p.hi = _mm512_set1_epi32(e->hi);
+    p.hi = _mm512_set1_epi32(e->hic[c]);
     p.te = p.to = _mm512_setzero_si512();
     return p;
 }
@@ -93,7 +93,7 @@ VNNI_INLINE epi_par epi_lanes_load(const rt_epi *e, int c0)
     p.ro = _mm512_permutex2var_epi64(r0, od_idx, r1);
     p.cadd = _mm512_loadu_si512(e->cadd + c0);
     p.lo = _mm512_set1_epi32(e->lo);
-    p.hi = _mm512_set1_epi32(e->hi);
+    p.hi = _mm512_loadu_si512(e->hic + c0);
     p.ts = p.tso = _mm_setzero_si128();
     p.left = 0;
     p.fin = 1;
@@ -467,6 +467,64 @@ VNNI static void vnni_add_image(const rt_op *op, const int8_t *a, const int8_t *
     }
 }
 
+/* ---- depthwise 3x3 (kernels_common.c: qat_rti_prepare_dw) ---- */
+
+static int vnni_prepare_dw(rt_op *op)
+{
+    return qat_rti_prepare_dw(op, &vnni_fast);
+}
+
+/* n input values -> u8 x ^ 0x80 */
+VNNI static void vnni_dw_row(const rt_op *op, const int8_t *src, int n, uint8_t *dst)
+{
+    (void)op;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (int k = 0; k < n; k += 64) {
+        const int left = n - k;
+        const __mmask64 mk = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        _mm512_mask_storeu_epi8(dst + k, mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + k), flip));
+    }
+}
+
+/* one image, channel by channel: D, cells of rows (kh 0, 1, 2, unused),
+ * three vpdpbusd a vector of 16 positions, the epilogue, the rows out */
+VNNI static void vnni_dw_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
+{
+    const rt_gemm *g = &op->g;
+    const int s = g->s, ws = g->ws, R = g->dw_rows, nv = g->q_vecs;
+    const size_t ip = (size_t)op->in_h * op->in_w, opl = (size_t)op->out_shape[1] * op->out_shape[2];
+    uint8_t *cells = slot + g->dw_coff, *t = slot + g->dw_toff;
+    const __m128i z = _mm_setzero_si128();
+    /* tap column kw: phase kw % s, kw / s cells on */
+    const uint8_t *b0 = cells, *b1 = s == 1 ? cells + 4 : cells + g->dw_cplane, *b2 = s == 1 ? cells + 8 : cells + 4;
+    for (int c = 0; c < op->oc; c++) {
+        qat_rti_dw_pack_d(op, x + (size_t)c * ip, slot, vnni_dw_row);
+        for (int ph = 0; ph < s; ph++) {
+            const uint8_t *dp = slot + (size_t)ph * g->dw_dplane;
+            uint8_t *cp = cells + (size_t)ph * g->dw_cplane;
+            for (int i = 0; i < R; i++) {
+                const uint8_t *r0 = dp + (size_t)s * i * ws, *r1 = r0 + ws, *r2 = r1 + ws;
+                uint8_t *o = cp + (size_t)i * ws * 4;
+                for (int j = 0; j < ws; j += 16)
+                    interleave4(o + 4 * j, _mm_loadu_si128((const __m128i *)(const void *)(r0 + j)),
+                                _mm_loadu_si128((const __m128i *)(const void *)(r1 + j)),
+                                _mm_loadu_si128((const __m128i *)(const void *)(r2 + j)), z);
+            }
+        }
+        const epi_par p = epi_chan_load(&g->epi, c);
+        const __m512i bias = _mm512_set1_epi32(g->epi.bias[c]);
+        const int32_t *wc = (const int32_t *)g->w + (size_t)c * 3;
+        const __m512i w0 = _mm512_set1_epi32(wc[0]), w1 = _mm512_set1_epi32(wc[1]), w2 = _mm512_set1_epi32(wc[2]);
+        for (int v = 0; v < nv; v++) {
+            __m512i acc = _mm512_dpbusd_epi32(bias, _mm512_loadu_si512(b0 + 64 * (size_t)v), w0);
+            acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(b1 + 64 * (size_t)v), w1);
+            acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(b2 + 64 * (size_t)v), w2);
+            _mm_storeu_si128((__m128i *)(void *)(t + 16 * (size_t)v), epi_apply(acc, &p, 1));
+        }
+        qat_rti_dw_unstage(op, t, y + (size_t)c * opl);
+    }
+}
+
 static const rt_fast_isa vnni_fast = {
     .isa = QAT_RT_ISA_AVX512_VNNI,
     .cpg = 4,
@@ -494,6 +552,9 @@ const rt_isa_kernels qat_rti_vnni = {
     .conv_image = qat_rti_conv_image,
     .conv2d_split = qat_rti_conv2d_split,
     .linear = qat_rti_linear,
+    .prepare_dw = vnni_prepare_dw,
+    .dw_slot_bytes = qat_rti_dw_slot_bytes,
+    .dw_image = vnni_dw_image,
     .maxpool_image = vnni_maxpool_image,
     .add_image = vnni_add_image,
 };

@@ -35,6 +35,9 @@ static const char *const op_type_names[] = {
     [RT_OP_MAXPOOL2D] = QAT_I8_OP_MAXPOOL2D,
     [RT_OP_RELU] = QAT_I8_OP_RELU,
     [RT_OP_FLATTEN] = QAT_I8_OP_FLATTEN,
+    [RT_OP_LUT] = QAT_I8_OP_LUT,
+    [RT_OP_CONCAT] = QAT_I8_OP_CONCAT,
+    [RT_OP_UPSAMPLE] = QAT_I8_OP_UPSAMPLE,
 };
 _Static_assert(sizeof op_type_names / sizeof op_type_names[0] == RT_OP_COUNT,
                "one name per op type");
@@ -600,6 +603,14 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
         op->in_c = in->out_shape[0];
         op->in_h = in->out_shape[1];
         op->in_w = in->out_shape[2];
+        int32_t groups = 1;
+        if (H5Aexists(g, QAT_I8_ATTR_GROUPS) > 0 &&
+            (st = ld_attr_i32(c, g, QAT_I8_ATTR_GROUPS, 1, LD_MAX_DIM, &groups)))
+            return st;
+        if (op->in_c % groups)
+            return ld_err(c, QAT_ERR_FORMAT, "attribute groups = %d does not divide the input's %d channels",
+                          (int)groups, op->in_c);
+        op->groups = groups;
     } else {
         op->stride = 1;
         op->pad = 0;
@@ -633,10 +644,18 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
     op->ic = op->in_c;
     op->kh = kh;
     op->kw = kw;
-    if (we.enc != WENC_INT8 && wd[1] != op->ic)
+    const int G = op->groups, icg = op->ic / G;
+    if (oc % G)
+        return ld_err(c, QAT_ERR_FORMAT, "attribute groups = %d does not divide the %d output channels "
+                      "(dataset weight [OC, IC/groups, KH, KW])", G, oc);
+    if (G > 1 && wd[1] != icg)
+        return ld_err(c, QAT_ERR_FORMAT, "%s has %lld input channels per group, expected IC/groups = %d/%d = %d "
+                      "(shape [OC, IC/groups, KH, KW])", we.enc == WENC_INT8 ? "dataset weight" : "attribute weight_shape",
+                      (long long)wd[1], op->ic, G, icg);
+    if (we.enc != WENC_INT8 && wd[1] != icg)
         return ld_err(c, QAT_ERR_FORMAT, "attribute weight_shape[1] = %lld, expected the input's %d %s",
                       (long long)wd[1], op->ic, conv ? "channels" : "features");
-    wd[1] = op->ic;
+    wd[1] = icg;
     if ((st = ld_weight(c, g, op, &we, want_rank, wd))) return st;
     int64_t od[1] = {oc};
     if ((st = ld_dset(c, g, QAT_I8_DSET_BIAS, LD_I32, 1, od, (void **)&op->bias))) return st;
@@ -647,10 +666,17 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
         return st;
     for (int o = 0; o < oc; o++)
         if ((st = ld_requant_params(c, QAT_I8_ATTR_MULTIPLIER, op->mult[o], op->shift[o], o))) return st;
+    if (H5Lexists(g, QAT_I8_DSET_ACT_MAX_CHANNEL, H5P_DEFAULT) > 0) {
+        if ((st = ld_dset(c, g, QAT_I8_DSET_ACT_MAX_CHANNEL, LD_I32, 1, od, (void **)&op->act_max_c))) return st;
+        for (int o = 0; o < oc; o++)
+            if (op->act_max_c[o] < op->act_min || op->act_max_c[o] > 127)
+                return ld_err(c, QAT_ERR_FORMAT, "dataset act_max_channel[%d] = %d, expected in [act_min = %d, 127]",
+                              o, (int)op->act_max_c[o], (int)op->act_min);
+    }
 
     /* every accumulator must fit int32: |bias| + max|x - zp| * sum|w| */
     int64_t dev = op->in_zp + 128 > 127 - op->in_zp ? op->in_zp + 128 : 127 - op->in_zp;
-    size_t k = (size_t)op->ic * (size_t)kh * (size_t)kw;
+    size_t k = (size_t)icg * (size_t)kh * (size_t)kw;
     for (int o = 0; o < oc; o++) {
         const int8_t *w = op->weight + (size_t)o * k;
         int64_t sa = 0;
@@ -662,7 +688,7 @@ static int ld_conv_linear(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
                           "accumulator",
                           o, (long long)dev, (long long)(b + dev * sa));
     }
-    op->weight_bytes = (size_t)oc * k + (size_t)oc * 12;
+    op->weight_bytes = (size_t)oc * k + (size_t)oc * (op->act_max_c ? 16 : 12);
     op->wenc = wenc_names[we.enc];
     op->wbits = we.bits;
     return QAT_OK;
@@ -740,6 +766,96 @@ static int ld_add(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *a, const rt_
     return ld_act(c, g, op);
 }
 
+/* ---- format version 3: lut, concat, upsample ---- */
+
+static int ld_same_shape(const ld_ctx *c, const rt_op *op, const rt_op *in)
+{
+    int same = op->out_ndim == in->out_ndim;
+    for (int k = 0; same && k < in->out_ndim; k++) same = op->out_shape[k] == in->out_shape[k];
+    char s1[64], s2[64];
+    if (!same)
+        return ld_err(c, QAT_ERR_FORMAT, "out_shape is %s, expected the input's %s", shape_of(op, s1, sizeof s1),
+                      shape_of(in, s2, sizeof s2));
+    return QAT_OK;
+}
+
+/* lut: dataset table int8[256], y = table[x + 128] */
+static int ld_lut(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
+{
+    int st = ld_same_shape(c, op, in);
+    if (st) return st;
+    int r = -1;
+    hsize_t fd[H5S_MAX_RANK] = {0};
+    if ((st = ld_dset_dims(c, g, QAT_I8_DSET_TABLE, &r, fd))) return st;
+    if (r != 1 || fd[0] != QAT_I8_TABLE_LEN)
+        return ld_err(c, QAT_ERR_FORMAT, "dataset table has %s%llu elements, expected %d (one per int8 value)",
+                      r == 1 ? "" : "rank != 1, ", r == 1 ? (unsigned long long)fd[0] : 0ULL, QAT_I8_TABLE_LEN);
+    int8_t *t = NULL;
+    int64_t d256[1] = {QAT_I8_TABLE_LEN};
+    if ((st = ld_dset(c, g, QAT_I8_DSET_TABLE, LD_I8, 1, d256, (void **)&t))) return st;
+    memcpy(op->lut, t, 256);
+    free(t);
+    op->weight_bytes = 256;
+    return QAT_OK;
+}
+
+/* concat: k inputs of the same (H, W) (or all flat), channels (features)
+ * summed; per input multiplier, shift, in_zero_point (int32[k]) */
+static int ld_concat(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *ops)
+{
+    int st;
+    const int k = op->n_inputs;
+    const rt_op *a = &ops[op->inputs[0]];
+    char s1[64], s2[64];
+    int total = 0;
+    for (int i = 0; i < k; i++) {
+        const rt_op *b = &ops[op->inputs[i]];
+        int same = b->out_ndim == a->out_ndim && (a->out_ndim == 1 || (b->out_shape[1] == a->out_shape[1] &&
+                                                                    b->out_shape[2] == a->out_shape[2]));
+        if (!same)
+            return ld_err(c, QAT_ERR_FORMAT, "inputs[%d] (op %d) has shape %s, not concatenable with inputs[0] "
+                          "(op %d) %s: every input needs the same H, W (or all flat)", i, op->inputs[i],
+                          shape_of(b, s1, sizeof s1), op->inputs[0], shape_of(a, s2, sizeof s2));
+        op->cat_c[i] = b->out_shape[0];
+        total += b->out_shape[0];
+    }
+    if ((st = ld_expect_shape(c, op, a->out_ndim, total, a->out_shape[1], a->out_shape[2]))) return st;
+    int64_t m[QAT_RT_MAX_INPUTS], sh[QAT_RT_MAX_INPUTS], z[QAT_RT_MAX_INPUTS];
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_MULTIPLIER, m, k))) return st;
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_SHIFT, sh, k))) return st;
+    if ((st = ld_attr_ints(c, g, QAT_I8_ATTR_IN_ZP, z, k))) return st;
+    for (int i = 0; i < k; i++) {
+        char what[48];
+        snprintf(what, sizeof what, "multiplier[%d] =", i);
+        if ((st = ld_requant_params(c, what, m[i], sh[i], -1))) return st;
+        if (z[i] < -128 || z[i] > 127)
+            return ld_err(c, QAT_ERR_FORMAT, "in_zero_point[%d] = %lld outside [-128, 127]", i, (long long)z[i]);
+        op->cat_mult[i] = (int32_t)m[i];
+        op->cat_shift[i] = (int32_t)sh[i];
+        op->cat_zp[i] = (int32_t)z[i];
+    }
+    return ld_act(c, g, op);
+}
+
+/* upsample: attribute scale (the factor), nearest neighbour */
+static int ld_upsample(const ld_ctx *c, hid_t g, rt_op *op, const rt_op *in)
+{
+    int st;
+    if (in->out_ndim != 3)
+        return ld_err(c, QAT_ERR_FORMAT, "upsample needs a (C, H, W) input, op %d gives (%d,)", op->inputs[0],
+                      in->out_shape[0]);
+    int32_t f = 1;
+    if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_SCALE, 1, 1024, &f))) return st;
+    if ((int64_t)in->out_shape[1] * f > LD_MAX_DIM || (int64_t)in->out_shape[2] * f > LD_MAX_DIM)
+        return ld_err(c, QAT_ERR_FORMAT, "attribute scale = %d makes the output larger than %d", (int)f, LD_MAX_DIM);
+    if ((st = ld_expect_shape(c, op, 3, in->out_shape[0], in->out_shape[1] * f, in->out_shape[2] * f))) return st;
+    op->kernel = f;
+    op->in_c = in->out_shape[0];
+    op->in_h = in->out_shape[1];
+    op->in_w = in->out_shape[2];
+    return QAT_OK;
+}
+
 static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
 {
     rt_op *op = &ops[i];
@@ -765,8 +881,9 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     if (i > 0 && op->type == RT_OP_INPUT)
         return ld_err(c, QAT_ERR_FORMAT, "only op 0 may be an input op");
 
+    op->groups = 1;
     int nin = op->type == RT_OP_INPUT ? 0 : op->type == RT_OP_ADD ? 2 : 1;
-    int64_t in64[2] = {0, 0};
+    int64_t in64[QAT_RT_MAX_INPUTS] = {0};
     {
         /* inputs: int32[k]; k = 0 may also be stored as an empty attribute */
         hid_t a = -1;
@@ -779,6 +896,12 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
         if (s >= 0) H5Sclose(s);
         if (a >= 0) H5Aclose(a);
         if (scl == H5S_NULL) np = 0;
+        if (op->type == RT_OP_CONCAT) {
+            if (np < 2 || np > QAT_RT_MAX_INPUTS)
+                return ld_err(c, QAT_ERR_FORMAT, "attribute inputs has %lld values, expected 2 to %d for concat",
+                              (long long)np, QAT_RT_MAX_INPUTS);
+            nin = (int)np;
+        }
         if (np != nin)
             return ld_err(c, QAT_ERR_FORMAT, "attribute inputs has %lld values, expected %d for %s",
                           (long long)np, nin, op_type_names[op->type]);
@@ -825,8 +948,21 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     if ((st = ld_attr_f32(c, g, QAT_I8_ATTR_OUT_SCALE, 1, &op->out_scale))) return st;
     if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_OUT_ZP, -128, 127, &op->out_zp))) return st;
 
-    /* float ops (dtype attribute): load_float.c */
-    if (H5Aexists(g, QAT_I8_ATTR_DTYPE) > 0) return qat_rti_load_float_op(c->src, c->where, g, ops, i);
+    /* float ops (dtype attribute): load_float.c; the format version 3
+     * additions have no float form */
+    if (H5Aexists(g, QAT_I8_ATTR_DTYPE) > 0) {
+        if (op->type == RT_OP_LUT || op->type == RT_OP_CONCAT || op->type == RT_OP_UPSAMPLE)
+            return ld_err(c, QAT_ERR_UNSUPPORTED, "a float %s op (attribute dtype) is not supported: %s is int8 only",
+                          op_type_names[op->type], op_type_names[op->type]);
+        if (op->type == RT_OP_CONV2D && H5Aexists(g, QAT_I8_ATTR_GROUPS) > 0) {
+            int32_t gr = 1;
+            if ((st = ld_attr_i32(c, g, QAT_I8_ATTR_GROUPS, 1, LD_MAX_DIM, &gr))) return st;
+            if (gr != 1)
+                return ld_err(c, QAT_ERR_UNSUPPORTED, "a float conv2d (attribute dtype) with groups = %d is not "
+                              "supported: grouped convolutions are int8 only", (int)gr);
+        }
+        return qat_rti_load_float_op(c->src, c->where, g, ops, i);
+    }
     for (int k = 0; k < nin; k++)
         if (ops[op->inputs[k]].fdt != RT_DT_INT8)
             return ld_err(c, QAT_ERR_FORMAT, "an int8 %s cannot read the float output of op %d",
@@ -852,6 +988,9 @@ static int ld_op(ld_ctx *c, hid_t g, rt_op *ops, int i)
     case RT_OP_GLOBAL_AVGPOOL:
     case RT_OP_AVGPOOL2D:
     case RT_OP_MAXPOOL2D: return ld_pool(c, g, op, in);
+    case RT_OP_LUT: return ld_lut(c, g, op, in);
+    case RT_OP_CONCAT: return ld_concat(c, g, op, ops);
+    case RT_OP_UPSAMPLE: return ld_upsample(c, g, op, in);
     case RT_OP_RELU:
     case RT_OP_FLATTEN:
         if (op->type == RT_OP_RELU) {
@@ -883,6 +1022,7 @@ void qat_rti_free_ops(qat_rt_model *m)
         free(op->mult);
         free(op->shift);
         free(op->weight_scale);
+        free(op->act_max_c);
         qat_rti_float_free_op(op);
         qat_rti_gemm_free(&op->g);
     }

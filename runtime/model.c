@@ -75,7 +75,10 @@ static void unplan(qat_rt_model *m)
         free(m->out);
         m->out = NULL;
     }
-    for (int i = 0; i < m->n_ops; i++) qat_rti_gemm_free(&m->ops[i].g);
+    for (int i = 0; i < m->n_ops; i++) {
+        qat_rti_gemm_free(&m->ops[i].g);
+        m->ops[i].dw_fast = 0;
+    }
     if (m->has_float) qat_rti_float_unplan(m);
     qat_rti_dealloc(m->scratch);
     qat_rti_dealloc(m->shared);
@@ -117,7 +120,15 @@ static int plan(qat_rt_model *m, int max_batch)
             }
         }
         if (op->fdt != RT_DT_INT8) continue; /* float ops: qat_rti_float_plan */
-        if (op->type == RT_OP_CONV2D) {
+        if (op->type == RT_OP_CONV2D && op->groups > 1) {
+            /* grouped: the fast depthwise kernels where they apply, else the reference */
+            size_t b = qat_rti_conv2d_ref_scratch(op);
+            if (k && k->prepare_dw) {
+                if ((st = k->prepare_dw(op))) break;
+                if (op->dw_fast) b = k->dw_slot_bytes(op);
+            }
+            if (b > slot) slot = b;
+        } else if (op->type == RT_OP_CONV2D) {
             size_t b = qat_rti_conv2d_ref_scratch(op);
             if (k) {
                 if ((st = k->prepare_conv(op))) break;
@@ -191,9 +202,24 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
     int8_t *y = m->out[i] + (size_t)b * op->out_size;
     switch (op->type) {
     case RT_OP_CONV2D:
-        if (k) k->conv_image(op, x, y, slot);
-        else qat_rti_conv2d_ref(op, x, y, slot);
+        if (op->groups > 1) {
+            if (k && op->dw_fast) k->dw_image(op, x, y, slot);
+            else qat_rti_conv2d_grouped_ref(op, x, y, slot);
+        } else if (k) {
+            k->conv_image(op, x, y, slot);
+        } else {
+            qat_rti_conv2d_ref(op, x, y, slot);
+        }
         break;
+    case RT_OP_LUT: qat_rti_lut_s8(op, x, y); break;
+    case RT_OP_UPSAMPLE: qat_rti_upsample_s8(op, x, y); break;
+    case RT_OP_CONCAT: {
+        const int8_t *xs[QAT_RT_MAX_INPUTS];
+        for (int j = 0; j < op->n_inputs; j++)
+            xs[j] = m->out[op->inputs[j]] + (size_t)b * m->ops[op->inputs[j]].out_size;
+        qat_rti_concat_s8(op, xs, y);
+        break;
+    }
     case RT_OP_ADD:
         if (k && k->add_image) k->add_image(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
         else qat_rti_add_s8(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
@@ -247,7 +273,7 @@ static void run_graph(qat_rt_model *m, int n, int8_t *logits)
                 const rt_op *c = &m->ops[o];
                 /* split a conv's tiles over the threads when it has enough
                  * work per image (~2M multiply-adds) */
-                if (c->type == RT_OP_CONV2D && k &&
+                if (c->type == RT_OP_CONV2D && c->groups == 1 && k &&
                     (double)c->oc * c->out_shape[1] * c->out_shape[2] * c->ic * c->kh * c->kw >=
                         (double)(1 << 21)) {
                     k->conv2d_split(c, m->out[c->inputs[0]], m->out[o], n, T, m->scratch,
@@ -442,8 +468,9 @@ int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info)
     info->type = qat_rti_op_type_name(op->type);
     info->name = op->name;
     info->n_inputs = op->n_inputs;
-    info->inputs[0] = op->n_inputs > 0 ? op->inputs[0] : -1;
-    info->inputs[1] = op->n_inputs > 1 ? op->inputs[1] : -1;
+    for (int k = 0; k < QAT_RT_MAX_INPUTS; k++) info->inputs[k] = k < op->n_inputs ? op->inputs[k] : -1;
+    info->groups = op->groups > 1 ? op->groups : 1;
+    info->act_max_channel = op->act_max_c != NULL;
     info->out_ndim = op->out_ndim;
     for (int k = 0; k < 3; k++) info->out_shape[k] = k < op->out_ndim ? op->out_shape[k] : 0;
     info->out_scale = op->out_scale;
@@ -454,7 +481,8 @@ int qat_rt_op(const qat_rt_model *m, int i, qat_rt_op_info *info)
         info->weight_bits = op->wbits;
         info->codebook_k = op->codebook_k;
         info->hash_seed = op->hash_seed;
-        info->weight_count = (size_t)op->oc * (size_t)op->ic * (size_t)op->kh * (size_t)op->kw;
+        info->weight_count = (size_t)op->oc * (size_t)(op->ic / (op->groups > 1 ? op->groups : 1)) *
+                             (size_t)op->kh * (size_t)op->kw;
         info->weight_stored_bytes = op->weight_stored;
     }
     static const char *const dts[] = {"int8", "float32", "float16", "bfloat16"};

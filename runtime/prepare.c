@@ -92,6 +92,7 @@ void qat_rti_gemm_free(rt_gemm *g)
     qat_rti_dealloc(e->ahi);
     qat_rti_dealloc(e->cadd);
     qat_rti_dealloc(e->fin);
+    qat_rti_dealloc(e->hic);
     memset(g, 0, sizeof *g);
 }
 
@@ -108,15 +109,18 @@ int qat_rti_epi_init(const rt_op *op, rt_gemm *g, int mpad, int rowsum_corr)
     e->ahi = qat_rti_alloc(n * 4);
     e->cadd = qat_rti_alloc(n * 4);
     e->fin = qat_rti_alloc(n * 4);
+    e->hic = qat_rti_alloc(n * 4);
     if (!e->bias || !e->m || !e->t || !e->t64 || !e->rnd || !e->alo || !e->ahi || !e->cadd ||
-        !e->fin)
+        !e->fin || !e->hic)
         return qat_rti_error(QAT_ERR_NOMEM, "out of memory preparing %s", op->name);
     e->lo = op->act_min;
     e->hi = op->act_max;
     g->mpad = mpad;
-    size_t k = (size_t)op->ic * (size_t)op->kh * (size_t)op->kw;
+    const int groups = op->groups > 1 ? op->groups : 1;
+    size_t k = (size_t)(op->ic / groups) * (size_t)op->kh * (size_t)op->kw;
     for (int o = 0; o < mpad; o++) {
         int real = o < op->oc;
+        const int32_t hi = real ? qat_rti_act_hi(op, o) : op->act_max;
         int32_t m = real ? op->mult[o] : 0, s = real ? op->shift[o] : 0;
         int64_t b = real ? op->bias[o] : 0;
         if (real && rowsum_corr) {
@@ -136,13 +140,17 @@ int qat_rti_epi_init(const rt_op *op, rt_gemm *g, int mpad, int rowsum_corr)
         e->t64[o] = t;
         e->rnd[o] = ((uint64_t)1 << (t - 1)) + ((uint64_t)1 << 63);
         e->cadd[o] = (int32_t)(uint32_t)((uint32_t)op->out_zp - (uint32_t)((uint64_t)1 << (63 - t)));
-        e->ahi[o] = first_at_least(m, s, op->out_zp, op->act_max);
+        e->hic[o] = hi;
+        e->ahi[o] = first_at_least(m, s, op->out_zp, hi);
         e->alo[o] = last_at_most(m, s, op->out_zp, op->act_min);
         /* after the acc clamp f lies in [f(alo), f(ahi)] (f(ahi) if alo > ahi) */
         const int64_t fl = f_requant(e->alo[o] <= e->ahi[o] ? e->alo[o] : e->ahi[o], m, s, op->out_zp);
         const int64_t fh = f_requant(e->ahi[o], m, s, op->out_zp);
-        e->fin[o] = !(fl >= op->act_min && fh <= op->act_max);
+        e->fin[o] = !(fl >= op->act_min && fh <= hi);
     }
+    /* hi: the lowest channel bound (wino_out: "is a final clamp needed") */
+    for (int o = 0; o < op->oc && o < mpad; o++)
+        if (e->hic[o] < e->hi) e->hi = e->hic[o];
     return QAT_OK;
 }
 

@@ -33,6 +33,9 @@ typedef enum {
     RT_OP_MAXPOOL2D,
     RT_OP_RELU,
     RT_OP_FLATTEN,
+    RT_OP_LUT,      /* format version 3 */
+    RT_OP_CONCAT,
+    RT_OP_UPSAMPLE,
     RT_OP_COUNT
 } rt_op_type;
 
@@ -62,6 +65,8 @@ typedef struct rt_epi {
     int32_t *cadd;  /* zp - 2^(63-t), wrapped */
     int32_t *fin;   /* 1: the final clamp to [lo, hi] is needed (else the
                      * acc clamp already lands in [lo, hi]: m * 2^-t <= 1) */
+    int32_t *hic;   /* the upper clamp bound of each channel: act_max, or
+                     * act_max_channel[c] (padding channels: act_max) */
     int32_t lo, hi; /* act_min, act_max */
 } rt_epi;
 
@@ -108,12 +113,21 @@ typedef struct rt_gemm {
      * staging (wout_off) */
     int wino, wth, wtw, wle;
     size_t wtpad, wv_off, wst_off, wout_off, wslot_bytes;
+    /* depthwise 3x3 (kernels_common.c, qat_rti_prepare_dw): per channel,
+     * the padded plane split into s column phases of dw_drows rows of ws
+     * values (D, at slot offset 0, dw_dplane bytes a phase), then cells of
+     * cpg values from rows s*i + grp*cpg + e of D (i < dw_rows, at dw_coff,
+     * dw_cplane bytes a phase), then the int8 outputs q = oh*ws + ow (at
+     * dw_toff); kg row groups of cpg rows (VNNI 1, AVX2 2), group grp of
+     * output row oh at cell row oh + grp*cpg/s */
+    int dw_rows, dw_drows;
+    size_t dw_dplane, dw_cplane, dw_coff, dw_toff, dw_slot;
 } rt_gemm;
 
 typedef struct rt_op {
     rt_op_type type;
     char *name;
-    int n_inputs, inputs[2];
+    int n_inputs, inputs[QAT_RT_MAX_INPUTS];
     int out_ndim, out_shape[3];
     size_t out_size;    /* per-sample elements */
     float out_scale;
@@ -125,9 +139,14 @@ typedef struct rt_op {
     int oc, ic, kh, kw, stride, pad;
     int in_c, in_h, in_w; /* input geometry (linear: in_c = in features) */
     int32_t in_zp, act_min, act_max;
-    int8_t *weight;
+    int8_t *weight;     /* [oc, ic / groups, kh, kw] */
     int32_t *bias, *mult, *shift;
     float *weight_scale; /* optional, informational */
+    int groups;         /* conv2d: >= 1 (1 for every other op) */
+    int32_t *act_max_c; /* conv2d / linear: per-channel act_max [oc], or NULL */
+    /* conv2d with groups > 1 that a fast depthwise kernel runs (3x3,
+     * stride 1 or 2, one output channel per group): set by prepare */
+    int dw_fast;
     /* how the file stored the weight (load.c decodes every encoding to
      * `weight` above): wenc a QAT_I8_WENC_* name (static), wbits 1..8
      * (codebook / hashed: index bits ceil(log2 K)), codebook_k K (0:
@@ -145,6 +164,12 @@ typedef struct rt_op {
      * clamp(out_zp) (t >= 41) */
     int add_fast;
     int32_t add_h, add_l, add_c, add_sh;
+    /* concat: per input (n_inputs of them) multiplier, shift, zero point,
+     * and its channels (features of a flat input) */
+    int32_t cat_mult[QAT_RT_MAX_INPUTS], cat_shift[QAT_RT_MAX_INPUTS], cat_zp[QAT_RT_MAX_INPUTS];
+    int cat_c[QAT_RT_MAX_INPUTS];
+    /* lut: the table in lut[] above (y = lut[x + 128]); upsample: the
+     * factor in kernel */
     /* global_avgpool / avgpool2d / maxpool2d (stride in stride) */
     int kernel;
     int32_t pool_mult, pool_shift;
@@ -221,6 +246,18 @@ void qat_rti_avgpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_maxpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_input_u8(const rt_op *op, const uint8_t *p, int8_t *y, int n, int threads);
+/* format version 3, one sample: a grouped conv2d (any groups, scratch
+ * qat_rti_conv2d_ref_scratch), y = table[x + 128], the concat of the
+ * inputs xs[0 .. n_inputs), nearest-neighbour upsampling */
+void qat_rti_conv2d_grouped_ref(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *scratch);
+void qat_rti_lut_s8(const rt_op *op, const int8_t *x, int8_t *y);
+void qat_rti_concat_s8(const rt_op *op, const int8_t *const *xs, int8_t *y);
+void qat_rti_upsample_s8(const rt_op *op, const int8_t *x, int8_t *y);
+/* the upper clamp bound of output channel c of a conv2d / linear */
+static inline int32_t qat_rti_act_hi(const rt_op *op, int c)
+{
+    return op->act_max_c ? op->act_max_c[c] : op->act_max;
+}
 
 /* Fills the add_* fields of an add op (prepare.c). */
 void qat_rti_add_prepare(rt_op *op);
@@ -310,6 +347,12 @@ typedef struct rt_isa_kernels {
     /* a batch of n, split over the threads */
     void (*linear)(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads,
                    uint8_t *shared);
+    /* depthwise 3x3 stride 1/2 (groups == C == OC): prepare (fills op->g,
+     * sets op->dw_fast; QAT_OK and dw_fast 0 when the op is not such a
+     * conv), bytes of per-slot scratch, one image */
+    int (*prepare_dw)(rt_op *op);
+    size_t (*dw_slot_bytes)(const rt_op *op);
+    void (*dw_image)(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot);
     /* optional (NULL: the reference), one image */
     void (*maxpool_image)(const rt_op *op, const int8_t *x, int8_t *y);
     void (*add_image)(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);

@@ -29,7 +29,7 @@ enum { TM_MAX_OPS = 24 };
 typedef struct {
     const char *type;
     char name[32];
-    int n_in, in[2];
+    int n_in, in[4];
     int ndim, shape[3];
     float scale;
     int32_t zp;
@@ -47,11 +47,20 @@ typedef struct {
     /* pools */
     int kernel;
     int32_t pmult, pshift;
+    /* format version 3: conv2d groups (0: attribute absent), per-channel
+     * act_max (NULL: none), lut table, concat's per-input requantization,
+     * upsample factor */
+    int groups;
+    int32_t *amc;
+    int8_t table[256];
+    int32_t cmult[4], cshift[4], czp[4];
+    int up;
 } tm_op;
 
 typedef struct {
     int n;
     int vlen; /* variable-length strings instead of fixed */
+    int version; /* format_version written (0: 1) */
     tm_op op[TM_MAX_OPS];
 } tm_model;
 
@@ -62,6 +71,7 @@ static void tm_free(tm_model *M)
         free(M->op[i].bias);
         free(M->op[i].mult);
         free(M->op[i].shift);
+        free(M->op[i].amc);
     }
     memset(M, 0, sizeof *M);
 }
@@ -198,6 +208,32 @@ static int tm_conv(tm_model *M, int in, int OC, int KH, int KW, int stride, int 
     return M->n - 1;
 }
 
+/* a grouped conv (groups > 1: attribute groups), weight [OC, C/groups, KH, KW] */
+static int tm_conv_g(tm_model *M, int in, int OC, int K, int stride, int pad, int groups, int mode,
+                     qat_rng *r)
+{
+    const tm_op *x = &M->op[in];
+    char nm[32];
+    snprintf(nm, sizeof nm, "gconv%d", M->n);
+    tm_op *o = tm_add_op(M, "conv2d", nm);
+    o->n_in = 1;
+    o->in[0] = in;
+    o->oc = OC;
+    o->ic = x->shape[0];
+    o->kh = o->kw = K;
+    o->stride = stride;
+    o->pad = pad;
+    o->groups = groups;
+    o->in_zp = x->zp;
+    o->ndim = 3;
+    o->shape[0] = OC;
+    o->shape[1] = (x->shape[1] + 2 * pad - K) / stride + 1;
+    o->shape[2] = (x->shape[2] + 2 * pad - K) / stride + 1;
+    tm_params(o, o->ic / groups * K * K, mode, r);
+    M->version = 3;
+    return M->n - 1;
+}
+
 static int tm_linear(tm_model *M, int in, int OUT, int mode, qat_rng *r)
 {
     const tm_op *x = &M->op[in];
@@ -244,6 +280,66 @@ static int tm_flatten(tm_model *M, int in)
     o->shape[0] = (int)tm_size(&M->op[in]);
     o->shape[1] = o->shape[2] = 0;
     o->ndim = 1;
+    return i;
+}
+
+/* per-channel act_max on conv / linear op i (a CLE clamp): bounds in
+ * [act_min, 127], some at the extremes */
+static void tm_set_amc(tm_model *M, int i, qat_rng *r)
+{
+    tm_op *o = &M->op[i];
+    o->amc = malloc((size_t)o->oc * sizeof(int32_t));
+    for (int c = 0; c < o->oc; c++) {
+        uint32_t pick = qat_rng_below(r, 4);
+        o->amc[c] = pick == 0 ? o->act_min : pick == 1 ? 127 : rnd_int(r, o->act_min, 127);
+    }
+    M->version = 3;
+}
+
+static int tm_lut(tm_model *M, int in, qat_rng *r)
+{
+    int i = tm_simple(M, "lut", in);
+    tm_op *o = &M->op[i];
+    for (int k = 0; k < 256; k++) o->table[k] = (int8_t)rnd_int(r, -128, 127);
+    o->zp = rnd_int(r, -128, 127);
+    M->version = 3;
+    return i;
+}
+
+/* concat of k inputs: input j requantized with a ratio in [1/4, 2], or
+ * (identity) on the output's grid */
+static int tm_concat(tm_model *M, const int *ins, int k, qat_rng *r)
+{
+    int i = tm_simple(M, "concat", ins[0]);
+    tm_op *o = &M->op[i];
+    o->n_in = k;
+    o->zp = rnd_int(r, -128, 127);
+    o->shape[0] = 0;
+    for (int j = 0; j < k; j++) {
+        o->in[j] = ins[j];
+        o->shape[0] += M->op[ins[j]].shape[0];
+        o->czp[j] = M->op[ins[j]].zp;
+        if (qat_rng_below(r, 3) == 0) {
+            o->cmult[j] = 1 << 30, o->cshift[j] = 1;
+            o->czp[j] = o->zp;
+        } else {
+            to_mult(pow(2.0, 3.0 * qat_rng_uniform(r) - 2.0), &o->cmult[j], &o->cshift[j]);
+        }
+    }
+    o->act_min = qat_rng_below(r, 3) ? -128 : o->zp;
+    o->act_max = 127;
+    M->version = 3;
+    return i;
+}
+
+static int tm_upsample(tm_model *M, int in, int f)
+{
+    int i = tm_simple(M, "upsample", in);
+    tm_op *o = &M->op[i];
+    o->up = f;
+    o->shape[1] *= f;
+    o->shape[2] *= f;
+    M->version = 3;
     return i;
 }
 
@@ -334,22 +430,24 @@ static void tm_forward(const tm_model *M, const int8_t *x, int n, int8_t **outs)
             int8_t *yi = y + (size_t)b * osz;
             if (!strcmp(o->type, "conv2d")) {
                 const int C = a->shape[0], H = a->shape[1], W = a->shape[2];
+                const int G = o->groups > 1 ? o->groups : 1, CG = C / G, OCG = o->oc / G;
                 for (int oc = 0; oc < o->oc; oc++)
                     for (int oh = 0; oh < o->shape[1]; oh++)
                         for (int ow = 0; ow < o->shape[2]; ow++) {
                             int64_t acc = o->bias[oc];
-                            for (int ic = 0; ic < C; ic++)
+                            for (int icg = 0; icg < CG; icg++)
                                 for (int kh = 0; kh < o->kh; kh++)
                                     for (int kw = 0; kw < o->kw; kw++) {
                                         int ih = oh * o->stride - o->pad + kh;
                                         int iw = ow * o->stride - o->pad + kw;
+                                        int ic = oc / OCG * CG + icg;
                                         if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                                        acc += (int64_t)o->w[((oc * C + ic) * o->kh + kh) * o->kw + kw] *
+                                        acc += (int64_t)o->w[((oc * CG + icg) * o->kh + kh) * o->kw + kw] *
                                                (xi[(ic * H + ih) * W + iw] - o->in_zp);
                                     }
                             yi[(oc * o->shape[1] + oh) * o->shape[2] + ow] =
                                 t_clamp(t_requant(acc, o->mult[oc], o->shift[oc]) + o->zp,
-                                        o->act_min, o->act_max);
+                                        o->act_min, o->amc ? o->amc[oc] : o->act_max);
                         }
             } else if (!strcmp(o->type, "linear")) {
                 for (int j = 0; j < o->oc; j++) {
@@ -357,7 +455,7 @@ static void tm_forward(const tm_model *M, const int8_t *x, int n, int8_t **outs)
                     for (int k = 0; k < o->ic; k++)
                         acc += (int64_t)o->w[j * o->ic + k] * (xi[k] - o->in_zp);
                     yi[j] = t_clamp(t_requant(acc, o->mult[j], o->shift[j]) + o->zp, o->act_min,
-                                    o->act_max);
+                                    o->amc ? o->amc[j] : o->act_max);
                 }
             } else if (!strcmp(o->type, "add")) {
                 const int8_t *xb = outs[o->in[1]] + (size_t)b * isz;
@@ -396,6 +494,24 @@ static void tm_forward(const tm_model *M, const int8_t *x, int n, int8_t **outs)
                 for (size_t k = 0; k < osz; k++) yi[k] = xi[k] > o->zp ? xi[k] : (int8_t)o->zp;
             } else if (!strcmp(o->type, "flatten")) {
                 memcpy(yi, xi, osz);
+            } else if (!strcmp(o->type, "lut")) {
+                for (size_t k = 0; k < osz; k++) yi[k] = o->table[xi[k] + 128];
+            } else if (!strcmp(o->type, "upsample")) {
+                const int H = a->shape[1], W = a->shape[2], f = o->up;
+                for (int c = 0; c < a->shape[0]; c++)
+                    for (int h = 0; h < H * f; h++)
+                        for (int w = 0; w < W * f; w++)
+                            yi[((size_t)c * H * f + h) * W * f + w] = xi[((size_t)c * H + h / f) * W + w / f];
+            } else if (!strcmp(o->type, "concat")) {
+                size_t off = 0;
+                for (int j = 0; j < o->n_in; j++) {
+                    const size_t nj = tm_size(&M->op[o->in[j]]);
+                    const int8_t *xj = outs[o->in[j]] + (size_t)b * nj;
+                    for (size_t k = 0; k < nj; k++)
+                        yi[off + k] = t_clamp(t_requant(xj[k] - o->czp[j], o->cmult[j], o->cshift[j]) + o->zp,
+                                              o->act_min, o->act_max);
+                    off += nj;
+                }
             } else {
                 ck_abort_msg("tm_forward: unknown op %s", o->type);
             }
@@ -472,7 +588,7 @@ static void tm_write(const tm_model *M, const char *path)
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     ck_assert_int_ge(f, 0);
     wr_str(f, "qat_format", "int8-model", M->vlen);
-    wr_i32(f, "format_version", 1);
+    wr_i32(f, "format_version", M->version ? M->version : 1);
     wr_str(f, "arch", "custom", M->vlen);
     wr_i32(f, "num_ops", M->n);
     wr_str(f, "source", "test_runtime.c", M->vlen);
@@ -504,7 +620,9 @@ static void tm_write(const tm_model *M, const char *path)
             wr_i32(g, "in_zero_point", o->in_zp);
             wr_i32(g, "act_min", o->act_min);
             wr_i32(g, "act_max", o->act_max);
-            hsize_t wd[4] = {(hsize_t)o->oc, (hsize_t)o->ic, (hsize_t)o->kh, (hsize_t)o->kw};
+            if (o->groups) wr_i32(g, "groups", o->groups);
+            const int G = o->groups > 1 ? o->groups : 1;
+            hsize_t wd[4] = {(hsize_t)o->oc, (hsize_t)(o->ic / G), (hsize_t)o->kh, (hsize_t)o->kw};
             wr_dset(g, "weight", H5T_STD_I8LE, H5T_NATIVE_INT8, conv ? 4 : 2, wd, o->w);
             hsize_t od = (hsize_t)o->oc;
             wr_dset(g, "bias", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, o->bias);
@@ -514,6 +632,7 @@ static void tm_write(const tm_model *M, const char *path)
             for (int c = 0; c < o->oc; c++) ws[c] = 0.01f;
             wr_dset(g, "weight_scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, &od, ws);
             free(ws);
+            if (o->amc) wr_dset(g, "act_max_channel", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &od, o->amc);
         } else if (!strcmp(o->type, "add")) {
             wr_i32s(g, "multiplier", o->amult, 2, 0);
             wr_i32(g, "add_shift", o->ashift);
@@ -533,6 +652,17 @@ static void tm_write(const tm_model *M, const char *path)
         } else if (!strcmp(o->type, "maxpool2d")) {
             wr_i32(g, "kernel", o->kernel);
             wr_i32(g, "stride", o->stride);
+        } else if (!strcmp(o->type, "lut")) {
+            hsize_t d = 256;
+            wr_dset(g, "table", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, &d, o->table);
+        } else if (!strcmp(o->type, "upsample")) {
+            wr_i32(g, "scale", o->up);
+        } else if (!strcmp(o->type, "concat")) {
+            wr_i32s(g, "multiplier", o->cmult, o->n_in, 0);
+            wr_i32s(g, "shift", o->cshift, o->n_in, 0);
+            wr_i32s(g, "in_zero_point", o->czp, o->n_in, 0);
+            wr_i32(g, "act_min", o->act_min);
+            wr_i32(g, "act_max", o->act_max);
         }
         H5Gclose(g);
     }
@@ -1231,6 +1361,148 @@ END_TEST
 
 /* the base model of the malformed tests: input (2,5,5) -> conv 3x3 pad 1
  * (6 channels, "conv") -> global_avgpool ("gap") -> linear 6->4 ("fc") */
+/* ---- format version 3 ---- */
+
+/* Depthwise 3x3 convs (groups = C = OC: the fast depthwise kernels of both
+ * ISAs, against the formula on every ISA): channel counts around the
+ * vector widths, maps from 1x1 up (odd, even, rows shorter and longer than
+ * a vector), stride 1 and 2, pad 0 to 2, extreme values and zero points,
+ * per-channel act_max, and the MobileNet chain (1x1 expand, depthwise,
+ * 1x1 project with a per-channel clamp). */
+START_TEST(test_depthwise_shapes)
+{
+    static const int Cs[] = {1, 2, 3, 5, 8, 15, 16, 17, 33};
+    static const int HWs[] = {1, 2, 3, 4, 5, 7, 8, 9, 14, 15, 16, 17, 28, 31};
+    qat_rng r;
+    qat_rng_seed(&r, 5150 + (uint64_t)_i);
+    for (int t = 0; t < 6; t++) {
+        tm_model M = {0};
+        const int C = Cs[qat_rng_below(&r, 9)], s = 1 + (int)qat_rng_below(&r, 2);
+        const int pad = (t + _i) % 3 == 2 ? 2 : (int)qat_rng_below(&r, 2);
+        int H = HWs[qat_rng_below(&r, 14)], W = HWs[qat_rng_below(&r, 14)];
+        if (H + 2 * pad < 3) H = 3 - 2 * pad;
+        if (W + 2 * pad < 3) W = 3 - 2 * pad;
+        const int extreme = (_i + t) % 3 == 0;
+        int x = tm_input(&M, 3, C, H, W, extreme ? (t % 2 ? 127 : -128) : rnd_int(&r, -128, 127));
+        x = tm_conv_g(&M, x, C, 3, s, pad, C, extreme, &r);
+        if (t % 2) tm_set_amc(&M, x, &r);
+        if (t % 3 == 1) {
+            /* a second depthwise conv on its output, the other stride */
+            const int s2 = M.op[x].shape[1] + 2 >= 3 && M.op[x].shape[2] + 2 >= 3 ? 3 - s : 1;
+            x = tm_conv_g(&M, x, C, 3, s2, 1, C, extreme, &r);
+        }
+        char what[112];
+        snprintf(what, sizeof what, "depthwise %d/%d: C %d %dx%d s %d pad %d", _i, t, C, H, W, s, pad);
+        check_all_isas(&M, 5, extreme, &r, what);
+        tm_free(&M);
+    }
+    /* an inverted residual block: 1x1 expand (groups written as 1), ReLU6
+     * as a per-channel clamp, depthwise, 1x1 project */
+    tm_model M = {0};
+    const int C = 8 + _i, E = 6 * C;
+    int x = tm_input(&M, 3, C, 9 + _i, 14, rnd_int(&r, -128, 127));
+    x = tm_conv(&M, x, E, 1, 1, 1, 0, 0, &r);
+    M.op[x].groups = 1;
+    tm_set_amc(&M, x, &r);
+    x = tm_conv_g(&M, x, E, 3, 1 + _i % 2, 1, E, 0, &r);
+    tm_set_amc(&M, x, &r);
+    x = tm_conv(&M, x, C + 3, 1, 1, 1, 0, 0, &r);
+    check_all_isas(&M, 4, 0, &r, "inverted residual");
+    tm_free(&M);
+}
+END_TEST
+
+/* Grouped convs that are not the fast depthwise case (the reference on
+ * every ISA): several channels a group, channel multipliers 2 and 3, 1x1,
+ * 5x5 and 3x3 kernels at stride 3, extreme values */
+START_TEST(test_grouped_conv)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 6160 + (uint64_t)_i);
+    static const int cfg[][6] = {
+        /* C, OC, K, stride, pad, groups */
+        {4, 8, 3, 1, 1, 2}, {6, 9, 1, 1, 0, 3}, {5, 10, 3, 2, 1, 5}, {3, 9, 3, 1, 0, 3},
+        {8, 8, 5, 1, 2, 4}, {7, 7, 3, 3, 1, 7}, {12, 6, 3, 2, 0, 6}, {2, 4, 2, 1, 1, 2},
+    };
+    const int *c = cfg[_i];
+    for (int t = 0; t < 2; t++) {
+        tm_model M = {0};
+        int x = tm_input(&M, 3, c[0], 7 + t, 9 - t, t ? 127 : rnd_int(&r, -128, 127));
+        x = tm_conv_g(&M, x, c[1], c[2], c[3], c[4], c[5], t, &r);
+        if (_i % 2) tm_set_amc(&M, x, &r);
+        x = tm_flatten(&M, x);
+        tm_linear(&M, x, 5, t, &r);
+        char what[96];
+        snprintf(what, sizeof what, "grouped %d/%d: C %d OC %d k %d s %d p %d g %d", _i, t, c[0], c[1], c[2],
+                 c[3], c[4], c[5]);
+        check_all_isas(&M, 4, t, &r, what);
+        tm_free(&M);
+    }
+}
+END_TEST
+
+/* act_max_channel on the groups-1 paths: 3x3 stride 1 (AVX2 Winograd),
+ * stride 2, 1x1, a tap-cell conv (1 input channel), linear */
+START_TEST(test_act_max_channel)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 7170 + (uint64_t)_i);
+    const int extreme = _i % 2;
+    tm_model M = {0};
+    int x = tm_input(&M, 3, 1 + 2 * _i, 11, 13, extreme ? 127 : rnd_int(&r, -128, 127));
+    x = tm_conv(&M, x, 13, 3, 3, 1, 1, extreme, &r);
+    tm_set_amc(&M, x, &r);
+    x = tm_conv(&M, x, 17, 3, 3, 1, 0, extreme, &r);
+    tm_set_amc(&M, x, &r);
+    x = tm_conv(&M, x, 9, 3, 3, 2, 1, extreme, &r);
+    tm_set_amc(&M, x, &r);
+    x = tm_conv(&M, x, 19, 1, 1, 1, 0, extreme, &r);
+    tm_set_amc(&M, x, &r);
+    x = tm_flatten(&M, x);
+    x = tm_linear(&M, x, 21, extreme, &r);
+    tm_set_amc(&M, x, &r);
+    check_all_isas(&M, 5, extreme, &r, "act_max_channel");
+    tm_free(&M);
+}
+END_TEST
+
+/* lut, concat (2 and 3 inputs, spatial and flat, identity inputs),
+ * upsample (factors 1 to 3), in a graph with a depthwise conv */
+START_TEST(test_v3_ops)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 8180 + (uint64_t)_i);
+    const int extreme = _i % 2;
+    tm_model M = {0};
+    int x = tm_input(&M, 3, 3 + _i, 4, 6, rnd_int(&r, -128, 127));
+    int a = tm_conv(&M, x, 4, 3, 3, 1, 1, extreme, &r);
+    int h = tm_lut(&M, a, &r);
+    int u = tm_upsample(&M, tm_conv(&M, x, 2, 3, 3, 2, 1, extreme, &r), 2);
+    int b = tm_conv(&M, u, 3, 1, 1, 1, 0, extreme, &r);
+    int cc = tm_upsample(&M, h, 1 + _i % 3);
+    if (_i % 3 == 0) {
+        int ins[3] = {h, b, a};
+        cc = tm_concat(&M, ins, 3, &r);
+    } else if (_i % 3 == 1) {
+        /* h upsampled by 2 is 8x12, and so is b upsampled by 2 */
+        int ins[2] = {cc, tm_upsample(&M, b, 2)};
+        cc = tm_concat(&M, ins, 2, &r);
+    } else {
+        int ins[2] = {cc, tm_lut(&M, cc, &r)};
+        cc = tm_concat(&M, ins, 2, &r);
+    }
+    int d = tm_conv_g(&M, cc, M.op[cc].shape[0], 3, 1, 1, M.op[cc].shape[0], extreme, &r);
+    int f1 = tm_flatten(&M, d);
+    int f2 = tm_flatten(&M, h);
+    int ins[2] = {f1, f2};
+    int fc = tm_concat(&M, ins, 2, &r);
+    fc = tm_lut(&M, fc, &r);
+    tm_linear(&M, fc, 7, extreme, &r);
+    check_all_isas(&M, 4, extreme, &r, "v3 ops");
+    tm_free(&M);
+}
+END_TEST
+
 static void base_model(tm_model *M)
 {
     qat_rng r;
@@ -1503,9 +1775,9 @@ START_TEST(test_bad_misc)
     expect_load_error(path, QAT_ERR_FORMAT, "qat_format is 'qat-checkpoint', expected 'int8-model'");
     path = bad_file("bad_version.h5");
     f = bad_open(path);
-    wr_i32(f, "format_version", 3);
+    wr_i32(f, "format_version", 4);
     H5Fclose(f);
-    expect_load_error(path, QAT_ERR_UNSUPPORTED, "format_version 3 is not supported");
+    expect_load_error(path, QAT_ERR_UNSUPPORTED, "format_version 4 is not supported (this runtime reads 1 to 3)");
     /* add_shift out of range */
     {
         qat_rng r;
@@ -1635,6 +1907,10 @@ static Suite *runtime_suite(void)
     tcase_add_loop_test(tc, test_isa_strided_shapes, 0, 6);
     tcase_add_loop_test(tc, test_isa_split_packers, 0, 5);
     tcase_add_loop_test(tc, test_isa_multipliers, 0, 4);
+    tcase_add_loop_test(tc, test_depthwise_shapes, 0, 6);
+    tcase_add_loop_test(tc, test_grouped_conv, 0, 8);
+    tcase_add_loop_test(tc, test_act_max_channel, 0, 4);
+    tcase_add_loop_test(tc, test_v3_ops, 0, 6);
     suite_add_tcase(s, tc);
     tc = tcase_create("malformed");
     tcase_add_test(tc, test_bad_float_weights);

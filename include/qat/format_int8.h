@@ -8,7 +8,7 @@
 
 /* root group */
 #define QAT_I8_FORMAT_NAME "int8-model" /* value of the qat_format attribute */
-#define QAT_I8_FORMAT_VERSION 2         /* the version written */
+#define QAT_I8_FORMAT_VERSION 3         /* the version written (3: grouped conv, lut, concat, upsample) */
 #define QAT_I8_FORMAT_VERSION_MIN 1     /* the oldest version read (1: no weight encodings, no float ops) */
 #define QAT_I8_ATTR_FORMAT "qat_format"
 #define QAT_I8_ATTR_VERSION "format_version"
@@ -27,6 +27,10 @@
 #define QAT_I8_OP_MAXPOOL2D "maxpool2d"
 #define QAT_I8_OP_RELU "relu"
 #define QAT_I8_OP_FLATTEN "flatten"
+/* format version 3 */
+#define QAT_I8_OP_LUT "lut"           /* y = table[x + 128] */
+#define QAT_I8_OP_CONCAT "concat"     /* k >= 2 inputs along channels / features */
+#define QAT_I8_OP_UPSAMPLE "upsample" /* nearest neighbour, integer factor */
 
 /* attributes of every op */
 #define QAT_I8_ATTR_TYPE "type"
@@ -48,6 +52,9 @@
 #define QAT_I8_ATTR_MULTIPLIER "multiplier" /* add, pools (attribute); conv/linear: dataset */
 #define QAT_I8_ATTR_SHIFT "shift"           /* pools (attribute); conv/linear: dataset */
 #define QAT_I8_ATTR_ADD_SHIFT "add_shift"
+/* format version 3 */
+#define QAT_I8_ATTR_GROUPS "groups" /* conv2d: int32, absent = 1; weight [OC, IC/groups, KH, KW] */
+#define QAT_I8_ATTR_SCALE "scale"   /* upsample: int32 factor */
 
 /* datasets */
 #define QAT_I8_DSET_LUT "lut"
@@ -56,6 +63,10 @@
 #define QAT_I8_DSET_MULTIPLIER "multiplier"
 #define QAT_I8_DSET_SHIFT "shift"
 #define QAT_I8_DSET_WEIGHT_SCALE "weight_scale"
+/* format version 3 */
+#define QAT_I8_DSET_ACT_MAX_CHANNEL "act_max_channel" /* conv2d / linear: int32[OC], per-channel act_max */
+#define QAT_I8_DSET_TABLE "table"                     /* lut: int8[256], y = table[x + 128] */
+#define QAT_I8_TABLE_LEN 256
 
 /* ---- weight encodings (format version 2; conv2d / linear) ----
  * Section owned by the weight-encoding work (packed sub-byte, codebook,

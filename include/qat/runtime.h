@@ -89,10 +89,12 @@ QAT_API int32_t qat_rt_output_zero_point(const qat_rt_model *m);
 QAT_API void qat_rt_dequantize(const qat_rt_model *m, const int8_t *q, size_t n, float *out);
 
 /* Ops, for inspection and per-layer comparison. */
+/* The most inputs an op may have (a concat; docs/FORMAT-int8.md). */
+#define QAT_RT_MAX_INPUTS 16
 typedef struct qat_rt_op_info {
     const char *type;      /* "conv2d", ... (valid while the model lives) */
     const char *name;      /* source layer name */
-    int n_inputs, inputs[2]; /* unused entries are -1 */
+    int n_inputs, inputs[QAT_RT_MAX_INPUTS]; /* unused entries are -1 */
     int out_ndim, out_shape[3]; /* unused dimensions are 0 */
     float out_scale;
     int32_t out_zero_point;
@@ -110,6 +112,8 @@ typedef struct qat_rt_op_info {
                                * of a float op), "float32", "float16"; NULL for other ops */
     int dynamic;           /* 1: a float op with int8 weights, activations quantized at run time */
     const char *act_quant; /* dynamic: "tensor" or "row"; else NULL */
+    int groups;            /* conv2d: its groups (format version 3); 1 for other ops */
+    int act_max_channel;   /* conv2d / linear: 1 if it clamps per channel (act_max_channel) */
 } qat_rt_op_info;
 QAT_API int qat_rt_num_ops(const qat_rt_model *m);
 /* Facts of op i in [0, num_ops); QAT_ERR_ARG outside. */
