@@ -314,17 +314,22 @@ ACT_OBSERVERS = {"minmax": tq.MinMaxObserver, "ema": tq.MovingAverageMinMaxObser
                  "hist": tq.HistogramObserver}
 
 
-def qconfig(wb, ab, act_obs="ema", lsq_w=False, lsq_a=False):
+def qconfig(wb, ab, act_obs="ema", lsq_w=False, lsq_a=False, per_tensor=False):
     """docs/MODELS.md's quantizers: weights per output channel, symmetric,
     [-(2^(w-1)-1), 2^(w-1)-1], a memoryless MinMax (moving average with
     constant 1) of the weight as the forward sees it (BN folded); activations
     per tensor, affine, [0, 2^a - 1], observer act_obs (moving average
     constant 0.01 for 'ema'). lsq_w / lsq_a: learnable weight scales /
     activation scale and zero point (gradients scaled by
-    1/sqrt(numel * qmax)); their observers only give the starting values."""
+    1/sqrt(numel * qmax)); their observers only give the starting values.
+    per_tensor: one weight scale per layer (per_tensor_symmetric) instead of
+    one per output channel."""
     wq = 2 ** (wb - 1) - 1
     wargs = dict(observer=tq.MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
                  quant_min=-wq, quant_max=wq, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    if per_tensor:
+        wargs = dict(observer=tq.MovingAverageMinMaxObserver, averaging_constant=1.0,
+                     quant_min=-wq, quant_max=wq, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
     aargs = dict(observer=ACT_OBSERVERS[act_obs], quant_min=0, quant_max=2 ** ab - 1, dtype=torch.quint8,
                  qscheme=torch.per_tensor_affine, reduce_range=False)
     def fq(learnable, args):
@@ -610,6 +615,10 @@ def parse_args(argv=None):
     ap.add_argument("--val", type=int, default=5000, help="training images held out for choices (default 5000)")
     ap.add_argument("--calib", type=int, default=1024, help="calibration images (default 1024)")
     ap.add_argument("--quant", default="w8a8,w4a8,w4a4", help="PTQ and QAT specs, comma-separated ('' = none)")
+    ap.add_argument("--qat-quant", default=None,
+                    help="the specs of --quant that also get a QAT run (default: all of them)")
+    ap.add_argument("--ptq-per-tensor", action="store_true",
+                    help="also run W8A8 PTQ with per-tensor weight scales (row 'w8a8_per_tensor')")
     ap.add_argument("--calibrators", default="minmax,ema,hist",
                     help="PTQ activation observers: minmax, ema (moving average), hist (PyTorch's histogram)")
     ap.add_argument("--freeze-bn-after", type=int, default=1, help="QAT: BN statistics frozen from this epoch on")
@@ -696,6 +705,20 @@ def main():
                       "fp32_bn_folded": bench_inference(folded, Xte, a.lat_iters)}
     R["ptq"], R["qat"] = {}, {}
     fob = a.freeze_observers_after if a.freeze_observers_after >= 0 else (a.qat_epochs + 1) // 2
+    if a.ptq_per_tensor:
+        P = {}
+        for cal in [c for c in a.calibrators.split(",") if c]:
+            m = ptq(model, qconfig(8, 8, cal, per_tensor=True), D["calib"])
+            r = {"test_acc": evaluate(m, D["test"])[0], "val_acc": evaluate(m, D["val"])[0]
+                 if D["val"][0].shape[0] else None}
+            r.update(int8_results(m, D["test"]))
+            r.pop("int8_model", None)
+            P[cal] = r
+            log("w8a8 per-tensor PTQ %s: fake-quant test acc %.4f int8 %.4f" % (cal, r["test_acc"],
+                                                                                  r["int8_test_acc"]))
+        chosen = max(P, key=lambda c: (P[c]["val_acc"] or 0.0, -list(P).index(c)))
+        R["ptq"]["w8a8_per_tensor"] = {"calibrators": P, "chosen": chosen}
+        save()
     for spec in [s for s in a.quant.split(",") if s]:
         wb, ab = parse_spec(spec)
         lsq_w, lsq_a = wb <= 4, ab <= 4  # qat's rule: learnable at 4 bits and below
@@ -721,6 +744,8 @@ def main():
         save()
 
         # QAT from the float model
+        if a.qat_quant is not None and spec not in a.qat_quant.split(","):
+            continue
         torch.manual_seed(a.seed)
         qc = torch_qconfig(a.engine) if use_torch else qconfig(wb, ab, "ema", lsq_w, lsq_a)
         m = qat_prepare(model, qc, D["calib"])

@@ -157,11 +157,12 @@ static int write_op(hid_t ops, int i, const qat_i8op *o, int digits)
         int n = 256;
         if (!rc) rc = qat_h5_write(h, QAT_I8_DSET_LUT, QAT_H5_I8, 1, &n, o->lut);
     } else if (!rc && (!strcmp(t, QAT_I8_OP_CONV2D) || !strcmp(t, QAT_I8_OP_LINEAR))) {
-        int conv = !strcmp(t, QAT_I8_OP_CONV2D);
-        int wshape[4] = {o->oc, o->ic, o->k, o->k};
+        int conv = !strcmp(t, QAT_I8_OP_CONV2D), groups = o->groups > 1 ? o->groups : 1;
+        int wshape[4] = {o->oc, o->ic / groups, o->k, o->k};
         if (conv) {
             rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_STRIDE, o->stride);
             if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_PAD, o->pad);
+            if (!rc && groups > 1) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_GROUPS, groups); /* absent: 1 */
         } else {
             wshape[1] = o->ic;
         }
@@ -173,6 +174,8 @@ static int write_op(hid_t ops, int i, const qat_i8op *o, int digits)
         if (!rc) rc = qat_h5_write(h, QAT_I8_DSET_MULTIPLIER, QAT_H5_I32, 1, &o->oc, o->mult);
         if (!rc) rc = qat_h5_write(h, QAT_I8_DSET_SHIFT, QAT_H5_I32, 1, &o->oc, o->shift);
         if (!rc) rc = qat_h5_write(h, QAT_I8_DSET_WEIGHT_SCALE, QAT_H5_F32, 1, &o->oc, o->wscale);
+        if (!rc && o->act_max_channel)
+            rc = qat_h5_write(h, QAT_I8_DSET_ACT_MAX_CHANNEL, QAT_H5_I32, 1, &o->oc, o->act_max_channel);
     } else if (!rc && !strcmp(t, QAT_I8_OP_ADD)) {
         rc = qat_h5_attr_write(h, QAT_I8_ATTR_MULTIPLIER, QAT_H5_I32, 2, o->add_m);
         if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_ADD_SHIFT, o->add_t);
@@ -190,6 +193,17 @@ static int write_op(hid_t ops, int i, const qat_i8op *o, int digits)
     } else if (!rc && !strcmp(t, QAT_I8_OP_MAXPOOL2D)) {
         rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_KERNEL, o->k);
         if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_STRIDE, o->stride);
+    } else if (!rc && !strcmp(t, QAT_I8_OP_LUT)) {
+        int n = QAT_I8_TABLE_LEN;
+        rc = qat_h5_write(h, QAT_I8_DSET_TABLE, QAT_H5_I8, 1, &n, o->lut);
+    } else if (!rc && !strcmp(t, QAT_I8_OP_CONCAT)) {
+        rc = qat_h5_attr_write(h, QAT_I8_ATTR_MULTIPLIER, QAT_H5_I32, o->n_inputs, o->cat_m);
+        if (!rc) rc = qat_h5_attr_write(h, QAT_I8_ATTR_SHIFT, QAT_H5_I32, o->n_inputs, o->cat_shift);
+        if (!rc) rc = qat_h5_attr_write(h, QAT_I8_ATTR_IN_ZP, QAT_H5_I32, o->n_inputs, o->cat_zp);
+        if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_ACT_MIN, o->act_min);
+        if (!rc) rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_ACT_MAX, o->act_max);
+    } else if (!rc && !strcmp(t, QAT_I8_OP_UPSAMPLE)) {
+        rc = qat_h5_attr_write_i32(h, QAT_I8_ATTR_SCALE, o->k);
     }
     H5Gclose(h);
     return rc;

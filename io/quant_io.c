@@ -175,6 +175,9 @@ static int write_quant(hid_t file, qat_qmodel *qm, const qat_qrecipe *r)
     int rc = qat_h5_attr_write_i32(g, "version", QUANT_VERSION);
     int nu = qat_qmodel_num_units(qm);
     if (!rc) rc = qat_h5_attr_write_i32(g, "num_units", nu);
+    /* QAT_CONCAT_SHARED (absent: requantize) */
+    if (!rc && qat_qmodel_config(qm)->concat_mode)
+        rc = qat_h5_attr_write_i32(g, "concat_mode", qat_qmodel_config(qm)->concat_mode);
     if (!rc && r) {
         rc = qat_h5_attr_write_str(g, "method", r->method);
         if (!rc) rc = qat_h5_attr_write_str(g, "spec", r->spec);
@@ -301,6 +304,11 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
             cfg->overrides[cfg->n_overrides++].cfg = ucfg[u];
         }
     }
+    if (!rc && qat_h5_attr_exists(g, "concat_mode") == 1) {
+        rc = qat_h5_attr_read_i32(g, "concat_mode", &cfg->concat_mode);
+        if (!rc && cfg->concat_mode != QAT_CONCAT_REQUANTIZE && cfg->concat_mode != QAT_CONCAT_SHARED)
+            rc = qat_h5_fail(QAT_ERR_FORMAT, g, "attribute", "concat_mode", "%d unknown (0 or 1)", cfg->concat_mode);
+    }
     if (!rc && !(qm = qat_qmodel_prepare(m, cfg))) rc = QAT_ERR_FORMAT;
     if (!rc && qat_qmodel_num_units(qm) != nu)
         rc = qat_h5_fail(QAT_ERR_FORMAT, g, "group", NULL, "%d units stored, the model has %d", nu,
@@ -326,6 +334,7 @@ static int load_quant(hid_t file, qat_model *m, qat_qmodel **out, qat_qrecipe *r
     free(names);
     free(ucfg);
     H5Gclose(g);
+    if (!rc) qat_qmodel_sync_shared(qm);
     if (rc) {
         qat_qmodel_free(qm);
         return rc;

@@ -28,7 +28,8 @@ int qat_calibrator_from_name(const char *name)
 }
 
 static const char *const unit_names[QAT_UNIT_KIND_COUNT] = {
-    [QAT_UNIT_INPUT] = "input", [QAT_UNIT_CONV] = "conv", [QAT_UNIT_ADD] = "add", [QAT_UNIT_POOL] = "pool"};
+    [QAT_UNIT_INPUT] = "input", [QAT_UNIT_CONV] = "conv", [QAT_UNIT_ADD] = "add", [QAT_UNIT_POOL] = "pool",
+    [QAT_UNIT_ACT] = "act", [QAT_UNIT_CONCAT] = "concat"};
 
 const char *qat_unit_kind_name(qat_unit_kind k)
 {

@@ -45,6 +45,7 @@ void qat_i8graph_free(qat_i8graph *g)
         free(g->ops[i].shift);
         free(g->ops[i].wscale);
         free(g->ops[i].codebook);
+        free(g->ops[i].act_max_channel);
     }
     free(g->ops);
     g->ops = NULL;
@@ -60,7 +61,7 @@ static int multiplier(double M, int32_t *m, int32_t *s, const char *unit)
     return QAT_OK;
 }
 
-static void set_out(qat_i8op *o, const qat_layer *l, const qat_quantizer *q)
+static void set_out(qat_i8op *o, const qat_layer *l, qat_quantizer *q)
 {
     o->out_ndim = l->out_ndim;
     memcpy(o->out_shape, l->out_shape, sizeof o->out_shape);
@@ -70,13 +71,13 @@ static void set_out(qat_i8op *o, const qat_layer *l, const qat_quantizer *q)
     o->out_zp = zp;
 }
 
-static int check_act(const qat_qunit *un)
+static int check_act(qat_qmodel *qm, const qat_qunit *un)
 {
-    const qat_quantizer *q = &un->act;
+    const qat_quantizer *q = qat_qunit_actq(qm, un);
     if (!un->cfg.quantize)
         return qat_error(QAT_ERR_UNSUPPORTED, "export: unit '%s' is float (an override): int8 export needs every unit quantized",
                          un->name);
-    if (!q->initialized || !q->fake_quant)
+    if (!q->initialized || !un->act.fake_quant)
         return qat_error(QAT_ERR_STATE, "export: unit '%s' has no activation parameters (calibrate or train first)",
                          un->name);
     if (q->qmin < -128 || q->qmax > 127)
@@ -107,6 +108,7 @@ static int conv_op(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_i8op *o, con
     o->type = l->type == QAT_LAYER_CONV2D ? "conv2d" : "linear";
     o->oc = OC;
     o->ic = l->in_ch;
+    o->groups = l->type == QAT_LAYER_CONV2D && l->groups > 1 ? l->groups : 1;
     o->k = l->kernel;
     o->stride = l->stride;
     o->pad = l->pad;
@@ -126,9 +128,25 @@ static int conv_op(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_i8op *o, con
     double *M = qat_arena_alloc(ctx, (size_t)OC * sizeof *M);
     if (!sw || !M) return QAT_ERR_NOMEM;
     for (int c = 0; c < OC; c++) sw[c] = s_all[per_channel ? c : 0];
-    int rc0 = qat_conv_integer_form(wq, wf->data, bf ? bf->data : NULL, OC, per, s_in, sw,
-                                    qat_quantizer_scales(&un->act)[0], o->weight, o->bias, NULL, M);
+    int rc0 = qat_conv_integer_form(wq, wf->data, bf ? bf->data : NULL, OC, per, s_in, sw, o->out_scale, o->weight,
+                                    o->bias, NULL, M);
     if (rc0) return rc0;
+    /* the output range: a fused ReLU or clamp; per channel with a clamp's
+     * per-channel bounds */
+    int32_t lo, *hi = qat_arena_alloc(ctx, (size_t)OC * sizeof *hi);
+    if (!hi) return QAT_ERR_NOMEM;
+    qat_qunit_act_bounds(qm, un, o->out_scale, o->out_zp, OC, &lo, hi);
+    o->act_min = lo;
+    o->act_max = hi[0];
+    const qat_layer *a = un->relu >= 0 ? qat_model_layer_c(m, un->relu) : NULL;
+    if (a && a->type == QAT_LAYER_CLAMP && a->clamp_hi_c) {
+        if (!(o->act_max_channel = qat_malloc((size_t)OC * sizeof(int32_t))))
+            return qat_error(QAT_ERR_NOMEM, "export: out of memory");
+        for (int c = 0; c < OC; c++) {
+            o->act_max_channel[c] = hi[c];
+            if (hi[c] > o->act_max) o->act_max = hi[c];
+        }
+    }
     if (wq->kind != QAT_WEIGHT_UNIFORM) {
         int K = wq->k, b = 1;
         while ((1 << b) < K) b++;
@@ -187,11 +205,10 @@ static int build(qat_qmodel *qm, float mean, float std, qat_i8graph *g)
         }
         if (u >= 0) {
             qat_qunit *un = qat_qmodel_unit(qm, u);
-            if ((rc = check_act(un))) break;
-            set_out(o, qat_model_layer_c(m, un->last), &un->act);
-            o->act_min = un->act.qmin;
-            o->act_max = un->act.qmax;
-            if (un->relu >= 0 && o->out_zp > o->act_min) o->act_min = o->out_zp;
+            if ((rc = check_act(qm, un))) break;
+            set_out(o, qat_model_layer_c(m, un->last), qat_qunit_actq(qm, un));
+            if (un->kind != QAT_UNIT_CONV) /* (a conv's: per channel, conv_op) */
+                qat_qunit_act_bounds(qm, un, o->out_scale, o->out_zp, 1, &o->act_min, &o->act_max);
             switch (un->kind) {
             case QAT_UNIT_INPUT:
                 o->type = QAT_I8_OP_INPUT;
@@ -251,6 +268,27 @@ static int build(qat_qmodel *qm, float mean, float std, qat_i8graph *g)
                 rc = multiplier((double)in->out_scale / ((double)win * o->out_scale), &o->pool_m, &o->pool_shift, un->name);
                 break;
             }
+            case QAT_UNIT_ACT:
+                o->type = QAT_I8_OP_LUT;
+                o->n_inputs = 1;
+                o->inputs[0] = op_of[l->inputs[0]];
+                rc = qat_act_table(qm, un, o->lut);
+                break;
+            case QAT_UNIT_CONCAT:
+                o->type = QAT_I8_OP_CONCAT;
+                o->n_inputs = 2;
+                for (int k = 0; !rc && k < 2; k++) {
+                    if (op_of[l->inputs[k]] < 0) {
+                        rc = qat_error(QAT_ERR_UNSUPPORTED, "export: concat '%s' reads an unquantized tensor", l->name);
+                        break;
+                    }
+                    const qat_i8op *ik = &g->ops[op_of[l->inputs[k]]];
+                    o->inputs[k] = op_of[l->inputs[k]];
+                    o->cat_zp[k] = ik->out_zp;
+                    /* an input on the output's grid: 2^30 * 2^(1-31) = 1 exactly */
+                    rc = multiplier((double)ik->out_scale / o->out_scale, &o->cat_m[k], &o->cat_shift[k], un->name);
+                }
+                break;
             default:
                 rc = qat_error(QAT_ERR_UNSUPPORTED, "export: unit '%s' of unknown kind", un->name);
             }
@@ -273,6 +311,10 @@ static int build(qat_qmodel *qm, float mean, float std, qat_i8graph *g)
                 break;
             case QAT_LAYER_RELU:
                 o->type = QAT_I8_OP_RELU;
+                break;
+            case QAT_LAYER_UPSAMPLE:
+                o->type = QAT_I8_OP_UPSAMPLE;
+                o->k = l->kernel;
                 break;
             default:
                 rc = qat_error(QAT_ERR_UNSUPPORTED, "export: layer '%s' (%s) has no int8 form", l->name,

@@ -20,8 +20,10 @@ typedef struct qat_i8op {
     float out_scale;
     int32_t out_zp;
     int32_t act_min, act_max;
-    /* conv2d / linear */
-    int oc, ic, k, stride, pad;
+    /* conv2d / linear (ic: all input channels; the weight has ic / groups);
+     * maxpool2d / avgpool2d: k, stride; upsample: k = the factor */
+    int oc, ic, k, stride, pad, groups;
+    int32_t *act_max_channel; /* [oc] per-channel upper bounds (a clamp with per-channel bounds), or NULL */
     int8_t *weight; /* [oc, ...] int8, always expanded (every encoding below decodes to it) */
     /* how the weights are stored (format version 2):
      * wbits: 1..8; the int8 weights lie in [-(2^(b-1) - 1), 2^(b-1) - 1]
@@ -41,9 +43,11 @@ typedef struct qat_i8op {
     int32_t add_m[2], add_zp[2], add_t;
     /* pools */
     int32_t pool_m, pool_shift;
+    /* concat: per input, requant(x - cat_zp[k], cat_m[k], cat_shift[k]) */
+    int32_t cat_m[2], cat_shift[2], cat_zp[2];
     /* input */
     float mean, std;
-    int8_t lut[256];
+    int8_t lut[256]; /* input: the pixel LUT; lut (act units): the table, y = lut[x + 128] */
 } qat_i8op;
 
 typedef struct qat_i8graph {

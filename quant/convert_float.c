@@ -100,6 +100,16 @@ int qat_convert_float16(qat_qmodel *qm, float mean, float std, qat_dynmodel **ou
         for (int k = 0; k < l->n_inputs; k++) op->in[k] = map[l->inputs[k]];
         qat_qunit *un = u >= 0 ? qat_qmodel_unit(qm, u) : NULL;
         qat_dg_set_shape(op, un ? qat_model_layer_c(m, un->last) : l);
+        if (un && un->relu >= 0 && qat_model_layer_c(m, un->relu)->type != QAT_LAYER_RELU) {
+            rc = qat_error(QAT_ERR_UNSUPPORTED, "export: unit '%s' with a fused clamp ('%s') has no float16 op", un->name,
+                           qat_model_layer_c(m, un->relu)->name);
+            break;
+        }
+        if (l->type == QAT_LAYER_CONV2D && l->groups > 1) {
+            rc = qat_error(QAT_ERR_UNSUPPORTED, "export: conv2d '%s' has %d groups: no float16 op (only dense convs)",
+                           l->name, l->groups);
+            break;
+        }
         switch (l->type) {
         case QAT_LAYER_INPUT:
             op->kind = DG_INPUT;

@@ -241,6 +241,11 @@ int qat_dg_build(const qat_model *m, const qat_dynamic_opts *o, qat_dynmodel **o
                            qat_layer_type_name(l->type));
             break;
         }
+        if (l->type == QAT_LAYER_CONV2D && l->groups > 1) {
+            st = qat_error(QAT_ERR_UNSUPPORTED, "dynamic quantization: conv2d %s has %d groups (only dense convs)", l->name,
+                           l->groups);
+            break;
+        }
         if (l->type == QAT_LAYER_BATCHNORM2D) { /* folded into its conv, which set map[i] */
             st = qat_error(QAT_ERR_UNSUPPORTED,
                            "dynamic quantization: %s: a batchnorm2d that is not the only reader of a conv2d "

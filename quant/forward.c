@@ -55,9 +55,40 @@ int qat_qunit_fold(qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un, qat_tensor
 float qat_qunit_input_scale(qat_qmodel *qm, const qat_qunit *un)
 {
     if (un->in_unit[0] < 0) return 0;
-    const qat_quantizer *iq = &qm->units[un->in_unit[0]].act;
+    const qat_qunit *iu = &qm->units[un->in_unit[0]];
+    const qat_quantizer *iq = qat_qunit_actq(qm, iu);
     if (iq->float_format) return 0; /* fp16 / bf16: no grid */
-    return (iq->fake_quant && iq->initialized) ? qat_quantizer_scales(iq)[0] : 0;
+    return (iu->act.fake_quant && iq->initialized) ? qat_quantizer_scales(iq)[0] : 0;
+}
+
+int qat_qunit_input_grid(qat_qmodel *qm, const qat_qunit *un, int k, float *s, int32_t *z)
+{
+    if (k < 0 || k > 1 || un->in_unit[k] < 0) return 0;
+    const qat_qunit *iu = &qm->units[un->in_unit[k]];
+    const qat_quantizer *iq = qat_qunit_actq(qm, iu);
+    if (iq->float_format || !iu->cfg.quantize || !iu->act.fake_quant || !iq->initialized || iq->n != 1) return 0;
+    *s = qat_quantizer_scales(iq)[0];
+    qat_quantizer_zero_points(iq, z);
+    return *s > 0;
+}
+
+void qat_qunit_act_bounds(qat_qmodel *qm, const qat_qunit *un, float s, int32_t z, int C, int32_t *lo, int32_t *hi_c)
+{
+    const qat_quantizer *q = qat_qunit_actq(qm, un);
+    const qat_layer *a = un->relu >= 0 ? qat_model_layer_c(qm->m, un->relu) : NULL;
+    float inv = 1.0f / s;
+    *lo = q->qmin;
+    for (int c = 0; c < C; c++) hi_c[c] = q->qmax;
+    if (!a) return;
+    if (a->type == QAT_LAYER_RELU) {
+        *lo = q->qmin < z ? z : q->qmin;
+        return;
+    }
+    /* a clamp: the index fake-quant gives each bound (rounding is
+     * monotone, so clamping the index equals rounding the clamped value) */
+    *lo = qat_quantize_val(a->clamp_lo, inv, z, q->qmin, q->qmax);
+    for (int c = 0; c < C; c++)
+        hi_c[c] = qat_quantize_val(a->clamp_hi_c ? a->clamp_hi_c->data[c] : a->clamp_hi, inv, z, q->qmin, q->qmax);
 }
 
 /* The weight scale of each of the C output channels, as the bias grid
@@ -82,7 +113,10 @@ static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_te
     int is_conv = l->type == QAT_LAYER_CONV2D;
     qat_quantizer *wq = &un->weight;
     float s_in = qat_qunit_input_scale(qm, un); /* the input's grid, for the bias */
-#define CONV(w, b) (is_conv ? qat_conv2d(ctx, x, w, b, l->stride, l->pad) : qat_linear(ctx, x, w, b))
+#define CONV(w, b)                                                                                              \
+    (!is_conv ? qat_linear(ctx, x, w, b)                                                                        \
+     : l->groups > 1 ? qat_conv2d_grouped(ctx, x, w, b, l->stride, l->pad, l->groups)                          \
+                     : qat_conv2d(ctx, x, w, b, l->stride, l->pad))
     if (un->bn >= 0 && qat_ctx_training(ctx) && !un->bn_frozen) {
         /* PyTorch's _forward_approximate: batch statistics correct the
          * output while BN trains */
@@ -115,8 +149,86 @@ static qat_tensor *conv_unit(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_te
     return y;
 }
 
+/* The fake-quant of a member of a shared concat group (QAT_CONCAT_SHARED)
+ * with the group's quantizer, under the member's own fake-quant switch;
+ * x itself while the group's quantizer has not observed yet (the first
+ * observing batch: the concat observes after its members ran). */
+static qat_tensor *fq_shared(qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un, qat_tensor *x, int observe)
+{
+    qat_quantizer q = *qat_qunit_actq(qm, un);
+    q.fake_quant = un->act.fake_quant;
+    if (!q.initialized && observe) return x;
+    return qat_fq(ctx, x, &q, 0);
+}
+
+/* A shared group's concat observes every member's unquantized output,
+ * once per forward, as one batch (flattened together). */
+static int observe_group(qat_ctx *ctx, qat_qmodel *qm, int root, qat_tensor **pre)
+{
+    size_t n = 0;
+    for (int u = 0; u < root; u++)
+        if (qm->units[u].act_share == root && pre[u]) n += pre[u]->numel;
+    if (!n) return QAT_OK;
+    int len = (int)n;
+    qat_tensor *all = qat_new(ctx, 1, &len);
+    if (!all) return QAT_ERR_NOMEM;
+    n = 0;
+    for (int u = 0; u < root; u++)
+        if (qm->units[u].act_share == root && pre[u]) {
+            memcpy(all->data + n, pre[u]->data, pre[u]->numel * sizeof(float));
+            n += pre[u]->numel;
+        }
+    return qat_quantizer_observe(ctx, &qm->units[root].act, all);
+}
+
+/* The unit's output from its pre-activation y: the fused ReLU or clamp,
+ * then its activation quantizer (its own, or the shared one). */
+static qat_tensor *unit_output(qat_ctx *ctx, qat_qmodel *qm, int u, qat_tensor *y, qat_tensor **out, int observe,
+                               qat_tensor ***pre)
+{
+    qat_qunit *un = &qm->units[u];
+    const qat_layer *a = un->relu >= 0 ? qat_model_layer_c(qm->m, un->relu) : NULL;
+    int member = un->act_share >= 0;
+    int root = !member && un->kind == QAT_UNIT_CONCAT && qm->cfg.concat_mode == QAT_CONCAT_SHARED;
+    if (a && a->type == QAT_LAYER_RELU && !member) {
+        /* ReLU and the activation quantizer in one pass (the ReLU's own
+         * output is then the quantized one) */
+        qat_tensor *r = NULL;
+        y = qat_fq_relu(ctx, y, &un->act, observe, &r);
+        out[un->relu] = r;
+        return y;
+    }
+    if (a) {
+        y = a->type == QAT_LAYER_RELU ? qat_relu(ctx, y)
+            : a->clamp_hi_c          ? qat_clamp_channels(ctx, y, a->clamp_lo, a->clamp_hi_c->data)
+                                     : qat_clamp(ctx, y, a->clamp_lo, a->clamp_hi);
+        if (!y) return NULL;
+        out[un->relu] = y;
+    }
+    if (member) {
+        if (observe) {
+            if (!*pre) {
+                *pre = qat_arena_alloc(ctx, (size_t)qm->n_units * sizeof **pre);
+                if (!*pre) return NULL;
+                memset(*pre, 0, (size_t)qm->n_units * sizeof **pre);
+            }
+            (*pre)[u] = y;
+        }
+        return fq_shared(ctx, qm, un, y, observe);
+    }
+    if (root && observe && *pre) {
+        int rc = observe_group(ctx, qm, u, *pre);
+        if (rc) {
+            qat_ctx_fail(ctx, rc);
+            return NULL;
+        }
+    }
+    return qat_fq(ctx, y, &un->act, observe && !root);
+}
+
 qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
 {
+    qat_tensor **pre = NULL; /* shared concat groups: the members' outputs before quantization */
     if (!x) return NULL;
     qat_model *m = qm->m;
     int nl = qat_model_num_layers(m);
@@ -171,24 +283,16 @@ qat_tensor **qat_qmodel_forward_all(qat_ctx *ctx, qat_qmodel *qm, qat_tensor *x)
         case QAT_UNIT_ADD:
             y = out[i] = qat_add(ctx, out[l->inputs[0]], out[l->inputs[1]]);
             break;
-        default: {
-            qat_tensor *ins[1] = {out[l->inputs[0]]};
+        default: { /* pools, act (hardswish, hardsigmoid, clamp), concat */
+            qat_tensor *ins[2] = {out[l->inputs[0]], l->n_inputs > 1 ? out[l->inputs[1]] : NULL};
             y = out[i] = qat_layer_forward(ctx, l, ins);
             break;
         }
         }
         if (!y) return NULL;
-        if ((un->kind == QAT_UNIT_CONV || un->kind == QAT_UNIT_ADD) && un->relu >= 0) {
-            /* ReLU and the activation quantizer in one pass (the ReLU's own
-             * output is then the quantized one) */
-            qat_tensor *r = NULL;
-            if (!(y = qat_fq_relu(ctx, y, &un->act, observe_act, &r))) return NULL;
-            out[un->relu] = r;
-            out[un->last] = y;
-        } else if (!(out[un->last] = qat_fq(ctx, y, &un->act, observe_act))) {
-            return NULL;
-        }
+        if (!(out[un->last] = unit_output(ctx, qm, u, y, out, observe_act, &pre))) return NULL;
     }
+    qat_qmodel_sync_shared(qm);
     return out;
 }
 

@@ -63,10 +63,20 @@ static int grid_out(const qat_quantizer *q, float *s, int32_t *z)
     return *s > 0;
 }
 
-static int integer_eval(const qat_ctx *ctx, const qat_qmodel *qm, const qat_qunit *un)
+static int integer_eval(const qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un)
 {
+    const qat_quantizer *q = qat_qunit_actq(qm, un);
     return qm->eval_mode == QAT_EVAL_INTEGER_GRID && !qm->calibrating && !qat_ctx_training(ctx) && !qat_ctx_grad_enabled(ctx) &&
-           un->act.fake_quant && un->act.initialized && un->act.n == 1;
+           un->act.fake_quant && q->initialized && q->n == 1 && !q->float_format;
+}
+
+/* The output grid of a unit evaluated on the grid (its own or the shared
+ * quantizer; the unit's fake-quant switch). */
+static int unit_grid_out(qat_qmodel *qm, const qat_qunit *un, float *s, int32_t *z)
+{
+    qat_quantizer q = *qat_qunit_actq(qm, un);
+    q.fake_quant = un->act.fake_quant;
+    return grid_out(&q, s, z);
 }
 
 /* Row kernels, cloned for AVX-512 and AVX2 (chosen at load time; the
@@ -136,27 +146,31 @@ static qat_tensor *grid_values(qat_ctx *ctx, const qat_tensor *x, float s, int *
     return t;
 }
 
-/* The range of q - z an output quantizer allows: [qmin, qmax] - z, the
- * lower end raised to 0 by a fused ReLU. */
-static void grid_bounds(const qat_quantizer *q, int32_t z, int relu, double *lo, double *hi)
+/* The range of q - z the unit's output allows, per output channel (C):
+ * [qmin, qmax] - z, narrowed by a fused ReLU or clamp
+ * (qat_qunit_act_bounds). hi: C entries (arena); NULL if out of memory. */
+static double *grid_bounds(qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un, float s, int32_t z, int C, double *lo)
 {
-    *lo = (double)(relu && q->qmin < z ? z : q->qmin) - z;
-    *hi = (double)q->qmax - z;
+    int32_t *hq = qat_arena_alloc(ctx, (size_t)C * sizeof *hq), lq;
+    double *hi = hq ? qat_arena_alloc(ctx, (size_t)C * sizeof *hi) : NULL;
+    if (!hi) return NULL;
+    qat_qunit_act_bounds(qm, un, s, z, C, &lq, hq);
+    *lo = (double)lq - z;
+    for (int c = 0; c < C; c++) hi[c] = (double)hq[c] - z;
+    return hi;
 }
 
 /* y = the fake-quant output for the real value v * mult[channel] / s:
- * (clamp(nearbyint(v * m) [max 0 with relu] + z, qmin, qmax) - z) * s,
- * the float32 graph's value ((q - z) and its product with s are computed
- * the same way). v is [outer, C, inner]. */
-static void requant_grid(float *y, const float *v, const double *mult, size_t outer, int C, size_t inner,
-                         const qat_quantizer *q, float s, int32_t z, int relu)
+ * (clamp(nearbyint(v * m) + z, lo, hi[channel]) - z) * s, the float32
+ * graph's value ((q - z) and its product with s are computed the same
+ * way). v is [outer, C, inner]; lo, hi: bounds of q - z. */
+static void requant_grid(float *y, const float *v, const double *mult, size_t outer, int C, size_t inner, double lo,
+                         const double *hi, float s)
 {
-    double lo, hi;
-    grid_bounds(q, z, relu, &lo, &hi);
     long rows = (long)(outer * (size_t)C);
 #pragma omp parallel for schedule(static) if (outer * (size_t)C * inner >= 65536)
     for (long r = 0; r < rows; r++)
-        requant_row(y + (size_t)r * inner, v + (size_t)r * inner, inner, mult[r % C], lo, hi, s);
+        requant_row(y + (size_t)r * inner, v + (size_t)r * inner, inner, mult[r % C], lo, hi[r % C], s);
 }
 
 /* conv/linear unit on the grid; NULL with no error set when it does not
@@ -167,7 +181,7 @@ static qat_tensor *conv_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     qat_quantizer *wq = &un->weight;
     float s_in = qat_qunit_input_scale(qm, un), s_out;
     int32_t z_out;
-    if (!(s_in > 0) || !wq->fake_quant || !wq->initialized || !grid_out(&un->act, &s_out, &z_out)) return NULL;
+    if (!(s_in > 0) || !wq->fake_quant || !wq->initialized || !unit_grid_out(qm, un, &s_out, &z_out)) return NULL;
     int off = 0;
     qat_tensor *xi = grid_values(ctx, out[l->inputs[0]], s_in, &off);
     *failed = 1;
@@ -200,14 +214,17 @@ static qat_tensor *conv_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     for (size_t i = 0; i < wf->numel; i++) wi->data[i] = (float)wq8[i];
     if (bi)
         for (int c = 0; c < C; c++) bi->data[c] = (float)bq[c];
-    qat_tensor *acc = is_conv ? qat_conv2d(ctx, xi, wi, bi, l->stride, l->pad) : qat_linear(ctx, xi, wi, bi);
+    qat_tensor *acc = !is_conv       ? qat_linear(ctx, xi, wi, bi)
+                      : l->groups > 1 ? qat_conv2d_grouped(ctx, xi, wi, bi, l->stride, l->pad, l->groups)
+                                      : qat_conv2d(ctx, xi, wi, bi, l->stride, l->pad);
     qat_tensor *y = acc ? qat_new(ctx, acc->ndim, acc->shape) : NULL;
-    if (!y) return NULL;
+    double lo, *hi = y ? grid_bounds(ctx, qm, un, s_out, z_out, C, &lo) : NULL;
+    if (!hi) return NULL;
     size_t outer = (size_t)acc->shape[0], inner = acc->numel / (outer * (size_t)C);
-    requant_grid(y->data, acc->data, mult, outer, C, inner, &un->act, s_out, z_out, un->relu >= 0);
+    requant_grid(y->data, acc->data, mult, outer, C, inner, lo, hi, s_out);
     /* the layers inside the unit (not its output, which the caller sets):
      * the real pre-activation acc * s_in * s_w, in place (acc is not needed
-     * any more), and its ReLU */
+     * any more), and its ReLU / clamp */
     if (un->head != un->last) {
         qat_tensor *pre = acc;
         long rows = (long)(outer * (size_t)C);
@@ -226,12 +243,9 @@ static qat_tensor *add_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qa
 {
     const qat_layer *l = qat_model_layer_c(qm->m, un->head);
     float s_out, sa = qat_qunit_input_scale(qm, un), sb = 0;
-    int32_t z_out;
-    if (un->in_unit[1] >= 0) {
-        const qat_quantizer *bq = &qm->units[un->in_unit[1]].act;
-        if (bq->fake_quant && bq->initialized) sb = qat_quantizer_scales(bq)[0];
-    }
-    if (!(sa > 0) || !(sb > 0) || !grid_out(&un->act, &s_out, &z_out)) return NULL;
+    int32_t z_out, zb;
+    if (!qat_qunit_input_grid(qm, un, 1, &sb, &zb)) sb = 0;
+    if (!(sa > 0) || !(sb > 0) || !unit_grid_out(qm, un, &s_out, &z_out)) return NULL;
     int offa = 0, offb = 0;
     qat_tensor *ai = grid_values(ctx, out[l->inputs[0]], sa, &offa);
     qat_tensor *bi = ai ? grid_values(ctx, out[l->inputs[1]], sb, &offb) : NULL;
@@ -242,9 +256,9 @@ static qat_tensor *add_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qa
     }
     qat_tensor *y = bi ? qat_new(ctx, ai->ndim, ai->shape) : NULL;
     if (!y) return NULL;
-    int relu = un->relu >= 0;
-    double ma = (double)sa / s_out, mb = (double)sb / s_out, lo, hi;
-    grid_bounds(&un->act, z_out, relu, &lo, &hi);
+    double ma = (double)sa / s_out, mb = (double)sb / s_out, lo, *hip = grid_bounds(ctx, qm, un, s_out, z_out, 1, &lo);
+    if (!hip) return NULL;
+    double hi = hip[0];
     long chunks = (long)((ai->numel + GRID_CHUNK - 1) / GRID_CHUNK);
 #pragma omp parallel for schedule(static) if (chunks > 4)
     for (long k = 0; k < chunks; k++) {
@@ -265,7 +279,7 @@ static qat_tensor *pool_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
     const qat_tensor *x = out[l->inputs[0]];
     float s_in = qat_qunit_input_scale(qm, un), s_out;
     int32_t z_out;
-    if (!(s_in > 0) || un->relu >= 0 || x->ndim != 4 || !grid_out(&un->act, &s_out, &z_out)) return NULL;
+    if (!(s_in > 0) || un->relu >= 0 || x->ndim != 4 || !unit_grid_out(qm, un, &s_out, &z_out)) return NULL;
     int off = 0;
     qat_tensor *xi = grid_values(ctx, x, s_in, &off);
     *failed = 1;
@@ -292,8 +306,129 @@ static qat_tensor *pool_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, q
                 sums->data[((size_t)r * OH + oh) * OW + ow] = (float)acc;
             }
     }
-    double mult = (double)s_in / ((double)k * kw * s_out);
-    requant_grid(y->data, sums->data, &mult, sums->numel, 1, 1, &un->act, s_out, z_out, 0);
+    double mult = (double)s_in / ((double)k * kw * s_out), lo, *hi = grid_bounds(ctx, qm, un, s_out, z_out, 1, &lo);
+    if (!hi) return NULL;
+    requant_grid(y->data, sums->data, &mult, sums->numel, 1, 1, lo, hi, s_out);
+    *failed = 0;
+    return y;
+}
+
+/* ---- act and concat units ---- */
+
+/* The per-tensor int8 grid of the unit's output: 0 if there is none. */
+static int int8_grid(const qat_quantizer *q)
+{
+    return q->initialized && q->n == 1 && !q->float_format && !qat_quantizer_is_special(q) && q->qmin >= -128 &&
+           q->qmax <= 127;
+}
+
+int qat_act_table(qat_qmodel *qm, const qat_qunit *un, int8_t *table)
+{
+    qat_layer *l = qat_model_layer(qm->m, un->head);
+    const qat_quantizer *oq = qat_qunit_actq(qm, un);
+    float s_in, s_out;
+    int32_t z_in, z_out;
+    if (un->kind != QAT_UNIT_ACT) return qat_error(QAT_ERR_ARG, "unit '%s' is not an act unit", un->name);
+    if (l->type == QAT_LAYER_CLAMP && l->clamp_hi_c)
+        return qat_error(QAT_ERR_UNSUPPORTED,
+                         "unit '%s': clamp with per-channel upper bounds outside a conv unit has no int8 table", un->name);
+    if (!qat_qunit_input_grid(qm, un, 0, &s_in, &z_in) || !int8_grid(qat_qunit_actq(qm, &qm->units[un->in_unit[0]])))
+        return qat_error(QAT_ERR_STATE, "unit '%s' (%s): its input is not on a per-tensor int8 grid", un->name,
+                         qat_layer_type_name(l->type));
+    if (!int8_grid(oq))
+        return qat_error(QAT_ERR_STATE, "unit '%s' (%s): its output quantizer is not a calibrated per-tensor int8 grid",
+                         un->name, qat_layer_type_name(l->type));
+    s_out = qat_quantizer_scales(oq)[0];
+    qat_quantizer_zero_points(oq, &z_out);
+    qat_ctx *ctx = qat_ctx_create((size_t)1 << 16);
+    if (!ctx) return qat_error(QAT_ERR_NOMEM, "act table: out of memory");
+    qat_ctx_set_grad(ctx, 0);
+    qat_ctx_set_training(ctx, 0);
+    int rc = QAT_OK;
+    qat_tensor *x = qat_new(ctx, 4, (int[]){1, 1, 1, 256}), *y = NULL;
+    if (x) {
+        /* the input grid's values as the fake-quant graph forms them,
+         * (q - z) * s in float32, through the layer's own op */
+        for (int q = -128; q < 128; q++) x->data[q + 128] = (float)(q - z_in) * s_in;
+        qat_tensor *ins[1] = {x};
+        y = qat_layer_forward(ctx, l, ins);
+    }
+    if (!y) {
+        rc = qat_ctx_status(ctx) ? qat_ctx_status(ctx) : QAT_ERR_NOMEM;
+    } else {
+        float inv = 1.0f / s_out; /* fake-quant's reciprocal */
+        for (int k = 0; k < 256; k++) table[k] = (int8_t)qat_quantize_val(y->data[k], inv, z_out, oq->qmin, oq->qmax);
+    }
+    qat_ctx_free(ctx);
+    return rc;
+}
+
+/* act unit on the grid: its table applied to the input's grid indices. */
+static qat_tensor *act_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
+{
+    const qat_layer *l = qat_model_layer_c(qm->m, un->head);
+    float s_in, s_out;
+    int32_t z_in, z_out;
+    if (!qat_qunit_input_grid(qm, un, 0, &s_in, &z_in) || !int8_grid(qat_qunit_actq(qm, &qm->units[un->in_unit[0]])) ||
+        !unit_grid_out(qm, un, &s_out, &z_out) || !int8_grid(qat_qunit_actq(qm, un)) ||
+        (l->type == QAT_LAYER_CLAMP && l->clamp_hi_c))
+        return NULL;
+    int off = 0;
+    qat_tensor *xi = grid_values(ctx, out[l->inputs[0]], s_in, &off);
+    *failed = 1;
+    if (xi && off) {
+        *failed = 0;
+        return NULL;
+    }
+    int8_t table[256];
+    qat_tensor *y = xi ? qat_new(ctx, xi->ndim, xi->shape) : NULL;
+    if (!y) return NULL;
+    int rc = qat_act_table(qm, un, table);
+    if (rc) {
+        qat_ctx_fail(ctx, rc);
+        return NULL;
+    }
+    for (size_t i = 0; i < xi->numel; i++) {
+        int q = (int)xi->data[i] + z_in;
+        q = q < -128 ? -128 : q > 127 ? 127 : q;
+        y->data[i] = (float)(table[q + 128] - z_out) * s_out;
+    }
+    *failed = 0;
+    return y;
+}
+
+/* concat unit on the grid: each input's grid value requantized,
+ * round((q_i - z_i) * s_i / s_out), in double (an exact copy when the
+ * scales are equal: QAT_CONCAT_SHARED). */
+static qat_tensor *concat_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, qat_tensor **out, int *failed)
+{
+    const qat_layer *l = qat_model_layer_c(qm->m, un->head);
+    float s[2], s_out;
+    int32_t z[2], z_out;
+    if (!qat_qunit_input_grid(qm, un, 0, &s[0], &z[0]) || !qat_qunit_input_grid(qm, un, 1, &s[1], &z[1]) ||
+        !unit_grid_out(qm, un, &s_out, &z_out))
+        return NULL;
+    int off[2] = {0, 0};
+    qat_tensor *gi[2];
+    *failed = 1;
+    for (int k = 0; k < 2; k++)
+        if (!(gi[k] = grid_values(ctx, out[l->inputs[k]], s[k], &off[k]))) return NULL;
+    if (off[0] || off[1]) {
+        *failed = 0;
+        return NULL;
+    }
+    qat_tensor *cat = qat_concat(ctx, gi[0], gi[1]);
+    qat_tensor *y = cat ? qat_new(ctx, cat->ndim, cat->shape) : NULL;
+    double lo, *hi = y ? grid_bounds(ctx, qm, un, s_out, z_out, 1, &lo) : NULL;
+    if (!hi) return NULL;
+    /* [N, Ca + Cb, ...]: rows of inner elements, the first Ca of each
+     * sample from a */
+    size_t N = (size_t)cat->shape[0], per_a = gi[0]->numel / N, per = cat->numel / N;
+    double m[2] = {(double)s[0] / s_out, (double)s[1] / s_out};
+    for (size_t n = 0; n < N; n++) {
+        requant_row(y->data + n * per, cat->data + n * per, per_a, m[0], lo, hi[0], s_out);
+        requant_row(y->data + n * per + per_a, cat->data + n * per + per_a, per - per_a, m[1], lo, hi[0], s_out);
+    }
     *failed = 0;
     return y;
 }
@@ -387,6 +522,9 @@ static qat_tensor *float_unit_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, 
     const qat_layer *l = qat_model_layer_c(qm->m, un->head);
     qat_float_format f = un->cfg.float_format;
     qat_tensor *y = NULL;
+    if (un->relu >= 0 && qat_model_layer_c(qm->m, un->relu)->type != QAT_LAYER_RELU)
+        return NULL; /* a fused clamp: the float32 graph */
+    if (un->kind == QAT_UNIT_CONV && l->type == QAT_LAYER_CONV2D && l->groups > 1) return NULL;
     *failed = 1;
     if (un->kind == QAT_UNIT_CONV) {
         y = float_conv_unit(ctx, qm, un, out);
@@ -434,6 +572,8 @@ qat_tensor *qat_qunit_forward_grid(qat_ctx *ctx, qat_qmodel *qm, qat_qunit *un, 
     case QAT_UNIT_CONV: return conv_unit_grid(ctx, qm, un, out, failed);
     case QAT_UNIT_ADD: return add_unit_grid(ctx, qm, un, out, failed);
     case QAT_UNIT_POOL: return pool_unit_grid(ctx, qm, un, out, failed);
+    case QAT_UNIT_ACT: return act_unit_grid(ctx, qm, un, out, failed);
+    case QAT_UNIT_CONCAT: return concat_unit_grid(ctx, qm, un, out, failed);
     default: return NULL;
     }
 }

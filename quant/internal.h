@@ -108,5 +108,28 @@ void qat_quantizer_free(qat_quantizer *q);
 int qat_qunit_fold(qat_ctx *ctx, qat_qmodel *qm, const qat_qunit *un, qat_tensor **w, qat_tensor **b);
 /* Scale of the activation grid feeding a unit (0 if not quantized). */
 float qat_qunit_input_scale(qat_qmodel *qm, const qat_qunit *un);
+/* The grid of the unit's input k (0 or 1): 1 and its scale and zero point
+ * when that input is on an integer per-tensor grid in use, else 0. */
+int qat_qunit_input_grid(qat_qmodel *qm, const qat_qunit *un, int k, float *s, int32_t *z);
+/* The quantizer that puts the unit's output on its grid: its own act, or
+ * with QAT_CONCAT_SHARED the act of the concat unit it shares with. */
+qat_quantizer *qat_qunit_actq(qat_qmodel *qm, const qat_qunit *un);
+/* Copies each shared concat quantizer's parameters into its members' act
+ * (scale, zero point, initialized): what the members' readers see. */
+void qat_qmodel_sync_shared(qat_qmodel *qm);
+/* The grid range [lo, hi_c[c]] of the unit's output indices q (not q - z)
+ * with its output quantizer's scale s and zero point z: [qmin, qmax], the
+ * lower end raised to z by a fused ReLU, both ends the grid index of the
+ * bounds of a fused clamp (qat_quantize_val of lo, hi or clamp_hi_c[c]:
+ * the index fake-quant gives the clamped value). hi_c has C entries (the
+ * unit's output channels). */
+void qat_qunit_act_bounds(qat_qmodel *qm, const qat_qunit *un, float s, int32_t z, int C, int32_t *lo, int32_t *hi_c);
+/* The int8 table of an act unit (hardswish, hardsigmoid, clamp): entry
+ * q + 128 = the output grid index fake-quant gives the input grid value
+ * (q - z_in) * s_in, computed by the same autograd op and rounding as the
+ * fake-quant forward. QAT_ERR_STATE / QAT_ERR_UNSUPPORTED naming the unit
+ * when an input or output grid is missing or not per tensor, or a clamp
+ * has per-channel bounds. */
+int qat_act_table(qat_qmodel *qm, const qat_qunit *un, int8_t *table);
 
 #endif

@@ -69,6 +69,83 @@ static int absorb(qat_qmodel *qm, int u, int layer, qat_layer_type type)
     return layer;
 }
 
+/* A layer's name, type and per-sample shape for messages:
+ * "clamp 'blocks.0.act' [16,28,28]". */
+static const char *layer_desc(const qat_layer *l, char *buf, size_t n)
+{
+    int k = snprintf(buf, n, "%s '%s' [", qat_layer_type_name(l->type), l->name);
+    for (int d = 0; d < l->out_ndim && k > 0 && (size_t)k < n; d++)
+        k += snprintf(buf + k, n - (size_t)k, "%s%d", d ? "," : "", l->out_shape[d]);
+    if (k > 0 && (size_t)k < n) snprintf(buf + k, n - (size_t)k, "]");
+    return buf;
+}
+
+/* The unit at the end of layer u's chain of shared quantizers. */
+static int share_root(const qat_qmodel *qm, int u)
+{
+    while (qm->units[u].act_share >= 0) u = qm->units[u].act_share;
+    return u;
+}
+
+/* QAT_CONCAT_SHARED: every concat imposes its activation quantizer on the
+ * units whose grids its inputs are on (and, through them, on every concat
+ * those units feed): one quantizer per group, the group's last concat's.
+ * Members lose their learnable activation parameters (the group's are
+ * the root's). */
+static int share_concats(qat_qmodel *qm)
+{
+    char d[160];
+    for (int c = 0; c < qm->n_units; c++) {
+        qat_qunit *cu = &qm->units[c];
+        if (cu->kind != QAT_UNIT_CONCAT || !cu->cfg.quantize) continue;
+        const qat_layer *l = qat_model_layer_c(qm->m, cu->head);
+        if (cu->cfg.float_format)
+            return qat_error(QAT_ERR_UNSUPPORTED, "qmodel_prepare: %s: a shared concat scale needs an integer grid, the unit is %s",
+                             layer_desc(l, d, sizeof d), cu->cfg.float_format == QAT_FLOAT_FP16 ? "fp16" : "bf16");
+        for (int k = 0; k < 2; k++) {
+            int p = cu->in_unit[k];
+            if (p < 0)
+                return qat_error(QAT_ERR_UNSUPPORTED, "qmodel_prepare: %s: input %d ('%s') is not on a quantization grid, so no "
+                                 "scale can be shared with it", layer_desc(l, d, sizeof d), k,
+                                 qat_model_layer_c(qm->m, l->inputs[k])->name);
+            int r = share_root(qm, p);
+            if (r == c) continue;
+            const qat_qunit *pu = &qm->units[r];
+            if (!pu->cfg.quantize || pu->cfg.float_format || memcmp(&pu->cfg.act, &cu->cfg.act, sizeof cu->cfg.act))
+                return qat_error(QAT_ERR_UNSUPPORTED, "qmodel_prepare: %s: a shared scale needs unit '%s' (its input %d's grid) "
+                                 "quantized with the concat's activation scheme (%d-bit)", layer_desc(l, d, sizeof d),
+                                 pu->name, k, cu->cfg.act.bits);
+            qm->units[r].act_share = c;
+        }
+    }
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        if (un->act_share < 0) continue;
+        un->act_share = share_root(qm, u);
+        qat_tensor_free(un->act.lsq_scale);
+        qat_tensor_free(un->act.lsq_zp);
+        un->act.lsq_scale = un->act.lsq_zp = NULL;
+    }
+    return QAT_OK;
+}
+
+qat_quantizer *qat_qunit_actq(qat_qmodel *qm, const qat_qunit *un)
+{
+    return un->act_share >= 0 ? &qm->units[un->act_share].act : (qat_quantizer *)&un->act;
+}
+
+void qat_qmodel_sync_shared(qat_qmodel *qm)
+{
+    for (int u = 0; u < qm->n_units; u++) {
+        qat_qunit *un = &qm->units[u];
+        if (un->act_share < 0) continue;
+        const qat_quantizer *r = &qm->units[un->act_share].act;
+        un->act.scale[0] = qat_quantizer_scales(r)[0];
+        qat_quantizer_zero_points(r, un->act.zero_point);
+        un->act.initialized = r->initialized;
+    }
+}
+
 /* FNV-1a of a unit's name: the seed of its weight hash (stored in the
  * int8 file, so a reader needs no rule for it). */
 static unsigned name_seed(const char *name)
@@ -166,6 +243,9 @@ static int build_params(qat_qmodel *qm)
 qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
 {
     if (!m || !cfg) return qat_error_null(QAT_ERR_ARG, "qmodel_prepare: NULL model or config");
+    if (cfg->concat_mode != QAT_CONCAT_REQUANTIZE && cfg->concat_mode != QAT_CONCAT_SHARED)
+        return qat_error_null(QAT_ERR_ARG, "qmodel_prepare: concat_mode %d unknown (0: requantize, 1: shared)",
+                              cfg->concat_mode);
     int nl = qat_model_num_layers(m);
     qat_qmodel *qm = qat_calloc(1, sizeof *qm);
     if (qm) qm->eval_mode = QAT_EVAL_INTEGER_GRID;
@@ -200,13 +280,31 @@ qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
         case QAT_LAYER_AVGPOOL2D:
             kind = QAT_UNIT_POOL;
             break;
-        case QAT_LAYER_BATCHNORM2D:
+        case QAT_LAYER_HARDSWISH:
+        case QAT_LAYER_HARDSIGMOID:
+        case QAT_LAYER_CLAMP:
+            kind = QAT_UNIT_ACT;
+            if (l->clamp_hi_c) {
+                char d[160];
+                qat_qmodel_free(qm);
+                return qat_error_null(QAT_ERR_UNSUPPORTED,
+                                      "qmodel_prepare: %s has per-channel upper bounds but is not fused into a conv "
+                                      "(the only reader of a conv or its BN): an unfused clamp is one int8 table",
+                                      layer_desc(l, d, sizeof d));
+            }
+            break;
+        case QAT_LAYER_CONCAT:
+            kind = QAT_UNIT_CONCAT;
+            break;
+        case QAT_LAYER_BATCHNORM2D: {
+            char d[160];
             qat_qmodel_free(qm);
             return qat_error_null(QAT_ERR_UNSUPPORTED,
-                                  "qmodel_prepare: batchnorm '%s' does not directly follow a conv2d whose only "
+                                  "qmodel_prepare: %s does not directly follow a conv2d whose only "
                                   "consumer it is, so it cannot be folded",
-                                  l->name);
-        default: /* relu, max-pool, flatten: on their input's grid */
+                                  layer_desc(l, d, sizeof d));
+        }
+        default: /* relu, max-pool, upsample, flatten: on their input's grid */
             qm->layer_unit[i] = qm->layer_unit[l->inputs[0]];
             continue;
         }
@@ -215,7 +313,7 @@ qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
         un->kind = kind;
         memcpy(un->name, l->name, sizeof un->name);
         un->head = i;
-        un->bn = un->relu = -1;
+        un->bn = un->relu = un->act_share = -1;
         qm->layer_owner[i] = u;
         int cur = i;
         if (kind == QAT_UNIT_CONV && l->type == QAT_LAYER_CONV2D) {
@@ -223,7 +321,9 @@ qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
             if (b >= 0) un->bn = cur = b;
         }
         if (kind == QAT_UNIT_CONV || kind == QAT_UNIT_ADD) {
-            int r = absorb(qm, u, sole_consumer(m, cur), QAT_LAYER_RELU);
+            int nxt = sole_consumer(m, cur);
+            int r = absorb(qm, u, nxt, QAT_LAYER_RELU);
+            if (r < 0 && kind == QAT_UNIT_CONV) r = absorb(qm, u, nxt, QAT_LAYER_CLAMP); /* relu6, CLE's bounds */
             if (r >= 0) un->relu = cur = r;
         }
         un->last = cur;
@@ -249,7 +349,7 @@ qat_qmodel *qat_qmodel_prepare(qat_model *m, const qat_qconfig *cfg)
             qat_qmodel_free(qm);
             return NULL;
         }
-    if (build_params(qm)) {
+    if ((cfg->concat_mode == QAT_CONCAT_SHARED && share_concats(qm)) || build_params(qm)) {
         qat_qmodel_free(qm);
         return NULL;
     }
@@ -265,6 +365,7 @@ void qat_qmodel_clamp_params(qat_qmodel *qm)
         qat_quantizer_project(&qm->units[u].weight);
         qat_quantizer_project(&qm->units[u].act);
     }
+    qat_qmodel_sync_shared(qm);
 }
 
 static float qat_clamp_q(float v, int32_t lo, int32_t hi)
@@ -361,7 +462,7 @@ static int finalize_with(qat_qmodel *qm, int cal)
                 (rc = lsq_weight_init(qm, un)))
                 return rc;
         }
-        if (un->cfg.float_format) continue; /* nothing to calibrate */
+        if (un->cfg.float_format || un->act_share >= 0) continue; /* nothing to calibrate (or the concat's) */
         if (cal >= 0 && qat_observer_options(un->act.obs)->kind != QAT_OBSERVER_HISTOGRAM) continue;
         un->act.initialized = 0; /* recompute even if set during calibration */
         if ((rc = qat_quantizer_from_observer(&un->act, cal))) return rc;
@@ -374,6 +475,7 @@ static int finalize_with(qat_qmodel *qm, int cal)
 int qat_qmodel_finalize(qat_qmodel *qm)
 {
     int rc = finalize_with(qm, -1);
+    qat_qmodel_sync_shared(qm);
     if (rc) return rc;
     qat_qmodel_set_observers(qm, 0);
     qat_qmodel_set_fake_quant(qm, 1);
@@ -388,5 +490,7 @@ int qat_qmodel_recalibrate(qat_qmodel *qm, qat_calibrator cal)
                  : cal == QAT_CALIBRATOR_MINMAX     ? QAT_CALIB_MINMAX
                                                     : -1;
     if (method < 0) return qat_error(QAT_ERR_ARG, "recalibrate: '%s' needs its own observer", qat_calibrator_name(cal));
-    return finalize_with(qm, method);
+    int rc = finalize_with(qm, method);
+    qat_qmodel_sync_shared(qm);
+    return rc;
 }

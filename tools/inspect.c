@@ -127,9 +127,11 @@ static void print_units(qat_qmodel *qm)
             snprintf(a, sizeof a, "%.4g / %d%s", quantizer_scale(&un->act)[0], un->act.zero_point[0],
                      un->act.lsq_scale ? " lsq" : "");
         }
-        char layers[64];
-        snprintf(layers, sizeof layers, "%d..%d%s%s", un->head, un->last, un->bn >= 0 ? " +bn" : "",
-                 un->relu >= 0 ? " +relu" : "");
+        char layers[96];
+        const qat_layer *fa = un->relu >= 0 ? qat_model_layer_c(qat_qmodel_float(qm), un->relu) : NULL;
+        snprintf(layers, sizeof layers, "%d..%d%s%s%s%s", un->head, un->last, un->bn >= 0 ? " +bn" : "",
+                 !fa ? "" : fa->type == QAT_LAYER_RELU ? " +relu" : fa->clamp_hi_c ? " +clamp/channel" : " +clamp",
+                 un->act_share >= 0 ? " act=" : "", un->act_share >= 0 ? qat_qmodel_unit(qm, un->act_share)->name : "");
         char spec[32];
         qat_unit_config_spec(&un->cfg, spec, sizeof spec);
         if (un->cfg.float_format) snprintf(bits, sizeof bits, "%s", "16/16");
@@ -239,6 +241,7 @@ static void json_units(json_w *j, qat_qmodel *qm)
         json_int(j, "bn", un->bn);
         json_int(j, "relu", un->relu);
         json_obj_end(j);
+        if (un->act_share >= 0) json_int(j, "act_share", un->act_share); /* shared concat scale */
         json_arr(j, "in_units");
         for (int k = 0; k < 2; k++)
             if (un->in_unit[k] >= 0) json_int(j, NULL, un->in_unit[k]);

@@ -29,7 +29,8 @@ static int save_checkpoint(const char *path, qat_model *m, qat_qmodel *qm, qat_o
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: qat train --model mlp|lenet5|convnet|resnet8 [--epochs N] [--out FILE]   (float recipe)\n"
+            "usage: qat train --model mlp|lenet5|convnet|resnet8|mobilenet|mobilenet-hs [--epochs N] [--out FILE]\n"
+            "                 (float recipe)\n"
             "       qat train --from float.h5 --quant w8a8 [--override NAME=SPEC ...] [--epochs N] [--out FILE]\n"
             "                 [--freeze-bn-after E] [--freeze-observers-after E] [--calib-size N]   (QAT recipe)\n"
             "       qat train --from float.h5 [--quant SPEC] --schedule STAGE[,STAGE...] ...   (staged QAT)\n"

@@ -5,15 +5,21 @@
  *
  *   | unit      | layers                                  | quantizers           |
  *   | input     | the network input                       | activation           |
- *   | conv      | conv2d or linear (+ batchnorm) (+ relu) | weight, bias grid,   |
- *   |           |                                         | activation (after    |
- *   |           |                                         | the relu)            |
+ *   | conv      | conv2d (any groups) or linear           | weight, bias grid,   |
+ *   |           | (+ batchnorm) (+ relu | clamp)          | activation (after    |
+ *   |           |                                         | the relu / clamp)    |
  *   | add       | residual add (+ relu)                   | activation           |
  *   | pool      | global average pool, average pool       | activation           |
+ *   | act       | hardswish, hardsigmoid, or a clamp that | activation (int8: a  |
+ *   |           | is not fused into a conv                | 256-entry table)     |
+ *   | concat    | concatenation of two tensors            | activation (or the   |
+ *   |           |                                         | shared one, below)   |
  *
- * Max-pool, flatten and a ReLU that follows a unit's output keep their
- * input's quantization parameters (they are exact on the grid). The last
- * unit's activation quantizer quantizes the logits.
+ * A relu or clamp (relu6) fuses into the conv unit whose conv (or BN) it is
+ * the only reader of. Max-pool, upsample, flatten and a ReLU that follows
+ * a unit's output keep their input's quantization parameters (they are
+ * exact on the grid). The last unit's activation quantizer quantizes the
+ * logits.
  *
  * The qmodel borrows the float model: its parameters are trained in place
  * (QAT) and must outlive the qmodel. Learnable scales (LSQ) are parameters
@@ -103,7 +109,15 @@ typedef struct qat_qconfig {
         char name[QAT_NAME_MAX]; /* a unit name as qat_qmodel_unit lists it */
         qat_unit_config cfg;
     } overrides[QAT_MAX_OVERRIDES];
+    /* How a concat unit quantizes (docs/QUANT.md, section 18):
+     * 0 (QAT_CONCAT_REQUANTIZE, the default): its own activation quantizer,
+     *   the int8 concat requantizes each input (PyTorch's quantized cat);
+     * 1 (QAT_CONCAT_SHARED): the concat's quantizer is imposed on the units
+     *   producing its inputs (TFLite's rule), so the int8 concat is a copy. */
+    int concat_mode;
 } qat_qconfig;
+
+enum { QAT_CONCAT_REQUANTIZE = 0, QAT_CONCAT_SHARED = 1 };
 
 /* c = spec for every unit, no overrides. */
 QAT_API int qat_qconfig_init(qat_qconfig *c, const char *spec);
@@ -138,6 +152,8 @@ typedef enum {
     QAT_UNIT_CONV, /* conv2d or linear head */
     QAT_UNIT_ADD,
     QAT_UNIT_POOL, /* global or plain average pool */
+    QAT_UNIT_ACT,  /* hardswish, hardsigmoid, unfused clamp: a table in int8 */
+    QAT_UNIT_CONCAT,
     QAT_UNIT_KIND_COUNT
 } qat_unit_kind;
 
@@ -146,15 +162,20 @@ QAT_API const char *qat_unit_kind_name(qat_unit_kind k);
 typedef struct qat_qunit {
     qat_unit_kind kind;
     char name[QAT_NAME_MAX]; /* = the head layer's name ("input" for the input) */
-    int head;                /* layer index: conv/linear, add, pool, or 0 */
+    int head;                /* layer index: conv/linear, add, pool, act, concat, or 0 */
     int bn;                  /* folded batchnorm layer, or -1 */
-    int relu;                /* fused relu layer, or -1 */
+    int relu;                /* fused relu or clamp layer (conv units; add: relu only), or -1 */
     int last;                /* layer whose output is the unit's output */
     int in_unit[2];          /* units whose activation quantizers feed this one (-1: none) */
     qat_unit_config cfg;
     qat_quantizer weight;    /* conv units with cfg.quantize */
     qat_quantizer act;       /* every unit with cfg.quantize */
     int bn_frozen;           /* folded form also in training */
+    /* QAT_CONCAT_SHARED: the concat unit whose activation quantizer this
+     * unit's output uses (the last concat of its group), or -1 (its own).
+     * act then mirrors that quantizer's parameters (kept in step by the
+     * qmodel; it is not trained or observed itself). */
+    int act_share;
 } qat_qunit;
 
 typedef struct qat_qmodel qat_qmodel;
