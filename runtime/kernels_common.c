@@ -354,16 +354,18 @@ void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_f
     const rt_gemm *g = &op->g;
     const int s = g->s, ws = g->ws, H = op->in_h, W = op->in_w, P = op->pad, es = g->fast->esize;
     const int32_t zp = op->in_zp;
-    if (s == 2 && row2) {
+    if ((s == 2 && row2) || (s == 1 && row)) {
         /* each row padded into the slot's row buffer (2 ws values and
-         * slack, all zp outside the image), then split by row2 */
+         * slack, all zp outside the image), then converted (stride 1, row:
+         * its ws values) or split into the two column phases (row2) */
         int8_t *rb = (int8_t *)(d + g->dw_rowoff);
         memset(rb, (int8_t)zp, (size_t)2 * ws + 64);
         for (int r = 0; r < g->dw_drows; r++) {
             const int ih = r - P;
             if (ih >= 0 && ih < H) memcpy(rb + P, x + (size_t)ih * W, (size_t)W);
             else memset(rb + P, (int8_t)zp, (size_t)W);
-            row2(op, rb, d + (size_t)r * ws * es, d + g->dw_dplane + (size_t)r * ws * es);
+            if (s == 1) row(op, rb, ws, d + (size_t)r * ws * es);
+            else row2(op, rb, d + (size_t)r * ws * es, d + g->dw_dplane + (size_t)r * ws * es);
         }
         return;
     }
@@ -377,12 +379,6 @@ void qat_rti_dw_pack_d(const rt_op *op, const int8_t *x, uint8_t *d, rt_dw_row_f
                 continue;
             }
             const int8_t *xr = x + (size_t)ih * W;
-            if (s == 1 && row) {
-                for (int j = 0; j < P; j++) dw_put(dr, (size_t)j, es, zp, zp);
-                row(op, xr, W, dr + (size_t)P * es);
-                for (int j = P + W; j < ws; j++) dw_put(dr, (size_t)j, es, zp, zp);
-                continue;
-            }
             for (int j = 0; j < ws; j++) {
                 const int iw = j * s + ph - P;
                 dw_put(dr, (size_t)j, es, iw >= 0 && iw < W ? xr[iw] : zp, zp);

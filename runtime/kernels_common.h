@@ -163,8 +163,9 @@ int qat_rti_dw_eligible(const rt_op *op);
 int qat_rti_prepare_dw(rt_op *op, const rt_fast_isa *f);
 size_t qat_rti_dw_slot_bytes(const rt_op *op);
 /* D of one channel x [H][W] (the padded plane, s column phases, pad rows
- * up to dw_drows), encoded as esize values: the scalar form; row converts
- * n input values (NULL: scalar) */
+ * up to dw_drows), encoded as esize values. With the hooks NULL: scalar.
+ * Stride 1, row: a padded row's n = ws values converted (src readable and
+ * dst writable 32 values past n) */
 typedef void (*rt_dw_row_fn)(const rt_op *op, const int8_t *src, int n, uint8_t *dst);
 /* stride 2 (NULL: scalar): a padded row (2 ws values, readable 32 past)
  * into its even columns d0 and odd ones d1, ws values each (may write 16
