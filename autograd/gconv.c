@@ -179,27 +179,23 @@ static void phase_cols(int W, int s, int a, int pad, int limit, int *j0, int *j1
     *j1 = hi;
 }
 
-/* phase rows of one H x W plane: ph[(a*Hp + r)*Wq + j] = xpad[r][j*s + a] */
-DW_CLONES static void dw_phases(float *restrict ph, const float *restrict x, const gconv_dims *d, const dw_geom *g)
+/* Phase rows of one H x W plane, ph[(a*Hp + r)*Wq + j] = xpad[r][j*s + a]:
+ * only the entries on the image are written, the others (padding) are
+ * zero already (the scratch is zeroed once per op). */
+DW_CLONES static void dw_phases_valid(float *restrict ph, const float *restrict x, const gconv_dims *d,
+                                      const dw_geom *g)
 {
     const int s = d->stride, p = d->pad, Wq = g->Wq;
     for (int a = 0; a < s; a++) {
         int j0, j1;
         phase_cols(d->W, s, a, p, Wq, &j0, &j1);
-        for (int r = 0; r < g->Hp; r++) {
-            float *restrict o = ph + ((size_t)a * g->Hp + r) * Wq;
-            int ih = r - p;
-            if (ih < 0 || ih >= d->H) {
-                memset(o, 0, (size_t)Wq * sizeof(float));
-                continue;
-            }
-            const float *restrict xr = x + (size_t)ih * d->W + a - p; /* column j*s of xr is iw */
-            for (int j = 0; j < j0; j++) o[j] = 0.0f;
+        for (int ih = 0; ih < d->H; ih++) {
+            float *restrict o = ph + ((size_t)a * g->Hp + (size_t)(ih + p)) * Wq;
+            const float *restrict xr = x + (size_t)ih * d->W + a - p;
             if (s == 1)
-                memcpy(o + j0, xr + j0, (size_t)(j1 - j0) * sizeof(float));
+                for (int j = j0; j < j1; j++) o[j] = xr[j];
             else
                 for (int j = j0; j < j1; j++) o[j] = xr[j * s];
-            for (int j = j1; j < Wq; j++) o[j] = 0.0f;
         }
     }
 }
@@ -287,7 +283,7 @@ DW_CLONES static void dw_dx_phase(float *restrict dph, const float *restrict dy,
 /* Weight gradient lanes: acc[t][l] += dy[oh][ow] * x_t[oh][ow] over
  * columns ow = j*16 + l (dy zero past OW, so the lanes past OW add 0). */
 DW_CLONES static void dw_dw_acc(float *restrict acc, const float *restrict ph, const float *restrict dy,
-                                const gconv_dims *d, const dw_geom *g)
+                                ptrdiff_t gs, const gconv_dims *d, const dw_geom *g)
 {
     const int s = d->stride, K = d->K, Wq = g->Wq, OWp = g->OWp;
     for (int kh = 0; kh < K; kh++)
@@ -295,7 +291,7 @@ DW_CLONES static void dw_dw_acc(float *restrict acc, const float *restrict ph, c
             float *restrict a = acc + (size_t)(kh * K + kw) * DW_LANES;
             const float *src = ph + ((size_t)(kw % s) * g->Hp + kh) * Wq + kw / s;
             for (int oh = 0; oh < d->OH; oh++) {
-                const float *restrict xr = src + (size_t)oh * s * Wq, *restrict gr = dy + (size_t)oh * OWp;
+                const float *restrict xr = src + (size_t)oh * s * Wq, *restrict gr = dy + (size_t)oh * gs;
                 for (int j = 0; j < OWp; j += DW_LANES)
                     for (int l = 0; l < DW_LANES; l++) a[l] += gr[j + l] * xr[j + l];
             }
@@ -350,32 +346,27 @@ DW_CLONES static void dw3_fwd_s1(float *restrict y, const float *restrict x, con
     }
 }
 
-/* input gradient: dx[ih][iw] (fresh: stored, else added) = sum over (kh, kw)
- * of w[kh][kw] dy[ih+1-kh][iw+1-kw] */
-DW_CLONES static void dw3_dx_s1(float *restrict dx, const float *restrict dy, const float *restrict w, int fresh,
-                                int H, int W, const float *restrict zrow)
+/* input gradient from dy zero-padded by one on each side (rows of Wd
+ * floats, dy[oh][ow] at dyp[(oh+1)*Wd + ow+1]): dx[ih][iw] (fresh: stored,
+ * else added) = sum over (kh, kw) of w[kh][kw] dy[ih+1-kh][iw+1-kw] */
+DW_CLONES static void dw3_dx_s1(float *restrict dx, const float *restrict dyp, ptrdiff_t Wd,
+                                const float *restrict w, int fresh, int H, int W)
 {
     const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
     for (int ih = 0; ih < H; ih++) {
-        const float *dn = ih + 1 < H ? dy + (size_t)(ih + 1) * W : zrow, *d0 = dy + (size_t)ih * W;
-        const float *dp = ih > 0 ? dy + (size_t)(ih - 1) * W : zrow;
+        const float *dn = dyp + (size_t)(ih + 2) * Wd + 2, *d0 = dn - Wd, *dp = d0 - Wd;
         float *restrict o = dx + (size_t)ih * W;
-        for (int iw = 1; iw < W - 1; iw++) {
+        for (int iw = 0; iw < W; iw++) {
             float a = 0.0f;
-            a += w0 * dn[iw + 1];
-            a += w1 * dn[iw];
-            a += w2 * dn[iw - 1];
-            a += w3 * d0[iw + 1];
-            a += w4 * d0[iw];
-            a += w5 * d0[iw - 1];
-            a += w6 * dp[iw + 1];
-            a += w7 * dp[iw];
-            a += w8 * dp[iw - 1];
-            o[iw] = fresh ? a : o[iw] + a;
-        }
-        const float *r[3] = {ih + 1 < H ? dn : NULL, d0, ih > 0 ? dp : NULL};
-        for (int iw = 0; iw < W; iw = iw == 0 && W > 1 ? W - 1 : W) {
-            float a = dw3_edge(r, w, iw, W, 1);
+            a += w0 * dn[iw];
+            a += w1 * dn[iw - 1];
+            a += w2 * dn[iw - 2];
+            a += w3 * d0[iw];
+            a += w4 * d0[iw - 1];
+            a += w5 * d0[iw - 2];
+            a += w6 * dp[iw];
+            a += w7 * dp[iw - 1];
+            a += w8 * dp[iw - 2];
             o[iw] = fresh ? a : o[iw] + a;
         }
     }
@@ -383,27 +374,30 @@ DW_CLONES static void dw3_dx_s1(float *restrict dx, const float *restrict dy, co
 
 static int dw3_s1(const gconv_dims *d) { return d->K == 3 && d->stride == 1 && d->pad == 1; }
 
+/* direct rows for planes at least this wide (the edge columns cost more
+ * than a padded copy below it) */
+#define DW_DIRECT_MIN_W 16
+
 static void dw_forward_fast(const gconv_dims *d, const float *x, const float *w, const float *bias, float *y,
                             float *scratch)
 {
     const dw_geom g = dw_geometry(d);
     const ptrdiff_t planes = (ptrdiff_t)d->N * d->C;
     const size_t hw = (size_t)d->H * d->W, ohw = (size_t)d->OH * d->OW;
-    const int KK = d->K * d->K;
+    const int KK = d->K * d->K, direct = dw3_s1(d) && d->W >= DW_DIRECT_MIN_W;
 #pragma omp parallel num_threads(gconv_threads(d))
     {
         float *ph = scratch + (size_t)omp_get_thread_num() * g.plane;
-        if (dw3_s1(d)) /* ph: a zero row */
-            memset(ph, 0, (size_t)d->W * sizeof(float));
+        memset(ph, 0, g.plane * sizeof(float)); /* padding, or a zero row for the direct path */
 #pragma omp for schedule(dynamic, 8)
         for (ptrdiff_t p = 0; p < planes; p++) {
             int c = (int)(p % d->C);
-            if (dw3_s1(d)) {
+            if (direct) {
                 dw3_fwd_s1(y + (size_t)p * ohw, x + (size_t)p * hw, w + (size_t)c * KK, bias ? bias[c] : 0.0f,
                            bias != NULL, d->H, d->W, ph);
                 continue;
             }
-            dw_phases(ph, x + (size_t)p * hw, d, &g);
+            dw_phases_valid(ph, x + (size_t)p * hw, d, &g);
             dw_fwd_plane(y + (size_t)p * ohw, ph, w + (size_t)c * KK, bias ? bias[c] : 0.0f, bias != NULL, d, &g);
         }
     }
@@ -418,17 +412,22 @@ static void dw_backward_fast(qat_ctx *ctx, const gconv_dims *d, const float *x, 
 {
     const dw_geom g = dw_geometry(d);
     const size_t hw = (size_t)d->H * d->W, ohw = (size_t)d->OH * d->OW;
-    const int KK = d->K * d->K, nt = gconv_threads(d);
-    const size_t per = g.plane * 2 + (size_t)d->OH * g.OWp + (size_t)KK * DW_LANES + (size_t)d->W;
+    const int KK = d->K * d->K, nt = gconv_threads(d), s1 = dw3_s1(d);
+    /* dy: stride 1 (3x3, pad 1) padded by one on each side, Wd-wide rows
+     * that also serve the weight-gradient lanes (zero past OW); else
+     * OWp-wide rows, zero past OW */
+    ptrdiff_t Wd = s1 ? ((g.OWp + 1 > d->W + 2 ? g.OWp + 1 : d->W + 2) + 15) / 16 * 16 : g.OWp;
+    const size_t gyn = (size_t)(d->OH + 2) * Wd;
+    const size_t per = g.plane * (s1 ? 1 : 2) + gyn + (size_t)KK * DW_LANES;
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
     if (!scratch) return;
 #pragma omp parallel num_threads(nt)
     {
-        float *ph = scratch + (size_t)omp_get_thread_num() * per, *dph = ph + g.plane, *gy = dph + g.plane;
-        float *acc = gy + (size_t)d->OH * g.OWp, *zrow = acc + (size_t)KK * DW_LANES;
-        memset(zrow, 0, (size_t)d->W * sizeof(float));
-        for (int r = 0; r < d->OH; r++) /* the columns past OW stay 0 */
-            memset(gy + (size_t)r * g.OWp + d->OW, 0, (size_t)(g.OWp - d->OW) * sizeof(float));
+        float *ph = scratch + (size_t)omp_get_thread_num() * per, *gy = ph + g.plane;
+        float *acc = gy + gyn, *dph = s1 ? NULL : acc + (size_t)KK * DW_LANES;
+        /* only the valid regions are ever written: the rest stays 0 */
+        memset(ph, 0, (g.plane + gyn) * sizeof(float));
+        float *g0 = s1 ? gy + Wd + 1 : gy; /* dy[0][0] */
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < d->C; c++) {
             memset(acc, 0, (size_t)KK * DW_LANES * sizeof(float));
@@ -436,20 +435,21 @@ static void dw_backward_fast(qat_ctx *ctx, const gconv_dims *d, const float *x, 
             for (int n = 0; n < d->N; n++) {
                 const size_t p = (size_t)n * d->C + (size_t)c;
                 const float *gp = dy + p * ohw;
-                for (int r = 0; r < d->OH; r++) memcpy(gy + (size_t)r * g.OWp, gp + (size_t)r * d->OW, (size_t)d->OW * sizeof(float));
+                for (int r = 0; r < d->OH; r++)
+                    memcpy(g0 + (size_t)r * Wd, gp + (size_t)r * d->OW, (size_t)d->OW * sizeof(float));
                 if (db)
                     for (size_t i = 0; i < ohw; i++) bs += gp[i];
                 if (dw) {
-                    dw_phases(ph, x + p * hw, d, &g);
-                    dw_dw_acc(acc, ph, gy, d, &g);
+                    dw_phases_valid(ph, x + p * hw, d, &g);
+                    dw_dw_acc(acc, ph, g0, Wd, d, &g);
                 }
                 if (!dx) continue;
-                if (dw3_s1(d)) {
-                    dw3_dx_s1(dx + p * hw, gp, w + (size_t)c * KK, fresh, d->H, d->W, zrow);
+                if (s1) {
+                    dw3_dx_s1(dx + p * hw, gy, Wd, w + (size_t)c * KK, fresh, d->H, d->W);
                     continue;
                 }
                 memset(dph, 0, g.plane * sizeof(float));
-                dw_dx_phase(dph, gy, w + (size_t)c * KK, d, &g);
+                dw_dx_phase(dph, g0, w + (size_t)c * KK, d, &g);
                 dw_unphase(dx + p * hw, dph, fresh, d, &g);
             }
             if (db) db[c] += bs;
