@@ -187,17 +187,6 @@ static dw_geom dw_geometry(const gconv_dims *d)
     return g;
 }
 
-/* Columns j of phase a whose padded column j*s + a lies on the image:
- * iw = j*s + a - pad in [0, W) for j in [*j0, *j1). */
-static void phase_cols(int W, int s, int a, int pad, int *j0, int *j1)
-{
-    int lo = pad - a <= 0 ? 0 : (pad - a + s - 1) / s;
-    int hi = W + pad - a <= 0 ? 0 : (W + pad - a + s - 1) / s;
-    if (lo > hi) lo = hi;
-    *j0 = lo;
-    *j1 = hi;
-}
-
 /* One H x W plane into its phase planes. Only the pixels on the image are
  * written: the padding is zero already (the scratch is zeroed once per
  * op and nothing else is ever written there). */
@@ -206,16 +195,27 @@ DW_CLONES static void dw_phases(float *restrict ph, const float *restrict x, con
     const int s = d->stride, p = d->pad;
     for (int ih = 0; ih < d->H; ih++) {
         const int r = ih + p;
-        for (int a = 0; a < s; a++) {
-            int j0, j1;
-            phase_cols(d->W, s, a, p, &j0, &j1);
-            float *restrict o = ph + (size_t)((r % s) * s + a) * g->PS + (size_t)(r / s) * g->Wq;
-            const float *restrict xr = x + (size_t)ih * d->W + a - p; /* column j*s of xr is iw */
-            if (s == 1)
-                for (int j = j0; j < j1; j++) o[j] = xr[j];
-            else
-                for (int j = j0; j < j1; j++) o[j] = xr[j * s];
+        const float *restrict xr = x + (size_t)ih * d->W;
+        float *restrict o0 = ph + (size_t)((r % s) * s) * g->PS + (size_t)(r / s) * g->Wq;
+        if (s == 1) {
+            for (int iw = 0; iw < d->W; iw++) o0[iw + p] = xr[iw];
+            continue;
         }
+        /* stride 2: padded column c = iw + p goes to phase c % 2, position
+         * c / 2; pairs (even c, odd c) in one loop (interleaved loads) */
+        float *restrict o1 = o0 + g->PS;
+        int iw = 0;
+        if (p & 1) { /* iw 0: c = p odd */
+            o1[p / 2] = xr[0];
+            iw = 1;
+        }
+        const int jb = (iw + p) / 2, npair = (d->W - iw) / 2;
+        const float *restrict xs = xr + iw;
+        for (int m = 0; m < npair; m++) {
+            o0[jb + m] = xs[2 * m];
+            o1[jb + m] = xs[2 * m + 1];
+        }
+        if (iw + 2 * npair < d->W) o0[jb + npair] = xs[2 * npair];
     }
 }
 
@@ -347,16 +347,34 @@ DW_CLONES static void dw_unphase(float *restrict dx, const float *restrict dph, 
     const int s = d->stride, p = d->pad;
     for (int ih = 0; ih < d->H; ih++) {
         const int r = ih + p;
-        for (int a = 0; a < s; a++) {
-            int j0, j1;
-            phase_cols(d->W, s, a, p, &j0, &j1);
-            const float *restrict src = dph + (size_t)((r % s) * s + a) * g->PS + (size_t)(r / s) * g->Wq;
-            float *restrict o = dx + (size_t)ih * d->W + a - p;
+        float *restrict o = dx + (size_t)ih * d->W;
+        const float *restrict s0 = dph + (size_t)((r % s) * s) * g->PS + (size_t)(r / s) * g->Wq;
+        if (s == 1) {
             if (fresh)
-                for (int j = j0; j < j1; j++) o[j * s] = src[j];
+                for (int iw = 0; iw < d->W; iw++) o[iw] = s0[iw + p];
             else
-                for (int j = j0; j < j1; j++) o[j * s] += src[j];
+                for (int iw = 0; iw < d->W; iw++) o[iw] += s0[iw + p];
+            continue;
         }
+        const float *restrict s1 = s0 + g->PS; /* the layout of dw_phases */
+        int iw = 0;
+        if (p & 1) {
+            o[0] = fresh ? s1[p / 2] : o[0] + s1[p / 2];
+            iw = 1;
+        }
+        const int jb = (iw + p) / 2, npair = (d->W - iw) / 2;
+        float *restrict os = o + iw;
+        if (fresh)
+            for (int m = 0; m < npair; m++) {
+                os[2 * m] = s0[jb + m];
+                os[2 * m + 1] = s1[jb + m];
+            }
+        else
+            for (int m = 0; m < npair; m++) {
+                os[2 * m] += s0[jb + m];
+                os[2 * m + 1] += s1[jb + m];
+            }
+        if (iw + 2 * npair < d->W) os[2 * npair] = fresh ? s0[jb + npair] : os[2 * npair] + s0[jb + npair];
     }
 }
 
