@@ -69,25 +69,26 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
     float *dx = qat_grad_fresh(ctx, x, &fresh);
     float *dg = qat_grad(ctx, gamma), *db = qat_grad(ctx, beta);
     const float *dyall = y->grad, *xall = x->data;
-    /* fused activation: a scratch run of HW floats per thread */
-    float *scratch = s->act ? qat_arena_alloc(ctx, (size_t)omp_get_max_threads() * HW * sizeof(float)) : NULL;
+    /* fused activation: per thread, the channel's N runs of the gradient
+     * at BN's output (formed once, read by both passes) */
+    float *scratch =
+        s->act ? qat_arena_alloc(ctx, (size_t)omp_get_max_threads() * (size_t)N * HW * sizeof(float)) : NULL;
     if (s->act && !scratch) return; /* out of memory: error is set */
 /* channels handed out as threads come free (a parked thread does not hold
  * the others back); each channel is summed by one thread */
 #pragma omp parallel for schedule(dynamic, 1) if (x->numel > 32768)
     for (int c = 0; c < C; c++) {
         const float mean = s->mean[c], is = s->invstd[c];
-        /* with a fused activation, a run's gradient at BN's output is
-         * formed in the thread's scratch run (the bits the activation's
-         * own backward would have stored) each time it is read: ReLU and
+        /* with a fused activation, the channel's gradient at BN's output
+         * is formed in the thread's scratch in the first pass (the bits
+         * the activation's own backward would have stored) and read again
+         * from there by the second, instead of dy and y: ReLU and
          * clamp from BN's output y (y is inside (lo, hi) exactly where
          * BN's output is), hard-swish from BN's output recomputed with
          * the forward's operations */
-        float *dz = scratch ? scratch + (size_t)omp_get_thread_num() * HW : NULL;
+        float *dz = scratch ? scratch + (size_t)omp_get_thread_num() * (size_t)N * HW : NULL;
         const float chi = s->hi_c ? s->hi_c[c] : s->hi;
-#define BN_DY(o) (dz ? (act_grad(dz, s, y->data + (o), xall + (o), dyall + (o), HW, mean, is, gamma->data[c], \
-                                 beta->data[c], chi), dz)                                                   \
-                     : dyall + (o))
+#define BN_DY(o, n) (dz ? dz + (size_t)(n) * HW : dyall + (o))
         double as[LANES] = {0}, at[LANES] = {0};
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW, next = o + (size_t)C * HW;
@@ -96,7 +97,10 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
                 prefetch_run(xall + next, HW);
                 if (dz) prefetch_run(y->data + next, HW);
             }
-            qat_k_acc_dy(as, at, BN_DY(o), xall + o, HW, mean, is);
+            if (dz)
+                act_grad(dz + (size_t)n * HW, s, y->data + o, xall + o, dyall + o, HW, mean, is, gamma->data[c],
+                         beta->data[c], chi);
+            qat_k_acc_dy(as, at, BN_DY(o, n), xall + o, HW, mean, is);
         }
         double sdy = lanes_total(as), sdyx = lanes_total(at);
         if (dg) dg[c] += (float)sdyx;
@@ -109,7 +113,7 @@ static void bn_backward(qat_ctx *ctx, const qat_tape_entry *e)
         const float mdyx = s->training ? (float)(sdyx / M) : 0.0f;
         for (int n = 0; n < N; n++) {
             size_t o = ((size_t)n * C + c) * HW;
-            qat_k_bn_bwd(dx + o, BN_DY(o), xall + o, HW, mean, is, g, mdy, mdyx, fresh);
+            qat_k_bn_bwd(dx + o, BN_DY(o, n), xall + o, HW, mean, is, g, mdy, mdyx, fresh);
         }
 #undef BN_DY
     }

@@ -119,17 +119,22 @@ static void dw_plane(float *restrict dw, const float *restrict dy, const float *
 }
 
 /* ---- depthwise fast path ----
- * Multiplier 1 (OC = C = groups), stride 1 or 2: each plane is first copied
- * into zero-padded column-phase rows (phase a holds the padded columns
- * j*s + a, so every tap reads a contiguous run), then the taps run as
- * straight loops over output columns that the compiler vectorises (the
- * functions are cloned for AVX-512, AVX2 and the baseline; each output
- * element's operations are the same in every lane and clone). The forward
- * and the input gradient add each element's products in the portable
- * kernels' order (kh, kw) and give their bits (up to the sign of a zero);
- * the weight gradient sums over pixels in 16 lanes, so it differs from the
- * portable kernel's serial sum by rounding. The portable kernels above
- * stay the path of QAT_SIMD=0 (qat_simd_level() == QAT_SIMD_PORTABLE). */
+ * Multiplier 1 (OC = C = groups), stride 1 or 2. Each plane is copied into
+ * zero-padded phase planes (stride s: s*s planes, plane (b, a) holding the
+ * padded pixels (s*i + b, s*j + a), Hq x Wq each), so that every tap of
+ * the convolution reads one contiguous run: output pixel (oh, ow) is grid
+ * position q = oh*Wq + ow, and tap (kh, kw) reads plane (kh%s, kw%s) at q +
+ * (kh/s)*Wq + kw/s. The loops then run over the whole grid (the Wq - OW
+ * columns past each row are computed and dropped), long enough to
+ * vectorise even for 7x7 planes; the functions are cloned for AVX-512,
+ * AVX2 and the baseline, each element's operations the same in every lane
+ * and clone. Forward and input gradient add each element's products in the
+ * portable kernels' order (kh, kw) and give their values (the padding adds
+ * zeros, so at most the sign of a zero differs); the weight gradient sums
+ * over the grid in 16 lanes, so it differs from the portable kernel's
+ * serial sum by rounding. The portable kernels above stay the path of
+ * QAT_SIMD=0 (qat_simd_level() == QAT_SIMD_PORTABLE); tests hold the two
+ * against each other. */
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "vect-cost-model=dynamic")
@@ -141,272 +146,263 @@ static void dw_plane(float *restrict dw, const float *restrict dy, const float *
 #endif
 
 #define DW_LANES 16
+#define DW_MAX_K 7
 
 typedef struct {
-    int Hp;        /* padded rows */
-    int Wq;        /* floats per phase row */
-    int OWp;       /* output columns rounded up to DW_LANES */
-    size_t plane;  /* floats of one plane's phase rows: s * Hp * Wq */
+    int s, Hq, Wq;   /* stride; each phase plane Hq x Wq */
+    size_t L, Lp;    /* grid positions OH*Wq; rounded up to DW_LANES */
+    size_t PS;       /* floats per phase plane, with the slack the taps read */
+    size_t plane;    /* s*s*PS: one image's phase planes */
+    size_t G;        /* floats of the grid buffers (dy on the grid, with its margins) */
+    ptrdiff_t off[DW_MAX_K * DW_MAX_K]; /* tap (kh, kw): plane and offset */
 } dw_geom;
 
 static int dw_fast(const gconv_dims *d)
 {
     return qat_simd_level() >= QAT_SIMD_AVX2 && d->groups == d->C && d->OC == d->C && d->stride <= 2 &&
-           d->K <= 7;
+           d->K <= DW_MAX_K;
 }
+
+/* stride 1, 3x3, pad 1: the input gradient is a gather from dy on the
+ * grid (which then needs a margin of Wq + 1 zeros on each side) */
+static int dw3_s1(const gconv_dims *d) { return d->K == 3 && d->stride == 1 && d->pad == 1; }
 
 static dw_geom dw_geometry(const gconv_dims *d)
 {
     dw_geom g;
-    g.Hp = d->H + 2 * d->pad;
-    g.OWp = (d->OW + DW_LANES - 1) / DW_LANES * DW_LANES;
-    int need = g.OWp + (d->K - 1) / d->stride, wq = (d->W + 2 * d->pad + d->stride - 1) / d->stride;
-    g.Wq = (need > wq ? need : wq + 0);
-    g.Wq = (g.Wq + 15) / 16 * 16;
-    g.plane = (size_t)d->stride * g.Hp * g.Wq;
+    const int s = d->stride, e = (d->K - 1) / s;
+    g.s = s;
+    g.Hq = (d->H + 2 * d->pad + s - 1) / s;
+    g.Wq = (d->W + 2 * d->pad + s - 1) / s;
+    g.L = (size_t)d->OH * g.Wq;
+    g.Lp = (g.L + DW_LANES - 1) / DW_LANES * DW_LANES;
+    size_t need = g.Lp + (size_t)e * (g.Wq + 1), hw = (size_t)g.Hq * g.Wq;
+    g.PS = ((need > hw ? need : hw) + 15) / 16 * 16;
+    g.plane = (size_t)s * s * g.PS;
+    g.G = g.Lp + 2 * ((size_t)g.Wq + 1) + (size_t)d->H * g.Wq + 16;
+    for (int kh = 0; kh < d->K; kh++)
+        for (int kw = 0; kw < d->K; kw++)
+            g.off[kh * d->K + kw] =
+                (ptrdiff_t)(((kh % s) * s + kw % s) * g.PS) + (ptrdiff_t)(kh / s) * g.Wq + kw / s;
     return g;
 }
 
-/* Output columns j of phase a whose padded column j*s + a lies on the
- * image: iw = j*s + a - pad in [0, W) for j in [*j0, *j1). */
-static void phase_cols(int W, int s, int a, int pad, int limit, int *j0, int *j1)
-{
-    int lo = pad - a <= 0 ? 0 : (pad - a + s - 1) / s;
-    int hi = W + pad - a <= 0 ? 0 : (W + pad - a + s - 1) / s;
-    if (hi > limit) hi = limit;
-    if (lo > hi) lo = hi;
-    *j0 = lo;
-    *j1 = hi;
-}
-
-/* phase rows of one H x W plane: ph[(a*Hp + r)*Wq + j] = xpad[r][j*s + a] */
+/* One H x W plane into its phase planes. Only the pixels on the image are
+ * written: the padding is zero already (the scratch is zeroed once per
+ * op and nothing else is ever written there). */
 DW_CLONES static void dw_phases(float *restrict ph, const float *restrict x, const gconv_dims *d, const dw_geom *g)
 {
-    const int s = d->stride, p = d->pad, Wq = g->Wq;
-    for (int a = 0; a < s; a++) {
-        int j0, j1;
-        phase_cols(d->W, s, a, p, Wq, &j0, &j1);
-        for (int r = 0; r < g->Hp; r++) {
-            float *restrict o = ph + ((size_t)a * g->Hp + r) * Wq;
-            int ih = r - p;
-            if (ih < 0 || ih >= d->H) {
-                memset(o, 0, (size_t)Wq * sizeof(float));
-                continue;
-            }
-            const float *restrict xr = x + (size_t)ih * d->W + a - p; /* column j*s of xr is iw */
-            for (int j = 0; j < j0; j++) o[j] = 0.0f;
-            if (s == 1)
-                memcpy(o + j0, xr + j0, (size_t)(j1 - j0) * sizeof(float));
-            else
-                for (int j = j0; j < j1; j++) o[j] = xr[j * s];
-            for (int j = j1; j < Wq; j++) o[j] = 0.0f;
+    const int s = d->stride, p = d->pad;
+    for (int ih = 0; ih < d->H; ih++) {
+        const int r = ih + p;
+        const float *restrict xr = x + (size_t)ih * d->W;
+        float *restrict o0 = ph + (size_t)((r % s) * s) * g->PS + (size_t)(r / s) * g->Wq;
+        if (s == 1) {
+            for (int iw = 0; iw < d->W; iw++) o0[iw + p] = xr[iw];
+            continue;
         }
+        /* stride 2: padded column c = iw + p goes to phase c % 2, position
+         * c / 2; pairs (even c, odd c) in one loop (interleaved loads) */
+        float *restrict o1 = o0 + g->PS;
+        int iw = 0;
+        if (p & 1) { /* iw 0: c = p odd */
+            o1[p / 2] = xr[0];
+            iw = 1;
+        }
+        const int jb = (iw + p) / 2, npair = (d->W - iw) / 2;
+        const float *restrict xs = xr + iw;
+        for (int m = 0; m < npair; m++) {
+            o0[jb + m] = xs[2 * m];
+            o1[jb + m] = xs[2 * m + 1];
+        }
+        if (iw + 2 * npair < d->W) o0[jb + npair] = xs[2 * npair];
     }
 }
 
-/* dx plane (fresh: stored, else added) from the phase-space gradient */
+/* t[q] = sum over taps (in (kh, kw) order) of w * tap[q], q < L */
+DW_CLONES static void dw_fwd_grid(float *restrict t, const float *restrict ph, const float *restrict w,
+                                  const gconv_dims *d, const dw_geom *g)
+{
+    const size_t L = g->L;
+    if (d->K == 3) {
+        const float *p0 = ph + g->off[0], *p1 = ph + g->off[1], *p2 = ph + g->off[2], *p3 = ph + g->off[3];
+        const float *p4 = ph + g->off[4], *p5 = ph + g->off[5], *p6 = ph + g->off[6], *p7 = ph + g->off[7];
+        const float *p8 = ph + g->off[8];
+        const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7],
+                    w8 = w[8];
+        for (size_t q = 0; q < L; q++) {
+            float a = 0.0f;
+            a += w0 * p0[q];
+            a += w1 * p1[q];
+            a += w2 * p2[q];
+            a += w3 * p3[q];
+            a += w4 * p4[q];
+            a += w5 * p5[q];
+            a += w6 * p6[q];
+            a += w7 * p7[q];
+            a += w8 * p8[q];
+            t[q] = a;
+        }
+        return;
+    }
+    for (size_t q = 0; q < L; q++) t[q] = 0.0f;
+    for (int k = 0; k < d->K * d->K; k++) {
+        const float wv = w[k], *src = ph + g->off[k];
+        for (size_t q = 0; q < L; q++) t[q] += wv * src[q];
+    }
+}
+
+/* y (OH x OW) from the grid t (Wq-wide rows), + bias */
+DW_CLONES static void dw_from_grid(float *restrict y, const float *restrict t, float bias, int has_bias,
+                                   const gconv_dims *d, const dw_geom *g)
+{
+    for (int oh = 0; oh < d->OH; oh++) {
+        const float *restrict tr = t + (size_t)oh * g->Wq;
+        float *restrict yr = y + (size_t)oh * d->OW;
+        if (has_bias)
+            for (int ow = 0; ow < d->OW; ow++) yr[ow] = tr[ow] + bias;
+        else
+            for (int ow = 0; ow < d->OW; ow++) yr[ow] = tr[ow];
+    }
+}
+
+/* dy (OH x OW) onto the grid gq: only columns < OW are written (the rest
+ * stays zero) */
+DW_CLONES static void dw_to_grid(float *restrict gq, const float *restrict dy, const gconv_dims *d,
+                                 const dw_geom *g)
+{
+    for (int oh = 0; oh < d->OH; oh++) {
+        float *restrict o = gq + (size_t)oh * g->Wq;
+        const float *restrict r = dy + (size_t)oh * d->OW;
+        for (int ow = 0; ow < d->OW; ow++) o[ow] = r[ow];
+    }
+}
+
+/* Weight gradient lanes: acc[t][l] += gq[q] * tap_t[q] over q = j*16 + l
+ * < Lp (gq is zero off the output pixels, so they add 0) */
+DW_CLONES static void dw_dw_acc(float *restrict acc, const float *restrict ph, const float *restrict gq,
+                                const gconv_dims *d, const dw_geom *g)
+{
+    const size_t Lp = g->Lp;
+    for (int k = 0; k < d->K * d->K; k++) {
+        float *restrict a = acc + (size_t)k * DW_LANES;
+        const float *restrict src = ph + g->off[k];
+        for (size_t j = 0; j < Lp; j += DW_LANES)
+            for (int l = 0; l < DW_LANES; l++) a[l] += gq[j + l] * src[j + l];
+    }
+}
+
+/* Stride 1, 3x3, pad 1: the input gradient at grid position q = ih*Wq + iw
+ * is sum over (kh, kw) of w[kh][kw] dy[ih+1-kh][iw+1-kw], a gather from gq
+ * at q + (1-kh)*Wq + (1-kw) (gq has Wq + 1 zeros before it; the columns
+ * past W of the grid are zero, so the reads that wrap add 0); then dx
+ * (fresh: stored, else added). */
+DW_CLONES static void dw3_dx_s1(float *restrict dx, float *restrict t, const float *restrict gq,
+                                const float *restrict w, int fresh, const gconv_dims *d, const dw_geom *g)
+{
+    const ptrdiff_t Wq = g->Wq;
+    const size_t L = (size_t)d->H * Wq;
+    const float *dn = gq + Wq + 1, *d0 = gq + 1, *dp = gq - Wq + 1; /* rows ih+1, ih, ih-1; column iw+1 */
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (size_t q = 0; q < L; q++) {
+        float a = 0.0f;
+        a += w0 * dn[q];
+        a += w1 * dn[q - 1];
+        a += w2 * dn[q - 2];
+        a += w3 * d0[q];
+        a += w4 * d0[q - 1];
+        a += w5 * d0[q - 2];
+        a += w6 * dp[q];
+        a += w7 * dp[q - 1];
+        a += w8 * dp[q - 2];
+        t[q] = a;
+    }
+    for (int ih = 0; ih < d->H; ih++) {
+        const float *restrict tr = t + (size_t)ih * Wq;
+        float *restrict o = dx + (size_t)ih * d->W;
+        if (fresh)
+            for (int iw = 0; iw < d->W; iw++) o[iw] = tr[iw];
+        else
+            for (int iw = 0; iw < d->W; iw++) o[iw] += tr[iw];
+    }
+}
+
+/* Other cases: the input gradient scattered into phase planes dph
+ * (zeroed; the layout of dw_phases), tap by tap (each element's products
+ * in (kh, kw) order), then gathered back into dx. */
+DW_CLONES static void dw_dx_scatter(float *restrict dph, const float *restrict gq, const float *restrict w,
+                                    const gconv_dims *d, const dw_geom *g)
+{
+    const size_t L = g->L;
+    for (int k = 0; k < d->K * d->K; k++) {
+        const float wv = w[k];
+        float *restrict o = dph + g->off[k];
+        for (size_t q = 0; q < L; q++) o[q] += wv * gq[q];
+    }
+}
+
 DW_CLONES static void dw_unphase(float *restrict dx, const float *restrict dph, int fresh, const gconv_dims *d,
                                  const dw_geom *g)
 {
-    const int s = d->stride, p = d->pad, Wq = g->Wq;
-    for (int a = 0; a < s; a++) {
-        int j0, j1;
-        phase_cols(d->W, s, a, p, Wq, &j0, &j1);
-        for (int ih = 0; ih < d->H; ih++) {
-            const float *restrict src = dph + ((size_t)a * g->Hp + (size_t)(ih + p)) * Wq;
-            float *restrict o = dx + (size_t)ih * d->W + a - p;
+    const int s = d->stride, p = d->pad;
+    for (int ih = 0; ih < d->H; ih++) {
+        const int r = ih + p;
+        float *restrict o = dx + (size_t)ih * d->W;
+        const float *restrict s0 = dph + (size_t)((r % s) * s) * g->PS + (size_t)(r / s) * g->Wq;
+        if (s == 1) {
             if (fresh)
-                for (int j = j0; j < j1; j++) o[j * s] = src[j];
+                for (int iw = 0; iw < d->W; iw++) o[iw] = s0[iw + p];
             else
-                for (int j = j0; j < j1; j++) o[j * s] += src[j];
-        }
-    }
-}
-
-/* y plane from the phase rows; 3x3 unrolled, other sizes tap by tap */
-DW_CLONES static void dw_fwd_plane(float *restrict y, const float *restrict ph, const float *restrict w, float bias,
-                                   int has_bias, const gconv_dims *d, const dw_geom *g)
-{
-    const int s = d->stride, K = d->K, OW = d->OW, Wq = g->Wq;
-    for (int oh = 0; oh < d->OH; oh++) {
-        float *restrict yr = y + (size_t)oh * OW;
-        if (K == 3) {
-            const float *r0 = ph + (size_t)(oh * s) * Wq, *r1 = r0 + Wq, *r2 = r1 + Wq;
-            /* phase of column kw: kw % s, offset kw / s */
-            const size_t P = (size_t)g->Hp * Wq;
-            const float *c1 = s == 1 ? r0 + 1 : r0 + P, *d1 = s == 1 ? r1 + 1 : r1 + P, *e1 = s == 1 ? r2 + 1 : r2 + P;
-            const float *c2 = s == 1 ? r0 + 2 : r0 + 1, *d2 = s == 1 ? r1 + 2 : r1 + 1, *e2 = s == 1 ? r2 + 2 : r2 + 1;
-            const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7],
-                        w8 = w[8];
-            for (int ow = 0; ow < OW; ow++) {
-                float a = 0.0f;
-                a += w0 * r0[ow];
-                a += w1 * c1[ow];
-                a += w2 * c2[ow];
-                a += w3 * r1[ow];
-                a += w4 * d1[ow];
-                a += w5 * d2[ow];
-                a += w6 * r2[ow];
-                a += w7 * e1[ow];
-                a += w8 * e2[ow];
-                yr[ow] = has_bias ? a + bias : a;
-            }
+                for (int iw = 0; iw < d->W; iw++) o[iw] += s0[iw + p];
             continue;
         }
-        for (int ow = 0; ow < OW; ow++) yr[ow] = 0.0f;
-        for (int kh = 0; kh < K; kh++)
-            for (int kw = 0; kw < K; kw++) {
-                const float wv = w[kh * K + kw];
-                const float *src = ph + ((size_t)(kw % s) * g->Hp + (size_t)(oh * s + kh)) * Wq + kw / s;
-                for (int ow = 0; ow < OW; ow++) yr[ow] += wv * src[ow];
+        const float *restrict s1 = s0 + g->PS; /* the layout of dw_phases */
+        int iw = 0;
+        if (p & 1) {
+            o[0] = fresh ? s1[p / 2] : o[0] + s1[p / 2];
+            iw = 1;
+        }
+        const int jb = (iw + p) / 2, npair = (d->W - iw) / 2;
+        float *restrict os = o + iw;
+        if (fresh)
+            for (int m = 0; m < npair; m++) {
+                os[2 * m] = s0[jb + m];
+                os[2 * m + 1] = s1[jb + m];
             }
-        if (has_bias)
-            for (int ow = 0; ow < OW; ow++) yr[ow] += bias;
-    }
-}
-
-/* Input gradient in phase space: dph (zeroed, the layout of dw_phases)
- * += w[kh][kw] * dy, tap by tap (each element's products in (kh, kw)
- * order); dy rows are OWp wide, zero past OW. */
-DW_CLONES static void dw_dx_phase(float *restrict dph, const float *restrict dy, const float *restrict w,
-                                  const gconv_dims *d, const dw_geom *g)
-{
-    const int s = d->stride, K = d->K, OW = d->OW, Wq = g->Wq;
-    for (int kh = 0; kh < K; kh++)
-        for (int kw = 0; kw < K; kw++) {
-            const float wv = w[kh * K + kw];
-            float *base = dph + ((size_t)(kw % s) * g->Hp + kh) * Wq + kw / s;
-            for (int oh = 0; oh < d->OH; oh++) {
-                float *restrict o = base + (size_t)oh * s * Wq;
-                const float *restrict gr = dy + (size_t)oh * g->OWp;
-                for (int ow = 0; ow < OW; ow++) o[ow] += wv * gr[ow];
+        else
+            for (int m = 0; m < npair; m++) {
+                os[2 * m] += s0[jb + m];
+                os[2 * m + 1] += s1[jb + m];
             }
-        }
-}
-
-/* Weight gradient lanes: acc[t][l] += dy[oh][ow] * x_t[oh][ow] over
- * columns ow = j*16 + l (dy zero past OW, so the lanes past OW add 0). */
-DW_CLONES static void dw_dw_acc(float *restrict acc, const float *restrict ph, const float *restrict dy,
-                                const gconv_dims *d, const dw_geom *g)
-{
-    const int s = d->stride, K = d->K, Wq = g->Wq, OWp = g->OWp;
-    for (int kh = 0; kh < K; kh++)
-        for (int kw = 0; kw < K; kw++) {
-            float *restrict a = acc + (size_t)(kh * K + kw) * DW_LANES;
-            const float *src = ph + ((size_t)(kw % s) * g->Hp + kh) * Wq + kw / s;
-            for (int oh = 0; oh < d->OH; oh++) {
-                const float *restrict xr = src + (size_t)oh * s * Wq, *restrict gr = dy + (size_t)oh * OWp;
-                for (int j = 0; j < OWp; j += DW_LANES)
-                    for (int l = 0; l < DW_LANES; l++) a[l] += gr[j + l] * xr[j + l];
-            }
-        }
-}
-
-/* ---- stride 1, 3x3, padding 1: straight from the image rows ----
- * Rows outside the image read a zero row; the first and last columns go
- * through the checked loop. Each element adds its products in the
- * portable kernels' (kh, kw) order (a zero row adds only zeros). */
-
-/* One checked output (or input-gradient) element: src rows r[0..2] (NULL:
- * outside), column offsets col - 1 + kw (forward) or col + 1 - kw
- * (gradient, flip 1) */
-static inline float dw3_edge(const float *const r[3], const float *w, int col, int W, int flip)
-{
-    float a = 0.0f;
-    for (int k = 0; k < 9; k++) {
-        int kh = k / 3, kw = k % 3, c = flip ? col + 1 - kw : col - 1 + kw;
-        if (r[kh] && c >= 0 && c < W) a += w[k] * r[kh][c];
-    }
-    return a;
-}
-
-/* forward: y[oh][ow] = sum w[kh][kw] x[oh-1+kh][ow-1+kw] */
-DW_CLONES static void dw3_fwd_s1(float *restrict y, const float *restrict x, const float *restrict w, float bias,
-                                 int has_bias, int H, int W, const float *restrict zrow)
-{
-    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
-    for (int oh = 0; oh < H; oh++) {
-        const float *rm = oh > 0 ? x + (size_t)(oh - 1) * W : zrow, *r0 = x + (size_t)oh * W;
-        const float *rp = oh + 1 < H ? x + (size_t)(oh + 1) * W : zrow;
-        float *restrict yr = y + (size_t)oh * W;
-        for (int ow = 1; ow < W - 1; ow++) {
-            float a = 0.0f;
-            a += w0 * rm[ow - 1];
-            a += w1 * rm[ow];
-            a += w2 * rm[ow + 1];
-            a += w3 * r0[ow - 1];
-            a += w4 * r0[ow];
-            a += w5 * r0[ow + 1];
-            a += w6 * rp[ow - 1];
-            a += w7 * rp[ow];
-            a += w8 * rp[ow + 1];
-            yr[ow] = has_bias ? a + bias : a;
-        }
-        const float *r[3] = {oh > 0 ? rm : NULL, r0, oh + 1 < H ? rp : NULL};
-        for (int ow = 0; ow < W; ow = ow == 0 && W > 1 ? W - 1 : W) {
-            float a = dw3_edge(r, w, ow, W, 0);
-            yr[ow] = has_bias ? a + bias : a;
-        }
+        if (iw + 2 * npair < d->W) os[2 * npair] = fresh ? s0[jb + npair] : os[2 * npair] + s0[jb + npair];
     }
 }
-
-/* input gradient: dx[ih][iw] (fresh: stored, else added) = sum over (kh, kw)
- * of w[kh][kw] dy[ih+1-kh][iw+1-kw] */
-DW_CLONES static void dw3_dx_s1(float *restrict dx, const float *restrict dy, const float *restrict w, int fresh,
-                                int H, int W, const float *restrict zrow)
-{
-    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
-    for (int ih = 0; ih < H; ih++) {
-        const float *dn = ih + 1 < H ? dy + (size_t)(ih + 1) * W : zrow, *d0 = dy + (size_t)ih * W;
-        const float *dp = ih > 0 ? dy + (size_t)(ih - 1) * W : zrow;
-        float *restrict o = dx + (size_t)ih * W;
-        for (int iw = 1; iw < W - 1; iw++) {
-            float a = 0.0f;
-            a += w0 * dn[iw + 1];
-            a += w1 * dn[iw];
-            a += w2 * dn[iw - 1];
-            a += w3 * d0[iw + 1];
-            a += w4 * d0[iw];
-            a += w5 * d0[iw - 1];
-            a += w6 * dp[iw + 1];
-            a += w7 * dp[iw];
-            a += w8 * dp[iw - 1];
-            o[iw] = fresh ? a : o[iw] + a;
-        }
-        const float *r[3] = {ih + 1 < H ? dn : NULL, d0, ih > 0 ? dp : NULL};
-        for (int iw = 0; iw < W; iw = iw == 0 && W > 1 ? W - 1 : W) {
-            float a = dw3_edge(r, w, iw, W, 1);
-            o[iw] = fresh ? a : o[iw] + a;
-        }
-    }
-}
-
-static int dw3_s1(const gconv_dims *d) { return d->K == 3 && d->stride == 1 && d->pad == 1; }
 
 static void dw_forward_fast(const gconv_dims *d, const float *x, const float *w, const float *bias, float *y,
                             float *scratch)
 {
     const dw_geom g = dw_geometry(d);
     const ptrdiff_t planes = (ptrdiff_t)d->N * d->C;
-    const size_t hw = (size_t)d->H * d->W, ohw = (size_t)d->OH * d->OW;
+    const size_t hw = (size_t)d->H * d->W, ohw = (size_t)d->OH * d->OW, per = g.plane + g.Lp;
     const int KK = d->K * d->K;
 #pragma omp parallel num_threads(gconv_threads(d))
     {
-        float *ph = scratch + (size_t)omp_get_thread_num() * g.plane;
-        if (dw3_s1(d)) /* ph: a zero row */
-            memset(ph, 0, (size_t)d->W * sizeof(float));
+        float *ph = scratch + (size_t)omp_get_thread_num() * per, *t = ph + g.plane;
+        memset(ph, 0, g.plane * sizeof(float)); /* the padding */
 #pragma omp for schedule(dynamic, 8)
         for (ptrdiff_t p = 0; p < planes; p++) {
             int c = (int)(p % d->C);
-            if (dw3_s1(d)) {
-                dw3_fwd_s1(y + (size_t)p * ohw, x + (size_t)p * hw, w + (size_t)c * KK, bias ? bias[c] : 0.0f,
-                           bias != NULL, d->H, d->W, ph);
-                continue;
-            }
             dw_phases(ph, x + (size_t)p * hw, d, &g);
-            dw_fwd_plane(y + (size_t)p * ohw, ph, w + (size_t)c * KK, bias ? bias[c] : 0.0f, bias != NULL, d, &g);
+            dw_fwd_grid(t, ph, w + (size_t)c * KK, d, &g);
+            dw_from_grid(y + (size_t)p * ohw, t, bias ? bias[c] : 0.0f, bias != NULL, d, &g);
         }
     }
+}
+
+static size_t dw_forward_scratch(const gconv_dims *d)
+{
+    const dw_geom g = dw_geometry(d);
+    return (size_t)gconv_threads(d) * (g.plane + g.Lp);
 }
 
 /* One thread per channel: for every sample, the input gradient plane and
@@ -418,17 +414,19 @@ static void dw_backward_fast(qat_ctx *ctx, const gconv_dims *d, const float *x, 
 {
     const dw_geom g = dw_geometry(d);
     const size_t hw = (size_t)d->H * d->W, ohw = (size_t)d->OH * d->OW;
-    const int KK = d->K * d->K, nt = gconv_threads(d);
-    const size_t per = g.plane * 2 + (size_t)d->OH * g.OWp + (size_t)KK * DW_LANES + (size_t)d->W;
+    const int KK = d->K * d->K, nt = gconv_threads(d), s1 = dw3_s1(d);
+    const size_t T = g.L > (size_t)d->H * g.Wq ? g.L : (size_t)d->H * g.Wq; /* the dx grid */
+    const size_t per = g.plane * 2 + g.G + T + 16 + (size_t)KK * DW_LANES;
     float *scratch = qat_arena_alloc(ctx, (size_t)nt * per * sizeof(float));
     if (!scratch) return;
 #pragma omp parallel num_threads(nt)
     {
-        float *ph = scratch + (size_t)omp_get_thread_num() * per, *dph = ph + g.plane, *gy = dph + g.plane;
-        float *acc = gy + (size_t)d->OH * g.OWp, *zrow = acc + (size_t)KK * DW_LANES;
-        memset(zrow, 0, (size_t)d->W * sizeof(float));
-        for (int r = 0; r < d->OH; r++) /* the columns past OW stay 0 */
-            memset(gy + (size_t)r * g.OWp + d->OW, 0, (size_t)(g.OWp - d->OW) * sizeof(float));
+        float *ph = scratch + (size_t)omp_get_thread_num() * per, *dph = ph + g.plane, *gbuf = dph + g.plane;
+        float *t = gbuf + g.G, *acc = t + T + 16;
+        float *gq = gbuf + g.Wq + 1; /* dy on the grid, Wq + 1 zeros before it */
+        /* only the pixels on the image are ever written: the rest stays 0 */
+        memset(ph, 0, g.plane * sizeof(float));
+        memset(gbuf, 0, g.G * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < d->C; c++) {
             memset(acc, 0, (size_t)KK * DW_LANES * sizeof(float));
@@ -436,30 +434,30 @@ static void dw_backward_fast(qat_ctx *ctx, const gconv_dims *d, const float *x, 
             for (int n = 0; n < d->N; n++) {
                 const size_t p = (size_t)n * d->C + (size_t)c;
                 const float *gp = dy + p * ohw;
-                for (int r = 0; r < d->OH; r++) memcpy(gy + (size_t)r * g.OWp, gp + (size_t)r * d->OW, (size_t)d->OW * sizeof(float));
+                dw_to_grid(gq, gp, d, &g);
                 if (db)
                     for (size_t i = 0; i < ohw; i++) bs += gp[i];
                 if (dw) {
                     dw_phases(ph, x + p * hw, d, &g);
-                    dw_dw_acc(acc, ph, gy, d, &g);
+                    dw_dw_acc(acc, ph, gq, d, &g);
                 }
                 if (!dx) continue;
-                if (dw3_s1(d)) {
-                    dw3_dx_s1(dx + p * hw, gp, w + (size_t)c * KK, fresh, d->H, d->W, zrow);
+                if (s1) {
+                    dw3_dx_s1(dx + p * hw, t, gq, w + (size_t)c * KK, fresh, d, &g);
                     continue;
                 }
                 memset(dph, 0, g.plane * sizeof(float));
-                dw_dx_phase(dph, gy, w + (size_t)c * KK, d, &g);
+                dw_dx_scatter(dph, gq, w + (size_t)c * KK, d, &g);
                 dw_unphase(dx + p * hw, dph, fresh, d, &g);
             }
             if (db) db[c] += bs;
             if (dw)
-                for (int t = 0; t < KK; t++) {
+                for (int k = 0; k < KK; k++) {
                     float l[DW_LANES];
-                    memcpy(l, acc + (size_t)t * DW_LANES, sizeof l);
+                    memcpy(l, acc + (size_t)k * DW_LANES, sizeof l);
                     for (int wd = DW_LANES / 2; wd >= 1; wd /= 2)
                         for (int j = 0; j < wd; j++) l[j] = l[j] + l[j + wd];
-                    dw[(size_t)c * KK + t] += l[0];
+                    dw[(size_t)c * KK + k] += l[0];
                 }
         }
     }
@@ -555,8 +553,7 @@ qat_tensor *qat_conv2d_grouped(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_t
     qat_tensor *y = qat_new(ctx, 4, (int[]){d->N, d->OC, d->OH, d->OW});
     if (!y) return NULL;
     if (dw_fast(d)) {
-        const dw_geom g = dw_geometry(d);
-        float *scratch = qat_arena_alloc(ctx, (size_t)gconv_threads(d) * g.plane * sizeof(float));
+        float *scratch = qat_arena_alloc(ctx, dw_forward_scratch(d) * sizeof(float));
         if (!scratch) return NULL;
         dw_forward_fast(d, x->data, w->data, b ? b->data : NULL, y->data, scratch);
     } else {

@@ -11,7 +11,7 @@
  * per-layer breakdown of one training step (forward, backward and the
  * optimizer) is added to the JSON and printed as a table on stderr.
  *
- * usage: bench_train [--models mlp,lenet5,convnet,resnet8] [--threads T]
+ * usage: bench_train [--models mlp,lenet5,convnet,resnet8,mobilenet,mobilenet-hs] [--threads T]
  *                    [--batch B] [--steps S] [--reps R] [--profile] [--cpu-clock] */
 #include <cblas.h>
 #include <stdio.h>
@@ -239,7 +239,7 @@ static int bench_model(const char *arch, int B, int steps, int reps, int do_prof
 
 int main(int argc, char **argv)
 {
-    const char *models = "mlp,lenet5,convnet,resnet8";
+    const char *models = "mlp,lenet5,convnet,resnet8,mobilenet,mobilenet-hs";
     int threads = 2, B = 128, steps = 0, reps = 3, do_profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -258,7 +258,7 @@ int main(int argc, char **argv)
         } else if (i + 1 < argc && !strcmp(a, "--reps")) {
             reps = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: bench_train [--models mlp,lenet5,convnet,resnet8] [--threads T]\n"
+            fprintf(stderr, "usage: bench_train [--models mlp,lenet5,convnet,resnet8,mobilenet,mobilenet-hs] [--threads T]\n"
                             "                   [--batch B] [--steps S] [--reps R] [--profile] [--cpu-clock]\n");
             return 2;
         }
