@@ -26,7 +26,7 @@ typedef struct cmp_epoch {
 
 typedef struct cmp_run {
     char spec[32];        /* "w8a8", ... or "mixed" */
-    char method[8];       /* "ptq" or "qat" */
+    char method[24];      /* "ptq", "qat", or PTQ with methods: "cle", "cle+bc", "adaround", ... (--methods) */
     char calib[16];       /* PTQ: calibrator; QAT: "lsq" (learnable scales) or "ema" */
     double val_accuracy;  /* fake-quant, validation split (what choices use) */
     double test_accuracy; /* fake-quant, test set */
