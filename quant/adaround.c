@@ -158,8 +158,10 @@ static double mse_of(const ar_layer *g, const float *Wq, float *pred_buf, int ch
 
 /* The learned rounding of one unit; writes the chosen integers to q. */
 static int optimize(const ar_layer *g, const float *wf, const float *sc, const int32_t *zp, int32_t qmin, int32_t qmax,
-                    const qat_adaround_opts *o, uint64_t seed, int32_t *q, int32_t *qn, double *mse_n, double *mse_a)
+                    const qat_adaround_opts *o, uint64_t seed, int32_t *q, int32_t *qn, double *mse_n, double *mse_a,
+                    int *kept)
 {
+    *kept = 0;
     size_t nw = (size_t)g->OC * g->Kg;
     int B = o->batch_rows < g->rows ? o->batch_rows : g->rows;
     float *V = malloc(nw * sizeof *V), *fl = malloc(nw * sizeof *fl), *Wq = malloc(nw * sizeof *Wq);
@@ -243,6 +245,11 @@ static int optimize(const ar_layer *g, const float *wf, const float *sc, const i
             Wq[i] = (float)(q[i] - zp[c]) * sc[c];
         }
     *mse_a = mse_of(g, Wq, E, 256);
+    if (*mse_a > *mse_n) { /* the learned rounding lost to nearest on its own data: keep nearest */
+        memcpy(q, qn, nw * sizeof *q);
+        *mse_a = *mse_n;
+        *kept = 1;
+    }
 done:
     free(V);
     free(fl);
@@ -394,9 +401,10 @@ int qat_adaround(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_tensor
             if (!rc) rc = collect(ctx, qm, un, ref, x, bf, &g);
         }
         double mn = 0, ma = 0;
+        int kept = 0;
         if (!rc)
             rc = optimize(&g, wf, sc, zp, un->weight.qmin, un->weight.qmax, &o, o.seed * 7919u + (uint64_t)u + 1, q, qn,
-                          &mn, &ma);
+                          &mn, &ma, &kept);
         long flipped = 0;
         if (!rc) {
             for (size_t i = 0; i < nw; i++) flipped += q[i] != qn[i];
@@ -404,14 +412,15 @@ int qat_adaround(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_tensor
         }
         double dt = now_s() - t0;
         if (!rc && o.verbose)
-            fprintf(stderr, "adaround %-24s %7zu weights, %5d rows: output MSE nearest %.4g -> %.4g, %ld flipped (%.1f s)\n",
-                    un->name, nw, g.rows, mn, ma, flipped, dt);
+            fprintf(stderr, "adaround %-24s %7zu weights, %5d rows: output MSE nearest %.4g -> %.4g, %ld flipped%s (%.1f s)\n",
+                    un->name, nw, g.rows, mn, ma, flipped, kept ? " (learned rounding was worse: nearest kept)" : "", dt);
         if (!rc && rep && rep->n < (int)(sizeof rep->layers / sizeof rep->layers[0])) {
             qat_adaround_layer *e = &rep->layers[rep->n++];
             snprintf(e->name, sizeof e->name, "%s", un->name);
             e->mse_nearest = mn;
             e->mse_adaround = ma;
             e->flipped = flipped;
+            e->kept_nearest = kept;
             e->weights = (long)nw;
             e->seconds = dt;
         }

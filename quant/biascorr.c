@@ -9,6 +9,7 @@
 
 #include "core/internal.h"
 #include "qat/ptq.h"
+#include "quant/internal.h"
 
 /* The layer holding a conv unit's pre-activation (BN folded). */
 static int pre_layer(const qat_qunit *un) { return un->bn >= 0 ? un->bn : un->head; }
@@ -109,12 +110,26 @@ int qat_bias_correct(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_te
         if (rc) break;
         double cnt = (double)N * (double)inner, shift = 0, ms = 0;
         qat_tensor *bias = un->bn >= 0 ? qat_model_layer(m, un->bn)->bias : l->bias;
+        /* the bias the unit applies is on the int32 grid s_in * s_w: the new
+         * one is that rounded bias minus the error, so only the new
+         * rounding is left (not the old one as well) */
+        qat_tensor *wf = NULL, *bf = NULL, *bq = NULL;
+        float s_in = qat_qunit_input_scale(qm, un);
+        if (bias && (rc = qat_qunit_fold(ctx, qm, un, &wf, &bf))) break;
+        if (bf && un->weight.fake_quant && !un->weight.float_format && s_in > 0) {
+            const float *sw = qat_channel_weight_scales(ctx, &un->weight, C);
+            if (!sw || !(bq = qat_fq_bias(ctx, bf, s_in, sw))) {
+                rc = QAT_ERR_NOMEM;
+                break;
+            }
+        }
         for (int c = 0; c < C; c++) {
             double d = (qsum[c] - fmean[off + c]) / cnt;
             shift += fabs(d);
             ms += fsq[off + c] / cnt;
-            if (bias) bias->data[c] -= (float)d;
+            if (bias) bias->data[c] -= (float)(d - (bq ? (double)bq->data[c] - bf->data[c] : 0.0));
         }
+        qat_ctx_reset(ctx);
         if (rep && rep->n < (int)(sizeof rep->layers / sizeof rep->layers[0])) {
             qat_biascorr_layer *e = &rep->layers[rep->n++];
             snprintf(e->name, sizeof e->name, "%s", un->name);

@@ -95,6 +95,7 @@ typedef struct qat_adaround_layer {
     double mse_nearest;      /* mean squared output error on the cached rows, nearest rounding */
     double mse_adaround;     /* the same with AdaRound's rounding */
     long flipped;            /* weights rounded the other way than nearest */
+    int kept_nearest;        /* 1: the learned rounding had the larger MSE, nearest was kept */
     long weights;
     double seconds;
 } qat_adaround_layer;
@@ -111,7 +112,8 @@ typedef struct qat_adaround_report {
  * the earlier units already rounded; W_ref x_ref: the reference float
  * model's output), then writes W = s * q (divided by the BN factor when a
  * BN is folded) into the float model, so the quantizer's nearest rounding
- * gives q. ref: the float parameters (NULL: the model as it is now).
+ * gives q. A layer whose learned rounding reconstructs its cached rows
+ * worse than nearest rounding keeps nearest (kept_nearest). ref: the float parameters (NULL: the model as it is now).
  * The qmodel must be calibrated (qat_qmodel_finalize). */
 QAT_API int qat_adaround(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_tensor *x,
                          const qat_adaround_opts *o, qat_adaround_report *rep);
