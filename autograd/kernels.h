@@ -144,6 +144,16 @@ void qat_k_maxpool2_fwd(float *y, unsigned char *win, const float *x, int H, int
  * elsewhere (rows and columns no window covers included). */
 void qat_k_maxpool2_bwd_fresh(float *dx, const float *dy, const unsigned char *win, int H, int W,
                               int OH, int OW);
+/* Bounded activations (autograd/act.c; portable C the compiler vectorises,
+ * the same bits in every clone):
+ * y = min(max(x, lo), hi) (y may be x; NaN stays) */
+void qat_k_clamp_fwd(float *y, const float *x, size_t n, float lo, float hi);
+/* dx (+)= lo < x < hi ? dy : -0.0f */
+void qat_k_clamp_bwd(float *dx, const float *x, const float *dy, size_t n, float lo, float hi, int fresh);
+/* y = x * min(max(x + 3, 0), 6) / 6 (y may be x) */
+void qat_k_hardswish_fwd(float *y, const float *x, size_t n);
+/* dx (+)= x < -3 ? 0 : x <= 3 ? dy * (x / 3 + 0.5) : dy (dx may be x) */
+void qat_k_hardswish_bwd(float *dx, const float *x, const float *dy, size_t n, int fresh);
 /* acc[j] += p[i] (double) */
 void qat_k_acc_sum(double *acc, const float *p, size_t n);
 /* acc[j] += ((double)p[i] - mu)^2 */

@@ -21,6 +21,9 @@ typedef struct qat_io_layer {
     int out_ndim, out_shape[3];
     int in_ch, out_ch, kernel, stride, pad, has_bias;
     float bn_eps, bn_momentum;
+    int groups;         /* conv channel groups (absent in older files: 1) */
+    int clamp_channels; /* 1: the clamp has a per-channel bound buffer */
+    float clamp_lo, clamp_hi;
 } qat_io_layer;
 
 typedef struct qat_io_graph {

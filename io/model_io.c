@@ -12,15 +12,18 @@
 static const struct {
     const char *name;
     size_t off;
+    int optional; /* absent in files written before it existed */
 } int_cols[] = {
-    {"n_inputs", offsetof(qat_io_layer, n_inputs)},
-    {"out_ndim", offsetof(qat_io_layer, out_ndim)},
-    {"in_ch", offsetof(qat_io_layer, in_ch)},
-    {"out_ch", offsetof(qat_io_layer, out_ch)},
-    {"kernel", offsetof(qat_io_layer, kernel)},
-    {"stride", offsetof(qat_io_layer, stride)},
-    {"pad", offsetof(qat_io_layer, pad)},
-    {"has_bias", offsetof(qat_io_layer, has_bias)},
+    {"n_inputs", offsetof(qat_io_layer, n_inputs), 0},
+    {"out_ndim", offsetof(qat_io_layer, out_ndim), 0},
+    {"in_ch", offsetof(qat_io_layer, in_ch), 0},
+    {"out_ch", offsetof(qat_io_layer, out_ch), 0},
+    {"kernel", offsetof(qat_io_layer, kernel), 0},
+    {"stride", offsetof(qat_io_layer, stride), 0},
+    {"pad", offsetof(qat_io_layer, pad), 0},
+    {"has_bias", offsetof(qat_io_layer, has_bias), 0},
+    {"groups", offsetof(qat_io_layer, groups), 1},
+    {"clamp_channels", offsetof(qat_io_layer, clamp_channels), 1},
 };
 #define N_INT_COLS (sizeof int_cols / sizeof int_cols[0])
 
@@ -49,6 +52,10 @@ static void from_model(const qat_layer *l, qat_io_layer *o)
     o->has_bias = l->has_bias;
     o->bn_eps = l->bn_eps;
     o->bn_momentum = l->bn_momentum;
+    o->groups = l->groups;
+    o->clamp_channels = l->clamp_hi_c != NULL;
+    o->clamp_lo = l->clamp_lo;
+    o->clamp_hi = l->clamp_hi;
 }
 
 static void free_stage_arrays(float **a, int n)
@@ -121,6 +128,14 @@ static int write_graph(hid_t gg, const qat_io_layer *ls, int n)
     if (!rc) {
         for (int i = 0; i < n; i++) fcol[i] = ls[i].bn_momentum;
         rc = qat_h5_write(gg, "bn_momentum", QAT_H5_F32, 1, &n, fcol);
+    }
+    if (!rc) {
+        for (int i = 0; i < n; i++) fcol[i] = ls[i].clamp_lo;
+        rc = qat_h5_write(gg, "clamp_lo", QAT_H5_F32, 1, &n, fcol);
+    }
+    if (!rc) {
+        for (int i = 0; i < n; i++) fcol[i] = ls[i].clamp_hi;
+        rc = qat_h5_write(gg, "clamp_hi", QAT_H5_F32, 1, &n, fcol);
     }
 done:
     free(names);
@@ -211,7 +226,7 @@ void qat_io_graph_free(qat_io_graph *g)
 
 static int expected_inputs(int type)
 {
-    return type == QAT_LAYER_INPUT ? 0 : type == QAT_LAYER_ADD ? 2 : 1;
+    return type == QAT_LAYER_INPUT ? 0 : type == QAT_LAYER_ADD || type == QAT_LAYER_CONCAT ? 2 : 1;
 }
 
 /* Checks one stored layer on its own (and against earlier ones). */
@@ -282,6 +297,13 @@ int qat_io_read_graph(hid_t file, const char *group, qat_io_graph *g)
         l->type = qat_layer_type_from_name(l->type_name);
     }
     for (size_t k = 0; k < N_INT_COLS && !rc; k++) {
+        if (int_cols[k].optional && qat_h5_exists(gg, int_cols[k].name) != 1) {
+            /* older files: dense convolutions, no per-channel clamps */
+            for (int i = 0; i < n; i++)
+                *col_int(&g->layers[i], k) =
+                    strcmp(int_cols[k].name, "groups") == 0 && g->layers[i].type == QAT_LAYER_CONV2D;
+            continue;
+        }
         rc = qat_h5_read(gg, int_cols[k].name, QAT_H5_I32, 1, &n, col);
         for (int i = 0; i < n && !rc; i++) *col_int(&g->layers[i], k) = col[i];
     }
@@ -295,6 +317,13 @@ int qat_io_read_graph(hid_t file, const char *group, qat_io_graph *g)
     for (int i = 0; i < n && !rc; i++) g->layers[i].bn_eps = fcol[i];
     if (!rc) rc = qat_h5_read(gg, "bn_momentum", QAT_H5_F32, 1, &n, fcol);
     for (int i = 0; i < n && !rc; i++) g->layers[i].bn_momentum = fcol[i];
+    /* clamp bounds: absent in files written before clamp layers existed */
+    if (!rc && qat_h5_exists(gg, "clamp_lo") == 1) {
+        rc = qat_h5_read(gg, "clamp_lo", QAT_H5_F32, 1, &n, fcol);
+        for (int i = 0; i < n && !rc; i++) g->layers[i].clamp_lo = fcol[i];
+        if (!rc) rc = qat_h5_read(gg, "clamp_hi", QAT_H5_F32, 1, &n, fcol);
+        for (int i = 0; i < n && !rc; i++) g->layers[i].clamp_hi = fcol[i];
+    }
     for (int i = 0; i < n && !rc; i++) rc = validate_layer(gg, g, i);
 done:
     free(names);
@@ -340,7 +369,8 @@ static const char *field_label(int type, size_t k, int *count)
         *count = 1;
         return type == QAT_LAYER_LINEAR ? "output features" : type == QAT_LAYER_CONV2D ? "output channels" : "channels";
     }
-    if (strcmp(c, "kernel") == 0) return "kernel size";
+    if (strcmp(c, "kernel") == 0) return type == QAT_LAYER_UPSAMPLE ? "factor" : "kernel size";
+    if (strcmp(c, "clamp_channels") == 0) return "per-channel bounds (0/1)";
     if (strcmp(c, "pad") == 0) return "padding";
     return c;
 }
@@ -351,11 +381,13 @@ static int field_used(int type, const char *col)
     switch (type) {
     case QAT_LAYER_CONV2D:
         return !strcmp(col, "in_ch") || !strcmp(col, "out_ch") || !strcmp(col, "kernel") ||
-               !strcmp(col, "stride") || !strcmp(col, "pad") || !strcmp(col, "has_bias");
+               !strcmp(col, "stride") || !strcmp(col, "pad") || !strcmp(col, "has_bias") || !strcmp(col, "groups");
     case QAT_LAYER_LINEAR: return !strcmp(col, "in_ch") || !strcmp(col, "out_ch") || !strcmp(col, "has_bias");
     case QAT_LAYER_BATCHNORM2D: return !strcmp(col, "out_ch");
     case QAT_LAYER_MAXPOOL2D:
     case QAT_LAYER_AVGPOOL2D: return !strcmp(col, "kernel") || !strcmp(col, "stride");
+    case QAT_LAYER_UPSAMPLE: return !strcmp(col, "kernel");
+    case QAT_LAYER_CLAMP: return !strcmp(col, "clamp_channels");
     default: return 0;
     }
 }
@@ -418,6 +450,12 @@ static int layer_diff(const qat_io_graph *g, const qat_model *m, int i, char *ms
             return 1;
         }
     }
+    if (f->type == QAT_LAYER_CLAMP &&
+        (memcmp(&f->clamp_lo, &l.clamp_lo, sizeof(float)) != 0 || memcmp(&f->clamp_hi, &l.clamp_hi, sizeof(float)) != 0)) {
+        snprintf(msg, n, "checkpoint layer %d '%s' is clamp to [%.9g, %.9g], model's to [%.9g, %.9g]", i, f->name,
+                 (double)f->clamp_lo, (double)f->clamp_hi, (double)l.clamp_lo, (double)l.clamp_hi);
+        return 1;
+    }
     int same_out = f->out_ndim == l.out_ndim;
     for (int k = 0; same_out && k < f->out_ndim; k++) same_out = f->out_shape[k] == l.out_shape[k];
     if (!same_out) {
@@ -474,11 +512,16 @@ static int plausible(hid_t file, const qat_io_graph *g, int i)
         else if (l->type == QAT_LAYER_CONV2D && (l->kernel <= 0 || l->kernel > MAX_KERNEL)) bad = "kernel";
         else if (l->type == QAT_LAYER_CONV2D && (l->stride <= 0 || l->stride > MAX_KERNEL)) bad = "stride";
         else if (l->type == QAT_LAYER_CONV2D && (l->pad < 0 || l->pad > MAX_KERNEL)) bad = "pad";
-        numel = (double)l->out_ch * l->in_ch * (l->type == QAT_LAYER_CONV2D ? (double)l->kernel * l->kernel : 1.0);
+        else if (l->type == QAT_LAYER_CONV2D && (l->groups <= 0 || l->groups > l->in_ch)) bad = "groups";
+        numel = (double)l->out_ch * l->in_ch * (l->type == QAT_LAYER_CONV2D ? (double)l->kernel * l->kernel / l->groups : 1.0);
         if (!bad && numel > MAX_PARAM_NUMEL) bad = "weight size";
     } else if (l->type == QAT_LAYER_MAXPOOL2D || l->type == QAT_LAYER_AVGPOOL2D) {
         if (l->kernel <= 0 || l->kernel > MAX_KERNEL) bad = "kernel";
         else if (l->stride <= 0 || l->stride > MAX_KERNEL) bad = "stride";
+    } else if (l->type == QAT_LAYER_UPSAMPLE) {
+        if (l->kernel <= 0 || l->kernel > 4096) bad = "factor";
+    } else if (l->type == QAT_LAYER_CLAMP) {
+        if (isnan(l->clamp_lo) || isnan(l->clamp_hi) || l->clamp_lo > l->clamp_hi) bad = "clamp bounds";
     }
     if (!bad) return QAT_OK;
     qat_h5_file_name(file, fname, sizeof fname);
@@ -501,7 +544,8 @@ qat_model *qat_io_build_graph(hid_t file, const qat_io_graph *g)
         int a = l->inputs[0], r = -1;
         switch ((qat_layer_type)l->type) {
         case QAT_LAYER_CONV2D:
-            r = qat_model_conv2d(m, l->name, a, l->out_ch, l->kernel, l->stride, l->pad, l->has_bias);
+            r = qat_model_conv2d_grouped(m, l->name, a, l->out_ch, l->kernel, l->stride, l->pad, l->groups,
+                                         l->has_bias);
             break;
         case QAT_LAYER_LINEAR: r = qat_model_linear(m, l->name, a, l->out_ch, l->has_bias); break;
         case QAT_LAYER_BATCHNORM2D:
@@ -518,6 +562,25 @@ qat_model *qat_io_build_graph(hid_t file, const qat_io_graph *g)
         case QAT_LAYER_GLOBAL_AVGPOOL: r = qat_model_global_avgpool(m, l->name, a); break;
         case QAT_LAYER_FLATTEN: r = qat_model_flatten(m, l->name, a); break;
         case QAT_LAYER_ADD: r = qat_model_add(m, l->name, a, l->inputs[1]); break;
+        case QAT_LAYER_CLAMP:
+            r = qat_model_clamp(m, l->name, a, l->clamp_lo, l->clamp_hi);
+            if (r >= 0 && l->clamp_channels) { /* the buffer's values are read with the others */
+                int C = qat_model_layer(m, r)->out_shape[0];
+                float *hi = qat_malloc((size_t)C * sizeof *hi);
+                if (!hi) {
+                    qat_model_free(m);
+                    return qat_error_null(QAT_ERR_NOMEM, "%s: out of memory", fname);
+                }
+                for (int c = 0; c < C; c++) hi[c] = l->clamp_hi;
+                int rc = qat_layer_set_clamp_channels(m, r, hi);
+                free(hi);
+                if (rc) r = rc;
+            }
+            break;
+        case QAT_LAYER_HARDSWISH: r = qat_model_hardswish(m, l->name, a); break;
+        case QAT_LAYER_HARDSIGMOID: r = qat_model_hardsigmoid(m, l->name, a); break;
+        case QAT_LAYER_CONCAT: r = qat_model_concat(m, l->name, a, l->inputs[1]); break;
+        case QAT_LAYER_UPSAMPLE: r = qat_model_upsample(m, l->name, a, l->kernel); break;
         case QAT_LAYER_INPUT:
         case QAT_LAYER_COUNT: break;
         }

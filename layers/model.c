@@ -33,8 +33,13 @@ static const char *const type_names[QAT_LAYER_COUNT] = {
     [QAT_LAYER_GLOBAL_AVGPOOL] = "global_avgpool",
     [QAT_LAYER_FLATTEN] = "flatten",
     [QAT_LAYER_ADD] = "add",
+    [QAT_LAYER_CLAMP] = "clamp",
+    [QAT_LAYER_HARDSWISH] = "hardswish",
+    [QAT_LAYER_HARDSIGMOID] = "hardsigmoid",
+    [QAT_LAYER_CONCAT] = "concat",
+    [QAT_LAYER_UPSAMPLE] = "upsample",
 };
-_Static_assert(QAT_LAYER_COUNT == 10, "type_names must list every layer type");
+_Static_assert(QAT_LAYER_COUNT == 15, "type_names must list every layer type");
 
 const char *qat_layer_type_name(qat_layer_type t)
 {
@@ -84,6 +89,7 @@ void qat_model_free(qat_model *m)
         qat_tensor_free(l->bias);
         qat_tensor_free(l->running_mean);
         qat_tensor_free(l->running_var);
+        qat_tensor_free(l->clamp_hi_c);
     }
     free(m->layers);
     free(m->params);
@@ -187,18 +193,23 @@ static int need_image(qat_model *m, const char *op, const qat_layer *src)
     return 0;
 }
 
-int qat_model_conv2d(qat_model *m, const char *name, int in, int out_ch, int kernel, int stride,
-                     int pad, int bias)
+int qat_model_conv2d_grouped(qat_model *m, const char *name, int in, int out_ch, int kernel, int stride,
+                             int pad, int groups, int bias)
 {
     int idx;
-    if (out_ch <= 0 || kernel <= 0 || stride <= 0 || pad < 0)
-        return fail(m, qat_error(QAT_ERR_ARG, "conv2d: out_ch %d, kernel %d, stride %d, pad %d invalid",
-                                 out_ch, kernel, stride, pad));
+    if (out_ch <= 0 || kernel <= 0 || stride <= 0 || pad < 0 || groups <= 0)
+        return fail(m, qat_error(QAT_ERR_ARG, "conv2d: out_ch %d, kernel %d, stride %d, pad %d, groups %d invalid",
+                                 out_ch, kernel, stride, pad, groups));
     qat_layer *l = append(m, "conv2d", name, QAT_LAYER_CONV2D, 1, in, -1, &idx);
     if (!l) return m->status;
     const qat_layer *src = input_of(m, l, 0);
     if (need_image(m, "conv2d", src)) return (m->n--, m->status);
     int C = src->out_shape[0], H = src->out_shape[1], W = src->out_shape[2];
+    if (C % groups || out_ch % groups) {
+        m->n--;
+        return fail(m, qat_error(QAT_ERR_ARG, "conv2d '%s': %d groups do not divide %d input and %d output channels",
+                                 l->name, groups, C, out_ch));
+    }
     if (H + 2 * pad < kernel || W + 2 * pad < kernel) {
         m->n--;
         return fail(m, qat_error(QAT_ERR_SHAPE, "conv2d '%s': kernel %d larger than padded input %dx%d",
@@ -209,15 +220,22 @@ int qat_model_conv2d(qat_model *m, const char *name, int in, int out_ch, int ker
     l->kernel = kernel;
     l->stride = stride;
     l->pad = pad;
+    l->groups = groups;
     l->has_bias = bias != 0;
     l->out_ndim = 3;
     l->out_shape[0] = out_ch;
     l->out_shape[1] = (H + 2 * pad - kernel) / stride + 1;
     l->out_shape[2] = (W + 2 * pad - kernel) / stride + 1;
-    l->weight = qat_tensor_create(4, (int[]){out_ch, C, kernel, kernel}, 1);
+    l->weight = qat_tensor_create(4, (int[]){out_ch, C / groups, kernel, kernel}, 1);
     if (bias) l->bias = qat_tensor_create(1, (int[]){out_ch}, 1);
     if (!l->weight || (bias && !l->bias)) return fail(m, QAT_ERR_NOMEM);
     return params_added(m, idx);
+}
+
+int qat_model_conv2d(qat_model *m, const char *name, int in, int out_ch, int kernel, int stride,
+                     int pad, int bias)
+{
+    return qat_model_conv2d_grouped(m, name, in, out_ch, kernel, stride, pad, 1, bias);
 }
 
 int qat_model_linear(qat_model *m, const char *name, int in, int out_features, int bias)
@@ -362,6 +380,105 @@ int qat_model_add(qat_model *m, const char *name, int a, int b)
     return idx;
 }
 
+int qat_model_clamp(qat_model *m, const char *name, int in, float lo, float hi)
+{
+    if (isnan(lo) || isnan(hi) || lo > hi)
+        return fail(m, qat_error(QAT_ERR_ARG, "clamp: bounds [%g, %g] invalid (need lo <= hi, not NaN)", (double)lo,
+                                 (double)hi));
+    int idx = same_shape_layer(m, "clamp", name, QAT_LAYER_CLAMP, in);
+    if (idx < 0) return idx;
+    m->layers[idx].clamp_lo = lo;
+    m->layers[idx].clamp_hi = hi;
+    return idx;
+}
+
+int qat_model_relu6(qat_model *m, const char *name, int in) { return qat_model_clamp(m, name, in, 0.0f, 6.0f); }
+
+int qat_layer_set_clamp_channels(qat_model *m, int layer, const float *hi_c)
+{
+    qat_layer *l = qat_model_layer(m, layer);
+    if (!l || l->type != QAT_LAYER_CLAMP)
+        return qat_error(QAT_ERR_ARG, "qat_layer_set_clamp_channels: layer %d is not a clamp layer", layer);
+    if (!hi_c) {
+        if (!l->clamp_hi_c) return QAT_OK;
+        qat_tensor *old = l->clamp_hi_c;
+        l->clamp_hi_c = NULL;
+        int rc = build_lists(m);
+        if (rc) {
+            l->clamp_hi_c = old;
+            return rc;
+        }
+        qat_tensor_free(old);
+        return QAT_OK;
+    }
+    int C = l->out_shape[0];
+    for (int c = 0; c < C; c++)
+        if (isnan(hi_c[c]) || hi_c[c] < l->clamp_lo)
+            return qat_error(QAT_ERR_ARG, "clamp '%s': channel %d upper bound %g below the lower bound %g (or NaN)",
+                             l->name, c, (double)hi_c[c], (double)l->clamp_lo);
+    if (!l->clamp_hi_c) {
+        qat_tensor *t = qat_tensor_create(1, &C, 0);
+        if (!t) return QAT_ERR_NOMEM;
+        l->clamp_hi_c = t;
+        int rc = build_lists(m);
+        if (rc) {
+            l->clamp_hi_c = NULL;
+            qat_tensor_free(t);
+            return rc;
+        }
+    }
+    memcpy(l->clamp_hi_c->data, hi_c, (size_t)C * sizeof(float));
+    return QAT_OK;
+}
+
+int qat_model_hardswish(qat_model *m, const char *name, int in)
+{
+    return same_shape_layer(m, "hardswish", name, QAT_LAYER_HARDSWISH, in);
+}
+
+int qat_model_hardsigmoid(qat_model *m, const char *name, int in)
+{
+    return same_shape_layer(m, "hardsigmoid", name, QAT_LAYER_HARDSIGMOID, in);
+}
+
+int qat_model_concat(qat_model *m, const char *name, int a, int b)
+{
+    int idx;
+    qat_layer *l = append(m, "concat", name, QAT_LAYER_CONCAT, 2, a, b, &idx);
+    if (!l) return m->status;
+    const qat_layer *la = input_of(m, l, 0), *lb = input_of(m, l, 1);
+    int ok = la->out_ndim == lb->out_ndim;
+    for (int k = 1; ok && k < la->out_ndim; k++) ok = la->out_shape[k] == lb->out_shape[k];
+    if (!ok) {
+        m->n--;
+        return fail(m, qat_error(QAT_ERR_SHAPE, "concat: '%s' and '%s' differ in rank or spatial size", la->name,
+                                 lb->name));
+    }
+    l->out_ndim = la->out_ndim;
+    memcpy(l->out_shape, la->out_shape, sizeof l->out_shape);
+    l->out_shape[0] = la->out_shape[0] + lb->out_shape[0];
+    l->in_ch = la->out_shape[0];
+    l->out_ch = l->out_shape[0];
+    return idx;
+}
+
+int qat_model_upsample(qat_model *m, const char *name, int in, int factor)
+{
+    int idx;
+    if (factor < 1 || factor > 4096) return fail(m, qat_error(QAT_ERR_ARG, "upsample: factor %d invalid", factor));
+    qat_layer *l = append(m, "upsample", name, QAT_LAYER_UPSAMPLE, 1, in, -1, &idx);
+    if (!l) return m->status;
+    const qat_layer *src = input_of(m, l, 0);
+    if (need_image(m, "upsample", src)) return (m->n--, m->status);
+    l->kernel = factor;
+    l->in_ch = l->out_ch = src->out_shape[0];
+    l->out_ndim = 3;
+    l->out_shape[0] = src->out_shape[0];
+    l->out_shape[1] = src->out_shape[1] * factor;
+    l->out_shape[2] = src->out_shape[2] * factor;
+    return idx;
+}
+
 int qat_model_basic_block(qat_model *m, const char *prefix, int in, int out_ch, int stride)
 {
     char n[2 * QAT_NAME_MAX];
@@ -397,7 +514,7 @@ static int build_lists(qat_model *m)
     for (int i = 0; i < m->n; i++) {
         const qat_layer *l = &m->layers[i];
         np += (l->weight != NULL) + (l->bias != NULL);
-        nb += (l->running_mean != NULL) + (l->running_var != NULL);
+        nb += (l->running_mean != NULL) + (l->running_var != NULL) + (l->clamp_hi_c != NULL);
     }
     qat_named_tensor *params = qat_calloc((size_t)np + 1, sizeof *params);
     qat_named_tensor *buffers = qat_calloc((size_t)nb + 1, sizeof *buffers);
@@ -426,6 +543,10 @@ static int build_lists(qat_model *m)
             snprintf(m->buffers[nb++].name, sizeof m->buffers[0].name, "%s.running_mean", l->name);
             m->buffers[nb] = (qat_named_tensor){.t = l->running_var, .no_decay = 1, .layer = i};
             snprintf(m->buffers[nb++].name, sizeof m->buffers[0].name, "%s.running_var", l->name);
+        }
+        if (l->clamp_hi_c) {
+            m->buffers[nb] = (qat_named_tensor){.t = l->clamp_hi_c, .no_decay = 1, .layer = i};
+            snprintf(m->buffers[nb++].name, sizeof m->buffers[0].name, "%s.clamp_hi", l->name);
         }
     }
     m->n_params = np;
@@ -491,7 +612,8 @@ qat_tensor *qat_layer_forward(qat_ctx *ctx, qat_layer *l, qat_tensor *const *in)
     case QAT_LAYER_INPUT:
         return x;
     case QAT_LAYER_CONV2D:
-        return qat_conv2d(ctx, x, l->weight, l->bias, l->stride, l->pad);
+        return l->groups > 1 ? qat_conv2d_grouped(ctx, x, l->weight, l->bias, l->stride, l->pad, l->groups)
+                             : qat_conv2d(ctx, x, l->weight, l->bias, l->stride, l->pad);
     case QAT_LAYER_LINEAR:
         return qat_linear(ctx, x, l->weight, l->bias);
     case QAT_LAYER_BATCHNORM2D:
@@ -510,21 +632,35 @@ qat_tensor *qat_layer_forward(qat_ctx *ctx, qat_layer *l, qat_tensor *const *in)
         return qat_flatten(ctx, x);
     case QAT_LAYER_ADD:
         return qat_add(ctx, x, in[1]);
+    case QAT_LAYER_CLAMP:
+        return l->clamp_hi_c ? qat_clamp_channels(ctx, x, l->clamp_lo, l->clamp_hi_c->data)
+                             : qat_clamp(ctx, x, l->clamp_lo, l->clamp_hi);
+    case QAT_LAYER_HARDSWISH:
+        return qat_hardswish(ctx, x);
+    case QAT_LAYER_HARDSIGMOID:
+        return qat_hardsigmoid(ctx, x);
+    case QAT_LAYER_CONCAT:
+        return qat_concat(ctx, x, in[1]);
+    case QAT_LAYER_UPSAMPLE:
+        return qat_upsample_nearest(ctx, x, l->kernel);
     case QAT_LAYER_COUNT:
         break;
     }
     return qat_error_null(QAT_ERR_UNSUPPORTED, "layer '%s': unknown type %d", l->name, (int)l->type);
 }
 
-/* Layer i (a BN or a residual add) has one reader, the ReLU right after it:
- * the two run as one op (qat_batchnorm2d_relu, qat_add_relu: same bits)
- * and layer i's own output is never formed. */
+/* Layer i (a BN or a residual add) has one reader, the activation right
+ * after it (a BN: ReLU, clamp or hard-swish; an add: ReLU): the two run as
+ * one op (qat_batchnorm2d_relu, _clamp, _hardswish, qat_add_relu: same
+ * bits) and layer i's own output is never formed. */
 static int relu_pair(const qat_model *m, int i)
 {
     const qat_layer *l = &m->layers[i], *r = i + 1 < m->n ? &m->layers[i + 1] : NULL;
-    if ((l->type != QAT_LAYER_BATCHNORM2D && l->type != QAT_LAYER_ADD) || !r || r->type != QAT_LAYER_RELU ||
-        r->inputs[0] != i)
-        return 0;
+    if (!r || r->inputs[0] != i) return 0;
+    int ok = (l->type == QAT_LAYER_ADD && r->type == QAT_LAYER_RELU) ||
+             (l->type == QAT_LAYER_BATCHNORM2D && (r->type == QAT_LAYER_RELU || r->type == QAT_LAYER_CLAMP ||
+                                                   r->type == QAT_LAYER_HARDSWISH));
+    if (!ok) return 0;
     for (int j = i + 2; j < m->n; j++)
         for (int k = 0; k < m->layers[j].n_inputs; k++)
             if (m->layers[j].inputs[k] == i) return 0;
@@ -558,9 +694,19 @@ static qat_tensor **forward(qat_ctx *ctx, qat_model *m, qat_tensor *x, int fuse)
             if (l->type == QAT_LAYER_ADD) {
                 out[i] = out[i + 1] = qat_add_relu(ctx, ins[0], ins[1]);
             } else {
+                const qat_layer *a = &m->layers[i + 1];
                 if (qat_ctx_training(ctx)) l->num_batches_tracked++;
-                out[i] = out[i + 1] = qat_batchnorm2d_relu(ctx, ins[0], l->weight, l->bias, l->running_mean,
-                                                           l->running_var, l->bn_momentum, l->bn_eps);
+                if (a->type == QAT_LAYER_RELU)
+                    out[i] = qat_batchnorm2d_relu(ctx, ins[0], l->weight, l->bias, l->running_mean, l->running_var,
+                                                  l->bn_momentum, l->bn_eps);
+                else if (a->type == QAT_LAYER_CLAMP)
+                    out[i] = qat_batchnorm2d_clamp(ctx, ins[0], l->weight, l->bias, l->running_mean, l->running_var,
+                                                   l->bn_momentum, l->bn_eps, a->clamp_lo, a->clamp_hi,
+                                                   a->clamp_hi_c ? a->clamp_hi_c->data : NULL);
+                else
+                    out[i] = qat_batchnorm2d_hardswish(ctx, ins[0], l->weight, l->bias, l->running_mean,
+                                                       l->running_var, l->bn_momentum, l->bn_eps);
+                out[i + 1] = out[i];
             }
             if (!out[i]) return NULL;
             i++;

@@ -928,6 +928,311 @@ START_TEST(test_backward_in_parallel_region)
 }
 END_TEST
 
+/* ---- grouped convolution against a direct one ---- */
+
+static void gconv_ref(double *y, const float *x, const float *w, const float *b, double *mag, int N, int C,
+                      int H, int W, int OC, int K, int s, int p, int G, int OH, int OW)
+{
+    const int Cg = C / G, OCg = OC / G;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double acc = b ? b[o] : 0, m = b ? fabs(b[o]) : 0;
+                    for (int ci = 0; ci < Cg; ci++)
+                        for (int i = 0; i < K; i++)
+                            for (int j = 0; j < K; j++) {
+                                int ih = oh * s - p + i, iw = ow * s - p + j, c = (o / OCg) * Cg + ci;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                double t = (double)x[((n * C + c) * H + ih) * W + iw] * w[((o * Cg + ci) * K + i) * K + j];
+                                acc += t;
+                                m += fabs(t);
+                            }
+                    size_t k = (((size_t)n * OC + o) * OH + oh) * OW + ow;
+                    y[k] = acc;
+                    mag[k] = m;
+                }
+}
+
+/* Random grouped / depthwise shapes: forward against gconv_ref; forward and
+ * gradients bitwise the same with 1 and 2 threads. */
+START_TEST(test_conv_grouped_direct)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 4000 + (uint64_t)_i);
+    int G = 1 + (int)qat_rng_below(&r, 8), dw = _i % 2;
+    int C = dw ? G : G * (1 + (int)qat_rng_below(&r, 3));
+    int OC = G * (1 + (int)qat_rng_below(&r, dw ? 2 : 3));
+    int K = _i % 5 == 0 ? 1 + 2 * (int)qat_rng_below(&r, 3) : 3, s = 1 + (int)qat_rng_below(&r, 2);
+    int p = (int)qat_rng_below(&r, (uint32_t)(K / 2 + 1));
+    int N = 1 + (int)qat_rng_below(&r, 3), H = K + (int)qat_rng_below(&r, 14), W = K + (int)qat_rng_below(&r, 20);
+    int bias = (int)qat_rng_below(&r, 2);
+    int OH = (H + 2 * p - K) / s + 1, OW = (W + 2 * p - K) / s + 1;
+    size_t nx = (size_t)N * C * H * W, nw = (size_t)OC * (C / G) * K * K, ny = (size_t)N * OC * OH * OW;
+    float *xd = malloc(nx * sizeof(float)), *gy = malloc(ny * sizeof(float));
+    qat_tensor *w = qat_tensor_create(4, (int[]){OC, C / G, K, K}, 1), *b = qat_tensor_create(1, &OC, 1);
+    tu_fill_uniform(xd, nx, -1, 1, &r);
+    tu_fill_uniform(w->data, nw, -1, 1, &r);
+    tu_fill_uniform(b->data, (size_t)OC, -1, 1, &r);
+    tu_fill_uniform(gy, ny, -1, 1, &r);
+    double *ref = malloc(ny * sizeof(double)), *mag = malloc(ny * sizeof(double));
+    gconv_ref(ref, xd, w->data, bias ? b->data : NULL, mag, N, C, H, W, OC, K, s, p, G, OH, OW);
+    float *out[2], *gx[2], *gw[2], *gb[2];
+    for (int t = 0; t < 2; t++) {
+        qat_set_num_threads(t + 1);
+        qat_tensor_zero_grad(w);
+        qat_tensor_zero_grad(b);
+        qat_ctx *ctx = qat_ctx_create(0);
+        qat_tensor *x = qat_new_leaf(ctx, 4, (int[]){N, C, H, W}, xd);
+        qat_tensor *y = qat_conv2d_grouped(ctx, x, w, bias ? b : NULL, s, p, G);
+        ck_assert_msg(y != NULL, "%s", qat_last_error());
+        ck_assert_int_eq(y->shape[1], OC);
+        ck_assert_int_eq(y->shape[2], OH);
+        ck_assert_int_eq(y->shape[3], OW);
+        qat_tensor *loss = qat_sum(ctx, qat_mul(ctx, y, qat_from(ctx, 4, y->shape, gy)));
+        ck_assert_int_eq(qat_backward(ctx, loss), QAT_OK);
+        out[t] = malloc(ny * sizeof(float));
+        gx[t] = malloc(nx * sizeof(float));
+        gw[t] = malloc(nw * sizeof(float));
+        gb[t] = malloc((size_t)OC * sizeof(float));
+        memcpy(out[t], y->data, ny * sizeof(float));
+        memcpy(gx[t], x->grad, nx * sizeof(float));
+        memcpy(gw[t], w->grad, nw * sizeof(float));
+        memcpy(gb[t], b->grad, (size_t)OC * sizeof(float));
+        qat_ctx_free(ctx);
+    }
+    qat_set_num_threads(2);
+    for (size_t k = 0; k < ny; k++)
+        ck_assert_msg(fabs(out[0][k] - ref[k]) <= 1e-5 * (mag[k] + 1e-3), "case %d (G %d C %d OC %d K %d s %d p %d): y[%zu] %g vs %g",
+                      _i, G, C, OC, K, s, p, k, (double)out[0][k], ref[k]);
+    ck_assert(memcmp(out[0], out[1], ny * sizeof(float)) == 0);
+    ck_assert(memcmp(gx[0], gx[1], nx * sizeof(float)) == 0);
+    ck_assert(memcmp(gw[0], gw[1], nw * sizeof(float)) == 0);
+    ck_assert(memcmp(gb[0], gb[1], (size_t)OC * sizeof(float)) == 0);
+    if (!bias)
+        for (int o = 0; o < OC; o++) ck_assert_float_eq(gb[0][o], 0.0f);
+    for (int t = 0; t < 2; t++) {
+        free(out[t]);
+        free(gx[t]);
+        free(gw[t]);
+        free(gb[t]);
+    }
+    free(ref);
+    free(mag);
+    free(xd);
+    free(gy);
+    qat_tensor_free(w);
+    qat_tensor_free(b);
+}
+END_TEST
+
+/* The depthwise fast path (SIMD engines) against the portable kernels
+ * (QAT_SIMD=0): forward and input gradient the same values (each element's
+ * products added in the same order), weight and bias gradients equal up
+ * to the order of the pixel sums. */
+START_TEST(test_depthwise_fast_vs_portable)
+{
+    /* N, C, H, W, K, stride, pad */
+    static const int cfg[][7] = {{3, 5, 28, 28, 3, 1, 1}, {2, 7, 14, 14, 3, 2, 1}, {2, 4, 7, 7, 3, 1, 1},
+                                 {2, 3, 9, 13, 3, 2, 0}, {1, 6, 5, 17, 5, 1, 2}, {2, 3, 11, 6, 3, 1, 0},
+                                 {2, 16, 33, 35, 3, 2, 1}, {1, 2, 3, 3, 3, 2, 1}, {2, 3, 8, 8, 1, 1, 0}};
+    const int *c = cfg[_i];
+    const int N = c[0], C = c[1], H = c[2], W = c[3], K = c[4], s = c[5], p = c[6];
+    qat_rng r;
+    qat_rng_seed(&r, 4100 + (uint64_t)_i);
+    size_t nx = (size_t)N * C * H * W;
+    float *xd = malloc(nx * sizeof(float));
+    tu_fill_uniform(xd, nx, -2, 2, &r);
+    qat_tensor *w = qat_tensor_create(4, (int[]){C, 1, K, K}, 1), *b = qat_tensor_create(1, &C, 1);
+    tu_fill_uniform(w->data, w->numel, -1, 1, &r);
+    tu_fill_uniform(b->data, b->numel, -1, 1, &r);
+    float *out[2] = {0}, *gx[2] = {0}, *gw[2] = {0}, *gb[2] = {0};
+    size_t ny = 0;
+    for (int e = 0; e < 2; e++) {
+        qat_simd_set_level(e == 0 ? QAT_SIMD_PORTABLE : -1);
+        qat_tensor_zero_grad(w);
+        qat_tensor_zero_grad(b);
+        qat_ctx *ctx = qat_ctx_create(0);
+        qat_tensor *x = qat_new_leaf(ctx, 4, (int[]){N, C, H, W}, xd);
+        qat_tensor *y = qat_conv2d_grouped(ctx, x, w, b, s, p, C);
+        ck_assert_msg(y != NULL, "%s", qat_last_error());
+        ny = y->numel;
+        float *gy = malloc(ny * sizeof(float));
+        qat_rng r2;
+        qat_rng_seed(&r2, 9);
+        tu_fill_uniform(gy, ny, -1, 1, &r2);
+        ck_assert_int_eq(qat_backward(ctx, qat_sum(ctx, qat_mul(ctx, y, qat_from(ctx, 4, y->shape, gy)))), QAT_OK);
+        out[e] = malloc(ny * sizeof(float));
+        gx[e] = malloc(nx * sizeof(float));
+        gw[e] = malloc(w->numel * sizeof(float));
+        gb[e] = malloc((size_t)C * sizeof(float));
+        memcpy(out[e], y->data, ny * sizeof(float));
+        memcpy(gx[e], x->grad, nx * sizeof(float));
+        memcpy(gw[e], w->grad, w->numel * sizeof(float));
+        memcpy(gb[e], b->grad, (size_t)C * sizeof(float));
+        free(gy);
+        qat_ctx_free(ctx);
+    }
+    qat_simd_set_level(-1);
+    for (size_t k = 0; k < ny; k++)
+        ck_assert_msg(out[0][k] == out[1][k], "case %d: y[%zu] portable %.9g, fast %.9g", _i, k, (double)out[0][k],
+                      (double)out[1][k]);
+    for (size_t k = 0; k < nx; k++)
+        ck_assert_msg(gx[0][k] == gx[1][k], "case %d: dx[%zu] portable %.9g, fast %.9g", _i, k, (double)gx[0][k],
+                      (double)gx[1][k]);
+    for (size_t k = 0; k < w->numel; k++)
+        ck_assert_msg(fabsf(gw[0][k] - gw[1][k]) <= 1e-4f * (1.0f + fabsf(gw[0][k])), "case %d: dw[%zu] %.9g vs %.9g",
+                      _i, k, (double)gw[0][k], (double)gw[1][k]);
+    for (int k = 0; k < C; k++)
+        ck_assert_msg(fabsf(gb[0][k] - gb[1][k]) <= 1e-4f * (1.0f + fabsf(gb[0][k])), "case %d: db[%d]", _i, k);
+    for (int e = 0; e < 2; e++) {
+        free(out[e]);
+        free(gx[e]);
+        free(gw[e]);
+        free(gb[e]);
+    }
+    free(xd);
+    qat_tensor_free(w);
+    qat_tensor_free(b);
+}
+END_TEST
+
+/* ---- clamp, hard activations, concat, upsample: hand-computed ---- */
+
+static qat_tensor *grad_of(qat_ctx *ctx, qat_tensor *x, qat_tensor *y, const float *dy)
+{
+    qat_tensor *loss = qat_sum(ctx, qat_mul(ctx, y, qat_from(ctx, y->ndim, y->shape, dy)));
+    ck_assert_int_eq(qat_backward(ctx, loss), QAT_OK);
+    return x;
+}
+
+START_TEST(test_activations_hand)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    const float xs[9] = {-4.0f, -3.0f, -1.5f, 0.0f, 1.0f, 3.0f, 4.5f, 6.0f, 7.0f};
+    const float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    /* relu6: the gradient is 0 at both bounds (hardtanh) */
+    qat_tensor *x = qat_new_leaf(ctx, 2, (int[]){1, 9}, xs);
+    qat_tensor *y = qat_clamp(ctx, x, 0.0f, 6.0f);
+    const float r6[9] = {0, 0, 0, 0, 1, 3, 4.5f, 6, 6}, r6g[9] = {0, 0, 0, 0, 1, 1, 1, 0, 0};
+    grad_of(ctx, x, y, ones);
+    for (int i = 0; i < 9; i++) {
+        ck_assert_float_eq(y->data[i], r6[i]);
+        ck_assert_float_eq(x->grad[i], r6g[i]);
+    }
+    qat_ctx_reset(ctx);
+    /* hardswish x * relu6(x + 3) / 6; gradient 0 below -3, x/3 + 0.5 on
+     * [-3, 3], 1 above (PyTorch's boundaries) */
+    x = qat_new_leaf(ctx, 2, (int[]){1, 9}, xs);
+    y = qat_hardswish(ctx, x);
+    const float hs[9] = {0, 0, -1.5f * 1.5f / 6.0f, 0, 4.0f / 6.0f, 3, 4.5f, 6, 7};
+    const float hsg[9] = {0, -0.5f, 0.0f, 0.5f, 1.0f / 3.0f + 0.5f, 1.5f, 1, 1, 1};
+    grad_of(ctx, x, y, ones);
+    for (int i = 0; i < 9; i++) {
+        ck_assert_msg(fabsf(y->data[i] - hs[i]) <= 1e-6f, "hardswish(%g) = %g, expected %g", (double)xs[i],
+                      (double)y->data[i], (double)hs[i]);
+        ck_assert_msg(fabsf(x->grad[i] - hsg[i]) <= 1e-6f, "hardswish'(%g) = %g, expected %g", (double)xs[i],
+                      (double)x->grad[i], (double)hsg[i]);
+    }
+    qat_ctx_reset(ctx);
+    /* hardsigmoid relu6(x + 3) / 6; gradient 1/6 strictly inside (-3, 3) */
+    x = qat_new_leaf(ctx, 2, (int[]){1, 9}, xs);
+    y = qat_hardsigmoid(ctx, x);
+    const float hg[9] = {0, 0, 0.25f, 0.5f, 4.0f / 6.0f, 1, 1, 1, 1};
+    const float hgg[9] = {0, 0, 1.0f / 6, 1.0f / 6, 1.0f / 6, 0, 0, 0, 0};
+    grad_of(ctx, x, y, ones);
+    for (int i = 0; i < 9; i++) {
+        ck_assert_msg(fabsf(y->data[i] - hg[i]) <= 1e-6f, "hardsigmoid(%g) = %g", (double)xs[i], (double)y->data[i]);
+        ck_assert_float_eq(x->grad[i], hgg[i]);
+    }
+    qat_ctx_reset(ctx);
+    /* NaN stays NaN through clamp */
+    x = qat_from(ctx, 1, (int[]){2}, (const float[]){NAN, -INFINITY});
+    y = qat_clamp(ctx, x, -1.0f, 1.0f);
+    ck_assert(isnan(y->data[0]));
+    ck_assert_float_eq(y->data[1], -1.0f);
+    /* per-channel upper bounds: [N=2, C=2, 1, 2] */
+    const float xc[8] = {-1, 0.5f, 2.5f, 4, 1.5f, 0.2f, 3, -2};
+    x = qat_new_leaf(ctx, 4, (int[]){2, 2, 1, 2}, xc);
+    y = qat_clamp_channels(ctx, x, 0.0f, (const float[]){1.0f, 3.0f});
+    const float yc[8] = {0, 0.5f, 2.5f, 3, 1, 0.2f, 3, 0}, gc[8] = {0, 1, 1, 0, 0, 1, 0, 0};
+    grad_of(ctx, x, y, ones);
+    for (int i = 0; i < 8; i++) {
+        ck_assert_float_eq(y->data[i], yc[i]);
+        ck_assert_float_eq(x->grad[i], gc[i]);
+    }
+    ck_assert_ptr_null(qat_clamp(ctx, x, 1.0f, 0.0f));
+    ASSERT_ERR_HAS("clamp: bounds [1, 0] invalid");
+    ck_assert_ptr_null(qat_clamp_channels(ctx, x, 0.0f, (const float[]){1.0f, -1.0f}));
+    ASSERT_ERR_HAS("channel 1 bounds [0, -1] invalid");
+    qat_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_concat_upsample_hand)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    /* a [2,1,1,2], b [2,2,1,2] -> [2,3,1,2] */
+    qat_tensor *a = qat_new_leaf(ctx, 4, (int[]){2, 1, 1, 2}, (const float[]){1, 2, 3, 4});
+    qat_tensor *b = qat_new_leaf(ctx, 4, (int[]){2, 2, 1, 2}, (const float[]){5, 6, 7, 8, 9, 10, 11, 12});
+    qat_tensor *y = qat_concat(ctx, a, b);
+    ck_assert_int_eq(y->shape[1], 3);
+    const float ye[12] = {1, 2, 5, 6, 7, 8, 3, 4, 9, 10, 11, 12};
+    for (int i = 0; i < 12; i++) ck_assert_float_eq(y->data[i], ye[i]);
+    float dy[12];
+    for (int i = 0; i < 12; i++) dy[i] = (float)(i + 1);
+    grad_of(ctx, a, y, dy);
+    const float ga[4] = {1, 2, 7, 8}, gb[8] = {3, 4, 5, 6, 9, 10, 11, 12};
+    for (int i = 0; i < 4; i++) ck_assert_float_eq(a->grad[i], ga[i]);
+    for (int i = 0; i < 8; i++) ck_assert_float_eq(b->grad[i], gb[i]);
+    qat_ctx_reset(ctx);
+    /* the same tensor twice: its gradient gets both halves */
+    a = qat_new_leaf(ctx, 2, (int[]){1, 2}, (const float[]){1, 2});
+    y = qat_concat(ctx, a, a);
+    grad_of(ctx, a, y, (const float[]){1, 10, 100, 1000});
+    ck_assert_float_eq(a->grad[0], 101);
+    ck_assert_float_eq(a->grad[1], 1010);
+    ck_assert_ptr_null(qat_concat(ctx, a, qat_from(ctx, 2, (int[]){2, 2}, NULL)));
+    ASSERT_ERR_HAS("concat:");
+    qat_ctx_reset(ctx);
+    /* upsample x2 of a 2x3 plane -> 4x6; each input gets its 4 copies' gradient */
+    qat_tensor *x = qat_new_leaf(ctx, 4, (int[]){1, 1, 2, 3}, (const float[]){1, 2, 3, 4, 5, 6});
+    y = qat_upsample_nearest(ctx, x, 2);
+    ck_assert_int_eq(y->shape[2], 4);
+    ck_assert_int_eq(y->shape[3], 6);
+    const float ue[24] = {1, 1, 2, 2, 3, 3, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 4, 4, 5, 5, 6, 6};
+    for (int i = 0; i < 24; i++) ck_assert_float_eq(y->data[i], ue[i]);
+    float du[24];
+    for (int i = 0; i < 24; i++) du[i] = (float)i;
+    grad_of(ctx, x, y, du);
+    /* input (0,0): outputs (0,0) (0,1) (1,0) (1,1) = 0 + 1 + 6 + 7 */
+    const float gu[6] = {14, 22, 30, 62, 70, 78};
+    for (int i = 0; i < 6; i++) ck_assert_float_eq(x->grad[i], gu[i]);
+    ck_assert_ptr_null(qat_upsample_nearest(ctx, x, 0));
+    ASSERT_ERR_HAS("factor 0 invalid");
+    qat_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(test_conv_grouped_errors)
+{
+    qat_ctx *ctx = qat_ctx_create(0);
+    qat_tensor *x = qat_from(ctx, 4, (int[]){1, 6, 5, 5}, NULL);
+    qat_tensor *w = qat_from(ctx, 4, (int[]){4, 3, 3, 3}, NULL);
+    ck_assert_ptr_null(qat_conv2d_grouped(ctx, x, w, NULL, 1, 1, 4));
+    ASSERT_ERR_HAS("4 groups do not divide 6 input");
+    ck_assert_ptr_null(qat_conv2d_grouped(ctx, x, w, NULL, 1, 1, 1));
+    ASSERT_ERR_HAS("input has 6 channels, weight expects 3");
+    qat_tensor *w3 = qat_from(ctx, 4, (int[]){4, 2, 3, 3}, NULL);
+    ck_assert_ptr_null(qat_conv2d_grouped(ctx, x, w3, NULL, 1, 1, 2));
+    ASSERT_ERR_HAS("in 2 groups (3 each)");
+    qat_tensor *w6 = qat_from(ctx, 4, (int[]){6, 1, 7, 7}, NULL);
+    ck_assert_ptr_null(qat_conv2d_grouped(ctx, x, w6, NULL, 1, 0, 6));
+    ASSERT_ERR_HAS("larger than padded input");
+    qat_ctx_free(ctx);
+}
+END_TEST
+
 static Suite *autograd_suite(void)
 {
     Suite *s = suite_create("autograd");
@@ -954,6 +1259,11 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_count_correct);
     tcase_add_test(tc, test_deterministic);
     tcase_add_test(tc, test_backward_in_parallel_region);
+    tcase_add_loop_test(tc, test_conv_grouped_direct, 0, 40);
+    tcase_add_loop_test(tc, test_depthwise_fast_vs_portable, 0, 9);
+    tcase_add_test(tc, test_activations_hand);
+    tcase_add_test(tc, test_concat_upsample_hand);
+    tcase_add_test(tc, test_conv_grouped_errors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -37,9 +37,14 @@ struct gc_spec {
     /* op configuration */
     int stride, pad, k, training, rs_ndim, rs_shape[4]; /* channel_mul: k axis, training divide */
     const uint8_t *labels;
+    int groups;                /* grouped conv */
+    float clo, chi;            /* clamp bounds */
+    const float *hi_c;         /* clamp_channels bounds */
     /* checker settings */
     double h, atol, rtol;
     int relu_kink;    /* skip samples of input 0 with |x| < 3h */
+    int n_kinks;      /* skip samples of input 0 within 3h of kink[] */
+    float kink[2];
     int detect_kinks; /* skip samples whose one-sided differences disagree */
     uint64_t seed;
 };
@@ -148,6 +153,12 @@ static gc_result gc_check(const gc_spec *s)
             float v = r.val[i][j];
             double h = s->h * fmax(1.0, fabs(v));
             if (s->relu_kink && i == 0 && fabs(v) < 3 * h) {
+                res.skipped++;
+                continue;
+            }
+            int near = 0;
+            for (int k = 0; k < s->n_kinks && i == 0; k++) near |= fabs(v - s->kink[k]) < 3 * h;
+            if (near) {
                 res.skipped++;
                 continue;
             }
@@ -319,6 +330,16 @@ static qat_tensor *f_bn_relu(qat_ctx *c, qat_tensor **in, const gc_spec *s)
     qat_ctx_set_training(c, s->training);
     return qat_batchnorm2d_relu(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
 }
+static qat_tensor *f_bn_clamp(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    qat_ctx_set_training(c, s->training);
+    return qat_batchnorm2d_clamp(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f, s->clo, s->chi, s->hi_c);
+}
+static qat_tensor *f_bn_hardswish(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    qat_ctx_set_training(c, s->training);
+    return qat_batchnorm2d_hardswish(c, in[0], in[1], in[2], in[3], in[4], 0.1f, 1e-5f);
+}
 static qat_tensor *f_reshape(qat_ctx *c, qat_tensor **in, const gc_spec *s)
 {
     return qat_reshape(c, in[0], s->rs_ndim, s->rs_shape);
@@ -348,6 +369,56 @@ static qat_tensor *f_net(qat_ctx *c, qat_tensor **in, const gc_spec *s)
     x = qat_flatten(c, x);
     x = qat_linear(c, x, in[7], in[8]);
     return qat_cross_entropy(c, x, s->labels);
+}
+
+static qat_tensor *f_gconv(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    return qat_conv2d_grouped(c, in[0], in[1], s->n_in > 2 ? in[2] : NULL, s->stride, s->pad, s->groups);
+}
+static qat_tensor *f_clamp(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    return qat_clamp(c, in[0], s->clo, s->chi);
+}
+static qat_tensor *f_clamp_ch(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    return qat_clamp_channels(c, in[0], s->clo, s->hi_c);
+}
+static qat_tensor *f_hardswish(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    (void)s;
+    return qat_hardswish(c, in[0]);
+}
+static qat_tensor *f_hardsigmoid(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    (void)s;
+    return qat_hardsigmoid(c, in[0]);
+}
+static qat_tensor *f_concat(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    (void)s;
+    return qat_concat(c, in[0], in[1]);
+}
+static qat_tensor *f_concat_self(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    (void)s;
+    return qat_concat(c, in[0], in[0]);
+}
+static qat_tensor *f_upsample(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    return qat_upsample_nearest(c, in[0], s->k);
+}
+/* an inverted residual block's middle: depthwise conv -> BN -> hardswish
+ * -> 1x1 conv -> concat with the input -> upsample (a chain through the
+ * tape with the new ops) */
+static qat_tensor *f_dw_chain(qat_ctx *c, qat_tensor **in, const gc_spec *s)
+{
+    (void)s;
+    qat_tensor *x = qat_conv2d_grouped(c, in[0], in[1], NULL, 1, 1, in[0]->shape[1]);
+    x = qat_batchnorm2d(c, x, in[2], in[3], in[4], in[5], 0.1f, 1e-5f);
+    x = qat_hardswish(c, x);
+    x = qat_conv2d(c, x, in[6], NULL, 1, 0);
+    x = qat_clamp(c, qat_concat(c, x, in[0]), -1.5f, 1.5f);
+    return qat_upsample_nearest(c, x, 2);
 }
 
 /* ---- the checker can fail ---- */
@@ -743,6 +814,36 @@ START_TEST(test_batchnorm_relu)
 }
 END_TEST
 
+/* BN with a fused clamp / per-channel clamp / hard-swish */
+START_TEST(test_batchnorm_act)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 2300 + (uint64_t)_i);
+    int N = rnd(&r, 2, 4), C = rnd(&r, 1, 3), H = rnd(&r, 2, 4), W = rnd(&r, 2, 4);
+    gc_spec s = spec("batchnorm2d-clamp-train", f_bn_clamp, 2400 + (uint64_t)_i);
+    bn_spec(&s, 4, N, C, H, W);
+    s.training = 1;
+    s.h = 2e-3;
+    s.rtol = 5e-3;
+    s.detect_kinks = 1;
+    s.clo = -0.5f;
+    s.chi = 0.8f;
+    gc_assert(&s);
+    const float hi_c[3] = {0.3f, 1.0f, 0.6f};
+    s.name = "batchnorm2d-clamp_channels-train";
+    s.hi_c = hi_c;
+    gc_assert(&s);
+    s.name = "batchnorm2d-clamp-eval";
+    s.training = 0;
+    s.hi_c = NULL;
+    gc_assert(&s);
+    s.name = "batchnorm2d-hardswish-train";
+    s.fn = f_bn_hardswish;
+    s.training = 1;
+    gc_assert(&s);
+}
+END_TEST
+
 /* ---- shape ops, sum, loss ---- */
 
 START_TEST(test_reshape_flatten_sum)
@@ -806,6 +907,130 @@ START_TEST(test_small_net)
 }
 END_TEST
 
+/* ---- grouped convolution, bounded activations, concat, upsample ---- */
+
+/* N, C, H, W, OC, K, stride, pad, groups, bias */
+static const int gconv_cfgs[][10] = {
+    {2, 4, 5, 5, 6, 3, 1, 1, 2, 1},  /* groups 2 */
+    {2, 4, 6, 5, 4, 3, 2, 0, 2, 0},  /* groups 2, stride 2, pad 0 */
+    {2, 3, 5, 6, 3, 3, 1, 1, 3, 0},  /* depthwise */
+    {2, 3, 7, 7, 3, 3, 2, 1, 3, 1},  /* depthwise stride 2 */
+    {2, 3, 6, 6, 3, 3, 1, 0, 3, 0},  /* depthwise pad 0 */
+    {2, 2, 7, 6, 2, 3, 2, 0, 2, 1},  /* depthwise stride 2 pad 0 */
+    {1, 3, 5, 5, 6, 3, 1, 1, 3, 1},  /* depthwise, multiplier 2 */
+    {2, 2, 6, 6, 4, 3, 2, 1, 2, 0},  /* depthwise, multiplier 2, stride 2 */
+    {2, 4, 5, 5, 4, 1, 1, 0, 4, 0},  /* depthwise 1x1 */
+    {2, 4, 8, 8, 4, 5, 2, 2, 4, 1},  /* depthwise 5x5 */
+    {1, 4, 6, 6, 8, 3, 1, 0, 1, 1},  /* groups 1 (qat_conv2d) */
+    {3, 5, 9, 9, 5, 3, 1, 1, 5, 0},  /* depthwise, odd sizes */
+    {2, 6, 3, 3, 6, 3, 1, 1, 6, 0},  /* depthwise, tiny planes */
+    {2, 6, 8, 8, 6, 3, 2, 1, 6, 0},  /* depthwise stride 2, even planes */
+};
+
+START_TEST(test_conv_grouped)
+{
+    const int *c = gconv_cfgs[_i];
+    gc_spec s = spec("conv2d_grouped", f_gconv, 3000 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, c[0], c[1], c[2], c[3]);
+    set_in(&s, 1, GC_PARAM, -1, 1, 4, c[4], c[1] / c[8], c[5], c[5]);
+    if (c[9]) set_in(&s, 2, GC_PARAM, -1, 1, 1, c[4], 0, 0, 0);
+    s.stride = c[6];
+    s.pad = c[7];
+    s.groups = c[8];
+    s.h = 1e-2;
+    s.atol = 2e-3;
+    s.rtol = 2e-3;
+    gc_assert(&s);
+}
+END_TEST
+
+START_TEST(test_clamp)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 3100 + (uint64_t)_i);
+    int N = rnd(&r, 1, 3), C = rnd(&r, 1, 4), H = rnd(&r, 1, 4), W = rnd(&r, 1, 4);
+    gc_spec s = spec("clamp-relu6", f_clamp, 3200 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -3, 9, 4, N, C, H, W);
+    s.clo = 0.0f;
+    s.chi = 6.0f;
+    s.detect_kinks = 1;
+    gc_assert(&s);
+    s.name = "clamp-flat";
+    set_in(&s, 0, GC_LEAF, -2, 2, 2, N, C * H * W, 0, 0);
+    s.clo = -0.5f;
+    s.chi = 0.75f;
+    gc_assert(&s);
+    float hi_c[4];
+    for (int k = 0; k < C; k++) hi_c[k] = 0.5f + (float)k;
+    s.name = "clamp_channels";
+    s.fn = f_clamp_ch;
+    s.hi_c = hi_c;
+    s.clo = -0.25f;
+    set_in(&s, 0, GC_LEAF, -2, 4, 4, N, C, H, W);
+    gc_assert(&s);
+}
+END_TEST
+
+START_TEST(test_hard_acts)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 3300 + (uint64_t)_i);
+    int N = rnd(&r, 1, 3), C = rnd(&r, 1, 4), H = rnd(&r, 2, 4), W = rnd(&r, 2, 4);
+    gc_spec s = spec("hardswish", f_hardswish, 3400 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -5, 5, 4, N, C, H, W);
+    s.n_kinks = 2; /* x = -3 and x = 3: the curvature in between is too
+                    * large for detect_kinks' one-sided test */
+    s.kink[0] = -3.0f;
+    s.kink[1] = 3.0f;
+    gc_assert(&s);
+    s.name = "hardsigmoid";
+    s.fn = f_hardsigmoid;
+    gc_assert(&s);
+}
+END_TEST
+
+START_TEST(test_concat_upsample)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 3500 + (uint64_t)_i);
+    int N = rnd(&r, 1, 3), Ca = rnd(&r, 1, 3), Cb = rnd(&r, 1, 3), H = rnd(&r, 1, 4), W = rnd(&r, 1, 4);
+    gc_spec s = spec("concat", f_concat, 3600 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, N, Ca, H, W);
+    set_in(&s, 1, GC_PARAM, -1, 1, 4, N, Cb, H, W);
+    gc_assert(&s);
+    s.name = "concat-flat";
+    set_in(&s, 0, GC_LEAF, -1, 1, 2, N, Ca * 3, 0, 0);
+    set_in(&s, 1, GC_LEAF, -1, 1, 2, N, Cb, 0, 0);
+    gc_assert(&s);
+    s.name = "concat-self";
+    s.fn = f_concat_self;
+    s.n_in = 1;
+    gc_assert(&s);
+    s = spec("upsample", f_upsample, 3700 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, N, Ca, H, W);
+    s.k = 1 + _i % 3;
+    gc_assert(&s);
+}
+END_TEST
+
+START_TEST(test_dw_chain)
+{
+    gc_spec s = spec("dwconv-bn-hardswish-conv-concat-clamp-upsample", f_dw_chain, 3800 + (uint64_t)_i);
+    set_in(&s, 0, GC_LEAF, -1, 1, 4, 2, 3, 5, 5);
+    set_in(&s, 1, GC_PARAM, -0.5f, 0.5f, 4, 3, 1, 3, 3);
+    set_in(&s, 2, GC_PARAM, 0.5f, 1.5f, 1, 3, 0, 0, 0);  /* gamma */
+    set_in(&s, 3, GC_PARAM, -0.5f, 0.5f, 1, 3, 0, 0, 0); /* beta */
+    set_in(&s, 4, GC_CONST, 0, 0, 1, 3, 0, 0, 0);
+    set_in(&s, 5, GC_CONST, 1, 1, 1, 3, 0, 0, 0);
+    set_in(&s, 6, GC_PARAM, -0.5f, 0.5f, 4, 2, 3, 1, 1);
+    s.h = 1e-3;
+    s.atol = 2e-4;
+    s.rtol = 1e-2;
+    s.detect_kinks = 1;
+    gc_assert(&s);
+}
+END_TEST
+
 static Suite *gradcheck_suite(void)
 {
     Suite *s = suite_create("gradcheck");
@@ -829,9 +1054,15 @@ static Suite *gradcheck_suite(void)
     tcase_add_loop_test(tc, test_batchnorm_train, 0, 6);
     tcase_add_loop_test(tc, test_batchnorm_eval, 0, 4);
     tcase_add_loop_test(tc, test_batchnorm_relu, 0, 4);
+    tcase_add_loop_test(tc, test_batchnorm_act, 0, 4);
     tcase_add_test(tc, test_reshape_flatten_sum);
     tcase_add_loop_test(tc, test_cross_entropy, 0, 6);
     tcase_add_loop_test(tc, test_small_net, 0, 3);
+    tcase_add_loop_test(tc, test_conv_grouped, 0, (int)(sizeof gconv_cfgs / sizeof gconv_cfgs[0]));
+    tcase_add_loop_test(tc, test_clamp, 0, 4);
+    tcase_add_loop_test(tc, test_hard_acts, 0, 4);
+    tcase_add_loop_test(tc, test_concat_upsample, 0, 4);
+    tcase_add_loop_test(tc, test_dw_chain, 0, 3);
     suite_add_tcase(s, tc);
     return s;
 }

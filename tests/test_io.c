@@ -74,7 +74,7 @@ static void assert_same_weights(qat_model *a, qat_model *b)
 
 /* ---- round trip of the reference models ---- */
 
-static const char *const archs[] = {"mlp", "lenet5", "convnet", "resnet8"};
+static const char *const archs[] = {"mlp", "lenet5", "convnet", "resnet8", "mobilenet", "mobilenet-hs"};
 
 START_TEST(test_roundtrip_reference)
 {
@@ -150,6 +150,10 @@ static void assert_same_graph(qat_model *a, qat_model *b)
         ck_assert_int_eq(x->has_bias, y->has_bias);
         ck_assert(memcmp(&x->bn_eps, &y->bn_eps, sizeof(float)) == 0);
         ck_assert(memcmp(&x->bn_momentum, &y->bn_momentum, sizeof(float)) == 0);
+        ck_assert_int_eq(x->groups, y->groups);
+        ck_assert(memcmp(&x->clamp_lo, &y->clamp_lo, sizeof(float)) == 0);
+        ck_assert(memcmp(&x->clamp_hi, &y->clamp_hi, sizeof(float)) == 0);
+        ck_assert_int_eq(x->clamp_hi_c != NULL, y->clamp_hi_c != NULL);
     }
 }
 
@@ -206,6 +210,198 @@ START_TEST(test_model_load_custom)
     free(ya);
     free(yb);
     qat_model_free(r);
+    qat_model_free(m);
+}
+END_TEST
+
+/* ---- the layers of issue 15: grouped conv, clamp, hard activations,
+ * concat, upsample ---- */
+
+/* A U-Net-like block: conv -> maxpool -> conv -> upsample x2 -> concat with
+ * the first conv's output -> conv, with a depthwise conv, a relu6 with
+ * per-channel bounds, hardswish and hardsigmoid on the way. */
+static qat_model *unet_model(uint64_t seed)
+{
+    qat_model *m = qat_model_create(3, 8, 8);
+    ck_assert_ptr_nonnull(m);
+    int a = qat_model_conv2d(m, "enc", 0, 4, 3, 1, 1, 1);          /* 4x8x8 */
+    a = qat_model_relu6(m, "enc_act", a);
+    int d = qat_model_maxpool2d(m, "down", a, 2, 2);                /* 4x4x4 */
+    d = qat_model_conv2d_grouped(m, "dw", d, 8, 3, 1, 1, 4, 0);     /* depthwise x2: 8x4x4 */
+    d = qat_model_batchnorm2d(m, "dw_bn", d);
+    d = qat_model_hardswish(m, "dw_act", d);
+    d = qat_model_conv2d_grouped(m, "mid", d, 6, 1, 1, 0, 2, 1);    /* groups 2: 6x4x4 */
+    d = qat_model_hardsigmoid(m, "gate", d);
+    int u = qat_model_upsample(m, "up", d, 2);                      /* 6x8x8 */
+    int c = qat_model_concat(m, "cat", u, a);                       /* 10x8x8 */
+    c = qat_model_clamp(m, "clip", c, -0.5f, 1.25f);
+    c = qat_model_conv2d(m, "dec", c, 2, 3, 1, 1, 0);               /* 2x8x8 */
+    c = qat_model_global_avgpool(m, "gap", c);
+    int f = qat_model_concat(m, "cat_flat", c, c);                  /* 4 features */
+    ck_assert_int_ge(f, 0);
+    const float hi[4] = {1.0f, 2.0f, 3.0f, 0.5f};
+    ck_assert_int_eq(qat_layer_set_clamp_channels(m, qat_model_find(m, "enc_act"), hi), QAT_OK);
+    ck_assert_int_eq(qat_model_init(m, seed), QAT_OK);
+    return m;
+}
+
+START_TEST(test_model_load_unet)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s", tu_tmp_path("unet.h5"));
+    qat_model *m = unet_model(3);
+    perturb(m, 4);
+    ck_assert_int_eq(qat_checkpoint_save(path, m, NULL, NULL), QAT_OK);
+    qat_model *r = qat_model_load(path);
+    ck_assert_msg(r != NULL, "%s", qat_last_error());
+    assert_no_handles();
+    assert_same_graph(m, r);
+    assert_same_weights(m, r);
+    const qat_layer *dw = qat_model_layer_c(r, qat_model_find(r, "dw"));
+    ck_assert_int_eq(dw->groups, 4);
+    ck_assert_int_eq(dw->weight->shape[1], 1);
+    ck_assert_int_eq(qat_model_layer_c(r, qat_model_find(r, "mid"))->groups, 2);
+    ck_assert_int_eq(qat_model_layer_c(r, qat_model_find(r, "up"))->kernel, 2);
+    const qat_layer *cat = qat_model_layer_c(r, qat_model_find(r, "cat"));
+    ck_assert_int_eq(cat->n_inputs, 2);
+    ck_assert_int_eq(cat->out_shape[0], 10);
+    ck_assert_float_eq(qat_model_layer_c(r, qat_model_find(r, "clip"))->clamp_hi, 1.25f);
+    const qat_layer *act = qat_model_layer_c(r, qat_model_find(r, "enc_act"));
+    ck_assert_ptr_nonnull(act->clamp_hi_c);
+    ck_assert_int_ge(qat_model_find(r, "enc_act"), 0);
+    size_t na = 0, nb = 0;
+    float *ya = forward_eval(m, 3, 8, 8, &na), *yb = forward_eval(r, 3, 8, 8, &nb);
+    ck_assert_uint_eq(na, 8);
+    ck_assert_uint_eq(na, nb);
+    ck_assert(memcmp(ya, yb, na * sizeof(float)) == 0);
+    free(ya);
+    free(yb);
+
+    /* the per-channel bounds must be in the loaded model too: a model
+     * without them is a different graph */
+    qat_model *plain = unet_model(3);
+    ck_assert_int_eq(qat_layer_set_clamp_channels(plain, qat_model_find(plain, "enc_act"), NULL), QAT_OK);
+    ck_assert_int_eq(qat_checkpoint_load(path, plain, NULL, NULL), QAT_ERR_FORMAT);
+    assert_error_contains("'enc_act' is clamp with per-channel bounds (0/1) 1, model has 0");
+    qat_model_free(plain);
+    /* another groups count */
+    qat_model *g1 = qat_model_create(3, 8, 8);
+    int x = qat_model_conv2d(g1, "enc", 0, 4, 3, 1, 1, 1);
+    x = qat_model_relu6(g1, "enc_act", x);
+    x = qat_model_maxpool2d(g1, "down", x, 2, 2);
+    x = qat_model_conv2d_grouped(g1, "dw", x, 8, 3, 1, 1, 2, 0);
+    ck_assert_int_ge(x, 0);
+    ck_assert_int_eq(qat_checkpoint_load(path, g1, NULL, NULL), QAT_ERR_FORMAT);
+    assert_error_contains("'enc_act' is clamp"); /* the first difference */
+    qat_layer_set_clamp_channels(g1, qat_model_find(g1, "enc_act"), (const float[]){1, 1, 1, 1});
+    ck_assert_int_eq(qat_checkpoint_load(path, g1, NULL, NULL), QAT_ERR_FORMAT);
+    assert_error_contains("checkpoint layer 4 'dw' is conv2d with groups 4, model has 2");
+    qat_model_free(g1);
+    /* other clamp bounds */
+    qat_model *b = unet_model(3);
+    qat_model_layer(b, qat_model_find(b, "clip"))->clamp_hi = 1.5f;
+    ck_assert_int_eq(qat_checkpoint_load(path, b, NULL, NULL), QAT_ERR_FORMAT);
+    assert_error_contains("'clip' is clamp to [-0.5, 1.25], model's to [-0.5, 1.5]");
+    qat_model_free(b);
+    assert_no_handles();
+    qat_model_free(r);
+    qat_model_free(m);
+}
+END_TEST
+
+/* A mobilenet-hs whose clamp got per-channel bounds (as CLE sets them). */
+START_TEST(test_mobilenet_clamp_channels)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s", tu_tmp_path("mnhs.h5"));
+    qat_model *m = qat_model_build("mobilenet-hs", 1);
+    ck_assert_ptr_nonnull(m);
+    int li = qat_model_find(m, "blocks.1.dw.act");
+    float hi[64];
+    for (int c = 0; c < 64; c++) hi[c] = 1.0f + (float)c / 8.0f;
+    ck_assert_int_eq(qat_layer_set_clamp_channels(m, li, hi), QAT_OK);
+    int nb = qat_model_num_buffers(m);
+    int found = 0;
+    for (int i = 0; i < nb; i++)
+        if (strcmp(qat_model_buffers(m)[i].name, "blocks.1.dw.act.clamp_hi") == 0) {
+            found++;
+            ck_assert_ptr_eq(qat_model_buffers(m)[i].t, qat_model_layer_c(m, li)->clamp_hi_c);
+            ck_assert_int_eq(qat_model_buffers(m)[i].t->numel, 64);
+        }
+    ck_assert_int_eq(found, 1);
+    ck_assert_int_eq(qat_checkpoint_save(path, m, NULL, NULL), QAT_OK);
+    qat_model *r = qat_model_load(path);
+    ck_assert_msg(r != NULL, "%s", qat_last_error());
+    ck_assert_str_eq(qat_model_arch(r), "mobilenet-hs");
+    assert_same_graph(m, r);
+    assert_same_weights(m, r);
+    ck_assert(memcmp(qat_model_layer_c(r, li)->clamp_hi_c->data, hi, sizeof hi) == 0);
+    /* into a built mobilenet-hs: only once it has the bounds too */
+    qat_model *f = qat_model_build("mobilenet-hs", 2);
+    ck_assert_int_eq(qat_checkpoint_load(path, f, NULL, NULL), QAT_ERR_FORMAT);
+    float ones[64];
+    for (int c = 0; c < 64; c++) ones[c] = 6.0f;
+    ck_assert_int_eq(qat_layer_set_clamp_channels(f, li, ones), QAT_OK);
+    ck_assert_int_eq(qat_checkpoint_load(path, f, NULL, NULL), QAT_OK);
+    assert_same_weights(m, f);
+    /* removing the bounds drops the buffer */
+    ck_assert_int_eq(qat_layer_set_clamp_channels(f, li, NULL), QAT_OK);
+    ck_assert_int_eq(qat_model_num_buffers(f), nb - 1);
+    ck_assert_ptr_null(qat_model_layer_c(f, li)->clamp_hi_c);
+    assert_no_handles();
+    qat_model_free(f);
+    qat_model_free(r);
+    qat_model_free(m);
+}
+END_TEST
+
+/* A checkpoint written before groups and clamps existed has no groups,
+ * clamp_channels, clamp_lo and clamp_hi columns: it loads with dense
+ * convolutions. */
+static void drop_dataset(const char *path, const char *name)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    ck_assert_int_ge(H5Ldelete(f, name, H5P_DEFAULT), 0);
+    H5Fclose(f);
+}
+
+START_TEST(test_old_checkpoint_groups)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s", tu_tmp_path("old.h5"));
+    qat_model *m = qat_model_build("resnet8", 1);
+    perturb(m, 9);
+    ck_assert_int_eq(qat_checkpoint_save(path, m, NULL, NULL), QAT_OK);
+    static const char *const cols[] = {"groups", "clamp_channels", "clamp_lo", "clamp_hi"};
+    char name[128];
+    for (int k = 0; k < 4; k++) {
+        snprintf(name, sizeof name, "/model/graph/%s", cols[k]);
+        drop_dataset(path, name);
+    }
+    qat_model *r = qat_model_load(path);
+    ck_assert_msg(r != NULL, "%s", qat_last_error());
+    assert_same_graph(m, r);
+    assert_same_weights(m, r);
+    for (int i = 0; i < qat_model_num_layers(r); i++) {
+        const qat_layer *l = qat_model_layer_c(r, i);
+        ck_assert_int_eq(l->groups, l->type == QAT_LAYER_CONV2D ? 1 : 0);
+    }
+    qat_model *f = qat_model_build("resnet8", 2);
+    ck_assert_int_eq(qat_checkpoint_load(path, f, NULL, NULL), QAT_OK);
+    assert_same_weights(m, f);
+    qat_model_free(f);
+    qat_model_free(r);
+
+    /* a depthwise model without its groups column is read as dense and
+     * refused: the stored weights do not fit */
+    qat_model *mn = qat_model_build("mobilenet", 1);
+    ck_assert_int_eq(qat_checkpoint_save(path, mn, NULL, NULL), QAT_OK);
+    drop_dataset(path, "/model/graph/groups");
+    ck_assert_ptr_null(qat_model_load(path));
+    assert_error_contains("blocks.0.dw.conv");
+    assert_no_handles();
+    qat_model_free(mn);
     qat_model_free(m);
 }
 END_TEST
@@ -879,6 +1075,9 @@ static Suite *io_suite(void)
     tcase_add_loop_test(tc, test_roundtrip_reference, 0, (int)(sizeof archs / sizeof archs[0]));
     suite_add_tcase(s, tc);
     ADD(s, test_model_load_custom);
+    ADD(s, test_model_load_unet);
+    ADD(s, test_mobilenet_clamp_channels);
+    ADD(s, test_old_checkpoint_groups);
     ADD(s, test_optim_sgd_roundtrip);
     ADD(s, test_optim_adamw_roundtrip);
     ADD(s, test_optim_mismatch);

@@ -3,6 +3,7 @@
  * custom model forward/backward, and a tiny model that learns. */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,9 @@ static const struct {
     {"lenet5", 61728, 12, 4, 15},    /* input 8 features flatten 5 classifier */
     {"convnet", 468010, 16, 8, 19},  /* input 4x(conv bn relu) 2 pools flatten 3 */
     {"resnet8", 77754, 29, 18, 31},  /* input stem 3, blocks 7+9+9, gap fc */
+    /* input stem 3, block 0 7, blocks 1-6 9 or 10 (add on 2, 4, 6), head 3, gap flatten fc */
+    {"mobilenet", 96362, 68, 44, 67},
+    {"mobilenet-hs", 96362, 68, 44, 67},
 };
 
 static const qat_named_tensor *find_param(const qat_model *m, const char *name)
@@ -123,9 +127,12 @@ END_TEST
 /* qat_model_forward runs each BN + ReLU pair as one op; forward_all runs
  * every layer: the logits, every parameter gradient and the running
  * statistics must be the same bits, on every engine */
+static const char *const fused_archs[] = {"convnet", "resnet8", "mobilenet", "mobilenet-hs", "mobilenet"};
+
 START_TEST(test_bn_relu_fused_same_bits)
 {
-    const char *arch = _i == 0 ? "convnet" : "resnet8";
+    /* case 4: per-channel clamp bounds (BN + clamp_channels fused) */
+    const char *arch = fused_archs[_i];
     qat_set_num_threads(2);
     qat_rng r;
     qat_rng_seed(&r, 9);
@@ -136,6 +143,12 @@ START_TEST(test_bn_relu_fused_same_bits)
     size_t ng = 0, ns = 0;
     for (int fused = 0; fused < 2; fused++) {
         qat_model *m = qat_model_build(arch, 1);
+        if (_i == 4) {
+            float hi[64];
+            for (int c = 0; c < 64; c++) hi[c] = 0.05f + 0.1f * (float)(c % 16);
+            ck_assert_int_eq(qat_layer_set_clamp_channels(m, qat_model_find(m, "stem.act"), hi), QAT_OK);
+            ck_assert_int_eq(qat_layer_set_clamp_channels(m, qat_model_find(m, "blocks.1.dw.act"), hi), QAT_OK);
+        }
         qat_ctx *ctx = qat_ctx_create(0);
         qat_tensor *xt = qat_from(ctx, 4, (int[]){6, 1, 28, 28}, x);
         qat_tensor *y = fused ? qat_model_forward(ctx, m, xt) : qat_model_forward_all(ctx, m, xt)[qat_model_num_layers(m) - 1];
@@ -318,6 +331,146 @@ START_TEST(test_resnet8_names)
     ck_assert_int_eq(l->out_shape[1], 7);
     ck_assert_int_eq(l->out_shape[2], 7);
     ck_assert_int_eq(qat_model_layer_c(m, qat_model_find(m, "gap"))->out_shape[0], 64);
+    qat_model_free(m);
+}
+END_TEST
+
+/* The PyTorch peer's MobileNet (bench/peer_pytorch.py): its state_dict
+ * keys and shapes, its module types. */
+START_TEST(test_mobilenet_names)
+{
+    static const int blocks[7][4] = {{16, 16, 1, 1}, {16, 24, 4, 2}, {24, 24, 4, 1}, {24, 32, 4, 2},
+                                     {32, 32, 4, 1}, {32, 64, 4, 1}, {64, 64, 4, 1}};
+    for (int hs = 0; hs < 2; hs++) {
+        qat_model *m = qat_model_build(hs ? "mobilenet-hs" : "mobilenet", 1);
+        ck_assert_ptr_nonnull(m);
+        assert_tensor(m, "stem.conv.weight", 4, 16, 1, 3, 3);
+        assert_tensor(m, "stem.bn.running_mean", 1, 16, 0, 0, 0);
+        ck_assert_ptr_null(find_param(m, "stem.conv.bias"));
+        ck_assert_ptr_null(find_param(m, "blocks.0.expand.conv.weight"));
+        char n[96];
+        int prev = qat_model_find(m, "stem.act");
+        for (int i = 0; i < 7; i++) {
+            int cin = blocks[i][0], cout = blocks[i][1], t = blocks[i][2], st = blocks[i][3], h = cin * t;
+            const char *act = hs && i >= 3 ? "hardswish" : "clamp";
+            if (t != 1) {
+                snprintf(n, sizeof n, "blocks.%d.expand.conv.weight", i);
+                assert_tensor(m, n, 4, h, cin, 1, 1);
+                snprintf(n, sizeof n, "blocks.%d.expand.bn.running_var", i);
+                assert_tensor(m, n, 1, h, 0, 0, 0);
+                snprintf(n, sizeof n, "blocks.%d.expand.act", i);
+                ck_assert_str_eq(qat_layer_type_name(qat_model_layer_c(m, qat_model_find(m, n))->type), act);
+                snprintf(n, sizeof n, "blocks.%d.expand.conv", i);
+                ck_assert_int_eq(qat_model_layer_c(m, qat_model_find(m, n))->inputs[0], prev);
+            }
+            snprintf(n, sizeof n, "blocks.%d.dw.conv.weight", i);
+            assert_tensor(m, n, 4, h, 1, 3, 3);
+            snprintf(n, sizeof n, "blocks.%d.dw.conv", i);
+            const qat_layer *dw = qat_model_layer_c(m, qat_model_find(m, n));
+            ck_assert_int_eq(dw->groups, h);
+            ck_assert_int_eq(dw->stride, st);
+            ck_assert_int_eq(dw->pad, 1);
+            ck_assert_int_eq(dw->has_bias, 0);
+            snprintf(n, sizeof n, "blocks.%d.dw.bn.weight", i);
+            assert_tensor(m, n, 1, h, 0, 0, 0);
+            snprintf(n, sizeof n, "blocks.%d.dw.act", i);
+            const qat_layer *a = qat_model_layer_c(m, qat_model_find(m, n));
+            ck_assert_str_eq(qat_layer_type_name(a->type), act);
+            if (a->type == QAT_LAYER_CLAMP) {
+                ck_assert_float_eq(a->clamp_lo, 0.0f);
+                ck_assert_float_eq(a->clamp_hi, 6.0f);
+            }
+            snprintf(n, sizeof n, "blocks.%d.project.conv.weight", i);
+            assert_tensor(m, n, 4, cout, h, 1, 1);
+            snprintf(n, sizeof n, "blocks.%d.project.bn.bias", i);
+            assert_tensor(m, n, 1, cout, 0, 0, 0);
+            snprintf(n, sizeof n, "blocks.%d.add", i);
+            int add = qat_model_find(m, n);
+            if (st == 1 && cin == cout) {
+                ck_assert_int_ge(add, 0);
+                const qat_layer *l = qat_model_layer_c(m, add);
+                snprintf(n, sizeof n, "blocks.%d.project.bn", i);
+                ck_assert_int_eq(l->inputs[0], qat_model_find(m, n));
+                ck_assert_int_eq(l->inputs[1], prev);
+                prev = add;
+            } else {
+                ck_assert_int_eq(add, -1);
+                snprintf(n, sizeof n, "blocks.%d.project.bn", i);
+                prev = qat_model_find(m, n);
+            }
+        }
+        ck_assert_int_eq(qat_model_layer_c(m, qat_model_find(m, "head.conv"))->inputs[0], prev);
+        assert_tensor(m, "head.conv.weight", 4, 256, 64, 1, 1);
+        ck_assert_str_eq(qat_layer_type_name(qat_model_layer_c(m, qat_model_find(m, "head.act"))->type),
+                         hs ? "hardswish" : "clamp");
+        ck_assert_str_eq(qat_layer_type_name(qat_model_layer_c(m, qat_model_find(m, "stem.act"))->type), "clamp");
+        ck_assert_int_eq(qat_model_layer_c(m, qat_model_find(m, "gap"))->type, QAT_LAYER_GLOBAL_AVGPOOL);
+        ck_assert_int_eq(qat_model_layer_c(m, qat_model_find(m, "flatten"))->type, QAT_LAYER_FLATTEN);
+        assert_tensor(m, "fc.weight", 2, 10, 256, 0, 0);
+        assert_tensor(m, "fc.bias", 1, 10, 0, 0, 0);
+        /* PyTorch's init of a depthwise conv: fan_in = 1 * 3 * 3, bound 1/3 */
+        const qat_named_tensor *w = find_param(m, "blocks.6.dw.conv.weight");
+        float mx = 0;
+        for (size_t k = 0; k < w->t->numel; k++) mx = fabsf(w->t->data[k]) > mx ? fabsf(w->t->data[k]) : mx;
+        ck_assert_float_le(mx, 1.0f / 3.0f);
+        ck_assert_float_gt(mx, 0.3f);
+        qat_model_free(m);
+    }
+}
+END_TEST
+
+START_TEST(test_new_layer_builders)
+{
+    qat_model *m = qat_model_create(4, 6, 6);
+    int c = qat_model_conv2d_grouped(m, "g", 0, 6, 3, 1, 1, 2, 1);
+    ck_assert_int_ge(c, 0);
+    const qat_layer *l = qat_model_layer_c(m, c);
+    ck_assert_int_eq(l->groups, 2);
+    ck_assert_int_eq(l->weight->shape[0], 6);
+    ck_assert_int_eq(l->weight->shape[1], 2);
+    ck_assert_int_eq(qat_model_layer_c(m, qat_model_conv2d(m, "d", 0, 4, 1, 1, 0, 0))->groups, 1);
+    int r6 = qat_model_relu6(m, "r6", c);
+    ck_assert_float_eq(qat_model_layer_c(m, r6)->clamp_hi, 6.0f);
+    int up = qat_model_upsample(m, "up", r6, 3);
+    ck_assert_int_eq(qat_model_layer_c(m, up)->out_shape[1], 18);
+    ck_assert_int_eq(qat_model_layer_c(m, up)->kernel, 3);
+    int cat = qat_model_concat(m, "cat", c, 0);
+    ck_assert_int_eq(qat_model_layer_c(m, cat)->out_shape[0], 10);
+    ck_assert_int_ge(qat_model_hardswish(m, "hs", cat), 0);
+    ck_assert_int_ge(qat_model_hardsigmoid(m, "hsig", cat), 0);
+    /* per-channel bounds */
+    float hi[6] = {1, 2, 3, 4, 5, 6};
+    int nb = qat_model_num_buffers(m);
+    ck_assert_int_eq(qat_layer_set_clamp_channels(m, r6, hi), QAT_OK);
+    ck_assert_int_eq(qat_model_num_buffers(m), nb + 1);
+    ck_assert_ptr_nonnull(find_param(m, "r6.clamp_hi"));
+    ck_assert_int_eq(qat_layer_set_clamp_channels(m, cat, hi), QAT_ERR_ARG);
+    hi[2] = -1;
+    ck_assert_int_eq(qat_layer_set_clamp_channels(m, r6, hi), QAT_ERR_ARG);
+    ck_assert(strstr(qat_last_error(), "channel 2 upper bound -1 below the lower bound 0"));
+    ck_assert_int_eq(qat_layer_set_clamp_channels(m, r6, NULL), QAT_OK);
+    ck_assert_int_eq(qat_model_num_buffers(m), nb);
+    qat_model_free(m);
+
+    /* errors */
+    m = qat_model_create(4, 6, 6);
+    ck_assert_int_eq(qat_model_conv2d_grouped(m, "g", 0, 6, 3, 1, 1, 3, 0), QAT_ERR_ARG);
+    ck_assert(strstr(qat_last_error(), "3 groups do not divide 4 input and 6 output channels"));
+    qat_model_free(m);
+    m = qat_model_create(4, 6, 6);
+    ck_assert_int_eq(qat_model_clamp(m, "c", 0, 2.0f, 1.0f), QAT_ERR_ARG);
+    qat_model_free(m);
+    m = qat_model_create(4, 6, 6);
+    int p = qat_model_maxpool2d(m, "p", 0, 2, 2);
+    ck_assert_int_eq(qat_model_concat(m, "cat", 0, p), QAT_ERR_SHAPE);
+    ck_assert(strstr(qat_last_error(), "concat: 'input' and 'p' differ"));
+    qat_model_free(m);
+    m = qat_model_create(4, 6, 6);
+    ck_assert_int_eq(qat_model_upsample(m, "u", 0, 0), QAT_ERR_ARG);
+    qat_model_free(m);
+    m = qat_model_create(4, 6, 6);
+    int f = qat_model_flatten(m, "f", 0);
+    ck_assert_int_eq(qat_model_upsample(m, "u", f, 2), QAT_ERR_SHAPE);
     qat_model_free(m);
 }
 END_TEST
@@ -642,11 +795,13 @@ static Suite *layers_suite(void)
     TCase *tc = tcase_create("models");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_reference_models, 0, (int)(sizeof ref_models / sizeof ref_models[0]));
-    tcase_add_loop_test(tc, test_bn_relu_fused_same_bits, 0, 2);
+    tcase_add_loop_test(tc, test_bn_relu_fused_same_bits, 0, 5);
     tcase_add_loop_test(tc, test_add_relu_fused_same_bits, 0, 2);
     tcase_add_test(tc, test_mlp_names);
     tcase_add_test(tc, test_lenet5_names);
     tcase_add_test(tc, test_resnet8_names);
+    tcase_add_test(tc, test_mobilenet_names);
+    tcase_add_test(tc, test_new_layer_builders);
     tcase_add_test(tc, test_layer_type_names);
     tcase_add_test(tc, test_init);
     tcase_add_test(tc, test_builder_errors);

@@ -37,6 +37,11 @@ typedef enum {
     QAT_LAYER_GLOBAL_AVGPOOL,
     QAT_LAYER_FLATTEN,
     QAT_LAYER_ADD,
+    QAT_LAYER_CLAMP,       /* "clamp": min(max(x, lo), hi) (relu6: [0, 6]) */
+    QAT_LAYER_HARDSWISH,   /* "hardswish": x * relu6(x + 3) / 6 */
+    QAT_LAYER_HARDSIGMOID, /* "hardsigmoid": relu6(x + 3) / 6 */
+    QAT_LAYER_CONCAT,      /* "concat": two inputs along channels (features) */
+    QAT_LAYER_UPSAMPLE,    /* "upsample": nearest neighbour, factor in `kernel` */
     QAT_LAYER_COUNT
 } qat_layer_type;
 
@@ -48,20 +53,25 @@ QAT_API int qat_layer_type_from_name(const char *name);
 typedef struct qat_layer {
     qat_layer_type type;
     char name[QAT_NAME_MAX];
-    int n_inputs;       /* 0 (input), 1, or 2 (add) */
+    int n_inputs;       /* 0 (input), 1, or 2 (add, concat) */
     int inputs[2];      /* indices of earlier layers */
     int out_ndim;       /* per-sample output shape: 3 (C,H,W) or 1 (F) */
     int out_shape[3];
     /* hyperparameters */
     int in_ch, out_ch;  /* conv: channels; linear: features */
-    int kernel, stride, pad; /* conv, pools */
+    int kernel, stride, pad; /* conv, pools; upsample: kernel = factor */
+    int groups;         /* conv: channel groups (1: dense; in_ch: depthwise) */
     int has_bias;
+    float clamp_lo, clamp_hi; /* clamp bounds */
     float bn_eps, bn_momentum;
     /* parameters (NULL where the layer has none) */
-    qat_tensor *weight; /* conv [OC,C,K,K]; linear [OUT,IN]; bn gamma [C] */
+    qat_tensor *weight; /* conv [OC,C/groups,K,K]; linear [OUT,IN]; bn gamma [C] */
     qat_tensor *bias;   /* conv/linear [OC]; bn beta [C] */
     qat_tensor *running_mean, *running_var; /* bn buffers [C], no grad */
     int64_t num_batches_tracked;            /* bn */
+    /* clamp: per-channel upper bounds [C] (a buffer "<layer>.clamp_hi", no
+     * grad) or NULL; channel c then clamps to [clamp_lo, clamp_hi_c[c]] */
+    qat_tensor *clamp_hi_c;
 } qat_layer;
 
 typedef struct qat_model qat_model;
@@ -88,6 +98,27 @@ QAT_API int qat_model_avgpool2d(qat_model *m, const char *name, int in, int kern
 QAT_API int qat_model_global_avgpool(qat_model *m, const char *name, int in);
 QAT_API int qat_model_flatten(qat_model *m, const char *name, int in);
 QAT_API int qat_model_add(qat_model *m, const char *name, int a, int b);
+/* Convolution with channel groups: weight [out_ch, C/groups, k, k], C and
+ * out_ch divisible by groups (depthwise: groups = C, out_ch a multiple of
+ * C). qat_model_conv2d is groups 1. */
+QAT_API int qat_model_conv2d_grouped(qat_model *m, const char *name, int in, int out_ch,
+                                     int kernel, int stride, int pad, int groups, int bias);
+/* y = min(max(x, lo), hi), lo <= hi (either may be infinite, not NaN). */
+QAT_API int qat_model_clamp(qat_model *m, const char *name, int in, float lo, float hi);
+/* clamp(0, 6) */
+QAT_API int qat_model_relu6(qat_model *m, const char *name, int in);
+/* Per-channel upper bounds of clamp layer `layer` (hi_c[c] >= clamp_lo for
+ * each of its C channels, C = out_shape[0]): allocates the buffer
+ * "<layer>.clamp_hi" (or overwrites it); NULL removes it. */
+QAT_API int qat_layer_set_clamp_channels(qat_model *m, int layer, const float *hi_c);
+QAT_API int qat_model_hardswish(qat_model *m, const char *name, int in);
+QAT_API int qat_model_hardsigmoid(qat_model *m, const char *name, int in);
+/* Concatenates a and b along channels (images of equal H, W) or features
+ * (flat inputs): a's first. */
+QAT_API int qat_model_concat(qat_model *m, const char *name, int a, int b);
+/* Nearest-neighbour upsampling by an integer factor >= 1:
+ * y[c, h, w] = x[c, h / factor, w / factor]. */
+QAT_API int qat_model_upsample(qat_model *m, const char *name, int in, int factor);
 /* Residual basic block (docs/MODELS.md): conv3x3(stride) BN ReLU conv3x3 BN,
  * plus shortcut (identity, or conv1x1(stride)+BN when the shape changes),
  * add, ReLU. Layers are named "<prefix>.conv1", ".bn1", ".relu1", ".conv2",
@@ -96,12 +127,13 @@ QAT_API int qat_model_basic_block(qat_model *m, const char *prefix, int in, int 
                                   int stride);
 
 /* PyTorch default initialisation from a seed: conv/linear weights and
- * biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a=sqrt(5)),
+ * biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a=sqrt(5);
+ * fan_in = C/groups * K*K for a conv),
  * BN gamma 1, beta 0, running mean 0, var 1. */
 QAT_API int qat_model_init(qat_model *m, uint64_t seed);
 
 /* Reference models of docs/MODELS.md: "mlp", "lenet5", "convnet", "resnet8",
- * initialised from seed. NULL + QAT_ERR_ARG for an unknown name. */
+ * "mobilenet", "mobilenet-hs", initialised from seed. NULL + QAT_ERR_ARG for an unknown name. */
 QAT_API qat_model *qat_model_build(const char *arch, uint64_t seed);
 /* The arch name given to qat_model_build, or "custom". */
 QAT_API const char *qat_model_arch(const qat_model *m);

@@ -128,6 +128,29 @@ QAT_API qat_tensor *qat_add_relu(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
  * OH = (H + 2 pad - KH) / stride + 1 */
 QAT_API qat_tensor *qat_conv2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b,
                                int stride, int pad);
+/* Grouped convolution: x[N,C,H,W], w[OC,C/groups,KH,KW], b[OC] or NULL;
+ * output channel o reads the input channels of its group g = o / (OC/groups),
+ * [g*C/groups, (g+1)*C/groups). groups 1 is qat_conv2d; groups = C is a
+ * depthwise convolution (a direct kernel, no im2col). */
+QAT_API qat_tensor *qat_conv2d_grouped(qat_ctx *ctx, qat_tensor *x, qat_tensor *w, qat_tensor *b,
+                                       int stride, int pad, int groups);
+/* y = min(max(x, lo), hi) (NaN stays NaN); gradient where lo < x < hi
+ * (PyTorch's hardtanh; relu6 is clamp(0, 6)). */
+QAT_API qat_tensor *qat_clamp(qat_ctx *ctx, qat_tensor *x, float lo, float hi);
+/* The same with a per-channel upper bound: channel c (dim 1 of x) clamps
+ * to [lo, hi_c[c]] (hi_c is copied). */
+QAT_API qat_tensor *qat_clamp_channels(qat_ctx *ctx, qat_tensor *x, float lo, const float *hi_c);
+/* PyTorch's hardswish: x * min(max(x + 3, 0), 6) / 6; gradient 0 for
+ * x < -3, x / 3 + 0.5 for -3 <= x <= 3, 1 above. */
+QAT_API qat_tensor *qat_hardswish(qat_ctx *ctx, qat_tensor *x);
+/* PyTorch's hardsigmoid: min(max(x + 3, 0), 6) / 6; gradient 1/6 for
+ * -3 < x < 3, else 0. */
+QAT_API qat_tensor *qat_hardsigmoid(qat_ctx *ctx, qat_tensor *x);
+/* Concatenation along dim 1: [N,Ca,H,W] + [N,Cb,H,W] -> [N,Ca+Cb,H,W]
+ * (or [N,Fa] + [N,Fb] -> [N,Fa+Fb]). */
+QAT_API qat_tensor *qat_concat(qat_ctx *ctx, qat_tensor *a, qat_tensor *b);
+/* Nearest neighbour: [N,C,H,W] -> [N,C,H*f,W*f], y[.,.,h,w] = x[.,.,h/f,w/f]. */
+QAT_API qat_tensor *qat_upsample_nearest(qat_ctx *ctx, qat_tensor *x, int factor);
 /* k x k windows, given stride, no padding -> [N,C,(H-k)/s+1,(W-k)/s+1] */
 QAT_API qat_tensor *qat_maxpool2d(qat_ctx *ctx, qat_tensor *x, int k, int stride);
 /* PyTorch's max_pool2d(x, k, stride, padding=pad, return_indices=True):
@@ -159,6 +182,18 @@ QAT_API qat_tensor *qat_batchnorm2d(qat_ctx *ctx, qat_tensor *x, qat_tensor *gam
 QAT_API qat_tensor *qat_batchnorm2d_relu(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
                                          qat_tensor *beta, qat_tensor *running_mean,
                                          qat_tensor *running_var, float momentum, float eps);
+/* clamp(batchnorm2d(x), lo, hi) (hi_c NULL) or qat_clamp_channels(
+ * batchnorm2d(x), lo, hi_c), and hardswish(batchnorm2d(x)), each in one
+ * op: the same values, running statistics and gradients, bit for bit, as
+ * the two ops (qat_model_forward uses them where the activation is the
+ * BN's only reader). */
+QAT_API qat_tensor *qat_batchnorm2d_clamp(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
+                                          qat_tensor *beta, qat_tensor *running_mean,
+                                          qat_tensor *running_var, float momentum, float eps,
+                                          float lo, float hi, const float *hi_c);
+QAT_API qat_tensor *qat_batchnorm2d_hardswish(qat_ctx *ctx, qat_tensor *x, qat_tensor *gamma,
+                                              qat_tensor *beta, qat_tensor *running_mean,
+                                              qat_tensor *running_var, float momentum, float eps);
 /* y = x * s[c] (divide 0) or x / s[c] (divide 1), where c indexes axis
  * `axis` of x and s is [x->shape[axis]]. Gradients flow to x and s.
  * (BN folding: W * gamma/sigma per output channel, y / sf per channel.) */
