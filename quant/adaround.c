@@ -308,9 +308,7 @@ static int setup(qat_qmodel *qm, const qat_qunit *un, const qat_tensor *x, ar_la
     g->is_conv = l->type == QAT_LAYER_CONV2D;
     g->OC = l->out_ch;
     g->groups = 1;
-#ifdef QAT_HAVE_GROUPS
     if (g->is_conv && l->groups > 1) g->groups = l->groups;
-#endif
     if (g->is_conv) {
         g->C = in->out_shape[0];
         g->H = in->out_shape[1];

@@ -101,15 +101,7 @@ static int bn_is_bias(const qat_layer *l)
     return 1;
 }
 
-static int conv_groups(const qat_layer *l)
-{
-#ifdef QAT_HAVE_GROUPS
-    return l->type == QAT_LAYER_CONV2D && l->groups > 0 ? l->groups : 1;
-#else
-    (void)l;
-    return 1;
-#endif
-}
+static int conv_groups(const qat_layer *l) { return l->type == QAT_LAYER_CONV2D && l->groups > 0 ? l->groups : 1; }
 
 /* Walks from first's output to the next weighted layer through layers a
  * positive per-channel scale commutes with; -1 if there is none. */
@@ -127,11 +119,9 @@ static int pair_second(const qat_model *m, int first)
         case QAT_LAYER_BATCHNORM2D:
             if (!bn_is_bias(l)) return -1;
             break;
-#ifdef QAT_HAVE_CLAMP
         case QAT_LAYER_CLAMP:
             if (l->clamp_lo != 0.0f) return -1; /* clamp(x/s, lo, hi/s) needs lo 0 */
             break;
-#endif
         case QAT_LAYER_RELU:
         case QAT_LAYER_MAXPOOL2D:
         case QAT_LAYER_AVGPOOL2D:
@@ -221,8 +211,9 @@ int qat_cle_ranges(const qat_model *m, int first, int second, float *r1, float *
     return QAT_OK;
 }
 
-/* Divides channel c of everything between first and second by s[c]. */
-static void scale_path(qat_model *m, int first, int second, const float *s)
+/* Divides channel c of everything between first and second by s[c]
+ * (hi: room for the channels' clamp bounds). */
+static int scale_path(qat_model *m, int first, int second, const float *s, float *hi)
 {
     qat_layer *a = qat_model_layer(m, first);
     size_t per = a->weight->numel / (size_t)a->out_ch;
@@ -234,15 +225,14 @@ static void scale_path(qat_model *m, int first, int second, const float *s)
         qat_layer *l = qat_model_layer(m, i);
         if (l->type == QAT_LAYER_BATCHNORM2D)
             for (int c = 0; c < l->out_ch; c++) l->bias->data[c] /= s[c];
-#ifdef QAT_HAVE_CLAMP
         if (l->type == QAT_LAYER_CLAMP) {
-            float hi[4096];
-            int C = a->out_ch;
-            for (int c = 0; c < C && c < 4096; c++) hi[c] = (l->clamp_hi_c ? l->clamp_hi_c->data[c] : l->clamp_hi) / s[c];
-            qat_layer_set_clamp_channels(m, i, hi);
+            /* clamp(x / s, 0, hi / s) = clamp(x, 0, hi) / s: the bound per channel */
+            for (int c = 0; c < a->out_ch; c++) hi[c] = (l->clamp_hi_c ? l->clamp_hi_c->data[c] : l->clamp_hi) / s[c];
+            int rc = qat_layer_set_clamp_channels(m, i, hi);
+            if (rc) return rc;
         }
-#endif
     }
+    return QAT_OK;
 }
 
 static void scale_inputs(qat_model *m, int first, int second, const float *s)
@@ -269,8 +259,8 @@ int qat_cle_equalize(qat_model *m, const qat_cle_opts *o, qat_cle_report *rep)
     for (int i = 0; i < qat_model_num_layers(m); i++)
         if (qat_model_layer_c(m, i)->out_ch > maxc) maxc = qat_model_layer_c(m, i)->out_ch;
     float *r1 = malloc((size_t)maxc * sizeof *r1), *r2 = malloc((size_t)maxc * sizeof *r2),
-          *s = malloc((size_t)maxc * sizeof *s);
-    int rc = (!first || !second || !r1 || !r2 || !s) ? qat_error(QAT_ERR_NOMEM, "cle: out of memory") : QAT_OK;
+          *s = malloc((size_t)maxc * sizeof *s), *hi = malloc((size_t)maxc * sizeof *hi);
+    int rc = (!first || !second || !r1 || !r2 || !s || !hi) ? qat_error(QAT_ERR_NOMEM, "cle: out of memory") : QAT_OK;
     if (!rc) qat_cle_pairs(m, first, second, np);
     int sweep = 0;
     double dev = 0;
@@ -285,7 +275,7 @@ int qat_cle_equalize(qat_model *m, const qat_cle_opts *o, qat_cle_report *rep)
                 if (!isfinite(s[c]) || !(s[c] > 0)) s[c] = 1.0f;
                 dev = fmax(dev, fabs((double)s[c] - 1.0));
             }
-            scale_path(m, first[p], second[p], s);
+            if ((rc = scale_path(m, first[p], second[p], s, hi))) break;
             scale_inputs(m, first[p], second[p], s);
         }
         if (dev <= tol) {
@@ -303,6 +293,7 @@ int qat_cle_equalize(qat_model *m, const qat_cle_opts *o, qat_cle_report *rep)
     free(r1);
     free(r2);
     free(s);
+    free(hi);
     return rc;
 }
 

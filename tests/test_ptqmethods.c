@@ -14,6 +14,8 @@
  * flatten linear(216->16) relu linear(16->5), with BN statistics and
  * per-channel weight magnitudes spread over two decades, so the channel
  * ranges differ a lot. Deterministic from seed. */
+static void spread(qat_model *m, uint64_t seed, float decades);
+
 static qat_model *make_model(uint64_t seed)
 {
     qat_model *m = qat_model_create(1, 12, 12);
@@ -32,6 +34,13 @@ static qat_model *make_model(uint64_t seed)
     x = qat_model_linear(m, "fc2", x, 5, 1);
     ck_assert_int_ge(x, 0);
     ck_assert_int_eq(qat_model_init(m, seed), QAT_OK);
+    spread(m, seed, 2.0f);
+    return m;
+}
+
+/* per-channel weight magnitudes over two decades, random BN statistics */
+static void spread(qat_model *m, uint64_t seed, float decades)
+{
     qat_rng r;
     qat_rng_seed(&r, seed + 1);
     for (int i = 1; i < qat_model_num_layers(m); i++) {
@@ -39,7 +48,7 @@ static qat_model *make_model(uint64_t seed)
         if (l->type == QAT_LAYER_CONV2D || l->type == QAT_LAYER_LINEAR) {
             size_t per = l->weight->numel / (size_t)l->out_ch;
             for (int c = 0; c < l->out_ch; c++) {
-                float f = powf(10.0f, qat_rng_uniform(&r) * 2.0f - 1.0f);
+                float f = powf(10.0f, decades * (qat_rng_uniform(&r) - 0.5f));
                 for (size_t k = 0; k < per; k++) l->weight->data[(size_t)c * per + k] *= f;
             }
             if (l->bias)
@@ -53,7 +62,6 @@ static qat_model *make_model(uint64_t seed)
             }
         }
     }
-    return m;
 }
 
 static qat_tensor *make_input(int n, uint64_t seed)
@@ -123,10 +131,11 @@ END_TEST
 /* max over channels of |log(r1/r2)| of every pair */
 static double imbalance(const qat_model *m)
 {
-    int first[8], second[8], np = qat_cle_pairs(m, first, second, 8);
+    int first[64], second[64], np = qat_cle_pairs(m, first, second, 64);
+    ck_assert_int_le(np, 64);
     double worst = 0;
     for (int p = 0; p < np; p++) {
-        float r1[64], r2[64];
+        float r1[512], r2[512];
         ck_assert_int_eq(qat_cle_ranges(m, first[p], second[p], r1, r2), QAT_OK);
         for (int c = 0; c < qat_model_layer_c(m, first[p])->out_ch; c++) {
             ck_assert(r1[c] > 0 && r2[c] > 0);
@@ -157,6 +166,62 @@ START_TEST(test_cle_equalizes_ranges)
             for (int k = 0; k < 36; k++) mx = fmaxf(mx, fabsf(l->weight->data[(size_t)o * 216 + c * 36 + k]));
         ck_assert(mx == r2[c]);
     }
+    qat_model_free(m);
+}
+END_TEST
+
+/* MobileNet (pw -> dw -> pw with ReLU6, linear bottlenecks): CLE through
+ * depthwise convs and clamps leaves the function unchanged and equalizes. */
+START_TEST(test_cle_mobilenet)
+{
+    qat_model *m = qat_model_build("mobilenet", 61);
+    ck_assert_ptr_nonnull(m);
+    /* one decade: with two, float32 rounding alone (BN folding) moves
+     * this deep random network's output by 3e-5 of its range */
+    spread(m, 61, 1.0f);
+    qat_tensor *x = qat_tensor_create(4, (int[]){2, 1, 28, 28}, 0);
+    qat_rng r;
+    qat_rng_seed(&r, 62);
+    tu_fill_uniform(x->data, x->numel, -1.0f, 2.0f, &r);
+    size_t n0, n1;
+    float *y0 = run(m, x, &n0);
+    ck_assert_int_gt(qat_cle_fold_bn(m), 20);
+    {
+        size_t nf;
+        float *yf = run(m, x, &nf);
+        double mxf = 0, df = 0;
+        for (size_t i = 0; i < n0; i++) {
+            mxf = fmax(mxf, fabs(y0[i]));
+            df = fmax(df, fabs(yf[i] - y0[i]));
+        }
+        ck_assert_msg(df <= 1e-5 * mxf, "BN folding changed mobilenet's output by %g (max %g)", df, mxf);
+        free(yf);
+    }
+    int first[64], second[64], np = qat_cle_pairs(m, first, second, 64), dw_second = 0, dw_first = 0;
+    for (int p = 0; p < np; p++) {
+        dw_second += qat_model_layer_c(m, second[p])->groups > 1;
+        dw_first += qat_model_layer_c(m, first[p])->groups > 1;
+    }
+    ck_assert_int_ge(dw_second, 6); /* expand -> dw */
+    ck_assert_int_ge(dw_first, 7);  /* dw -> project */
+    double before = imbalance(m);
+    ck_assert(before > 1.0);
+    ck_assert_int_eq(qat_cle_equalize(m, NULL, NULL), QAT_OK);
+    ck_assert(imbalance(m) < 1e-4);
+    int clamps = 0;
+    for (int i = 0; i < qat_model_num_layers(m); i++) clamps += qat_model_layer_c(m, i)->clamp_hi_c != NULL;
+    ck_assert_int_ge(clamps, 13); /* every ReLU6 between two convs got per-channel bounds */
+    float *y1 = run(m, x, &n1);
+    double mx = 0, d = 0;
+    for (size_t i = 0; i < n0; i++) {
+        mx = fmax(mx, fabs(y0[i]));
+        d = fmax(d, fabs(y1[i] - y0[i]));
+    }
+    ck_assert(mx > 0.01);
+    ck_assert_msg(d <= 1e-5 * mx, "CLE changed mobilenet's output by %g (max %g)", d, mx);
+    free(y0);
+    free(y1);
+    qat_tensor_free(x);
     qat_model_free(m);
 }
 END_TEST
@@ -416,6 +481,7 @@ static Suite *suite(void)
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_cle_output_unchanged);
     tcase_add_test(t, test_cle_equalizes_ranges);
+    tcase_add_test(t, test_cle_mobilenet);
     tcase_add_test(t, test_bias_correction_zeroes_mean_error);
     tcase_add_test(t, test_adaround);
     tcase_add_test(t, test_snapshot_reference);
