@@ -56,7 +56,6 @@ int qat_bias_correct(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_te
     double *fmean = calloc(tot + 1, sizeof *fmean), *fsq = calloc(tot + 1, sizeof *fsq);
     double *qsum = calloc(tot + 1, sizeof *qsum);
     qat_ctx *ctx = qat_ctx_create(0);
-    qat_model_snapshot *cur = NULL;
     int rc = (!fmean || !fsq || !qsum || !ctx) ? qat_error(QAT_ERR_NOMEM, "bias correction: out of memory") : QAT_OK;
     if (rep) rep->n = 0;
     if (rc) goto done;
@@ -140,7 +139,6 @@ int qat_bias_correct(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_te
     }
     qat_qmodel_set_eval_mode(qm, mode);
 done:
-    qat_model_snapshot_free(cur);
     qat_ctx_free(ctx);
     free(fmean);
     free(fsq);

@@ -517,6 +517,14 @@ int cmd_compare(int argc, char **argv)
     res->val_images = d.val->n;
     res->calib_images = o.calib_size;
     res->qat_epochs = o.skip_qat ? 0 : o.qat_epochs;
+    for (int k = 0; k < o.n_methods; k++) {
+        size_t len = strlen(res->methods);
+        snprintf(res->methods + len, sizeof res->methods - len, "%s%s", k ? "," : "", o.methods[k]);
+    }
+    res->per_tensor_weights = o.per_tensor;
+    res->adaround_iters = o.pm.ar_iters;
+    res->adaround_images = o.pm.ar_images;
+    res->bc_images = o.pm.bc_images;
     res->float_bytes = 4 * (long)qat_model_param_count(m);
     res->float_val_accuracy = cli_evaluate(ctx, m, NULL, d.val, CLI_EVAL_BATCH);
     res->float_test_accuracy = cli_evaluate(ctx, m, NULL, d.test, CLI_EVAL_BATCH);

@@ -65,6 +65,9 @@ typedef struct compare_results {
     char out_dir[256];
     int threads;
     int test_images, val_images, calib_images, qat_epochs;
+    char methods[200];      /* --methods as run: "ptq,qat", "ptq,cle,cle+bc,adaround" */
+    int per_tensor_weights; /* --per-tensor-weights (PTQ rows) */
+    int adaround_iters, adaround_images, bc_images; /* settings of rows with adaround / bc */
     double float_val_accuracy, float_test_accuracy;
     long float_bytes;     /* 4 x parameters */
     int n_float_epochs;   /* the float checkpoint's own history */

@@ -179,6 +179,11 @@ void report_json(FILE *f, const compare_results *r)
     json_int(&j, "val_images", r->val_images);
     json_int(&j, "calib_images", r->calib_images);
     json_int(&j, "qat_epochs", r->qat_epochs);
+    JSTR(&j, "methods", r->methods);
+    json_bool(&j, "per_tensor_weights", r->per_tensor_weights);
+    json_int(&j, "adaround_iters", r->adaround_iters);
+    json_int(&j, "adaround_images", r->adaround_images);
+    json_int(&j, "bc_images", r->bc_images);
     jacc(&j, "float_val_accuracy", r->float_val_accuracy);
     jacc(&j, "float_test_accuracy", r->float_test_accuracy);
     json_int(&j, "float_bytes", r->float_bytes);
