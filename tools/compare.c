@@ -227,7 +227,7 @@ static int method_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_ctx *ct
     if (!rc && (pm.adaround || pm.bc) && !(ref = qat_model_snapshot_take(m))) rc = cli_fail_lib("ptq");
     if (!rc && !(qm = qat_qmodel_prepare(m, &cfg))) rc = cli_fail_lib("ptq");
     if (!rc) rc = cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, CLI_EVAL_BATCH);
-    if (!rc) rc = ptq_methods_quant(qm, ref, d->train, o->calib_size, c->seed + 777, c->seed, &pm);
+    if (!rc) rc = ptq_methods_quant(qm, ref, d->train, o->calib_size, c->seed + 777, c->seed, &pm, NULL);
     if (!rc) {
         snprintf(r->spec, sizeof r->spec, "%s", spec);
         snprintf(r->calib, sizeof r->calib, "%s", calib);

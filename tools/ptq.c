@@ -167,6 +167,8 @@ int cmd_ptq(int argc, char **argv)
     qat_qmodel *qm = NULL;
     qat_ctx *ctx = NULL;
     qat_model_snapshot *ref = NULL;
+    ptq_methods_result pmr;
+    memset(&pmr, 0, sizeof pmr);
     char out_buf[256], mname[32];
     qat_qconfig cfg;
     ptq_methods_name(&pm, mname, sizeof mname);
@@ -200,7 +202,7 @@ int cmd_ptq(int argc, char **argv)
         goto done;
     }
     if ((rc = cli_calibrate(ctx, qm, d.train, calib_size, c.seed + 777, CLI_EVAL_BATCH))) goto done;
-    if ((rc = ptq_methods_quant(qm, ref, d.train, calib_size, c.seed + 777, c.seed, &pm))) goto done;
+    if ((rc = ptq_methods_quant(qm, ref, d.train, calib_size, c.seed + 777, c.seed, &pm, &pmr))) goto done;
     double val_acc = d.val ? cli_evaluate(ctx, m, qm, d.val, CLI_EVAL_BATCH) : 0;
     double test_acc = cli_evaluate(ctx, m, qm, d.test, CLI_EVAL_BATCH);
     if (!out) {
@@ -240,6 +242,37 @@ int cmd_ptq(int argc, char **argv)
         if (pm.adaround) json_int(&j, "adaround_iters", pm.ar_iters);
         if (pm.adaround) json_int(&j, "adaround_images", pm.ar_images);
         if (pm.bc) json_int(&j, "bc_images", pm.bc_images);
+        if (pm.adaround) {
+            json_num(&j, "adaround_seconds", pmr.ar_seconds);
+            json_arr(&j, "adaround_units");
+            for (int k = 0; k < pmr.ar.n; k++) {
+                const qat_adaround_layer *e = &pmr.ar.layers[k];
+                json_obj(&j, NULL);
+                json_str(&j, "unit", e->name);
+                json_int(&j, "weights", e->weights);
+                json_int(&j, "flipped", e->flipped);
+                json_bool(&j, "kept_nearest", e->kept_nearest);
+                json_num(&j, "mse_nearest", e->mse_nearest);
+                json_num(&j, "mse_adaround", e->mse_adaround);
+                json_num(&j, "seconds", e->seconds);
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
+        }
+        if (pm.bc) {
+            json_num(&j, "bias_correction_seconds", pmr.bc_seconds);
+            json_arr(&j, "bias_correction_units");
+            for (int k = 0; k < pmr.bc.n; k++) {
+                const qat_biascorr_layer *e = &pmr.bc.layers[k];
+                json_obj(&j, NULL);
+                json_str(&j, "unit", e->name);
+                json_num(&j, "mean_abs_shift", e->mean_abs_shift);
+                if (e->rms >= 0) json_num(&j, "output_rms", e->rms);
+                else json_null(&j, "output_rms");
+                json_obj_end(&j);
+            }
+            json_arr_end(&j);
+        }
         json_num(&j, "float_test_accuracy", float_acc);
         if (pm.cle) json_num(&j, "cle_float_test_accuracy", cle_acc);
         json_num(&j, "val_accuracy", val_acc);
@@ -353,9 +386,12 @@ static qat_tensor *calib_images(const qat_dataset *ds, int n, uint64_t seed)
 }
 
 int ptq_methods_quant(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_dataset *train, int calib_size,
-                      uint64_t calib_seed, uint64_t seed, const ptq_methods *pm)
+                      uint64_t calib_seed, uint64_t seed, const ptq_methods *pm, ptq_methods_result *res)
 {
     int rc = 0;
+    ptq_methods_result tmp;
+    if (!res) res = &tmp;
+    memset(res, 0, sizeof *res);
     if (pm->adaround) {
         int n = pm->ar_images < calib_size ? pm->ar_images : calib_size;
         qat_tensor *x = calib_images(train, n, calib_seed);
@@ -364,22 +400,24 @@ int ptq_methods_quant(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_d
         o.seed = seed;
         o.verbose = 1;
         double t0 = cli_now();
-        if (!x || qat_adaround(qm, ref, x, &o, NULL)) rc = cli_fail_lib("adaround");
-        else cli_log("adaround: %d images, %d steps a layer, %.1f s", x->shape[0], o.iters, cli_now() - t0);
+        if (!x || qat_adaround(qm, ref, x, &o, &res->ar)) rc = cli_fail_lib("adaround");
+        res->ar_seconds = cli_now() - t0;
+        if (!rc) cli_log("adaround: %d images, %d steps a layer, %.1f s", x->shape[0], o.iters, res->ar_seconds);
         qat_tensor_free(x);
     }
     if (!rc && pm->bc) {
         int n = pm->bc_images < calib_size ? pm->bc_images : calib_size;
         qat_tensor *x = calib_images(train, n, calib_seed);
-        qat_biascorr_report rep;
+        qat_biascorr_report *rep = &res->bc;
         double t0 = cli_now();
-        if (!x || qat_bias_correct(qm, ref, x, 64, &rep)) {
+        if (!x || qat_bias_correct(qm, ref, x, 64, rep)) {
             rc = cli_fail_lib("bias correction");
         } else {
             double s = 0;
-            for (int k = 0; k < rep.n; k++) s += rep.layers[k].rms > 0 ? rep.layers[k].mean_abs_shift / rep.layers[k].rms : 0;
-            cli_log("bias correction: %d units on %d images, mean |shift| %.3g of the output RMS (%.1f s)", rep.n,
-                    x->shape[0], rep.n ? s / rep.n : 0, cli_now() - t0);
+            res->bc_seconds = cli_now() - t0;
+            for (int k = 0; k < rep->n; k++) s += rep->layers[k].rms > 0 ? rep->layers[k].mean_abs_shift / rep->layers[k].rms : 0;
+            cli_log("bias correction: %d units on %d images, mean |shift| %.3g of the output RMS (%.1f s)", rep->n,
+                    x->shape[0], rep->n ? s / rep->n : 0, res->bc_seconds);
         }
         qat_tensor_free(x);
     }

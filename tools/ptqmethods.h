@@ -26,8 +26,13 @@ int ptq_methods_float(qat_model *m, const ptq_methods *pm);
 /* AdaRound and bias correction on the calibrated qmodel, with ref the float
  * parameters after CLE (before anything rounded them) and the first images
  * of the calibration permutation (seed as cli_calibrate's). */
+typedef struct ptq_methods_result {
+    qat_adaround_report ar;
+    qat_biascorr_report bc;
+    double ar_seconds, bc_seconds;
+} ptq_methods_result;
 int ptq_methods_quant(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_dataset *train, int calib_size,
-                      uint64_t calib_seed, uint64_t seed, const ptq_methods *pm);
+                      uint64_t calib_seed, uint64_t seed, const ptq_methods *pm, ptq_methods_result *res);
 
 /* The /quant attribute "ptq_methods" of a PTQ checkpoint (the canonical
  * name): write after qat_qcheckpoint_save; read gives "ptq" when absent. */
