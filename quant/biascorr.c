@@ -145,3 +145,95 @@ done:
     free(qsum);
     return rc;
 }
+
+/* ---- analytic (data-free) bias correction, paper section 4.2 ---- */
+
+static double npdf(double z) { return exp(-0.5 * z * z) * 0.39894228040143267794; /* 1 / sqrt(2 pi) */ }
+static double ncdf(double z) { return 0.5 * erfc(-z / sqrt(2.0)); }
+
+double qat_clipped_normal_mean(double mu, double sigma, double lo, double hi)
+{
+    if (!(sigma > 0)) return mu < lo ? lo : mu > hi ? hi : mu;
+    double a = isinf(lo) ? -INFINITY : (lo - mu) / sigma, b = isinf(hi) ? INFINITY : (hi - mu) / sigma;
+    double pa = isinf(a) ? 0 : ncdf(a), pb = isinf(b) ? 1 : ncdf(b);
+    double fa = isinf(a) ? 0 : npdf(a), fb = isinf(b) ? 0 : npdf(b);
+    /* lo P(Z < lo) + hi P(Z > hi) + E[Z; lo < Z < hi] */
+    double e = mu * (pb - pa) + sigma * (fa - fb);
+    if (!isinf(lo)) e += lo * pa;
+    if (!isinf(hi)) e += hi * (1 - pb);
+    return e;
+}
+
+/* E[x_c] of a unit's input from the BN before it (through a ReLU or a
+ * clamp): 0 and the means in ex, or -1 when the input is not such an
+ * output (or the BN is CLE's pure bias: no statistics left). */
+static int input_means(const qat_model *m, const qat_layer *l, double *ex)
+{
+    const qat_layer *j = qat_model_layer_c(m, l->inputs[0]), *bn = j;
+    double lo = -INFINITY, hi = INFINITY;
+    const float *hic = NULL;
+    if (j->type == QAT_LAYER_RELU || j->type == QAT_LAYER_CLAMP) {
+        if (j->type == QAT_LAYER_RELU) lo = 0;
+        else {
+            lo = j->clamp_lo;
+            hi = j->clamp_hi;
+            hic = j->clamp_hi_c ? j->clamp_hi_c->data : NULL;
+        }
+        bn = qat_model_layer_c(m, j->inputs[0]);
+    }
+    if (bn->type != QAT_LAYER_BATCHNORM2D) return -1;
+    int stats = 0;
+    for (int c = 0; c < bn->out_ch; c++)
+        stats |= bn->weight->data[c] != 1.0f || bn->running_mean->data[c] != 0.0f ||
+                 1.0f / sqrtf(bn->running_var->data[c] + bn->bn_eps) != 1.0f;
+    if (!stats) return -1;
+    for (int c = 0; c < bn->out_ch; c++)
+        ex[c] = qat_clipped_normal_mean(bn->bias->data[c], fabs(bn->weight->data[c]), lo, hic ? hic[c] : hi);
+    return 0;
+}
+
+int qat_bias_correct_analytic(qat_qmodel *qm)
+{
+    if (!qm) return qat_error(QAT_ERR_ARG, "bias correction: NULL qmodel");
+    qat_model *m = qat_qmodel_float(qm);
+    qat_ctx *ctx = qat_ctx_create(0);
+    if (!ctx) return qat_error(QAT_ERR_NOMEM, "bias correction: out of memory");
+    qat_ctx_set_grad(ctx, 0);
+    int n = 0, rc = QAT_OK;
+    for (int u = 0; u < qat_qmodel_num_units(qm) && !rc; u++) {
+        qat_qunit *un = qat_qmodel_unit(qm, u);
+        qat_layer *l = qat_model_layer(m, un->head);
+        if (!is_target(un) || l->type != QAT_LAYER_CONV2D || !un->weight.fake_quant) continue;
+        qat_tensor *bias = un->bn >= 0 ? qat_model_layer(m, un->bn)->bias : l->bias;
+        int C = qat_model_layer_c(m, l->inputs[0])->out_shape[0];
+        double *ex = malloc((size_t)C * sizeof *ex);
+        if (!ex) {
+            rc = qat_error(QAT_ERR_NOMEM, "bias correction: out of memory");
+            break;
+        }
+        if (bias && !input_means(m, l, ex)) {
+            qat_tensor *wf, *bf, *wq;
+            if ((rc = qat_qunit_fold(ctx, qm, un, &wf, &bf)) || !(wq = qat_fq(ctx, wf, &un->weight, 0))) {
+                if (!rc) rc = qat_ctx_status(ctx) ? qat_ctx_status(ctx) : QAT_ERR_NOMEM;
+                free(ex);
+                break;
+            }
+            int OC = l->out_ch, groups = l->groups > 0 ? l->groups : 1, cin = C / groups, kk = l->kernel * l->kernel;
+            for (int c = 0; c < OC; c++) {
+                int g = c / (OC / groups);
+                double d = 0;
+                for (int i = 0; i < cin; i++)
+                    for (int k = 0; k < kk; k++) {
+                        size_t o = ((size_t)c * cin + i) * kk + k;
+                        d += ((double)wq->data[o] - wf->data[o]) * ex[g * cin + i];
+                    }
+                bias->data[c] -= (float)d; /* the expected output error (W_q - W) E[x] */
+            }
+            n++;
+        }
+        free(ex);
+        qat_ctx_reset(ctx);
+    }
+    qat_ctx_free(ctx);
+    return rc ? rc : n;
+}

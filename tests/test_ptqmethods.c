@@ -315,6 +315,79 @@ START_TEST(test_bias_correction_zeroes_mean_error)
 }
 END_TEST
 
+START_TEST(test_clipped_normal_mean)
+{
+    qat_rng r;
+    qat_rng_seed(&r, 81);
+    const double cases[][4] = {{0.3, 1.2, 0, INFINITY}, {-0.5, 0.7, 0, 6}, {4.0, 2.5, 0, 6}, {1.0, 2.0, -INFINITY, INFINITY}};
+    for (int k = 0; k < 4; k++) {
+        double sum = 0;
+        const int n = 400000;
+        for (int i = 0; i < n; i++) {
+            double z = cases[k][0] + cases[k][1] * qat_rng_normal(&r);
+            sum += z < cases[k][2] ? cases[k][2] : z > cases[k][3] ? cases[k][3] : z;
+        }
+        double e = qat_clipped_normal_mean(cases[k][0], cases[k][1], cases[k][2], cases[k][3]);
+        ck_assert_msg(fabs(e - sum / n) < 0.01 * cases[k][1], "case %d: %g, Monte Carlo %g", k, e, sum / n);
+    }
+    ck_assert(qat_clipped_normal_mean(7, 0, 0, 6) == 6);
+}
+END_TEST
+
+/* Analytic correction of c2 (its input: BN1 through a ReLU): the bias moves
+ * by -(W_q - W) E[x], E[x] integrated numerically over N(beta, gamma^2). */
+START_TEST(test_bias_correction_analytic)
+{
+    qat_model *m = make_model(71);
+    qat_tensor *x = make_input(16, 72);
+    qat_qmodel *qm = calibrated(m, "w4a8", x);
+    const qat_layer *bn1 = qat_model_layer_c(m, qat_model_find(m, "bn1")), *c2 = qat_model_layer_c(m, qat_model_find(m, "c2"));
+    const qat_layer *bn2 = qat_model_layer_c(m, qat_model_find(m, "bn2"));
+    double ex[8];
+    for (int c = 0; c < 8; c++) { /* E[relu(z)], z ~ N(beta, gamma^2), by the midpoint rule over +-12 sigma */
+        double mu = bn1->bias->data[c], sg = fabs(bn1->weight->data[c]), sum = 0, h = 24 * sg / 400000;
+        for (int i = 0; i < 400000; i++) {
+            double z = mu - 12 * sg + (i + 0.5) * h;
+            sum += fmax(0.0, z) * exp(-0.5 * (z - mu) * (z - mu) / (sg * sg)) / (sg * sqrt(2 * 3.14159265358979323846)) * h;
+        }
+        ex[c] = sum;
+    }
+    /* the folded weight and its nearest rounding, by hand */
+    int u = qat_qmodel_find_unit(qm, "c2");
+    qat_qunit *un = qat_qmodel_unit(qm, u);
+    const float *sc = qat_quantizer_scales(&un->weight);
+    double want[8], before[8];
+    for (int c = 0; c < 8; c++) {
+        float sf = bn2->weight->data[c] * (1.0f / sqrtf(bn2->running_var->data[c] + bn2->bn_eps));
+        float s = sc[un->weight.n > 1 ? c : 0], inv = 1.0f / s;
+        want[c] = 0;
+        for (int i = 0; i < 8; i++)
+            for (int k = 0; k < 9; k++) {
+                float w = c2->weight->data[(c * 8 + i) * 9 + k] * sf;
+                float q = fminf(fmaxf(nearbyintf(w * inv), (float)un->weight.qmin), (float)un->weight.qmax) * s;
+                want[c] += ((double)q - w) * ex[i];
+            }
+        before[c] = bn2->bias->data[c];
+    }
+    ck_assert_int_eq(qat_bias_correct_analytic(qm), 1); /* c2 only: c1 reads the image, c3 a max-pool */
+    double big = 0;
+    for (int c = 0; c < 8; c++) {
+        double got = before[c] - bn2->bias->data[c];
+        big = fmax(big, fabs(want[c]));
+        ck_assert_msg(fabs(got - want[c]) <= 1e-3 * fabs(want[c]) + 1e-6, "channel %d: %g, expected %g", c, got, want[c]);
+    }
+    ck_assert(big > 1e-3);
+    qat_qmodel_free(qm);
+    /* after CLE the BN statistics are gone: nothing to correct */
+    qat_cle_fold_bn(m);
+    qm = calibrated(m, "w4a8", x);
+    ck_assert_int_eq(qat_bias_correct_analytic(qm), 0);
+    qat_qmodel_free(qm);
+    qat_tensor_free(x);
+    qat_model_free(m);
+}
+END_TEST
+
 /* nearest integer weights of every eligible unit, flattened */
 static int32_t *nearest_ints(qat_qmodel *qm, size_t *n, int on_grid)
 {
@@ -483,6 +556,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_cle_equalizes_ranges);
     tcase_add_test(t, test_cle_mobilenet);
     tcase_add_test(t, test_bias_correction_zeroes_mean_error);
+    tcase_add_test(t, test_clipped_normal_mean);
+    tcase_add_test(t, test_bias_correction_analytic);
     tcase_add_test(t, test_adaround);
     tcase_add_test(t, test_snapshot_reference);
     suite_add_tcase(s, t);

@@ -39,7 +39,7 @@ static int usage(void)
             "unit at a time (lowest-bit spec) and ranks them; --budget proposes a per-unit assignment (8 bits\n"
             "for the most sensitive units, the lowest spec elsewhere) under BYTES of weights and measures it.\n"
             "--methods picks the rows of each spec (default ptq,qat): ptq (every calibrator), qat, and PTQ with\n"
-            "methods ('+' lists of cle, adaround, bc), calibrated with the calibrator the ptq rows chose (else the\n"
+            "methods ('+' lists of cle, adaround, bc or bca), calibrated with the calibrator the ptq rows chose (else the\n"
             "first of --calib), each exported and run like the chosen PTQ row.\n");
     return 2;
 }

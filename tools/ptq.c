@@ -17,7 +17,8 @@ static int usage(void)
                     "               [--data DIR] [--val N] [--seed S] [--threads T] [--json]\n"
                     "               [--per-tensor-weights] (one weight scale a layer instead of one a channel)\n"
                     "               [--cle] [--adaround [--adaround-iters 1000] [--adaround-images 256]]\n"
-                    "               [--bias-correction [--bc-images 512]]   order: CLE, calibrate, AdaRound, bias correction\n"
+                    "               [--bias-correction [--bc-images 512] | --bias-correction-analytic]\n"
+                    "               order: CLE, calibrate, AdaRound, bias correction\n"
                     "       qat ptq --from float.h5 --dynamic --quant w8|fp16 [--dynamic-layers linear|all]\n"
                     "               [--dynamic-act tensor|row] [--out dyn.h5]   dynamic quantization (no calibration)\n");
     return 2;
@@ -129,6 +130,8 @@ int cmd_ptq(int argc, char **argv)
             pm.adaround = 1;
         } else if (!strcmp(a, "--bias-correction")) {
             pm.bc = 1;
+        } else if (!strcmp(a, "--bias-correction-analytic")) {
+            pm.bca = 1;
         } else if (!strcmp(a, "--adaround-iters")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, &pm.ar_iters) || pm.ar_iters < 1) return usage();
         } else if (!strcmp(a, "--adaround-images")) {
@@ -155,8 +158,9 @@ int cmd_ptq(int argc, char **argv)
     if (dynamic) {
         if (n_over) return cli_fail("ptq --dynamic: --override is not supported"), 2;
         if (ptq_methods_any(&pm)) return cli_fail("ptq --dynamic: --cle, --adaround, --bias-correction need static PTQ"), 2;
-        return ptq_dynamic(&c, from, spec, dyn_layers, dyn_act, out);
     }
+    if (pm.bc && pm.bca) return cli_fail("ptq: --bias-correction or --bias-correction-analytic, not both"), 2;
+    if (dynamic) return ptq_dynamic(&c, from, spec, dyn_layers, dyn_act, out);
     int cal = qat_calibrator_from_name(calib);
     if (cal < 0) return cli_fail("--calib '%s': expected minmax, ema, kl, percentile or mse", calib), 2;
     qat_set_num_threads(c.threads);
@@ -309,7 +313,7 @@ void ptq_methods_defaults(ptq_methods *pm)
 
 int ptq_methods_parse(const char *s, ptq_methods *pm)
 {
-    pm->cle = pm->adaround = pm->bc = 0;
+    pm->cle = pm->adaround = pm->bc = pm->bca = 0;
     if (!strcmp(s, "ptq")) return 0;
     char buf[64], *save = NULL;
     if (strlen(s) >= sizeof buf) return cli_fail("method '%s': too long", s), 1;
@@ -318,11 +322,13 @@ int ptq_methods_parse(const char *s, ptq_methods *pm)
         int *f = !strcmp(t, "cle")                                  ? &pm->cle
                  : !strcmp(t, "adaround") || !strcmp(t, "ar")       ? &pm->adaround
                  : !strcmp(t, "bc") || !strcmp(t, "bias-correction") ? &pm->bc
+                 : !strcmp(t, "bca")                                ? &pm->bca
                                                                     : NULL;
         if (!f || *f)
-            return cli_fail("method '%s': expected ptq or a '+' list of cle, adaround, bc (each once)", s), 1;
+            return cli_fail("method '%s': expected ptq or a '+' list of cle, adaround, bc or bca (each once)", s), 1;
         *f = 1;
     }
+    if (pm->bc && pm->bca) return cli_fail("method '%s': bc (empirical) or bca (analytic), not both", s), 1;
     if (!ptq_methods_any(pm)) return cli_fail("method '%s': empty", s), 1;
     return 0;
 }
@@ -333,8 +339,9 @@ const char *ptq_methods_name(const ptq_methods *pm, char *buf, size_t n)
         snprintf(buf, n, "ptq");
         return buf;
     }
-    snprintf(buf, n, "%s%s%s%s%s", pm->cle ? "cle" : "", pm->cle && (pm->adaround || pm->bc) ? "+" : "",
-             pm->adaround ? "adaround" : "", pm->adaround && pm->bc ? "+" : "", pm->bc ? "bc" : "");
+    int bc = pm->bc || pm->bca;
+    snprintf(buf, n, "%s%s%s%s%s", pm->cle ? "cle" : "", pm->cle && (pm->adaround || bc) ? "+" : "",
+             pm->adaround ? "adaround" : "", pm->adaround && bc ? "+" : "", pm->bc ? "bc" : pm->bca ? "bca" : "");
     return buf;
 }
 
@@ -420,6 +427,13 @@ int ptq_methods_quant(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_d
                     x->shape[0], rep->n ? s / rep->n : 0, res->bc_seconds);
         }
         qat_tensor_free(x);
+    }
+    if (!rc && pm->bca) {
+        double t0 = cli_now();
+        int n = qat_bias_correct_analytic(qm);
+        res->bc_seconds = cli_now() - t0;
+        if (n < 0) rc = cli_fail_lib("analytic bias correction");
+        else cli_log("analytic bias correction: %d units (those reading a BN output with its statistics)", n);
     }
     return rc;
 }

@@ -7,17 +7,18 @@
 #include "tools/cli.h"
 
 typedef struct ptq_methods {
-    int cle, adaround, bc;
+    int cle, adaround, bc, bca; /* bca: analytic (BN-statistics) bias correction */
     int ar_iters, ar_images, bc_images; /* AdaRound steps per layer; calibration images used */
 } ptq_methods;
 
 void ptq_methods_defaults(ptq_methods *pm);
 /* "ptq" (none), or methods joined by '+' in any order: cle, adaround (ar),
- * bc (bias-correction). 0, or 1 after printing an error. */
+ * bc (bias-correction), bca (analytic bias correction; not with bc). 0, or
+ * 1 after printing an error. */
 int ptq_methods_parse(const char *s, ptq_methods *pm);
 /* canonical name: "ptq" or "cle+adaround+bc" (the applied order) */
 const char *ptq_methods_name(const ptq_methods *pm, char *buf, size_t n);
-static inline int ptq_methods_any(const ptq_methods *pm) { return pm->cle || pm->adaround || pm->bc; }
+static inline int ptq_methods_any(const ptq_methods *pm) { return pm->cle || pm->adaround || pm->bc || pm->bca; }
 
 /* Uniform integer weights of every unit per tensor (one scale a layer). */
 void ptq_per_tensor_weights(qat_qconfig *cfg);

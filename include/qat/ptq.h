@@ -139,6 +139,17 @@ typedef struct qat_biascorr_report {
  * note in the report's rms = -1). */
 QAT_API int qat_bias_correct(qat_qmodel *qm, const qat_model_snapshot *ref, const qat_tensor *x, int batch,
                              qat_biascorr_report *rep);
+/* Analytic (data-free, paper section 4.2): for every quantized conv unit
+ * whose input is a batchnorm's output (through a ReLU or a clamp), E[x_c]
+ * from that BN's beta and gamma (the pre-activation ~ N(beta, gamma^2),
+ * clipped: qat_clipped_normal_mean), and the unit's bias -= (W_q - W) E[x]
+ * per output channel. Other units (the first, one after a pool, an add,
+ * a CLE-folded BN without statistics) are left alone. Returns the number
+ * corrected or a negative status. */
+QAT_API int qat_bias_correct_analytic(qat_qmodel *qm);
+/* E[clamp(z, lo, hi)] for z ~ N(mu, sigma^2); lo / hi may be -/+INFINITY. */
+QAT_API double qat_clipped_normal_mean(double mu, double sigma, double lo, double hi);
+
 #ifdef __cplusplus
 }
 #endif
