@@ -33,7 +33,7 @@ static int usage(void)
             "                   [--qat-epochs 2] [--calib-size 1024] [--no-qat] [--sensitivity]\n"
             "                   [--budget BYTES] [--out DIR] [--data DIR] [--val N] [--seed S] [--threads T] [--json]\n"
             "                   [--methods ptq,cle,cle+bc,adaround,qat] [--per-tensor-weights]\n"
-            "                   [--adaround-iters 1000] [--adaround-images 256] [--bc-images 512]\n"
+            "                   [--adaround-iters 1000] [--adaround-images 256] [--bc-images 256]\n"
             "PTQ with every calibrator and QAT at each spec; the PTQ calibrator is chosen on the validation\n"
             "split; every winner is exported to int8 and run in the integer runtime. --sensitivity quantizes one\n"
             "unit at a time (lowest-bit spec) and ranks them; --budget proposes a per-unit assignment (8 bits\n"

@@ -17,7 +17,7 @@ static int usage(void)
                     "               [--data DIR] [--val N] [--seed S] [--threads T] [--json]\n"
                     "               [--per-tensor-weights] (one weight scale a layer instead of one a channel)\n"
                     "               [--cle] [--adaround [--adaround-iters 1000] [--adaround-images 256]]\n"
-                    "               [--bias-correction [--bc-images 512] | --bias-correction-analytic]\n"
+                    "               [--bias-correction [--bc-images 256] | --bias-correction-analytic]\n"
                     "               order: CLE, calibrate, AdaRound, bias correction\n"
                     "       qat ptq --from float.h5 --dynamic --quant w8|fp16 [--dynamic-layers linear|all]\n"
                     "               [--dynamic-act tensor|row] [--out dyn.h5]   dynamic quantization (no calibration)\n");
@@ -308,7 +308,7 @@ void ptq_methods_defaults(ptq_methods *pm)
     memset(pm, 0, sizeof *pm);
     pm->ar_iters = 1000;
     pm->ar_images = 256;
-    pm->bc_images = 512;
+    pm->bc_images = 256;
 }
 
 int ptq_methods_parse(const char *s, ptq_methods *pm)
