@@ -1,12 +1,15 @@
 /* PTQ methods (qat/ptq.h): cross-layer equalization, empirical bias
  * correction, AdaRound, on small synthetic models and data. */
 #include <check.h>
+#include <hdf5.h>
+#include <sys/wait.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "qat/ptq.h"
+#include "qat/qio.h"
 #include "quant/internal.h"
 #include "testutil.h"
 
@@ -547,11 +550,90 @@ START_TEST(test_snapshot_reference)
 }
 END_TEST
 
+/* ---- `qat ptq --cle --adaround --bias-correction` (QAT_EXE) ---- */
+
+static int qat_cmd(const char *args, const char *out)
+{
+    const char *exe = getenv("QAT_EXE");
+    ck_assert_msg(exe && *exe, "QAT_EXE is not set (tests/meson.build sets it)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' ptq --data '%s' --val 100 --limit-test 200 --threads 1 %s >'%s' 2>'%s.err'", exe,
+             tu_data_path("fashion-mnist-small"), args, out, out);
+    int rc = system(cmd);
+    return rc == -1 ? -1 : WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[65536];
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+START_TEST(test_tool)
+{
+    qat_model *m = qat_model_build("convnet", 3);
+    spread(m, 3, 1.0f);
+    qat_model_set_input_norm(m, 0.2860f, 0.3530f);
+    char f[256], p[256], o[256], args[1024];
+    snprintf(f, sizeof f, "%s", tu_tmp_path("float.h5"));
+    snprintf(p, sizeof p, "%s", tu_tmp_path("ptq.h5"));
+    snprintf(o, sizeof o, "%s", tu_tmp_path("ptq.json"));
+    ck_assert_int_eq(qat_checkpoint_save(f, m, NULL, NULL), QAT_OK);
+    qat_model_free(m);
+    snprintf(args, sizeof args,
+             "--from '%s' --quant w4a8 --cle --adaround --adaround-iters 30 --adaround-images 32 --bias-correction "
+             "--bc-images 32 --calib-size 64 --seed 4 --json --out '%s'",
+             f, p);
+    char err[300];
+    snprintf(err, sizeof err, "%s.err", o);
+    ck_assert_msg(qat_cmd(args, o) == 0, "%s", slurp(err));
+    const char *js = slurp(o);
+    ck_assert_msg(strstr(js, "\"ptq_methods\":\"cle+adaround+bc\"") && strstr(js, "\"adaround_units\"") &&
+                      strstr(js, "\"bias_correction_units\""),
+                  "%s", js);
+    ck_assert_msg(strstr(slurp(err), "adaround features.0"), "no AdaRound progress line");
+    /* the attribute */
+    hid_t h = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert(h >= 0);
+    hid_t a = H5Aopen_by_name(h, "/quant", "ptq_methods", H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert(a >= 0);
+    hid_t t = H5Aget_type(a);
+    char *v = NULL;
+    ck_assert(H5Tis_variable_str(t) > 0);
+    ck_assert(H5Aread(a, t, &v) >= 0);
+    ck_assert_str_eq(v, "cle+adaround+bc");
+    H5free_memory(v);
+    H5Tclose(t);
+    H5Aclose(a);
+    H5Fclose(h);
+    /* the checkpoint: BN folded by CLE, AdaRound's weights on their grid */
+    qat_model *fm = NULL;
+    qat_qmodel *qm = qat_qmodel_load(p, &fm, NULL, NULL);
+    ck_assert_ptr_nonnull(qm);
+    const qat_layer *bn = qat_model_layer_c(fm, qat_model_find(fm, "features.1"));
+    ck_assert(bn->weight->data[0] == 1.0f && bn->running_mean->data[0] == 0.0f);
+    size_t n;
+    free(nearest_ints(qm, &n, 1));
+    ck_assert_uint_gt(n, 1000);
+    qat_qmodel_free(qm);
+    qat_model_free(fm);
+    /* refused combinations */
+    snprintf(args, sizeof args, "--from '%s' --quant w8a8 --bias-correction --bias-correction-analytic", f);
+    ck_assert_int_eq(qat_cmd(args, o), 2);
+    snprintf(args, sizeof args, "--from '%s' --quant w8 --dynamic --cle", f);
+    ck_assert_int_eq(qat_cmd(args, o), 2);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("ptqmethods");
     TCase *t = tcase_create("ptqmethods");
-    tcase_set_timeout(t, 120);
+    tcase_set_timeout(t, 300);
     tcase_add_test(t, test_cle_output_unchanged);
     tcase_add_test(t, test_cle_equalizes_ranges);
     tcase_add_test(t, test_cle_mobilenet);
@@ -560,6 +642,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_bias_correction_analytic);
     tcase_add_test(t, test_adaround);
     tcase_add_test(t, test_snapshot_reference);
+    tcase_add_test(t, test_tool);
     suite_add_tcase(s, t);
     return s;
 }
