@@ -10,6 +10,7 @@
 #include "tools/commands.h"
 #include "tools/compare.h"
 #include "tools/int8.h"
+#include "tools/ptqmethods.h"
 #include "tools/train.h"
 
 typedef struct cmp_opts {
@@ -18,6 +19,11 @@ typedef struct cmp_opts {
     int calibs[QAT_CALIBRATOR_COUNT], n_calibs;
     int qat_epochs, calib_size, layer_images, skip_qat, sensitivity;
     long budget;
+    /* --methods: rows per spec, in order ("ptq": the calibrator sweep, "qat", or PTQ methods) */
+    int n_methods;
+    char methods[8][24];
+    int per_tensor;  /* --per-tensor-weights (PTQ rows) */
+    ptq_methods pm;  /* --adaround-iters, --adaround-images, --bc-images */
 } cmp_opts;
 
 static int usage(void)
@@ -26,10 +32,15 @@ static int usage(void)
             "usage: qat compare --from float.h5 [--quant w8a8,w4a8,w4a4] [--calib all|minmax,kl,...]\n"
             "                   [--qat-epochs 2] [--calib-size 1024] [--no-qat] [--sensitivity]\n"
             "                   [--budget BYTES] [--out DIR] [--data DIR] [--val N] [--seed S] [--threads T] [--json]\n"
+            "                   [--methods ptq,cle,cle+bc,adaround,qat] [--per-tensor-weights]\n"
+            "                   [--adaround-iters 1000] [--adaround-images 256] [--bc-images 256]\n"
             "PTQ with every calibrator and QAT at each spec; the PTQ calibrator is chosen on the validation\n"
             "split; every winner is exported to int8 and run in the integer runtime. --sensitivity quantizes one\n"
             "unit at a time (lowest-bit spec) and ranks them; --budget proposes a per-unit assignment (8 bits\n"
-            "for the most sensitive units, the lowest spec elsewhere) under BYTES of weights and measures it.\n");
+            "for the most sensitive units, the lowest spec elsewhere) under BYTES of weights and measures it.\n"
+            "--methods picks the rows of each spec (default ptq,qat): ptq (every calibrator), qat, and PTQ with\n"
+            "methods ('+' lists of cle, adaround, bc or bca), calibrated with the calibrator the ptq rows chose (else the\n"
+            "first of --calib), each exported and run like the chosen PTQ row.\n");
     return 2;
 }
 
@@ -172,6 +183,7 @@ static int ptq_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_model *m, 
     qat_qconfig cfg;
     if (cli_qconfig(&cfg, spec, overrides, n_over)) return 1;
     qat_qconfig_set_calibrator(&cfg, (qat_calibrator)cal);
+    if (o->per_tensor) ptq_per_tensor_weights(&cfg);
     qat_qmodel *qm = qat_qmodel_prepare(m, &cfg);
     if (!qm) return cli_fail_lib("ptq");
     int rc = cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, CLI_EVAL_BATCH);
@@ -190,6 +202,66 @@ static int ptq_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_model *m, 
     else
         qat_qmodel_free(qm);
     return rc;
+}
+
+/* PTQ with methods (tools/ptqmethods.h) on a fresh copy of the float
+ * model: evaluated, saved with its ptq_methods attribute, exported, run. */
+static int method_run(cli_common *c, const cmp_opts *o, cli_data *d, qat_ctx *ctx, const char *spec, const char *method,
+                      int cal, cmp_run *r)
+{
+    double t0 = cli_now();
+    ptq_methods pm = o->pm;
+    char name[32], calib[16], int8[300];
+    if (ptq_methods_parse(method, &pm)) return 1; /* checked when the options were read */
+    ptq_methods_name(&pm, name, sizeof name);
+    qat_qconfig cfg;
+    if (cli_qconfig(&cfg, spec, NULL, 0)) return 1;
+    qat_qconfig_set_calibrator(&cfg, (qat_calibrator)cal);
+    if (o->per_tensor) ptq_per_tensor_weights(&cfg);
+    snprintf(calib, sizeof calib, "%s", cfg.base.float_format ? "none" : qat_calibrator_name((qat_calibrator)cal));
+    qat_model *m = qat_model_load(o->from);
+    qat_model_snapshot *ref = NULL;
+    qat_qmodel *qm = NULL;
+    int rc = m ? 0 : cli_fail_lib(o->from);
+    if (!rc) rc = ptq_methods_float(m, &pm);
+    if (!rc && (pm.adaround || pm.bc) && !(ref = qat_model_snapshot_take(m))) rc = cli_fail_lib("ptq");
+    if (!rc && !(qm = qat_qmodel_prepare(m, &cfg))) rc = cli_fail_lib("ptq");
+    if (!rc) rc = cli_calibrate(ctx, qm, d->train, o->calib_size, c->seed + 777, CLI_EVAL_BATCH);
+    if (!rc) rc = ptq_methods_quant(qm, ref, d->train, o->calib_size, c->seed + 777, c->seed, &pm, NULL);
+    if (!rc) {
+        snprintf(r->spec, sizeof r->spec, "%s", spec);
+        snprintf(r->calib, sizeof r->calib, "%s", calib);
+        r->val_accuracy = cli_evaluate(ctx, m, qm, d->val, CLI_EVAL_BATCH);
+        r->test_accuracy = cli_evaluate(ctx, m, qm, d->test, CLI_EVAL_BATCH);
+        r->model_bytes = estimate_bytes(qm, 0);
+        rc = layer_errors(ctx, qm, d->test, o->layer_images, r);
+    }
+    if (!rc) {
+        snprintf(r->file, sizeof r->file, "%.200s/ptq-%.32s-%.15s-%.24s.h5", o->out, spec, calib, name);
+        snprintf(int8, sizeof int8, "%.200s/ptq-%.32s-%.15s-%.24s.int8.h5", o->out, spec, calib, name);
+        qat_qrecipe qr = {0};
+        snprintf(qr.method, sizeof qr.method, "ptq");
+        snprintf(qr.spec, sizeof qr.spec, "%s", spec);
+        snprintf(qr.calib, sizeof qr.calib, "%s", calib);
+        qr.calib_size = o->calib_size;
+        if (qat_qcheckpoint_save(r->file, qm, NULL, NULL, &qr)) rc = cli_fail_lib(r->file);
+        /* the row's method is what the checkpoint records */
+        if (!rc) rc = ptq_methods_write(r->file, name);
+        if (!rc) rc = ptq_methods_read(r->file, r->method, sizeof r->method);
+        if (!rc) rc = export_and_check(ctx, qm, r->file, int8, d->test, r);
+    }
+    qat_qmodel_free(qm);
+    qat_model_snapshot_free(ref);
+    qat_model_free(m);
+    r->seconds = cli_now() - t0;
+    return rc;
+}
+
+static int has_method(const cmp_opts *o, const char *name)
+{
+    for (int k = 0; k < o->n_methods; k++)
+        if (!strcmp(o->methods[k], name)) return 1;
+    return 0;
 }
 
 /* The QAT recipe through train_main, then export and checks. */
@@ -316,7 +388,8 @@ static int mixed_assignment(qat_model *m, const char *low, long budget, compare_
 
 static int parse(int argc, char **argv, cli_common *c, cmp_opts *o)
 {
-    const char *specs = "w8a8,w4a8,w4a4", *calibs = "all";
+    const char *specs = "w8a8,w4a8,w4a4", *calibs = "all", *methods = NULL;
+    ptq_methods_defaults(&o->pm);
     for (int i = 1; i < argc; i++) {
         int r = cli_common_parse(c, argc, argv, &i);
         if (r < 0) return -1;
@@ -343,11 +416,42 @@ static int parse(int argc, char **argv, cli_common *c, cmp_opts *o)
             o->sensitivity = 1;
         } else if (!strcmp(a, "--no-qat")) {
             o->skip_qat = 1;
+        } else if (!strcmp(a, "--methods")) {
+            if (!(methods = cli_value(argc, argv, &i))) return -1;
+        } else if (!strcmp(a, "--per-tensor-weights")) {
+            o->per_tensor = 1;
+        } else if (!strcmp(a, "--adaround-iters")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, &o->pm.ar_iters) || o->pm.ar_iters < 1) return -1;
+        } else if (!strcmp(a, "--adaround-images")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, &o->pm.ar_images) || o->pm.ar_images < 1) return -1;
+        } else if (!strcmp(a, "--bc-images")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(a, v, &o->pm.bc_images) || o->pm.bc_images < 1) return -1;
         } else if (!strcmp(a, "--sensitivity")) {
             o->sensitivity = 1;
         } else {
             return cli_fail("compare: unknown option '%s'", a), -1;
         }
+    }
+    if (methods && o->skip_qat) return cli_fail("compare: --no-qat with --methods: leave qat out of the list"), -1;
+    {
+        char buf[256], *save = NULL;
+        if (strlen(methods ? methods : "") >= sizeof buf) return cli_fail("--methods: the list is too long"), -1;
+        snprintf(buf, sizeof buf, "%s", methods ? methods : o->skip_qat ? "ptq" : "ptq,qat");
+        for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            ptq_methods pm;
+            char name[24];
+            if (!strcmp(t, "qat")) snprintf(name, sizeof name, "qat");
+            else if (ptq_methods_parse(t, &pm)) return -1;
+            else ptq_methods_name(&pm, name, sizeof name);
+            for (int k = 0; k < o->n_methods; k++)
+                if (!strcmp(o->methods[k], name)) return cli_fail("--methods: '%s' twice", name), -1;
+            if (o->n_methods == 8) return cli_fail("--methods: at most 8"), -1;
+            snprintf(o->methods[o->n_methods++], sizeof o->methods[0], "%s", name);
+        }
+        if (!o->n_methods) return cli_fail("--methods: empty"), -1;
+        o->skip_qat = !has_method(o, "qat");
+        if (o->per_tensor && !o->skip_qat)
+            return cli_fail("--per-tensor-weights applies to PTQ rows only: leave qat out of --methods (or add --no-qat)"), -1;
     }
     if (strlen(specs) >= sizeof o->specs_buf) return cli_fail("--quant: the list is too long"), -1;
     snprintf(o->specs_buf, sizeof o->specs_buf, "%s", specs);
@@ -413,6 +517,14 @@ int cmd_compare(int argc, char **argv)
     res->val_images = d.val->n;
     res->calib_images = o.calib_size;
     res->qat_epochs = o.skip_qat ? 0 : o.qat_epochs;
+    for (int k = 0; k < o.n_methods; k++) {
+        size_t len = strlen(res->methods);
+        snprintf(res->methods + len, sizeof res->methods - len, "%s%s", k ? "," : "", o.methods[k]);
+    }
+    res->per_tensor_weights = o.per_tensor;
+    res->adaround_iters = o.pm.ar_iters;
+    res->adaround_images = o.pm.ar_images;
+    res->bc_images = o.pm.bc_images;
     res->float_bytes = 4 * (long)qat_model_param_count(m);
     res->float_val_accuracy = cli_evaluate(ctx, m, NULL, d.val, CLI_EVAL_BATCH);
     res->float_test_accuracy = cli_evaluate(ctx, m, NULL, d.test, CLI_EVAL_BATCH);
@@ -444,7 +556,7 @@ int cmd_compare(int argc, char **argv)
         qat_unit_config sc;
         qat_unit_config_parse(sp, &sc); /* checked when the options were read */
         /* fp16 / bf16 have no ranges to calibrate: one PTQ row */
-        int n_calibs = sc.float_format ? 1 : o.n_calibs;
+        int n_calibs = !has_method(&o, "ptq") ? 0 : sc.float_format ? 1 : o.n_calibs;
         for (int k = 0; k < n_calibs && !rc; k++) {
             cmp_run *r = &res->runs[res->n_runs];
             memset(r, 0, sizeof *r);
@@ -476,6 +588,23 @@ int cmd_compare(int argc, char **argv)
                         r->calib, r->int8_test_accuracy, r->int8_images_per_s, r->top1_agreement, r->logit_agreement);
         }
         for (int k = 0; k < QAT_CALIBRATOR_COUNT; k++) qat_qmodel_free(keep[k]);
+        for (int k = 0; k < o.n_methods && !rc; k++) {
+            if (!strcmp(o.methods[k], "ptq") || !strcmp(o.methods[k], "qat")) continue;
+            if (res->n_runs >= CMP_MAX_RUNS - 2) {
+                rc = cli_fail("compare: more than %d runs", CMP_MAX_RUNS);
+                break;
+            }
+            cmp_run *r = &res->runs[res->n_runs];
+            memset(r, 0, sizeof *r);
+            int cal = best >= 0 ? o.calibs[best] : o.calibs[0];
+            rc = method_run(&c, &o, &d, ctx, sp, o.methods[k], cal, r);
+            if (!rc) {
+                res->n_runs++;
+                cli_log("PTQ %s %s %s: val_acc %.4f test_acc %.4f, int8 %.4f, agreement top-1 %.4f (%.1f s)", sp,
+                        r->method, r->calib, r->val_accuracy, r->test_accuracy, r->int8_test_accuracy,
+                        r->top1_agreement, r->seconds);
+            }
+        }
         if (!rc && !o.skip_qat) {
             cmp_run *r = &res->runs[res->n_runs];
             memset(r, 0, sizeof *r);

@@ -26,7 +26,7 @@ typedef struct cmp_epoch {
 
 typedef struct cmp_run {
     char spec[32];        /* "w8a8", ... or "mixed" */
-    char method[8];       /* "ptq" or "qat" */
+    char method[24];      /* "ptq", "qat", or PTQ with methods: "cle", "cle+bc", "adaround", ... (--methods) */
     char calib[16];       /* PTQ: calibrator; QAT: "lsq" (learnable scales) or "ema" */
     double val_accuracy;  /* fake-quant, validation split (what choices use) */
     double test_accuracy; /* fake-quant, test set */
@@ -65,6 +65,9 @@ typedef struct compare_results {
     char out_dir[256];
     int threads;
     int test_images, val_images, calib_images, qat_epochs;
+    char methods[200];      /* --methods as run: "ptq,qat", "ptq,cle,cle+bc,adaround" */
+    int per_tensor_weights; /* --per-tensor-weights (PTQ rows) */
+    int adaround_iters, adaround_images, bc_images; /* settings of rows with adaround / bc */
     double float_val_accuracy, float_test_accuracy;
     long float_bytes;     /* 4 x parameters */
     int n_float_epochs;   /* the float checkpoint's own history */

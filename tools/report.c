@@ -179,6 +179,11 @@ void report_json(FILE *f, const compare_results *r)
     json_int(&j, "val_images", r->val_images);
     json_int(&j, "calib_images", r->calib_images);
     json_int(&j, "qat_epochs", r->qat_epochs);
+    JSTR(&j, "methods", r->methods);
+    json_bool(&j, "per_tensor_weights", r->per_tensor_weights);
+    json_int(&j, "adaround_iters", r->adaround_iters);
+    json_int(&j, "adaround_images", r->adaround_images);
+    json_int(&j, "bc_images", r->bc_images);
     jacc(&j, "float_val_accuracy", r->float_val_accuracy);
     jacc(&j, "float_test_accuracy", r->float_test_accuracy);
     json_int(&j, "float_bytes", r->float_bytes);
@@ -559,7 +564,7 @@ static int spec_categories(const compare_results *r, char cat[][32], int max, in
  * unless some spec has runs of that method with different calibs, which
  * then get a series each. */
 typedef struct series {
-    char method[8], calib[16];
+    char method[24], calib[16];
     int any_calib;
     char label[96];
 } series;
@@ -580,17 +585,17 @@ static int method_split(const compare_results *r, const cmp_run *m)
 
 static void series_new(series *s, const cmp_run *u, int any_calib)
 {
-    char m[8 * 3 + 1], c[16 * 3 + 1];
+    char m[24 * 3 + 1], c[16 * 3 + 1];
     memset(s, 0, sizeof *s);
     memcpy(s->method, u->method, sizeof s->method);
     memcpy(s->calib, u->calib, sizeof s->calib);
-    s->method[7] = s->calib[15] = 0;
+    s->method[sizeof s->method - 1] = s->calib[15] = 0;
     s->any_calib = any_calib;
     CLEAN(m, u->method);
     CLEAN(c, u->calib);
     for (char *p = m; *p; p++)
         if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
-    snprintf(s->label, sizeof s->label, "%s %s", m, c);
+    snprintf(s->label, sizeof s->label, "%.47s %.47s", m, c);
 }
 
 static int series_list(const compare_results *r, series *out, int max)
