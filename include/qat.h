@@ -70,5 +70,6 @@
 #include "qat/quant.h"
 #include "qat/half.h"
 #include "qat/dynamic.h"
+#include "qat/ptq.h"
 
 #endif
