@@ -214,11 +214,51 @@ VNNI static void vnni_rows_s2(const rt_op *op, const rt_span *sp)
     }
 }
 
+/* P = 0 (1x1 convs): a span's rows are contiguous in the input and in the
+ * packed plane, so its n * W pixels are one run, 64 at a time: 4 channel
+ * loads, 8 in-lane unpacks, a 4 x 4 transpose of 128-bit blocks (8
+ * shuffles), 4 stores of 16 cells (masked at the end of the run). */
+VNNI static void vnni_rows_flat(const rt_op *op, const rt_span *sp)
+{
+    const size_t N = (size_t)sp->n * (size_t)op->in_w;
+    const __m512i pvv = _mm512_set1_epi8((char)(op->in_zp + 128)), flip = _mm512_set1_epi8((char)0x80);
+    for (size_t i = 0; i < N; i += 64) {
+        const size_t left = N - i;
+        const __mmask64 lm = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+#define PK_LD(e) sp->src[e] ? _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, sp->src[e] + i), flip) : pvv
+        const __m512i r0 = PK_LD(0), r1 = PK_LD(1), r2 = PK_LD(2), r3 = PK_LD(3);
+#undef PK_LD
+        const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
+        const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
+        /* block k of u0..u3: pixels 16k + 0-3, 4-7, 8-11, 12-15 */
+        const __m512i u0 = _mm512_unpacklo_epi16(t0, t2), u1 = _mm512_unpackhi_epi16(t0, t2);
+        const __m512i u2 = _mm512_unpacklo_epi16(t1, t3), u3 = _mm512_unpackhi_epi16(t1, t3);
+        const __m512i a = _mm512_shuffle_i32x4(u0, u1, 0x44), b = _mm512_shuffle_i32x4(u2, u3, 0x44);
+        const __m512i c = _mm512_shuffle_i32x4(u0, u1, 0xEE), d = _mm512_shuffle_i32x4(u2, u3, 0xEE);
+        const __m512i o[4] = {_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD),
+                              _mm512_shuffle_i32x4(c, d, 0x88), _mm512_shuffle_i32x4(c, d, 0xDD)};
+        uint8_t *dst = sp->d + i * 4;
+        if (left >= 64) {
+            for (int k = 0; k < 4; k++) _mm512_storeu_si512(dst + 64 * k, o[k]);
+        } else {
+            for (int k = 0; k < 4 && (size_t)16 * k < left; k++) {
+                const size_t cnt = left - (size_t)16 * k;
+                const __mmask16 sk = (__mmask16)(cnt >= 16 ? 0xFFFF : (1u << cnt) - 1);
+                _mm512_mask_storeu_epi32(dst + 64 * k, sk, o[k]);
+            }
+        }
+    }
+}
+
 /* stride 1, shared pad columns: rows of ws = W + P cells, P pad cells (the
  * previous row's right pad is this row's left pad) then W pixels */
 VNNI static void vnni_rows_shared(const rt_op *op, const rt_span *sp)
 {
     const int W = op->in_w, P = op->pad, n = sp->n;
+    if (P == 0 && sp->step == (size_t)W && sp->rowb == (size_t)W * 4) {
+        vnni_rows_flat(op, sp);
+        return;
+    }
     const uint8_t pv = (uint8_t)(op->in_zp + 128);
     const __m128i pvv = _mm_set1_epi8((char)pv), flip = _mm_set1_epi8((char)0x80);
     for (int r = 0; r < n; r++) {
