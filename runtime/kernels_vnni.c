@@ -515,6 +515,34 @@ VNNI static void vnni_add_image(const rt_op *op, const int8_t *a, const int8_t *
     }
 }
 
+/* ---- global average pool ----
+ * Each channel's sum of x - zp as vpsadbw sums of u8 = x ^ 0x80 (x + 128;
+ * lanes past the plane zeroed) less (128 + zp) * HW: integers, so the same
+ * sums as the reference's loop; its epilogue (qat_rti_global_avgpool_fin). */
+VNNI static void vnni_gap_image(const rt_op *op, const int8_t *x, int8_t *y)
+{
+    enum { CH = 64 };
+    const size_t hw = (size_t)op->in_h * op->in_w;
+    const int32_t corr = (int32_t)((128 + op->in_zp) * (int64_t)hw); /* <= 255 * HW <= INT32_MAX (load.c) */
+    const __m512i flip = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+    int32_t sums[CH];
+    for (int c0 = 0; c0 < op->in_c; c0 += CH) {
+        const int n = rt_imin(CH, op->in_c - c0);
+        for (int i = 0; i < n; i++) {
+            const int8_t *xc = x + (size_t)(c0 + i) * hw;
+            __m512i acc = z;
+            for (size_t p = 0; p < hw; p += 64) {
+                const size_t left = hw - p;
+                const __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+                const __m512i v = _mm512_maskz_mov_epi8(m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xc + p), flip));
+                acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, z));
+            }
+            sums[i] = (int32_t)((int64_t)_mm512_reduce_add_epi64(acc) - corr);
+        }
+        qat_rti_global_avgpool_fin(op, sums, c0, n, y);
+    }
+}
+
 /* ---- depthwise 3x3 ----
  * qat_rti_prepare_dw gives the geometry (output positions q = oh*ws + ow,
  * ws = the padded width over the stride), the epilogue and the stores;
@@ -712,4 +740,5 @@ const rt_isa_kernels qat_rti_vnni = {
     .dw_image = vnni_dw_image,
     .maxpool_image = vnni_maxpool_image,
     .add_image = vnni_add_image,
+    .gap_image = vnni_gap_image,
 };

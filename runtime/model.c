@@ -224,7 +224,10 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
         if (k && k->add_image) k->add_image(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
         else qat_rti_add_s8(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
         break;
-    case RT_OP_GLOBAL_AVGPOOL: qat_rti_global_avgpool_s8(op, x, y); break;
+    case RT_OP_GLOBAL_AVGPOOL:
+        if (k && k->gap_image) k->gap_image(op, x, y);
+        else qat_rti_global_avgpool_s8(op, x, y);
+        break;
     case RT_OP_AVGPOOL2D: qat_rti_avgpool2d_s8(op, x, y); break;
     case RT_OP_MAXPOOL2D:
         if (k && k->maxpool_image) k->maxpool_image(op, x, y);

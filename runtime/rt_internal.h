@@ -242,6 +242,9 @@ size_t qat_rti_conv2d_ref_scratch(const rt_op *op);
 void qat_rti_linear_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads);
 void qat_rti_add_s8(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);
 void qat_rti_global_avgpool_s8(const rt_op *op, const int8_t *x, int8_t *y);
+/* global_avgpool's requantization of channels [c0, c0 + n) from sums[i],
+ * the sum of x - zp over channel c0 + i's plane */
+void qat_rti_global_avgpool_fin(const rt_op *op, const int32_t *sums, int c0, int n, int8_t *y);
 void qat_rti_avgpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_maxpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y);
@@ -356,6 +359,7 @@ typedef struct rt_isa_kernels {
     /* optional (NULL: the reference), one image */
     void (*maxpool_image)(const rt_op *op, const int8_t *x, int8_t *y);
     void (*add_image)(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);
+    void (*gap_image)(const rt_op *op, const int8_t *x, int8_t *y);
 } rt_isa_kernels;
 
 extern const rt_isa_kernels qat_rti_avx2;
