@@ -281,7 +281,10 @@ void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y)
 void qat_rti_input_u8(const rt_op *op, const uint8_t *p, int8_t *y, int n, int threads)
 {
     const size_t sz = op->out_size;
-#pragma omp parallel for num_threads(threads) schedule(static)
+    /* a thread per image at most, none below 256 KiB (a table look-up a
+     * byte: waking a second thread on a busy machine costs more) */
+    const int T = (size_t)n * sz < ((size_t)1 << 18) ? 1 : threads < n ? threads : n;
+#pragma omp parallel for num_threads(T) if (T > 1) schedule(static)
     for (int i = 0; i < n; i++)
         for (size_t j = (size_t)i * sz; j < (size_t)(i + 1) * sz; j++) y[j] = op->lut[p[j]];
 }

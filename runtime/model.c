@@ -246,10 +246,16 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
  * to the next. Linear layers run batched (weights reused across samples).
  * With fewer images than threads, conv2d splits each image's tiles over the
  * threads instead. */
-static void run_graph(qat_rt_model *m, int n, int8_t *logits)
+static void run_graph(qat_rt_model *m, int n, int8_t *logits, const uint8_t *px)
 {
     const rt_isa_kernels *k = isa_kernels(m->isa);
     const int T = run_threads(m);
+    /* px: u8 pixels for the input op, converted image by image inside the
+     * first run's per-image loop when there is one (no parallel region of
+     * its own), else here */
+    const size_t isz = m->ops[0].out_size;
+    const int px_inside = px && m->n_ops > 1 && m->ops[1].type != RT_OP_LINEAR && n >= T;
+    if (px && !px_inside) qat_rti_input_u8(&m->ops[0], px, m->out[0], n, T);
     for (int i = 1; i < m->n_ops;) {
         const rt_op *op = &m->ops[i];
         if (op->type == RT_OP_LINEAR) {
@@ -269,6 +275,8 @@ static void run_graph(qat_rt_model *m, int n, int8_t *logits)
 #pragma omp parallel for num_threads(T) schedule(dynamic, 1)
             for (int b = 0; b < n; b++) {
                 uint8_t *slot = m->scratch + (size_t)omp_get_thread_num() * m->slot_bytes;
+                if (px_inside && i == 1)
+                    qat_rti_input_u8(&m->ops[0], px + (size_t)b * isz, m->out[0] + (size_t)b * isz, 1, 1);
                 for (int o = i; o < j; o++) sample_op(m, k, o, b, slot);
             }
         } else {
@@ -337,8 +345,7 @@ int qat_rt_run_u8(qat_rt_model *m, const uint8_t *pixels, int n, int8_t *logits)
         memcpy(logits, m->out[m->n_ops - 1], (size_t)n * m->ops[m->n_ops - 1].out_size);
         return QAT_OK;
     }
-    qat_rti_input_u8(&m->ops[0], pixels, m->out[0], n, run_threads(m));
-    run_graph(m, n, logits);
+    run_graph(m, n, logits, pixels);
     return QAT_OK;
 }
 
@@ -359,7 +366,7 @@ int qat_rt_run_f32(qat_rt_model *m, const float *x, int n, int8_t *logits)
     if (nan >= 0)
         return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32: x[%lld] (image %lld) is NaN", nan,
                              nan / (long long)m->ops[0].out_size);
-    run_graph(m, n, logits);
+    run_graph(m, n, logits, NULL);
     return QAT_OK;
 }
 
@@ -376,7 +383,7 @@ int qat_rt_run_s8(qat_rt_model *m, const int8_t *xq, int n, int8_t *logits)
         memcpy(logits, m->out[m->n_ops - 1], (size_t)n * m->ops[m->n_ops - 1].out_size);
         return QAT_OK;
     }
-    run_graph(m, n, logits);
+    run_graph(m, n, logits, NULL);
     return QAT_OK;
 }
 
@@ -401,8 +408,7 @@ int qat_rt_run_u8_float(qat_rt_model *m, const uint8_t *pixels, int n, float *lo
     if (m->has_float) {
         qat_rti_float_run_u8(m, pixels, n);
     } else {
-        qat_rti_input_u8(&m->ops[0], pixels, m->out[0], n, run_threads(m));
-        run_graph(m, n, m->out[m->n_ops - 1]);
+        run_graph(m, n, m->out[m->n_ops - 1], pixels);
     }
     float_logits(m, n, logits);
     return QAT_OK;
@@ -417,7 +423,7 @@ int qat_rt_run_f32_float(qat_rt_model *m, const float *x, int n, float *logits)
         bad = qat_rti_float_run_f32(m, x, n);
     } else {
         bad = qat_rti_input_f32(&m->ops[0], x, m->out[0], n, run_threads(m));
-        if (bad < 0) run_graph(m, n, m->out[m->n_ops - 1]);
+        if (bad < 0) run_graph(m, n, m->out[m->n_ops - 1], NULL);
     }
     if (bad >= 0)
         return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32_float: x[%lld] (image %lld) is NaN", bad,
