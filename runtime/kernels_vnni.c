@@ -142,6 +142,10 @@ static int vnni_make_vst(rt_op *op)
         }
         d->mask = (1u << cnt) - 1;
     }
+    g->vst_ident = 1;
+    for (int v = 0; v < g->q_vecs; v++)
+        for (int l = 0; l < 16; l++)
+            if ((g->vst[v].mask >> l & 1) && g->vst[v].perm[l] != l) g->vst_ident = 0;
     return QAT_OK;
 }
 
@@ -313,7 +317,7 @@ VNNI static void vnni_interleave(const rt_op *op, const uint8_t *const *src, uin
  * bytes) times NR vectors of 16 positions of the packed input (k group j at
  * xq + koff[j]) onto the bias, requantized, stored into the NCHW output
  * through the vector stores vst[v0..]. */
-VNNI_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const int32_t *koff,
+VNNI_INLINE void conv_tile(const int ID, const int MR, const int NR, const uint8_t *xq, const int32_t *koff,
                            int kg, const int8_t *wt, const rt_epi *e, int m0, int8_t *yimg,
                            size_t plane, const rt_vstore *vst, int v0)
 {
@@ -354,8 +358,8 @@ VNNI_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const 
         int8_t *yrow = yimg + (size_t)(m0 + r) * plane;
         for (int v = 0; v < NR; v++) {
             const rt_vstore *d = &vst[v0 + v];
-            const __m128i y8 = _mm_shuffle_epi8(epi_apply(acc[r][v], &p, 1),
-                                                _mm_loadu_si128((const __m128i *)(const void *)d->perm));
+            __m128i y8 = epi_apply(acc[r][v], &p, 1);
+            if (!ID) y8 = _mm_shuffle_epi8(y8, _mm_loadu_si128((const __m128i *)(const void *)d->perm));
             _mm_mask_storeu_epi8(yrow + d->off, (__mmask16)d->mask, y8);
         }
     }
@@ -373,9 +377,16 @@ VNNI static void vnni_conv_block(const rt_op *op, uint8_t *slot, int8_t *y, int 
     const size_t plane = (size_t)op->out_shape[1] * op->out_shape[2];
     for (int m0 = 0; m0 < op->oc; m0 += CONV_MR) {
         const int8_t *wt = (const int8_t *)g->w + (size_t)m0 * g->kg * 4;
-#define TILE(MR_, NR_) conv_tile(MR_, NR_, xq, g->koff, g->kg, wt, &g->epi, m0, y, plane, g->vst, v0)
-        RT_TILES(rt_imin(CONV_MR, op->oc - m0), nr, RT_MR8(RT_NR3))
+        /* ID: the output lanes need no shuffle (1x1 convs without padding) */
+        if (g->vst_ident) {
+#define TILE(MR_, NR_) conv_tile(1, MR_, NR_, xq, g->koff, g->kg, wt, &g->epi, m0, y, plane, g->vst, v0)
+            RT_TILES(rt_imin(CONV_MR, op->oc - m0), nr, RT_MR8(RT_NR3))
 #undef TILE
+        } else {
+#define TILE(MR_, NR_) conv_tile(0, MR_, NR_, xq, g->koff, g->kg, wt, &g->epi, m0, y, plane, g->vst, v0)
+            RT_TILES(rt_imin(CONV_MR, op->oc - m0), nr, RT_MR8(RT_NR3))
+#undef TILE
+        }
     }
 }
 

@@ -104,6 +104,7 @@ typedef struct rt_gemm {
     int q_count, q_vecs; /* output positions q = oh*ws + ow, vectors of 16 or 8 */
     size_t tmp_bytes;   /* per-image output staging (AVX2) */
     rt_vstore *vst;     /* VNNI: [q_vecs] stores of the output vectors */
+    int vst_ident;      /* VNNI: every vst perm keeps the lanes in place (no shuffle) */
     /* linear: packed activations row length in bytes */
     size_t xrow_bytes;
     /* AVX2 Winograd F(2x2, 3x3) (3x3 stride-1 convs, kernels_avx2.c): th x tw
