@@ -211,7 +211,10 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
             qat_rti_conv2d_ref(op, x, y, slot);
         }
         break;
-    case RT_OP_LUT: qat_rti_lut_s8(op, x, y); break;
+    case RT_OP_LUT:
+        if (k && k->lut_image) k->lut_image(op, x, y);
+        else qat_rti_lut_s8(op, x, y);
+        break;
     case RT_OP_UPSAMPLE: qat_rti_upsample_s8(op, x, y); break;
     case RT_OP_CONCAT: {
         const int8_t *xs[QAT_RT_MAX_INPUTS];

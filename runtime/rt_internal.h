@@ -361,6 +361,7 @@ typedef struct rt_isa_kernels {
     void (*maxpool_image)(const rt_op *op, const int8_t *x, int8_t *y);
     void (*add_image)(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);
     void (*gap_image)(const rt_op *op, const int8_t *x, int8_t *y);
+    void (*lut_image)(const rt_op *op, const int8_t *x, int8_t *y);
 } rt_isa_kernels;
 
 extern const rt_isa_kernels qat_rti_avx2;
