@@ -16,7 +16,9 @@ long long qat_rti_input_f32(const rt_op *op, const float *x, int8_t *y, int n, i
     const float inv = 1.0f / op->out_scale;
     const int32_t zp = op->out_zp, lo = op->act_min, hi = op->act_max;
     long long nans = 0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : nans)
+    /* a thread per image at most, none below 64 Ki values */
+    const int T = (size_t)n * sz < ((size_t)1 << 16) ? 1 : threads < n ? threads : n;
+#pragma omp parallel for num_threads(T) if (T > 1) schedule(static) reduction(+ : nans)
     for (int i = 0; i < n; i++)
         for (size_t j = (size_t)i * sz; j < (size_t)(i + 1) * sz; j++) {
             nans += x[j] != x[j];

@@ -206,6 +206,15 @@ void qat_rti_global_avgpool_s8(const rt_op *op, const int8_t *x, int8_t *y)
     }
 }
 
+/* the global average pool's epilogue for channels [c0, c0 + n): sums[i]
+ * = sum over the plane of x - zp (for the fast kernels, which sum in any
+ * order: integers) */
+void qat_rti_global_avgpool_fin(const rt_op *op, const int32_t *sums, int c0, int n, int8_t *y)
+{
+    for (int i = 0; i < n; i++)
+        y[c0 + i] = requant_s8(sums[i], op->pool_mult, op->pool_shift, op->out_zp, op->act_min, op->act_max);
+}
+
 /* x [C, H, W] -> y [C, OH, OW], kernel x kernel windows, no padding */
 void qat_rti_avgpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y)
 {
@@ -272,7 +281,10 @@ void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y)
 void qat_rti_input_u8(const rt_op *op, const uint8_t *p, int8_t *y, int n, int threads)
 {
     const size_t sz = op->out_size;
-#pragma omp parallel for num_threads(threads) schedule(static)
+    /* a thread per image at most, none below 256 KiB (a table look-up a
+     * byte: waking a second thread on a busy machine costs more) */
+    const int T = (size_t)n * sz < ((size_t)1 << 18) ? 1 : threads < n ? threads : n;
+#pragma omp parallel for num_threads(T) if (T > 1) schedule(static)
     for (int i = 0; i < n; i++)
         for (size_t j = (size_t)i * sz; j < (size_t)(i + 1) * sz; j++) y[j] = op->lut[p[j]];
 }

@@ -142,6 +142,10 @@ static int vnni_make_vst(rt_op *op)
         }
         d->mask = (1u << cnt) - 1;
     }
+    g->vst_ident = 1;
+    for (int v = 0; v < g->q_vecs; v++)
+        for (int l = 0; l < 16; l++)
+            if ((g->vst[v].mask >> l & 1) && g->vst[v].perm[l] != l) g->vst_ident = 0;
     return QAT_OK;
 }
 
@@ -214,11 +218,51 @@ VNNI static void vnni_rows_s2(const rt_op *op, const rt_span *sp)
     }
 }
 
+/* P = 0 (1x1 convs): a span's rows are contiguous in the input and in the
+ * packed plane, so its n * W pixels are one run, 64 at a time: 4 channel
+ * loads, 8 in-lane unpacks, a 4 x 4 transpose of 128-bit blocks (8
+ * shuffles), 4 stores of 16 cells (masked at the end of the run). */
+VNNI static void vnni_rows_flat(const rt_op *op, const rt_span *sp)
+{
+    const size_t N = (size_t)sp->n * (size_t)op->in_w;
+    const __m512i pvv = _mm512_set1_epi8((char)(op->in_zp + 128)), flip = _mm512_set1_epi8((char)0x80);
+    for (size_t i = 0; i < N; i += 64) {
+        const size_t left = N - i;
+        const __mmask64 lm = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+#define PK_LD(e) sp->src[e] ? _mm512_xor_si512(_mm512_maskz_loadu_epi8(lm, sp->src[e] + i), flip) : pvv
+        const __m512i r0 = PK_LD(0), r1 = PK_LD(1), r2 = PK_LD(2), r3 = PK_LD(3);
+#undef PK_LD
+        const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
+        const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
+        /* block k of u0..u3: pixels 16k + 0-3, 4-7, 8-11, 12-15 */
+        const __m512i u0 = _mm512_unpacklo_epi16(t0, t2), u1 = _mm512_unpackhi_epi16(t0, t2);
+        const __m512i u2 = _mm512_unpacklo_epi16(t1, t3), u3 = _mm512_unpackhi_epi16(t1, t3);
+        const __m512i a = _mm512_shuffle_i32x4(u0, u1, 0x44), b = _mm512_shuffle_i32x4(u2, u3, 0x44);
+        const __m512i c = _mm512_shuffle_i32x4(u0, u1, 0xEE), d = _mm512_shuffle_i32x4(u2, u3, 0xEE);
+        const __m512i o[4] = {_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xDD),
+                              _mm512_shuffle_i32x4(c, d, 0x88), _mm512_shuffle_i32x4(c, d, 0xDD)};
+        uint8_t *dst = sp->d + i * 4;
+        if (left >= 64) {
+            for (int k = 0; k < 4; k++) _mm512_storeu_si512(dst + 64 * k, o[k]);
+        } else {
+            for (int k = 0; k < 4 && (size_t)16 * k < left; k++) {
+                const size_t cnt = left - (size_t)16 * k;
+                const __mmask16 sk = (__mmask16)(cnt >= 16 ? 0xFFFF : (1u << cnt) - 1);
+                _mm512_mask_storeu_epi32(dst + 64 * k, sk, o[k]);
+            }
+        }
+    }
+}
+
 /* stride 1, shared pad columns: rows of ws = W + P cells, P pad cells (the
  * previous row's right pad is this row's left pad) then W pixels */
 VNNI static void vnni_rows_shared(const rt_op *op, const rt_span *sp)
 {
     const int W = op->in_w, P = op->pad, n = sp->n;
+    if (P == 0 && sp->step == (size_t)W && sp->rowb == (size_t)W * 4) {
+        vnni_rows_flat(op, sp);
+        return;
+    }
     const uint8_t pv = (uint8_t)(op->in_zp + 128);
     const __m128i pvv = _mm_set1_epi8((char)pv), flip = _mm_set1_epi8((char)0x80);
     for (int r = 0; r < n; r++) {
@@ -273,7 +317,7 @@ VNNI static void vnni_interleave(const rt_op *op, const uint8_t *const *src, uin
  * bytes) times NR vectors of 16 positions of the packed input (k group j at
  * xq + koff[j]) onto the bias, requantized, stored into the NCHW output
  * through the vector stores vst[v0..]. */
-VNNI_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const int32_t *koff,
+VNNI_INLINE void conv_tile(const int ID, const int MR, const int NR, const uint8_t *xq, const int32_t *koff,
                            int kg, const int8_t *wt, const rt_epi *e, int m0, int8_t *yimg,
                            size_t plane, const rt_vstore *vst, int v0)
 {
@@ -314,8 +358,8 @@ VNNI_INLINE void conv_tile(const int MR, const int NR, const uint8_t *xq, const 
         int8_t *yrow = yimg + (size_t)(m0 + r) * plane;
         for (int v = 0; v < NR; v++) {
             const rt_vstore *d = &vst[v0 + v];
-            const __m128i y8 = _mm_shuffle_epi8(epi_apply(acc[r][v], &p, 1),
-                                                _mm_loadu_si128((const __m128i *)(const void *)d->perm));
+            __m128i y8 = epi_apply(acc[r][v], &p, 1);
+            if (!ID) y8 = _mm_shuffle_epi8(y8, _mm_loadu_si128((const __m128i *)(const void *)d->perm));
             _mm_mask_storeu_epi8(yrow + d->off, (__mmask16)d->mask, y8);
         }
     }
@@ -333,9 +377,16 @@ VNNI static void vnni_conv_block(const rt_op *op, uint8_t *slot, int8_t *y, int 
     const size_t plane = (size_t)op->out_shape[1] * op->out_shape[2];
     for (int m0 = 0; m0 < op->oc; m0 += CONV_MR) {
         const int8_t *wt = (const int8_t *)g->w + (size_t)m0 * g->kg * 4;
-#define TILE(MR_, NR_) conv_tile(MR_, NR_, xq, g->koff, g->kg, wt, &g->epi, m0, y, plane, g->vst, v0)
-        RT_TILES(rt_imin(CONV_MR, op->oc - m0), nr, RT_MR8(RT_NR3))
+        /* ID: the output lanes need no shuffle (1x1 convs without padding) */
+        if (g->vst_ident) {
+#define TILE(MR_, NR_) conv_tile(1, MR_, NR_, xq, g->koff, g->kg, wt, &g->epi, m0, y, plane, g->vst, v0)
+            RT_TILES(rt_imin(CONV_MR, op->oc - m0), nr, RT_MR8(RT_NR3))
 #undef TILE
+        } else {
+#define TILE(MR_, NR_) conv_tile(0, MR_, NR_, xq, g->koff, g->kg, wt, &g->epi, m0, y, plane, g->vst, v0)
+            RT_TILES(rt_imin(CONV_MR, op->oc - m0), nr, RT_MR8(RT_NR3))
+#undef TILE
+        }
     }
 }
 
@@ -475,91 +526,218 @@ VNNI static void vnni_add_image(const rt_op *op, const int8_t *a, const int8_t *
     }
 }
 
-/* ---- depthwise 3x3 (kernels_common.c: qat_rti_prepare_dw) ---- */
+/* ---- global average pool ----
+ * Each channel's sum of x - zp as vpsadbw sums of u8 = x ^ 0x80 (x + 128;
+ * lanes past the plane zeroed) less (128 + zp) * HW: integers, so the same
+ * sums as the reference's loop; its epilogue (qat_rti_global_avgpool_fin). */
+VNNI static void vnni_gap_image(const rt_op *op, const int8_t *x, int8_t *y)
+{
+    enum { CH = 64 };
+    const size_t hw = (size_t)op->in_h * op->in_w;
+    const int32_t corr = (int32_t)((128 + op->in_zp) * (int64_t)hw); /* <= 255 * HW <= INT32_MAX (load.c) */
+    const __m512i flip = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+    int32_t sums[CH];
+    for (int c0 = 0; c0 < op->in_c; c0 += CH) {
+        const int n = rt_imin(CH, op->in_c - c0);
+        for (int i = 0; i < n; i++) {
+            const int8_t *xc = x + (size_t)(c0 + i) * hw;
+            __m512i acc = z;
+            for (size_t p = 0; p < hw; p += 64) {
+                const size_t left = hw - p;
+                const __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+                const __m512i v = _mm512_maskz_mov_epi8(m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xc + p), flip));
+                acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, z));
+            }
+            sums[i] = (int32_t)((int64_t)_mm512_reduce_add_epi64(acc) - corr);
+        }
+        qat_rti_global_avgpool_fin(op, sums, c0, n, y);
+    }
+}
+
+/* ---- lut: y = table[x + 128] ----
+ * With AVX-512 VBMI (not implied by VNNI: Cascade Lake has VNNI without
+ * it), 64 bytes a step: index u8 = x ^ 0x80, two vpermi2b over the
+ * table's halves (7 index bits each), the index's top bit picks the half.
+ * Without VBMI: the reference loop. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static void lut_vbmi(const rt_op *op, const int8_t *x,
+                                                                            int8_t *y)
+{
+    const __m512i t0 = _mm512_loadu_si512(op->lut), t1 = _mm512_loadu_si512(op->lut + 64);
+    const __m512i t2 = _mm512_loadu_si512(op->lut + 128), t3 = _mm512_loadu_si512(op->lut + 192);
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    const size_t n = op->out_size;
+    for (size_t i = 0; i < n; i += 64) {
+        const size_t left = n - i;
+        const __mmask64 m = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+        const __m512i u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x + i), flip);
+        const __m512i lo = _mm512_permutex2var_epi8(t0, u, t1), hi = _mm512_permutex2var_epi8(t2, u, t3);
+        _mm512_mask_storeu_epi8(y + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(u), lo, hi));
+    }
+}
+
+static void vnni_lut_image(const rt_op *op, const int8_t *x, int8_t *y)
+{
+    if (__builtin_cpu_supports("avx512vbmi")) lut_vbmi(op, x, y);
+    else qat_rti_lut_s8(op, x, y);
+}
+
+/* ---- depthwise 3x3 ----
+ * qat_rti_prepare_dw gives the geometry (output positions q = oh*ws + ow,
+ * ws = the padded width over the stride), the epilogue and the stores;
+ * this file repacks the weights and lays out its own slot. The whole image
+ * is first converted, channel after channel, into u8 padded rows (x ^ 0x80,
+ * padding zp + 128), so that the compute pass reads rows written long
+ * before (64-byte loads over freshly written 16-byte stores stall on store
+ * forwarding): stride 1, the padded rows one after another (pitch ws);
+ * stride 2, the even padded rows (0, 2, ...) in one plane and the odd ones
+ * in another, pitch 2 ws. Then for each channel and vector of 16 positions,
+ * one 64-byte load per kernel row kh, a vpermd and a vpshufb (no VBMI
+ * needed) making lane l's cell the three bytes at s*l + 0, 1, 2 (tap columns kw = 0, 1, 2; the fourth byte's
+ * weight is 0), one vpdpbusd with the row's weights (w[kh][0..2], 0). The
+ * slot: per channel dw_dplane bytes (stride 2: the odd plane at
+ * dw_cplane), loads never leave a channel's area. */
 
 static int vnni_prepare_dw(rt_op *op)
 {
     int st = qat_rti_prepare_dw(op, &vnni_fast);
-    return st || !op->dw_fast ? st : vnni_make_vst(op);
+    if (st || !op->dw_fast) return st;
+    rt_gemm *g = &op->g;
+    const int s = g->s, ws = g->ws, OH = op->out_shape[1];
+    const size_t nv = (size_t)g->q_vecs;
+    if (s == 1) {
+        g->dw_drows = g->hp;
+        size_t need = (size_t)g->hp * ws;
+        if (nv * 16 + 2 * (size_t)ws > need) need = nv * 16 + 2 * (size_t)ws;
+        g->dw_cplane = 0;
+        g->dw_dplane = (need + 64 + 63) / 64 * 64;
+    } else {
+        const size_t wr = 2 * (size_t)ws;
+        g->dw_drows = 2 * OH + 1;
+        size_t need = (size_t)(OH + 1) * wr;
+        if (wr + 32 * nv > need) need = wr + 32 * nv;
+        g->dw_cplane = (need + 64 + 63) / 64 * 64;
+        g->dw_dplane = 2 * g->dw_cplane;
+    }
+    g->dw_coff = g->dw_toff = g->dw_rowoff = 0;
+    g->dw_slot = (size_t)op->oc * g->dw_dplane + 64;
+    if (g->dw_slot > (size_t)INT32_MAX)
+        return qat_rti_error(QAT_ERR_UNSUPPORTED, "%s: input too large for the depthwise kernels", op->name);
+    /* weights by kernel row: cell kh of channel c = (w[kh][0], w[kh][1], w[kh][2], 0) */
+    int8_t *w = g->w;
+    for (int c = 0; c < op->oc; c++)
+        for (int kh = 0; kh < 3; kh++) {
+            for (int kw = 0; kw < 3; kw++) w[((size_t)c * 3 + kh) * 4 + kw] = op->weight[(size_t)c * 9 + kh * 3 + kw];
+            w[((size_t)c * 3 + kh) * 4 + 3] = 0;
+        }
+    return vnni_make_vst(op);
 }
 
 /* lanes l < n whose padded column c0 + l is inside the image [P, P + W) */
-static inline uint32_t dw_mask(int c0, int P, int W, int n)
+static inline uint64_t dw_mask(int c0, int P, int W, int n)
 {
     const int lo = P - c0 > 0 ? P - c0 : 0, hi = P + W - c0 < n ? P + W - c0 : n;
     if (hi <= lo) return 0;
     const uint64_t top = hi >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << hi) - 1);
-    return (uint32_t)(top & ~(((uint64_t)1 << lo) - 1));
+    return top & ~(((uint64_t)1 << lo) - 1);
 }
 
-/* The cells of one channel straight from its plane xc (no staging): cell
- * (i, j) of phase ph holds u8 rows s*i + 0, 1, 2 of the padded plane at
- * column s*j + ph, and an unused fourth byte (weight 0). Padded positions
- * come from masked loads (lanes outside the image take zp, then ^ 0x80). */
-VNNI static void vnni_dw_cells(const rt_op *op, const int8_t *xc, uint8_t *cells)
+/* The padded rows of one channel xc into its area d (layout above). */
+VNNI static void vnni_dw_rows(const rt_op *op, const int8_t *xc, uint8_t *d)
 {
     const rt_gemm *g = &op->g;
-    const int s = g->s, ws = g->ws, R = g->dw_rows, H = op->in_h, W = op->in_w, P = op->pad;
-    const __m128i z = _mm_setzero_si128(), flip = _mm_set1_epi8((char)0x80);
-    const __m128i zp16 = _mm_set1_epi8((char)op->in_zp);
-    const __m256i zp32 = _mm256_set1_epi8((char)op->in_zp), flip32 = _mm256_set1_epi8((char)0x80);
-    if (s == 1) {
-        /* rows in order: a row's last stores spill into the next row's
-         * first cells, which that row then writes */
-        for (int i = 0; i < R; i++)
-            for (int j = 0; j < ws; j += 16) {
-                const __mmask16 mk = (__mmask16)dw_mask(j, P, W, 16);
-                __m128i r[3];
-                for (int k = 0; k < 3; k++) {
-                    const int ih = i + k - P;
-                    r[k] = ih < 0 || ih >= H ? zp16
-                                             : _mm_mask_loadu_epi8(zp16, mk, xc + (ptrdiff_t)ih * W + j - P);
-                    r[k] = _mm_xor_si128(r[k], flip);
-                }
-                interleave4(cells + ((size_t)i * ws + j) * 4, r[0], r[1], r[2], z);
-            }
+    const int s = g->s, H = op->in_h, W = op->in_w, P = op->pad, R = g->dw_drows;
+    const int L = s == 1 ? g->ws : 2 * g->ws; /* values written a row (the pitch) */
+    const __m512i zpv = _mm512_set1_epi8((char)op->in_zp), flip = _mm512_set1_epi8((char)0x80);
+    const __m512i pad = _mm512_xor_si512(zpv, flip);
+    /* rows r of the padded plane: r < P and r >= P + H all padding */
+    const int r1 = P + H < R ? P + H : R;
+    if (L <= 64) {
+        /* one masked load and store a row (every MobileNet shape) */
+        const __mmask64 sm = L == 64 ? ~(__mmask64)0 : (((__mmask64)1 << L) - 1);
+        const __mmask64 lm = (__mmask64)dw_mask(0, P, W, 64);
+        const uintptr_t x0 = (uintptr_t)xc - (uintptr_t)(intptr_t)P;
+        if (s == 1) {
+            for (int r = 0; r < P && r < R; r++) _mm512_mask_storeu_epi8(d + (size_t)r * L, sm, pad);
+            for (int r = P; r < r1; r++)
+                _mm512_mask_storeu_epi8(d + (size_t)r * L, sm,
+                                        _mm512_xor_si512(_mm512_mask_loadu_epi8(zpv, lm, (const void *)(x0 + (size_t)(r - P) * W)), flip));
+            for (int r = r1; r < R; r++) _mm512_mask_storeu_epi8(d + (size_t)r * L, sm, pad);
+            return;
+        }
+        for (int r = 0; r < R; r++) {
+            uint8_t *dr = d + (size_t)(r & 1) * g->dw_cplane + (size_t)(r >> 1) * L;
+            __m512i v = pad;
+            if (r >= P && r < r1)
+                v = _mm512_xor_si512(_mm512_mask_loadu_epi8(zpv, lm, (const void *)(x0 + (size_t)(r - P) * W)), flip);
+            _mm512_mask_storeu_epi8(dr, sm, v);
+        }
         return;
     }
-    uint8_t *c1 = cells + g->dw_cplane;
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < ws; j += 16) {
-            const __mmask32 mk = (__mmask32)dw_mask(2 * j, P, W, 32);
-            __m128i e[3], o[3];
-            for (int k = 0; k < 3; k++) {
-                const int ih = 2 * i + k - P;
-                __m256i v = ih < 0 || ih >= H ? zp32
-                                              : _mm256_mask_loadu_epi8(zp32, mk, xc + (ptrdiff_t)ih * W + 2 * j - P);
-                v = _mm256_xor_si256(v, flip32);
-                e[k] = _mm256_cvtepi16_epi8(v);                     /* even columns: low bytes */
-                o[k] = _mm256_cvtepi16_epi8(_mm256_srli_epi16(v, 8)); /* odd: high bytes */
+    for (int r = 0; r < R; r++) {
+        uint8_t *dr = s == 1 ? d + (size_t)r * L : d + (size_t)(r & 1) * g->dw_cplane + (size_t)(r >> 1) * L;
+        const int ih = r - P;
+        const int8_t *xr = ih >= 0 && ih < H ? xc + (size_t)ih * W : NULL;
+        for (int c0 = 0; c0 < L; c0 += 64) {
+            const int left = L - c0;
+            const __mmask64 sm = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+            __m512i v = pad;
+            if (xr) {
+                const __mmask64 lm = (__mmask64)dw_mask(c0, P, W, 64);
+                /* masked-off lanes are not read (nor can they fault) */
+                const void *a = (const void *)((uintptr_t)xr + (uintptr_t)(intptr_t)(c0 - P));
+                v = _mm512_xor_si512(_mm512_mask_loadu_epi8(zpv, lm, a), flip);
             }
-            const size_t at = ((size_t)i * ws + j) * 4;
-            interleave4(cells + at, e[0], e[1], e[2], z);
-            interleave4(c1 + at, o[0], o[1], o[2], z);
+            _mm512_mask_storeu_epi8(dr + c0, sm, v);
         }
+    }
 }
 
-/* one image, channel by channel: the cells, three vpdpbusd a vector of 16
- * positions, the epilogue, masked stores of the valid lanes */
+VNNI_INLINE __m512i dw_cells(__m512i didx, __m512i bidx, const uint8_t *p)
+{
+    return _mm512_shuffle_epi8(_mm512_permutexvar_epi32(didx, _mm512_loadu_si512(p)), bidx);
+}
+
+/* one image: every channel's padded rows, then per channel and vector of
+ * 16 positions three (load, vpermd + vpshufb, vpdpbusd), the epilogue, masked stores
+ * of the valid lanes */
 VNNI static void vnni_dw_image(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *slot)
 {
     const rt_gemm *g = &op->g;
-    const int s = g->s, nv = g->q_vecs;
+    const int s = g->s, nv = g->q_vecs, ws = g->ws;
     const size_t ip = (size_t)op->in_h * op->in_w, opl = (size_t)op->out_shape[1] * op->out_shape[2];
-    uint8_t *cells = slot + g->dw_coff;
-    /* tap column kw: phase kw % s, kw / s cells on */
-    const uint8_t *b0 = cells, *b1 = s == 1 ? cells + 4 : cells + g->dw_cplane, *b2 = s == 1 ? cells + 8 : cells + 4;
+    const size_t area = g->dw_dplane;
+    for (int c = 0; c < op->oc; c++) vnni_dw_rows(op, x + (size_t)c * ip, slot + (size_t)c * area);
+    /* the cells of lane l = 4k + j (128-bit lane k): bytes s*l + e, e < 3
+     * (e = 3: weight 0, any byte), as vpermd putting dwords s*k ..
+     * s*k + 3 into lane k, then vpshufb picking bytes s*j + e of those */
+    const __m512i didx = _mm512_set_epi32(3 * s + 3, 3 * s + 2, 3 * s + 1, 3 * s, 2 * s + 3, 2 * s + 2, 2 * s + 1,
+                                          2 * s, s + 3, s + 2, s + 1, s, 3, 2, 1, 0);
+    __m512i bidx;
+    {
+        uint8_t ib[64];
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 4; j++)
+                for (int e = 0; e < 4; e++) ib[16 * k + 4 * j + e] = (uint8_t)(s * j + (e < 3 ? e : 0));
+        bidx = _mm512_loadu_si512(ib);
+    }
+    /* where kernel row kh starts (position 0), within a channel's area */
+    size_t off[3];
+    for (int kh = 0; kh < 3; kh++)
+        off[kh] = s == 1 ? (size_t)kh * ws : (size_t)(kh & 1) * g->dw_cplane + (size_t)(kh >> 1) * 2 * ws;
+    const size_t qstep = (size_t)16 * s;
     for (int c = 0; c < op->oc; c++) {
-        vnni_dw_cells(op, x + (size_t)c * ip, cells);
+        const uint8_t *dc = slot + (size_t)c * area;
+        const uint8_t *r0 = dc + off[0], *r1 = dc + off[1], *r2 = dc + off[2];
         const epi_par p = epi_chan_load(&g->epi, c);
         const __m512i bias = _mm512_set1_epi32(g->epi.bias[c]);
         const int32_t *wc = (const int32_t *)g->w + (size_t)c * 3;
         const __m512i w0 = _mm512_set1_epi32(wc[0]), w1 = _mm512_set1_epi32(wc[1]), w2 = _mm512_set1_epi32(wc[2]);
         int8_t *yc = y + (size_t)c * opl;
         for (int v = 0; v < nv; v++) {
-            __m512i acc = _mm512_dpbusd_epi32(bias, _mm512_loadu_si512(b0 + 64 * (size_t)v), w0);
-            acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(b1 + 64 * (size_t)v), w1);
-            acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(b2 + 64 * (size_t)v), w2);
+            const size_t o = (size_t)v * qstep;
+            __m512i acc = _mm512_dpbusd_epi32(bias, dw_cells(didx, bidx, r0 + o), w0);
+            acc = _mm512_dpbusd_epi32(acc, dw_cells(didx, bidx, r1 + o), w1);
+            acc = _mm512_dpbusd_epi32(acc, dw_cells(didx, bidx, r2 + o), w2);
             const rt_vstore *d = &g->vst[v];
             const __m128i y8 = _mm_shuffle_epi8(epi_apply(acc, &p, 1),
                                                 _mm_loadu_si128((const __m128i *)(const void *)d->perm));
@@ -600,4 +778,6 @@ const rt_isa_kernels qat_rti_vnni = {
     .dw_image = vnni_dw_image,
     .maxpool_image = vnni_maxpool_image,
     .add_image = vnni_add_image,
+    .gap_image = vnni_gap_image,
+    .lut_image = vnni_lut_image,
 };

@@ -211,7 +211,10 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
             qat_rti_conv2d_ref(op, x, y, slot);
         }
         break;
-    case RT_OP_LUT: qat_rti_lut_s8(op, x, y); break;
+    case RT_OP_LUT:
+        if (k && k->lut_image) k->lut_image(op, x, y);
+        else qat_rti_lut_s8(op, x, y);
+        break;
     case RT_OP_UPSAMPLE: qat_rti_upsample_s8(op, x, y); break;
     case RT_OP_CONCAT: {
         const int8_t *xs[QAT_RT_MAX_INPUTS];
@@ -224,7 +227,10 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
         if (k && k->add_image) k->add_image(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
         else qat_rti_add_s8(op, x, m->out[op->inputs[1]] + (size_t)b * op->out_size, y);
         break;
-    case RT_OP_GLOBAL_AVGPOOL: qat_rti_global_avgpool_s8(op, x, y); break;
+    case RT_OP_GLOBAL_AVGPOOL:
+        if (k && k->gap_image) k->gap_image(op, x, y);
+        else qat_rti_global_avgpool_s8(op, x, y);
+        break;
     case RT_OP_AVGPOOL2D: qat_rti_avgpool2d_s8(op, x, y); break;
     case RT_OP_MAXPOOL2D:
         if (k && k->maxpool_image) k->maxpool_image(op, x, y);
@@ -243,10 +249,16 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
  * to the next. Linear layers run batched (weights reused across samples).
  * With fewer images than threads, conv2d splits each image's tiles over the
  * threads instead. */
-static void run_graph(qat_rt_model *m, int n, int8_t *logits)
+static void run_graph(qat_rt_model *m, int n, int8_t *logits, const uint8_t *px)
 {
     const rt_isa_kernels *k = isa_kernels(m->isa);
     const int T = run_threads(m);
+    /* px: u8 pixels for the input op, converted image by image inside the
+     * first run's per-image loop when there is one (no parallel region of
+     * its own), else here */
+    const size_t isz = m->ops[0].out_size;
+    const int px_inside = px && m->n_ops > 1 && m->ops[1].type != RT_OP_LINEAR && n >= T;
+    if (px && !px_inside) qat_rti_input_u8(&m->ops[0], px, m->out[0], n, T);
     for (int i = 1; i < m->n_ops;) {
         const rt_op *op = &m->ops[i];
         if (op->type == RT_OP_LINEAR) {
@@ -266,6 +278,8 @@ static void run_graph(qat_rt_model *m, int n, int8_t *logits)
 #pragma omp parallel for num_threads(T) schedule(dynamic, 1)
             for (int b = 0; b < n; b++) {
                 uint8_t *slot = m->scratch + (size_t)omp_get_thread_num() * m->slot_bytes;
+                if (px_inside && i == 1)
+                    qat_rti_input_u8(&m->ops[0], px + (size_t)b * isz, m->out[0] + (size_t)b * isz, 1, 1);
                 for (int o = i; o < j; o++) sample_op(m, k, o, b, slot);
             }
         } else {
@@ -334,8 +348,7 @@ int qat_rt_run_u8(qat_rt_model *m, const uint8_t *pixels, int n, int8_t *logits)
         memcpy(logits, m->out[m->n_ops - 1], (size_t)n * m->ops[m->n_ops - 1].out_size);
         return QAT_OK;
     }
-    qat_rti_input_u8(&m->ops[0], pixels, m->out[0], n, run_threads(m));
-    run_graph(m, n, logits);
+    run_graph(m, n, logits, pixels);
     return QAT_OK;
 }
 
@@ -356,7 +369,7 @@ int qat_rt_run_f32(qat_rt_model *m, const float *x, int n, int8_t *logits)
     if (nan >= 0)
         return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32: x[%lld] (image %lld) is NaN", nan,
                              nan / (long long)m->ops[0].out_size);
-    run_graph(m, n, logits);
+    run_graph(m, n, logits, NULL);
     return QAT_OK;
 }
 
@@ -373,7 +386,7 @@ int qat_rt_run_s8(qat_rt_model *m, const int8_t *xq, int n, int8_t *logits)
         memcpy(logits, m->out[m->n_ops - 1], (size_t)n * m->ops[m->n_ops - 1].out_size);
         return QAT_OK;
     }
-    run_graph(m, n, logits);
+    run_graph(m, n, logits, NULL);
     return QAT_OK;
 }
 
@@ -398,8 +411,7 @@ int qat_rt_run_u8_float(qat_rt_model *m, const uint8_t *pixels, int n, float *lo
     if (m->has_float) {
         qat_rti_float_run_u8(m, pixels, n);
     } else {
-        qat_rti_input_u8(&m->ops[0], pixels, m->out[0], n, run_threads(m));
-        run_graph(m, n, m->out[m->n_ops - 1]);
+        run_graph(m, n, m->out[m->n_ops - 1], pixels);
     }
     float_logits(m, n, logits);
     return QAT_OK;
@@ -414,7 +426,7 @@ int qat_rt_run_f32_float(qat_rt_model *m, const float *x, int n, float *logits)
         bad = qat_rti_float_run_f32(m, x, n);
     } else {
         bad = qat_rti_input_f32(&m->ops[0], x, m->out[0], n, run_threads(m));
-        if (bad < 0) run_graph(m, n, m->out[m->n_ops - 1]);
+        if (bad < 0) run_graph(m, n, m->out[m->n_ops - 1], NULL);
     }
     if (bad >= 0)
         return qat_rti_error(QAT_ERR_ARG, "qat_rt_run_f32_float: x[%lld] (image %lld) is NaN", bad,

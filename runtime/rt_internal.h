@@ -104,6 +104,7 @@ typedef struct rt_gemm {
     int q_count, q_vecs; /* output positions q = oh*ws + ow, vectors of 16 or 8 */
     size_t tmp_bytes;   /* per-image output staging (AVX2) */
     rt_vstore *vst;     /* VNNI: [q_vecs] stores of the output vectors */
+    int vst_ident;      /* VNNI: every vst perm keeps the lanes in place (no shuffle) */
     /* linear: packed activations row length in bytes */
     size_t xrow_bytes;
     /* AVX2 Winograd F(2x2, 3x3) (3x3 stride-1 convs, kernels_avx2.c): th x tw
@@ -242,6 +243,9 @@ size_t qat_rti_conv2d_ref_scratch(const rt_op *op);
 void qat_rti_linear_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads);
 void qat_rti_add_s8(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);
 void qat_rti_global_avgpool_s8(const rt_op *op, const int8_t *x, int8_t *y);
+/* global_avgpool's requantization of channels [c0, c0 + n) from sums[i],
+ * the sum of x - zp over channel c0 + i's plane */
+void qat_rti_global_avgpool_fin(const rt_op *op, const int32_t *sums, int c0, int n, int8_t *y);
 void qat_rti_avgpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_maxpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y);
@@ -356,6 +360,8 @@ typedef struct rt_isa_kernels {
     /* optional (NULL: the reference), one image */
     void (*maxpool_image)(const rt_op *op, const int8_t *x, int8_t *y);
     void (*add_image)(const rt_op *op, const int8_t *a, const int8_t *b, int8_t *y);
+    void (*gap_image)(const rt_op *op, const int8_t *x, int8_t *y);
+    void (*lut_image)(const rt_op *op, const int8_t *x, int8_t *y);
 } rt_isa_kernels;
 
 extern const rt_isa_kernels qat_rti_avx2;

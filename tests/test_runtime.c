@@ -1253,6 +1253,34 @@ START_TEST(test_isa_strided_shapes)
 }
 END_TEST
 
+/* 1x1 stride-1 convs without padding: the VNNI packer takes each group of
+ * 4 channels' H*W pixels as one run, 64 at a time (vnni_rows_flat): runs
+ * shorter than, equal to and longer than 64 with ragged ends, channel
+ * counts off the 4-channel cells, a 3x3 valid conv (pad 0: the same
+ * packer), then a global average pool of every size (the VNNI pool sums
+ * with vpsadbw, 64 pixels a step) */
+START_TEST(test_isa_flat_runs)
+{
+    static const int HW[][2] = {{1, 1}, {1, 63}, {8, 8}, {5, 13}, {7, 7}, {13, 5}, {3, 43}, {14, 14}, {11, 12}, {28, 28}};
+    qat_rng r;
+    qat_rng_seed(&r, 4711 + (uint64_t)_i);
+    for (int t = 0; t < 5; t++) {
+        tm_model M = {0};
+        const int C = 1 + (int)qat_rng_below(&r, 70), OC = 1 + (int)qat_rng_below(&r, 40);
+        const int *hw = HW[(2 * _i + t) % 10];
+        const int extreme = (_i + t) % 3 == 0;
+        int x = tm_input(&M, 3, C, hw[0], hw[1], extreme ? (t % 2 ? 127 : -128) : rnd_int(&r, -128, 127));
+        x = tm_conv(&M, x, OC, 1, 1, 1, 0, extreme, &r);
+        if (hw[0] >= 3 && hw[1] >= 3 && t % 2) x = tm_conv(&M, x, 1 + (int)qat_rng_below(&r, 9), 3, 3, 1, 0, extreme, &r);
+        x = tm_pool(&M, "global_avgpool", x, 0, 0, &r);
+        char what[112];
+        snprintf(what, sizeof what, "flat %d/%d: C %d OC %d %dx%d", _i, t, C, OC, hw[0], hw[1]);
+        check_all_isas(&M, 5, extreme, &r, what);
+        tm_free(&M);
+    }
+}
+END_TEST
+
 /* conv2d_split (batches 1 and 2 on 3 threads, >= 2^21 multiply-adds) on
  * every input packer of kernels_common.c, not only the channel cells at
  * stride 1 and 2 above: tap cells (fewer channels than a cell holds: 1 for
@@ -2035,6 +2063,7 @@ static Suite *runtime_suite(void)
     tcase_add_loop_test(tc, test_isa_wino_shapes, 0, 6);
     tcase_add_loop_test(tc, test_isa_wino_bound, 0, 2);
     tcase_add_loop_test(tc, test_isa_strided_shapes, 0, 6);
+    tcase_add_loop_test(tc, test_isa_flat_runs, 0, 5);
     tcase_add_loop_test(tc, test_isa_split_packers, 0, 5);
     tcase_add_loop_test(tc, test_isa_multipliers, 0, 4);
     tcase_add_loop_test(tc, test_depthwise_shapes, 0, 6);
