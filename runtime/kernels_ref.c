@@ -31,55 +31,15 @@ size_t qat_rti_conv2d_ref_scratch(const rt_op *op)
     return (size_t)op->oc * P * sizeof(int32_t) + P * sizeof(int16_t) + 64;
 }
 
-/* x [C, H, W], weight [OC, C, KH, KW], y [OC, OH, OW] (one image).
- * For each tap k = (ic, kh, kw): col[p] = x at the tap of output p, minus
- * the zero point (0 where the tap falls in the padding), then
- * acc[oc][p] += w[oc][k] * col[p] for every channel: long inner loops over
- * the P = OH*OW positions, which compilers vectorize.
- * scratch: acc [OC][P] int32, col [P] int16. */
+/* conv2d, any groups (docs/FORMAT-int8.md): output channel oc of group
+ * g = oc / (OC/groups) sums over the input channels [g * C/groups,
+ * (g+1) * C/groups), weight [OC, C/groups, KH, KW]; groups 1 is the
+ * ordinary conv. x [C, H, W], y [OC, OH, OW] (one image). For each tap
+ * k = (ic, kh, kw): col[p] = x at the tap of output p, minus the zero
+ * point (0 in the padding), then acc[oc][p] += w[oc][k] * col[p] for the
+ * group's channels: long inner loops over the P = OH*OW positions, which
+ * compilers vectorize. scratch: acc [OC][P] int32, col [P] int16. */
 void qat_rti_conv2d_ref(const rt_op *op, const int8_t *xi, int8_t *yi, uint8_t *scratch)
-{
-    const int C = op->in_c, H = op->in_h, W = op->in_w;
-    const int OC = op->oc, KH = op->kh, KW = op->kw, S = op->stride, P = op->pad;
-    const int OH = op->out_shape[1], OW = op->out_shape[2];
-    const size_t NP = (size_t)OH * OW, K = (size_t)C * KH * KW;
-    const int32_t zp = op->in_zp;
-    int32_t *acc = (int32_t *)(void *)scratch;
-    int16_t *col = (int16_t *)(void *)(scratch + (size_t)OC * NP * sizeof(int32_t));
-    for (int oc = 0; oc < OC; oc++)
-        for (size_t p = 0; p < NP; p++) acc[(size_t)oc * NP + p] = op->bias[oc];
-    for (int ic = 0; ic < C; ic++)
-        for (int kh = 0; kh < KH; kh++)
-            for (int kw = 0; kw < KW; kw++) {
-                for (int oh = 0; oh < OH; oh++) {
-                    const int ih = oh * S - P + kh;
-                    int16_t *cr = col + (size_t)oh * OW;
-                    for (int ow = 0; ow < OW; ow++) {
-                        const int iw = ow * S - P + kw;
-                        cr[ow] = (int16_t)(ih >= 0 && ih < H && iw >= 0 && iw < W
-                                               ? xi[((size_t)ic * H + ih) * W + iw] - zp
-                                               : 0);
-                    }
-                }
-                const size_t k = ((size_t)ic * KH + kh) * KW + kw;
-                for (int oc = 0; oc < OC; oc++) {
-                    const int32_t wv = op->weight[(size_t)oc * K + k];
-                    int32_t *a = acc + (size_t)oc * NP;
-                    if (wv)
-                        for (size_t p = 0; p < NP; p++) a[p] += wv * col[p];
-                }
-            }
-    for (int oc = 0; oc < OC; oc++)
-        for (size_t p = 0; p < NP; p++)
-            yi[(size_t)oc * NP + p] = requant_s8(acc[(size_t)oc * NP + p], op->mult[oc], op->shift[oc],
-                                                 op->out_zp, op->act_min, qat_rti_act_hi(op, oc));
-}
-
-/* A grouped conv (docs/FORMAT-int8.md, conv2d with groups): output channel
- * oc of group g = oc / (OC/groups) sums over the input channels
- * [g * C/groups, (g+1) * C/groups), weight [OC, C/groups, KH, KW]. The
- * same tap-by-tap loops as qat_rti_conv2d_ref, per group. */
-void qat_rti_conv2d_grouped_ref(const rt_op *op, const int8_t *xi, int8_t *yi, uint8_t *scratch)
 {
     const int H = op->in_h, W = op->in_w, G = op->groups;
     const int OC = op->oc, KH = op->kh, KW = op->kw, S = op->stride, P = op->pad;

@@ -204,7 +204,7 @@ static void sample_op(const qat_rt_model *m, const rt_isa_kernels *k, int i, int
     case RT_OP_CONV2D:
         if (op->groups > 1) {
             if (k && op->dw_fast) k->dw_image(op, x, y, slot);
-            else qat_rti_conv2d_grouped_ref(op, x, y, slot);
+            else qat_rti_conv2d_ref(op, x, y, slot);
         } else if (k) {
             k->conv_image(op, x, y, slot);
         } else {

@@ -237,7 +237,7 @@ void qat_rti_free_ops(qat_rt_model *m);
 /* ---- reference kernels (kernels_ref.c), integer only ----
  * Layouts as in docs/FORMAT-int8.md. All but linear and the input take one
  * sample (no threads inside); linear takes a batch of n and splits it over
- * `threads` OpenMP threads. conv2d needs qat_rti_conv2d_ref_scratch bytes. */
+ * `threads` OpenMP threads. conv2d (any groups) needs qat_rti_conv2d_ref_scratch bytes. */
 void qat_rti_conv2d_ref(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *scratch);
 size_t qat_rti_conv2d_ref_scratch(const rt_op *op);
 void qat_rti_linear_ref(const rt_op *op, const int8_t *x, int8_t *y, int n, int threads);
@@ -250,10 +250,9 @@ void qat_rti_avgpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_maxpool2d_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_relu_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_input_u8(const rt_op *op, const uint8_t *p, int8_t *y, int n, int threads);
-/* format version 3, one sample: a grouped conv2d (any groups, scratch
- * qat_rti_conv2d_ref_scratch), y = table[x + 128], the concat of the
- * inputs xs[0 .. n_inputs), nearest-neighbour upsampling */
-void qat_rti_conv2d_grouped_ref(const rt_op *op, const int8_t *x, int8_t *y, uint8_t *scratch);
+/* format version 3, one sample: y = table[x + 128], the concat of the
+ * inputs xs[0 .. n_inputs), nearest-neighbour upsampling (grouped conv2d
+ * is qat_rti_conv2d_ref with op->groups) */
 void qat_rti_lut_s8(const rt_op *op, const int8_t *x, int8_t *y);
 void qat_rti_concat_s8(const rt_op *op, const int8_t *const *xs, int8_t *y);
 void qat_rti_upsample_s8(const rt_op *op, const int8_t *x, int8_t *y);

@@ -629,7 +629,7 @@ START_TEST(test_int8_depthwise)
             uint8_t *slot = qat_rti_alloc(fast[f]->dw_slot_bytes(&op));
             memset(y0, 0x55, op.out_size + 64);
             memset(y1, 0x55, op.out_size + 64);
-            qat_rti_conv2d_grouped_ref(&op, x, y0, ref_scratch);
+            qat_rti_conv2d_ref(&op, x, y0, ref_scratch);
             fast[f]->dw_image(&op, x, y1, slot);
             for (size_t i = 0; i < op.out_size + 64; i++)
                 if (y0[i] != y1[i])
