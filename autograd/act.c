@@ -272,7 +272,8 @@ qat_tensor *qat_clamp_channels(qat_ctx *ctx, qat_tensor *x, float lo, const floa
 typedef void (*span_fwd)(float *, const float *, size_t);
 typedef void (*span_bwd)(float *, const float *, const float *, size_t, int);
 
-static void hardswish_backward(qat_ctx *ctx, const qat_tape_entry *e)
+/* dx (+)= f'(x) * dy over blocks, f' given as a span kernel */
+static void unary_backward(qat_ctx *ctx, const qat_tape_entry *e, span_bwd g)
 {
     int fresh;
     float *dx = qat_grad_fresh(ctx, e->in[0], &fresh);
@@ -282,22 +283,18 @@ static void hardswish_backward(qat_ctx *ctx, const qat_tape_entry *e)
 #pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
     for (ptrdiff_t b = 0; b < NBLK(n); b++) {
         size_t i = (size_t)b * BLK, m = n - i < BLK ? n - i : BLK;
-        hardswish_bwd_span(dx + i, x + i, dy + i, m, fresh);
+        g(dx + i, x + i, dy + i, m, fresh);
     }
+}
+
+static void hardswish_backward(qat_ctx *ctx, const qat_tape_entry *e)
+{
+    unary_backward(ctx, e, hardswish_bwd_span);
 }
 
 static void hardsigmoid_backward(qat_ctx *ctx, const qat_tape_entry *e)
 {
-    int fresh;
-    float *dx = qat_grad_fresh(ctx, e->in[0], &fresh);
-    if (!dx) return;
-    const float *x = e->in[0]->data, *dy = e->out->grad;
-    size_t n = e->out->numel;
-#pragma omp parallel for if (n > PAR_MIN) schedule(dynamic, 4)
-    for (ptrdiff_t b = 0; b < NBLK(n); b++) {
-        size_t i = (size_t)b * BLK, m = n - i < BLK ? n - i : BLK;
-        hardsigmoid_bwd_span(dx + i, x + i, dy + i, m, fresh);
-    }
+    unary_backward(ctx, e, hardsigmoid_bwd_span);
 }
 
 static qat_tensor *unary(qat_ctx *ctx, const char *name, qat_tensor *x, span_fwd f, qat_backward_fn bwd)
